@@ -1,0 +1,101 @@
+// The IR: one graph type for forward, backward and fused programs. A node is one op with one
+// output; nodes are kept in topological order and a node's id is its index. Passes are
+// functions from Graph to Graph.
+import type { Span } from '../syntax/ast.js';
+import type { Dim } from './dims.js';
+
+export type DType = 'f32' | 'f16' | 'bf16' | 'i32' | 'bool';
+
+export interface TensorType {
+  readonly dtype: DType;
+  readonly shape: readonly Dim[];
+}
+
+/** Attribute values: JSON-like data, where any number in a dim position may be a symbolic Dim. */
+export type AttrValue = number | string | boolean | null | Dim | readonly AttrValue[];
+export type Attrs = Readonly<Record<string, AttrValue>>;
+
+export interface Node {
+  readonly id: number;
+  readonly op: string;
+  readonly inputs: readonly number[];
+  readonly attrs: Attrs;
+  readonly type: TensorType;
+  /** where in the spec the value was written (for diagnostics and `kiln inspect`). */
+  readonly span?: Span;
+  /** a readable name: the spec variable, parameter or `grad(...)`. */
+  readonly label?: string;
+}
+
+export type Initializer =
+  | { kind: 'zeros' }
+  | { kind: 'ones' }
+  | { kind: 'normal'; std: number; mean: number }
+  | { kind: 'uniform'; low: number; high: number }
+  | { kind: 'constant'; value: number };
+
+export interface ParamInfo {
+  /** the checkpoint name: `model.layers.0.self_attn.q_proj.weight`. */
+  readonly name: string;
+  /** the node whose op is `param`. */
+  readonly node: number;
+  readonly type: TensorType;
+  readonly init: Initializer;
+  readonly trainable: boolean;
+  /** the model's top-level submodule this parameter belongs to (`vision_tower`, `model`, ...). */
+  readonly component: string;
+  /** the module path in the spec: `model.layers.0.self_attn.q_proj`. */
+  readonly path: string;
+  readonly span?: Span;
+}
+
+export interface NamedValue {
+  readonly name: string;
+  readonly node: number;
+}
+
+export interface LossTerm extends NamedValue {
+  readonly weight: number;
+}
+
+export interface Graph {
+  readonly nodes: readonly Node[];
+  readonly inputs: readonly NamedValue[];
+  readonly params: readonly ParamInfo[];
+  readonly outputs: readonly NamedValue[];
+  readonly losses: readonly LossTerm[];
+  /** the weighted sum of the loss terms, when there are any. */
+  readonly totalLoss: number | null;
+  /** d(totalLoss)/d(param) for each trainable parameter, filled in by autodiff. */
+  readonly gradients: readonly NamedValue[];
+  /** symbolic dims the inputs introduce, in order of first appearance (B, T, ...). */
+  readonly symbols: readonly string[];
+}
+
+export function emptyGraph(): Graph {
+  return { nodes: [], inputs: [], params: [], outputs: [], losses: [], totalLoss: null, gradients: [], symbols: [] };
+}
+
+/** Ids of every node some root depends on, in topological order. */
+export function reachable(graph: Graph, roots: readonly number[]): number[] {
+  const seen = new Uint8Array(graph.nodes.length);
+  const stack = [...roots];
+  while (stack.length > 0) {
+    const id = stack.pop()!;
+    if (seen[id]) continue;
+    seen[id] = 1;
+    for (const i of graph.nodes[id]!.inputs) if (!seen[i]) stack.push(i);
+  }
+  const out: number[] = [];
+  for (let i = 0; i < seen.length; i++) if (seen[i]) out.push(i);
+  return out;
+}
+
+/** Number of users of each node. */
+export function useCounts(graph: Graph): Uint32Array {
+  const counts = new Uint32Array(graph.nodes.length);
+  for (const n of graph.nodes) for (const i of n.inputs) counts[i]!++;
+  for (const v of [...graph.outputs, ...graph.losses, ...graph.gradients]) counts[v.node]!++;
+  if (graph.totalLoss !== null) counts[graph.totalLoss]!++;
+  return counts;
+}

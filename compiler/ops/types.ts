@@ -1,0 +1,47 @@
+// The contract every op file fulfils: one op, defined once, with its shape rule, its gradient
+// rule (as graph ops), its reference implementation and (from the backend issue on) its kernel.
+import type { GraphBuilder } from '../ir/builder.js';
+import type { AttrValue, Attrs, DType, Node, TensorType } from '../ir/graph.js';
+import type { HostTensor, TensorData } from '../../runtime/tensor.js';
+
+export interface ReferenceContext {
+  /** 'f32': float outputs are Float32Array, rounded like PyTorch f32; 'f64': Float64Array. */
+  readonly precision: 'f32' | 'f64';
+  alloc(dtype: DType, size: number): TensorData;
+}
+
+/** The concrete output type the executor asks for (symbolic dims already bound). */
+export interface ConcreteType {
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+}
+
+/** How a spec-language call maps onto the op: positional/keyword inputs and attributes. */
+export interface AttrSpec {
+  readonly type: 'number' | 'int' | 'bool' | 'string' | 'dims' | 'ints' | 'dtype';
+  /** absent: the attribute is required. */
+  readonly default?: AttrValue;
+}
+export interface Surface {
+  /** input names in positional order; `name?` optional, `name*` a list (concat). */
+  readonly inputs: readonly string[];
+  readonly attrs: Readonly<Record<string, AttrSpec>>;
+  /** one line for `kiln` help and diagnostics: `layer_norm(x, weight, bias, eps = 1e-5)`. */
+  readonly doc: string;
+}
+
+export interface OpDef {
+  readonly name: string;
+  /** present for ops a spec may call by name (internal backward ops have none). */
+  readonly surface?: Surface;
+  /** Output type from input types and attrs; throws ShapeError saying which dims disagree. */
+  infer(inputs: readonly TensorType[], attrs: Attrs): TensorType;
+  /**
+   * Cotangents of the inputs given the cotangent of the output, built as graph ops with `b`
+   * (so the backward graph is a graph like any other). null: no gradient flows to that input.
+   * Absent: the op is not differentiable (integer outputs, sources).
+   */
+  vjp?(b: GraphBuilder, node: Node, cotangent: number): readonly (number | null)[];
+  /** Computes the op on the CPU. Attrs arrive with symbolic dims already evaluated. */
+  reference(inputs: readonly HostTensor[], attrs: Attrs, out: ConcreteType, ctx: ReferenceContext): HostTensor;
+}
