@@ -4,16 +4,7 @@ import type { Span } from '../syntax/ast.js';
 import { getOp } from '../ops/registry.js';
 import type { Attrs, Graph, LossTerm, NamedValue, Node, ParamInfo, TensorType } from './graph.js';
 
-/** A shape or dtype rule rejected its inputs; the message says which dims disagree. */
-export class ShapeError extends Error {
-  constructor(
-    message: string,
-    /** which input (0-based) the complaint is about, when it is about one. */
-    readonly inputIndex?: number,
-  ) {
-    super(message);
-  }
-}
+export { ShapeError } from './shape_error.js';
 
 export class GraphBuilder {
   readonly nodes: Node[];

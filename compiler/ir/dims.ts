@@ -73,7 +73,7 @@ export function divDims(a: Dim, b: Dim): Dim | null {
   // Symbolic divisor: exact only when a is a constant multiple of b, or b is a single monomial
   // dividing every term of a.
   if (b.terms.size === 1) {
-    const [[mono, coef]] = [...b.terms];
+    const [mono, coef] = [...b.terms][0]!;
     const bParts = mono.split('*');
     const t = new Map<string, number>();
     for (const [k, v] of termsOf(a)) {

@@ -1,0 +1,129 @@
+// Scaled dot-product attention as HF's eager LLaMA/CLIP attention computes it:
+// softmax(q k^T * scale + mask) v, q [B, Hq, T, D], k [B, Hkv, S, D], v [B, Hkv, S, Dv]. Grouped
+// KV heads as repeat_kv: query head h reads kv head floor(h / (Hq / Hkv)). The causal mask is
+// aligned to the end: query t sees keys j <= t + (S - T). The VJP is attention_grad (one op per
+// cotangent, each recomputing the softmax) so a fused kernel can later replace it whole.
+import { divDims, dimsEqual, dimToString, isConst, shapeToString } from '../ir/dims.js';
+import type { Attrs, TensorType } from '../ir/graph.js';
+import type { HostTensor } from '../../runtime/tensor.js';
+import type { OpDef } from './types.js';
+import { alloc } from './util/ref.js';
+import { attrBool, expectArity, fail, isFloatDType, typeToString } from './util/shape.js';
+
+export function attentionInfer(op: string, q: TensorType, k: TensorType, v: TensorType, attrs: Attrs): void {
+  const names = ['q', 'k', 'v'];
+  [q, k, v].forEach((t, i) => {
+    if (t.shape.length !== 4) fail(`${op}: ${names[i]} must be [B, heads, seq, head_dim], got ${typeToString(t)}`, i);
+    if (!isFloatDType(t.dtype) || t.dtype !== q.dtype) fail(`${op}: q, k and v must share one float dtype, got ${q.dtype}, ${k.dtype}, ${v.dtype}`, i);
+  });
+  const s = (t: TensorType): string => shapeToString(t.shape);
+  const [B, Hq, , D] = q.shape as [never, never, never, never];
+  if (!dimsEqual(k.shape[0]!, B) || !dimsEqual(v.shape[0]!, B))
+    fail(`${op}: batch dims differ: q ${s(q)}, k ${s(k)}, v ${s(v)} (dim 0)`, 1);
+  if (!dimsEqual(k.shape[3]!, D)) fail(`${op}: q ${s(q)} has head dim ${dimToString(D)} but k ${s(k)} has ${dimToString(k.shape[3]!)} (dim 3)`, 1);
+  if (!dimsEqual(k.shape[1]!, v.shape[1]!)) fail(`${op}: k ${s(k)} and v ${s(v)} differ in kv heads (dim 1)`, 2);
+  if (!dimsEqual(k.shape[2]!, v.shape[2]!)) fail(`${op}: k ${s(k)} and v ${s(v)} differ in key length (dim 2)`, 2);
+  const group = divDims(Hq, k.shape[1]!);
+  if (group === null || (isConst(group) && group < 1))
+    fail(`${op}: q has ${dimToString(Hq)} heads, not a multiple of the ${dimToString(k.shape[1]!)} kv heads of k`, 1);
+  attrBool(op, attrs, 'causal', false);
+  const scale = attrs['scale'];
+  if (scale !== undefined && scale !== null && typeof scale !== 'number') fail(`${op}: scale must be a number or null`);
+}
+
+export interface AttentionDims {
+  B: number;
+  Hq: number;
+  Hkv: number;
+  T: number;
+  S: number;
+  D: number;
+  Dv: number;
+  scale: number;
+  causal: boolean;
+}
+
+export function attentionDims(q: HostTensor, k: HostTensor, v: HostTensor, attrs: Attrs): AttentionDims {
+  const [B, Hq, T, D] = q.shape as [number, number, number, number];
+  const [, Hkv, S] = k.shape as [number, number, number];
+  const scale = typeof attrs['scale'] === 'number' ? attrs['scale'] : 1 / Math.sqrt(D);
+  return { B, Hq, Hkv, T, S, D, Dv: v.shape[3]!, scale, causal: attrs['causal'] === true };
+}
+
+/**
+ * Visits every query row with its softmax probabilities (f64, length S; masked keys get 0).
+ * qo: offset of the query row, ko/vo: offsets of the kv head's first key/value row.
+ */
+export function forEachRow(
+  q: HostTensor,
+  k: HostTensor,
+  d: AttentionDims,
+  visit: (p: Float64Array, qo: number, ko: number, vo: number, b: number, h: number, t: number) => void,
+): void {
+  const p = new Float64Array(d.S);
+  const group = d.Hq / d.Hkv;
+  const qs = q.data;
+  const ks = k.data;
+  for (let b = 0; b < d.B; b++)
+    for (let h = 0; h < d.Hq; h++) {
+      const kh = Math.floor(h / group);
+      const ko = (b * d.Hkv + kh) * d.S * d.D;
+      const vo = (b * d.Hkv + kh) * d.S * d.Dv;
+      for (let t = 0; t < d.T; t++) {
+        const qo = ((b * d.Hq + h) * d.T + t) * d.D;
+        const last = d.causal ? Math.min(d.S - 1, t + d.S - d.T) : d.S - 1;
+        let m = -Infinity;
+        for (let j = 0; j <= last; j++) {
+          let s = 0;
+          for (let i = 0; i < d.D; i++) s += qs[qo + i]! * ks[ko + j * d.D + i]!;
+          p[j] = s * d.scale;
+          m = Math.max(m, p[j]!);
+        }
+        let z = 0;
+        for (let j = 0; j <= last; j++) {
+          p[j] = Math.exp(p[j]! - m);
+          z += p[j]!;
+        }
+        // A row that sees no key at all (T > S, causal) attends to nothing: zeros, not NaN.
+        for (let j = 0; j < d.S; j++) p[j] = j <= last ? p[j]! / z : 0;
+        visit(p, qo, ko, vo, b, h, t);
+      }
+    }
+}
+
+export const attentionOp: OpDef = {
+  name: 'attention',
+  surface: {
+    inputs: ['q', 'k', 'v'],
+    attrs: { causal: { type: 'bool', default: false }, scale: { type: 'number', default: null } },
+    doc: 'attention(q, k, v, causal = false, scale = null): softmax(q k^T * scale) v, q [B, Hq, T, D], k/v [B, Hkv, S, D]; scale null: 1/sqrt(D)',
+  },
+  infer(inputs, attrs) {
+    expectArity('attention', inputs, 3);
+    const [q, k, v] = inputs as [TensorType, TensorType, TensorType];
+    attentionInfer('attention', q, k, v, attrs);
+    return { dtype: q.dtype, shape: [q.shape[0]!, q.shape[1]!, q.shape[2]!, v.shape[3]!] };
+  },
+  vjp(b, node, g) {
+    const ins = [...node.inputs, g];
+    const attrs = { causal: attrBool('attention', node.attrs, 'causal', false), scale: node.attrs['scale'] ?? null };
+    return (['q', 'k', 'v'] as const).map((wrt) => b.add('attention_grad', ins, { ...attrs, wrt }));
+  },
+  reference([q, k, v], attrs, out, ctx) {
+    const d = attentionDims(q!, k!, v!, attrs);
+    const y = alloc(ctx, out.dtype, out.shape);
+    const vs = v!.data;
+    const acc = new Float64Array(d.Dv);
+    forEachRow(q!, k!, d, (p, qo, _ko, vo) => {
+      acc.fill(0);
+      for (let j = 0; j < d.S; j++) {
+        const pj = p[j]!;
+        if (pj === 0) continue;
+        for (let i = 0; i < d.Dv; i++) acc[i]! += pj * vs[vo + j * d.Dv + i]!;
+      }
+      const oo = (qo / d.D) * d.Dv;
+      for (let i = 0; i < d.Dv; i++) y.data[oo + i] = acc[i]!;
+    });
+    return y;
+  },
+};

@@ -1,0 +1,66 @@
+// Backward of attention, one cotangent per node (wrt = q, k or v), each recomputing the
+// softmax from q and k: dV = P^T g; dS = P * (g v^T - rowsum(g * O)); dQ = scale dS k;
+// dK = scale dS^T q. Grouped query heads sum into their shared kv head.
+import type { TensorType } from '../ir/graph.js';
+import type { OpDef } from './types.js';
+import { alloc } from './util/ref.js';
+import { attentionDims, attentionInfer, forEachRow } from './attention.js';
+import { shapesEqual, shapeToString } from '../ir/dims.js';
+import { attrString, expectArity, fail } from './util/shape.js';
+
+function wrtOf(attrs: Readonly<Record<string, unknown>>): 'q' | 'k' | 'v' {
+  const w = attrs['wrt'];
+  if (w !== 'q' && w !== 'k' && w !== 'v') fail(`attention_grad: wrt must be 'q', 'k' or 'v', got ${JSON.stringify(w)}`);
+  return w;
+}
+
+export const attentionGradOp: OpDef = {
+  name: 'attention_grad',
+  infer(inputs, attrs) {
+    expectArity('attention_grad', inputs, 4);
+    const [q, k, v, g] = inputs as [TensorType, TensorType, TensorType, TensorType];
+    attentionInfer('attention_grad', q, k, v, attrs);
+    attrString('attention_grad', attrs, 'wrt');
+    const o = [q.shape[0]!, q.shape[1]!, q.shape[2]!, v.shape[3]!];
+    if (g.dtype !== q.dtype || !shapesEqual(g.shape, o))
+      fail(`attention_grad: g ${shapeToString(g.shape)} must have the attention output's shape ${shapeToString(o)}`, 3);
+    return { q, k, v }[wrtOf(attrs)];
+  },
+  reference([q, k, v, g], attrs, out, ctx) {
+    const wrt = wrtOf(attrs);
+    const d = attentionDims(q!, k!, v!, attrs);
+    const acc = new Float64Array(out.shape.reduce((a, n) => a * n, 1));
+    const qs = q!.data;
+    const ks = k!.data;
+    const vs = v!.data;
+    const gs = g!.data;
+    const ds = new Float64Array(d.S);
+    forEachRow(q!, k!, d, (p, qo, ko, vo) => {
+      const go = (qo / d.D) * d.Dv;
+      if (wrt === 'v') {
+        for (let j = 0; j < d.S; j++) {
+          const pj = p[j]!;
+          if (pj !== 0) for (let i = 0; i < d.Dv; i++) acc[vo + j * d.Dv + i]! += pj * gs[go + i]!;
+        }
+        return;
+      }
+      // dP_j = g . v_j; rowsum(g * O) = sum_j P_j dP_j.
+      let dot = 0;
+      for (let j = 0; j < d.S; j++) {
+        let s = 0;
+        if (p[j]! !== 0) for (let i = 0; i < d.Dv; i++) s += gs[go + i]! * vs[vo + j * d.Dv + i]!;
+        ds[j] = s;
+        dot += p[j]! * s;
+      }
+      for (let j = 0; j < d.S; j++) {
+        const dsj = p[j]! * (ds[j]! - dot) * d.scale;
+        if (dsj === 0) continue;
+        if (wrt === 'q') for (let i = 0; i < d.D; i++) acc[qo + i]! += dsj * ks[ko + j * d.D + i]!;
+        else for (let i = 0; i < d.D; i++) acc[ko + j * d.D + i]! += dsj * qs[qo + i]!;
+      }
+    });
+    const y = alloc(ctx, out.dtype, out.shape);
+    y.data.set(acc);
+    return y;
+  },
+};

@@ -1,0 +1,123 @@
+// Binary elementwise arithmetic with numpy broadcasting, as a table: same-dtype operands only
+// (f32 with f32, i32 with i32, which stays i32); the VJPs sum broadcast cotangents back down.
+import type { GraphBuilder } from '../ir/builder.js';
+import type { Node, TensorType } from '../ir/graph.js';
+import type { OpDef } from './types.js';
+import { alloc, broadcastIndex } from './util/ref.js';
+import { scalar, unbroadcast } from './util/grad.js';
+import { broadcastShapes, expectArity, fail, isFloatDType, typeToString } from './util/shape.js';
+
+type Vjp = (b: GraphBuilder, node: Node, g: number) => [number, number];
+
+interface BinaryRow {
+  readonly f: (a: number, b: number) => number;
+  readonly ints: (a: number, b: number) => number;
+  readonly vjp: Vjp;
+  readonly doc: string;
+}
+
+function intDiv(a: number, b: number): number {
+  if (b === 0) throw new Error('div: integer division by zero');
+  return Math.floor(a / b);
+}
+
+function minmaxVjp(pick: 'gt' | 'lt'): Vjp {
+  // torch.maximum/minimum: the winner takes the gradient, ties split it in half.
+  return (b, node, g) => {
+    const [x, y] = node.inputs as [number, number];
+    const dt = node.type.dtype;
+    const zero = scalar(b, 0, dt);
+    const half = b.add('mul', [g, scalar(b, 0.5, dt)]);
+    const tie = b.add('eq', [x, y]);
+    const other = pick === 'gt' ? 'lt' : 'gt';
+    return [
+      b.add('where', [b.add(pick, [x, y]), g, b.add('where', [tie, half, zero])]),
+      b.add('where', [b.add(other, [x, y]), g, b.add('where', [tie, half, zero])]),
+    ];
+  };
+}
+
+export const BINARY: Readonly<Record<string, BinaryRow>> = {
+  add: { f: (a, b) => a + b, ints: (a, b) => (a + b) | 0, vjp: (_b, _n, g) => [g, g], doc: 'add(a, b): a + b, broadcasting' },
+  sub: {
+    f: (a, b) => a - b,
+    ints: (a, b) => (a - b) | 0,
+    vjp: (b, _n, g) => [g, b.add('neg', [g])],
+    doc: 'sub(a, b): a - b, broadcasting',
+  },
+  mul: {
+    f: (a, b) => a * b,
+    ints: Math.imul,
+    vjp: (b, n, g) => [b.add('mul', [g, n.inputs[1]!]), b.add('mul', [g, n.inputs[0]!])],
+    doc: 'mul(a, b): a * b, broadcasting',
+  },
+  div: {
+    f: (a, b) => a / b,
+    ints: intDiv,
+    vjp: (b, n, g) => {
+      const den = n.inputs[1]!;
+      return [b.add('div', [g, den]), b.add('neg', [b.add('div', [b.add('mul', [g, n.id]), den])])];
+    },
+    doc: 'div(a, b): a / b, broadcasting (i32: floor division)',
+  },
+  maximum: { f: Math.max, ints: Math.max, vjp: minmaxVjp('gt'), doc: 'maximum(a, b): elementwise max, broadcasting' },
+  minimum: { f: Math.min, ints: Math.min, vjp: minmaxVjp('lt'), doc: 'minimum(a, b): elementwise min, broadcasting' },
+  pow: {
+    f: Math.pow,
+    ints: (a, b) => Math.trunc(a ** b) | 0,
+    vjp: (b, n, g) => {
+      // As torch: d/da is 0 where the exponent is 0, d/db is 0 where the base is 0.
+      const [x, e] = n.inputs as [number, number];
+      const dt = n.type.dtype;
+      const zero = scalar(b, 0, dt);
+      const da = b.add('mul', [g, b.add('mul', [e, b.add('pow', [x, b.add('sub', [e, scalar(b, 1, dt)])])])]);
+      const db = b.add('mul', [g, b.add('mul', [n.id, b.add('log', [x])])]);
+      return [b.add('where', [b.add('eq', [e, zero]), zero, da]), b.add('where', [b.add('eq', [x, zero]), zero, db])];
+    },
+    doc: 'pow(a, b): a ** b, broadcasting',
+  },
+};
+
+export function binaryInfer(name: string, inputs: readonly TensorType[], allowBool: boolean): TensorType {
+  expectArity(name, inputs, 2);
+  const [a, b] = inputs as [TensorType, TensorType];
+  if (a.dtype !== b.dtype) fail(`${name}: dtypes differ: a is ${typeToString(a)}, b is ${typeToString(b)}`, 1);
+  if (!allowBool && a.dtype === 'bool') fail(`${name}: arithmetic on bool tensors is not defined (a is ${typeToString(a)})`, 0);
+  return { dtype: a.dtype, shape: broadcastShapes(name, [a.shape, b.shape], ['a', 'b']) };
+}
+
+/** Applies f elementwise with broadcasting; used by the arithmetic and comparison tables. */
+export function binaryApply(
+  a: { shape: readonly number[]; data: ArrayLike<number> },
+  b: { shape: readonly number[]; data: ArrayLike<number> },
+  outShape: readonly number[],
+  dst: { [i: number]: number; length: number },
+  f: (x: number, y: number) => number,
+): void {
+  const ia = broadcastIndex(a.shape, outShape);
+  const ib = broadcastIndex(b.shape, outShape);
+  const da = a.data;
+  const db = b.data;
+  for (let i = 0; i < dst.length; i++) dst[i] = f(da[ia ? ia[i]! : i]!, db[ib ? ib[i]! : i]!);
+}
+
+function binaryOp(name: string, row: BinaryRow): OpDef {
+  return {
+    name,
+    surface: { inputs: ['a', 'b'], attrs: {}, doc: row.doc },
+    infer: (inputs) => binaryInfer(name, inputs, false),
+    vjp(b, node, g) {
+      if (!isFloatDType(node.type.dtype)) return [null, null];
+      const [ga, gb] = row.vjp(b, node, g);
+      const [x, y] = node.inputs as [number, number];
+      return [unbroadcast(b, ga, b.type(x).shape), unbroadcast(b, gb, b.type(y).shape)];
+    },
+    reference([a, b], _attrs, out, ctx) {
+      const y = alloc(ctx, out.dtype, out.shape);
+      binaryApply(a!, b!, out.shape, y.data, out.dtype === 'i32' ? row.ints : row.f);
+      return y;
+    },
+  };
+}
+
+export const binaryOps: readonly OpDef[] = Object.entries(BINARY).map(([n, row]) => binaryOp(n, row));

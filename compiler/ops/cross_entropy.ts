@@ -1,0 +1,57 @@
+// torch.nn.CrossEntropyLoss() defaults: mean over non-ignored positions of
+// -log_softmax(logits)[label]. When every position is ignored the loss is defined as 0 (torch
+// gives NaN from 0/0), so text-only or fully masked batches do not poison training.
+import type { Attrs, TensorType } from '../ir/graph.js';
+import type { HostTensor } from '../../runtime/tensor.js';
+import type { OpDef } from './types.js';
+import { alloc, logSumExp } from './util/ref.js';
+import { checkRows } from './util/loss.js';
+import { attrInt, expectArity, expectInt } from './util/shape.js';
+
+export function crossEntropyInfer(op: string, logits: TensorType, labels: TensorType, attrs: Attrs): void {
+  checkRows(op, logits, labels, 'labels', 1);
+  expectInt(op, labels, 'labels', 1);
+  attrInt(op, attrs, 'ignore_index', -100);
+}
+
+/** Visits each counted row with its log-sum-exp; returns the number of counted rows. */
+export function forEachLabel(op: string, logits: HostTensor, labels: HostTensor, ignore: number, visit: (row: number, label: number, lse: number) => void): number {
+  const V = logits.shape[logits.shape.length - 1]!;
+  let n = 0;
+  for (let r = 0; r < labels.data.length; r++) {
+    const label = labels.data[r]!;
+    if (label === ignore) continue;
+    if (label < 0 || label >= V) throw new Error(`${op}: label ${label} at position ${r} is out of range for ${V} classes (ignore_index ${ignore})`);
+    n++;
+    visit(r, label, logSumExp(logits.data, r * V, V, 1));
+  }
+  return n;
+}
+
+export const crossEntropyOp: OpDef = {
+  name: 'cross_entropy',
+  surface: {
+    inputs: ['logits', 'labels'],
+    attrs: { ignore_index: { type: 'int', default: -100 } },
+    doc: 'cross_entropy(logits, labels, ignore_index = -100): mean -log_softmax(logits)[label] over non-ignored labels; 0 when all are ignored',
+  },
+  infer(inputs, attrs) {
+    expectArity('cross_entropy', inputs, 2);
+    crossEntropyInfer('cross_entropy', inputs[0]!, inputs[1]!, attrs);
+    return { dtype: inputs[0]!.dtype, shape: [] };
+  },
+  vjp(b, node, g) {
+    const ignore_index = attrInt('cross_entropy', node.attrs, 'ignore_index', -100);
+    return [b.add('cross_entropy_grad', [...node.inputs, g], { ignore_index }), null];
+  },
+  reference([logits, labels], attrs, out, ctx) {
+    const V = logits!.shape[logits!.shape.length - 1]!;
+    let total = 0;
+    const n = forEachLabel('cross_entropy', logits!, labels!, attrInt('cross_entropy', attrs, 'ignore_index', -100), (r, label, lse) => {
+      total += lse - logits!.data[r * V + label]!;
+    });
+    const y = alloc(ctx, out.dtype, []);
+    y.data[0] = n === 0 ? 0 : total / n;
+    return y;
+  },
+};

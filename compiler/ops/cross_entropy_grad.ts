@@ -1,0 +1,34 @@
+// Backward of cross_entropy: g / n * (softmax(logits) - onehot(label)) on counted rows, 0 on
+// ignored ones (n = number of counted rows).
+import { shapeToString } from '../ir/dims.js';
+import type { TensorType } from '../ir/graph.js';
+import type { OpDef } from './types.js';
+import { alloc } from './util/ref.js';
+import { crossEntropyInfer, forEachLabel } from './cross_entropy.js';
+import { attrInt, expectArity, fail } from './util/shape.js';
+
+export const crossEntropyGradOp: OpDef = {
+  name: 'cross_entropy_grad',
+  infer(inputs, attrs) {
+    expectArity('cross_entropy_grad', inputs, 3);
+    const [logits, labels, g] = inputs as [TensorType, TensorType, TensorType];
+    crossEntropyInfer('cross_entropy_grad', logits, labels, attrs);
+    if (g.shape.length !== 0 || g.dtype !== logits.dtype) fail(`cross_entropy_grad: g must be a ${logits.dtype} scalar, got ${shapeToString(g.shape)}`, 2);
+    return logits;
+  },
+  reference([logits, labels, g], attrs, out, ctx) {
+    const V = logits!.shape[logits!.shape.length - 1]!;
+    const y = alloc(ctx, out.dtype, out.shape);
+    const rows: [number, number, number][] = [];
+    const n = forEachLabel('cross_entropy_grad', logits!, labels!, attrInt('cross_entropy_grad', attrs, 'ignore_index', -100), (r, label, lse) =>
+      rows.push([r, label, lse]),
+    );
+    const scale = g!.data[0]! / n;
+    const xs = logits!.data;
+    for (const [r, label, lse] of rows) {
+      const o = r * V;
+      for (let v = 0; v < V; v++) y.data[o + v] = scale * (Math.exp(xs[o + v]! - lse) - (v === label ? 1 : 0));
+    }
+    return y;
+  },
+};

@@ -1,0 +1,72 @@
+// VW-LMM's VM loss: KLDivLoss(batchmean) of log_softmax(logits) against p = softmax(target_logits)
+// over the rows where mask != 0: sum_rows sum_v p (log p - log_softmax(logits)) / rows. No row
+// selected: 0 (the release divides 0 by 0). The target is not detached: both logits get gradient.
+import type { TensorType } from '../ir/graph.js';
+import type { HostTensor } from '../../runtime/tensor.js';
+import { dimsEqual, shapeToString } from '../ir/dims.js';
+import type { OpDef } from './types.js';
+import { alloc, logSumExp } from './util/ref.js';
+import { checkRows } from './util/loss.js';
+import { expectArity, expectInt, fail } from './util/shape.js';
+
+export function klInfer(op: string, logits: TensorType, target: TensorType, mask: TensorType): void {
+  checkRows(op, logits, mask, 'mask', 2);
+  expectInt(op, mask, 'mask', 2, true);
+  if (target.dtype !== logits.dtype || target.shape.length !== logits.shape.length || !logits.shape.every((d, i) => dimsEqual(d, target.shape[i]!)))
+    fail(`${op}: target_logits ${shapeToString(target.shape)} must have the shape of logits ${shapeToString(logits.shape)}`, 1);
+}
+
+/** Visits each selected row with its log-sum-exps and its KL term; returns the row count. */
+export function forEachMaskedRow(
+  logits: HostTensor,
+  target: HostTensor,
+  mask: HostTensor,
+  visit: (o: number, lseZ: number, lseT: number, kl: number) => void,
+): number {
+  const V = logits.shape[logits.shape.length - 1]!;
+  const zs = logits.data;
+  const ts = target.data;
+  let n = 0;
+  for (let r = 0; r < mask.data.length; r++) {
+    if (mask.data[r] === 0) continue;
+    n++;
+    const o = r * V;
+    const lz = logSumExp(zs, o, V, 1);
+    const lt = logSumExp(ts, o, V, 1);
+    let kl = 0;
+    for (let v = 0; v < V; v++) {
+      const logp = ts[o + v]! - lt;
+      const p = Math.exp(logp);
+      // xlogy convention: a zero-probability class contributes 0.
+      if (p > 0) kl += p * (logp - (zs[o + v]! - lz));
+    }
+    visit(o, lz, lt, kl);
+  }
+  return n;
+}
+
+export const klDivOp: OpDef = {
+  name: 'kl_div',
+  surface: {
+    inputs: ['logits', 'target_logits', 'mask'],
+    attrs: {},
+    doc: 'kl_div(logits, target_logits, mask): KL(softmax(target) || softmax(logits)) summed over rows where mask != 0, / rows; 0 if none',
+  },
+  infer(inputs) {
+    expectArity('kl_div', inputs, 3);
+    const [z, t, m] = inputs as [TensorType, TensorType, TensorType];
+    klInfer('kl_div', z, t, m);
+    return { dtype: z.dtype, shape: [] };
+  },
+  vjp(b, node, g) {
+    const ins = [...node.inputs, g];
+    return [b.add('kl_div_grad', ins, { wrt: 'logits' }), b.add('kl_div_grad', ins, { wrt: 'target' }), null];
+  },
+  reference([z, t, m], _attrs, out, ctx) {
+    let total = 0;
+    const n = forEachMaskedRow(z!, t!, m!, (_o, _lz, _lt, kl) => (total += kl));
+    const y = alloc(ctx, out.dtype, []);
+    y.data[0] = n === 0 ? 0 : total / n;
+    return y;
+  },
+};

@@ -1,0 +1,39 @@
+// Backward of kl_div on selected rows, scaled by g / rows (other rows get 0):
+// wrt 'logits': softmax(logits) - p; wrt 'target': p * (log p - log_softmax(logits) - KL_row).
+import { shapeToString } from '../ir/dims.js';
+import type { TensorType } from '../ir/graph.js';
+import type { OpDef } from './types.js';
+import { alloc } from './util/ref.js';
+import { forEachMaskedRow, klInfer } from './kl_div.js';
+import { expectArity, fail } from './util/shape.js';
+
+export const klDivGradOp: OpDef = {
+  name: 'kl_div_grad',
+  infer(inputs, attrs) {
+    expectArity('kl_div_grad', inputs, 4);
+    const [z, t, m, g] = inputs as [TensorType, TensorType, TensorType, TensorType];
+    klInfer('kl_div_grad', z, t, m);
+    if (g.shape.length !== 0 || g.dtype !== z.dtype) fail(`kl_div_grad: g must be a ${z.dtype} scalar, got ${shapeToString(g.shape)}`, 3);
+    const wrt = attrs['wrt'];
+    if (wrt !== 'logits' && wrt !== 'target') fail(`kl_div_grad: wrt must be 'logits' or 'target', got ${JSON.stringify(wrt)}`);
+    return z;
+  },
+  reference([z, t, m, g], attrs, out, ctx) {
+    const V = z!.shape[z!.shape.length - 1]!;
+    const toLogits = attrs['wrt'] === 'logits';
+    const rows: [number, number, number, number][] = [];
+    const n = forEachMaskedRow(z!, t!, m!, (o, lz, lt, kl) => rows.push([o, lz, lt, kl]));
+    const scale = g!.data[0]! / n;
+    const zs = z!.data;
+    const ts = t!.data;
+    const y = alloc(ctx, out.dtype, out.shape);
+    for (const [o, lz, lt, kl] of rows)
+      for (let v = 0; v < V; v++) {
+        const logp = ts[o + v]! - lt;
+        const p = Math.exp(logp);
+        const logq = zs[o + v]! - lz;
+        y.data[o + v] = scale * (toLogits ? Math.exp(logq) - p : p > 0 ? p * (logp - logq - kl) : 0);
+      }
+    return y;
+  },
+};

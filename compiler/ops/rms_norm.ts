@@ -1,0 +1,40 @@
+// Hugging Face LlamaRMSNorm: x * rsqrt(mean(x^2) + eps) * weight, computed in f32 (here f64 and
+// rounded once per output).
+import type { TensorType } from '../ir/graph.js';
+import type { OpDef } from './types.js';
+import { alloc } from './util/ref.js';
+import { checkNormVectors, rowStats } from './util/norm.js';
+import { attrNumber, expectArity } from './util/shape.js';
+
+export const rmsNormOp: OpDef = {
+  name: 'rms_norm',
+  surface: {
+    inputs: ['x', 'weight'],
+    attrs: { eps: { type: 'number', default: 1e-6 } },
+    doc: 'rms_norm(x, weight, eps = 1e-6): x * rsqrt(mean(x^2) + eps) * weight over the last axis (LlamaRMSNorm)',
+  },
+  infer(inputs, attrs) {
+    expectArity('rms_norm', inputs, 2);
+    const [x, w] = inputs as [TensorType, TensorType];
+    checkNormVectors('rms_norm', x, [['weight', w, 1]]);
+    attrNumber('rms_norm', attrs, 'eps', 1e-6);
+    return x;
+  },
+  vjp(b, node, g) {
+    const [x, w] = node.inputs as [number, number];
+    const eps = attrNumber('rms_norm', node.attrs, 'eps', 1e-6);
+    return [b.add('rms_norm_grad', [x, w, g], { eps, wrt: 'x' }), b.add('rms_norm_grad', [x, w, g], { eps, wrt: 'weight' })];
+  },
+  reference([x, w], attrs, out, ctx) {
+    const eps = attrNumber('rms_norm', attrs, 'eps', 1e-6);
+    const D = w!.shape[0]!;
+    const y = alloc(ctx, out.dtype, out.shape);
+    const xs = x!.data;
+    const ws = w!.data;
+    for (let off = 0; off < xs.length; off += D) {
+      const { r } = rowStats(xs, off, D, eps, false);
+      for (let i = 0; i < D; i++) y.data[off + i] = xs[off + i]! * r * ws[i]!;
+    }
+    return y;
+  },
+};

@@ -1,0 +1,15 @@
+// Identity in the forward pass; autodiff sends nothing through it (LLaVA's no_grad tower).
+import type { OpDef } from './types.js';
+import { expectArity } from './util/shape.js';
+
+export const stopGradientOp: OpDef = {
+  name: 'stop_gradient',
+  surface: { inputs: ['x'], attrs: {}, doc: 'stop_gradient(x): x, with no gradient flowing back (torch .detach())' },
+  infer(inputs) {
+    expectArity('stop_gradient', inputs, 1);
+    return inputs[0]!;
+  },
+  vjp: () => [null],
+  // Host tensors are never written after creation, so the value can be shared.
+  reference: ([x]) => x!,
+};

@@ -1,0 +1,31 @@
+// Backward of broadcasting: sums a tensor down to a shape it was broadcast from.
+import { shapesEqual, shapeToString } from '../ir/dims.js';
+import type { OpDef } from './types.js';
+import { alloc, broadcastIndex } from './util/ref.js';
+import { attrDims, broadcastShapes, expectArity, fail, isFloatDType, typeToString } from './util/shape.js';
+
+export const sumToOp: OpDef = {
+  name: 'sum_to',
+  infer(inputs, attrs) {
+    expectArity('sum_to', inputs, 1);
+    const x = inputs[0]!;
+    const shape = attrDims('sum_to', attrs, 'shape');
+    if (!isFloatDType(x.dtype)) fail(`sum_to: x must be a float tensor, got ${typeToString(x)}`, 0);
+    const back = broadcastShapes('sum_to', [shape, x.shape], ['shape', 'x']);
+    if (!shapesEqual(back, x.shape)) fail(`sum_to: ${shapeToString(shape)} does not broadcast to x ${shapeToString(x.shape)}`, 0);
+    return { dtype: x.dtype, shape };
+  },
+  vjp: (b, node, g) => [b.add('broadcast', [g], { shape: [...b.type(node.inputs[0]!).shape] })],
+  reference([x], _attrs, out, ctx) {
+    const map = broadcastIndex(out.shape, x!.shape);
+    const y = alloc(ctx, out.dtype, out.shape);
+    const acc = new Float64Array(y.data.length);
+    const src = x!.data;
+    for (let i = 0; i < src.length; i++) {
+          const j = map ? map[i]! : i;
+          acc[j] = acc[j]! + src[i]!;
+        }
+    y.data.set(acc);
+    return y;
+  },
+};

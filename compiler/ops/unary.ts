@@ -1,0 +1,149 @@
+// Unary elementwise ops as a table: each row is the function and its derivative, and one
+// backward op (`unary_grad`, g * f'(x)) serves them all, so every unary VJP fuses the same way.
+import type { Attrs, TensorType } from '../ir/graph.js';
+import type { OpDef } from './types.js';
+import { alloc } from './util/ref.js';
+import { attrString, expectArity, fail, isFloatDType, typeToString } from './util/shape.js';
+import { shapesEqual } from '../ir/dims.js';
+
+const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
+const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
+
+/**
+ * erf to ~1e-15 relative: the all-positive series 2/sqrt(pi) e^{-x^2} sum (2x^2)^n x / (2n+1)!!
+ * (no cancellation), and 1 beyond |x| = 6 where erf is 1 to double precision. Needed because
+ * the f64 gradient checks compare gelu's derivative against finite differences at ~1e-7.
+ */
+export function erf(x: number): number {
+  const ax = Math.abs(x);
+  if (ax >= 6) return Math.sign(x);
+  if (Number.isNaN(x)) return NaN;
+  const x2 = 2 * ax * ax;
+  let term = ax;
+  let sum = ax;
+  for (let n = 1; n < 400; n++) {
+    term *= x2 / (2 * n + 1);
+    sum += term;
+    if (term < sum * 1e-17) break;
+  }
+  const r = (2 / Math.sqrt(Math.PI)) * Math.exp(-ax * ax) * sum;
+  return x < 0 ? -r : r;
+}
+
+function sigmoid(x: number): number {
+  if (x >= 0) return 1 / (1 + Math.exp(-x));
+  const e = Math.exp(x);
+  return e / (1 + e);
+}
+
+interface UnaryRow {
+  readonly f: (x: number) => number;
+  /** df/dx at x. */
+  readonly df: (x: number) => number;
+  /** i32 inputs allowed (the op is exact on integers). */
+  readonly ints?: (x: number) => number;
+  readonly doc: string;
+}
+
+export const UNARY: Readonly<Record<string, UnaryRow>> = {
+  neg: { f: (x) => -x, df: () => -1, ints: (x) => -x | 0, doc: 'neg(x): -x' },
+  exp: { f: Math.exp, df: Math.exp, doc: 'exp(x)' },
+  log: { f: Math.log, df: (x) => 1 / x, doc: 'log(x): natural logarithm' },
+  sqrt: { f: Math.sqrt, df: (x) => 0.5 / Math.sqrt(x), doc: 'sqrt(x)' },
+  rsqrt: { f: (x) => 1 / Math.sqrt(x), df: (x) => -0.5 / (x * Math.sqrt(x)), doc: 'rsqrt(x): 1 / sqrt(x)' },
+  tanh: { f: Math.tanh, df: (x) => 1 - Math.tanh(x) ** 2, doc: 'tanh(x)' },
+  sigmoid: { f: sigmoid, df: (x) => sigmoid(x) * (1 - sigmoid(x)), doc: 'sigmoid(x): 1 / (1 + exp(-x))' },
+  // PyTorch's relu and abs backward: 0 at the kink.
+  relu: { f: (x) => (x > 0 ? x : 0), df: (x) => (x > 0 ? 1 : 0), ints: (x) => (x > 0 ? x : 0), doc: 'relu(x): max(x, 0)' },
+  abs: { f: Math.abs, df: (x) => (x > 0 ? 1 : x < 0 ? -1 : 0), ints: (x) => Math.abs(x) | 0, doc: 'abs(x)' },
+  gelu: {
+    f: (x) => 0.5 * x * (1 + erf(x / Math.SQRT2)),
+    df: (x) => 0.5 * (1 + erf(x / Math.SQRT2)) + x * INV_SQRT_2PI * Math.exp(-0.5 * x * x),
+    doc: 'gelu(x): x * Phi(x) with the exact erf (torch.nn.GELU default)',
+  },
+  gelu_tanh: {
+    f: (x) => 0.5 * x * (1 + Math.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x ** 3))),
+    df: (x) => {
+      const t = Math.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x ** 3));
+      return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x);
+    },
+    doc: "gelu_tanh(x): GELU with the tanh approximation (approximate='tanh')",
+  },
+  quick_gelu: {
+    f: (x) => x * sigmoid(1.702 * x),
+    df: (x) => {
+      const s = sigmoid(1.702 * x);
+      return s + 1.702 * x * s * (1 - s);
+    },
+    doc: 'quick_gelu(x): x * sigmoid(1.702 x) (CLIP)',
+  },
+  silu: {
+    f: (x) => x * sigmoid(x),
+    df: (x) => {
+      const s = sigmoid(x);
+      return s + x * s * (1 - s);
+    },
+    doc: 'silu(x): x * sigmoid(x) (SwiGLU gate)',
+  },
+};
+
+function unaryOp(name: string, row: UnaryRow): OpDef {
+  return {
+    name,
+    surface: { inputs: ['x'], attrs: {}, doc: row.doc },
+    infer(inputs: readonly TensorType[]): TensorType {
+      expectArity(name, inputs, 1);
+      const x = inputs[0]!;
+      const ok = isFloatDType(x.dtype) || (row.ints !== undefined && x.dtype === 'i32');
+      if (!ok) fail(`${name}: x must be ${row.ints ? 'a float or i32' : 'a float'} tensor, got ${typeToString(x)}`, 0);
+      return x;
+    },
+    vjp(b, node, g) {
+      if (!isFloatDType(node.type.dtype)) return [null];
+      if (name === 'neg') return [b.add('neg', [g])];
+      return [b.add('unary_grad', [node.inputs[0]!, g], { fn: name })];
+    },
+    reference([x], _attrs, out, ctx) {
+      const y = alloc(ctx, out.dtype, out.shape);
+      const f = x!.dtype === 'i32' ? row.ints! : row.f;
+      const src = x!.data;
+      const dst = y.data;
+      for (let i = 0; i < src.length; i++) dst[i] = f(src[i]!);
+      return y;
+    },
+  };
+}
+
+export const unaryOps: readonly OpDef[] = Object.entries(UNARY).map(([n, row]) => unaryOp(n, row));
+
+function rowOf(attrs: Attrs): UnaryRow {
+  const fn = attrString('unary_grad', attrs, 'fn');
+  const row = UNARY[fn];
+  if (!row) fail(`unary_grad: unknown function ${fn}`);
+  return row;
+}
+
+/**
+ * g * f'(x) for a unary op f named by `fn`; recomputes from x so it fuses with the forward. No
+ * vjp: second derivatives are not needed for training, and autodiff says so if asked.
+ */
+export const unaryGrad: OpDef = {
+  name: 'unary_grad',
+  infer(inputs, attrs) {
+    expectArity('unary_grad', inputs, 2);
+    rowOf(attrs);
+    const [x, g] = inputs as [TensorType, TensorType];
+    if (!isFloatDType(x.dtype) || x.dtype !== g.dtype || !shapesEqual(x.shape, g.shape))
+      fail(`unary_grad: x ${typeToString(x)} and g ${typeToString(g)} must be the same float type`, 1);
+    return x;
+  },
+  reference([x, g], attrs, out, ctx) {
+    const df = rowOf(attrs).df;
+    const y = alloc(ctx, out.dtype, out.shape);
+    const xs = x!.data;
+    const gs = g!.data;
+    const dst = y.data;
+    for (let i = 0; i < xs.length; i++) dst[i] = gs[i]! * df(xs[i]!);
+    return y;
+  },
+};
