@@ -1,0 +1,252 @@
+// Hugging Face config.json -> Kiln config overrides: dotted keys as the models/*.kiln configs name
+// them (`text.hidden`, `vision.layers`, ...), applied on top of a spec config so that the graph
+// matches the checkpoint it will load. A field the file leaves out (or sets to null) takes the
+// default of the transformers config class, because that is what transformers itself would build
+// from the same file. Derived spec keys (vision.head_dim, vision.grid, vision.patches) are left to
+// the spec; text.head_dim is set because HF allows it to differ from hidden / heads.
+//
+// Defaults (transformers LlamaConfig / MistralConfig / CLIPVisionConfig):
+//   llama, llava, llava_llama: vocab_size 32000, hidden_size 4096, intermediate_size 11008,
+//     num_hidden_layers 32, num_attention_heads 32, num_key_value_heads = num_attention_heads,
+//     rms_norm_eps 1e-6, rope_theta 10000, tie_word_embeddings false, hidden_act silu.
+//   mistral, llava_mistral: as llama but intermediate_size 14336, num_key_value_heads 8.
+//   clip_vision_model (and CLIPModel's vision_config): hidden_size 768, intermediate_size 3072,
+//     num_hidden_layers 12, num_attention_heads 12, num_channels 3, image_size 224,
+//     patch_size 32, layer_norm_eps 1e-5, hidden_act quick_gelu.
+// Note the HF rms_norm_eps default (1e-6) differs from Vicuna's file (1e-5): real files set it.
+// MistralConfig's sliding_window (4096 by default) is not mapped: the spec's attention is fully
+// causal, which is the same computation for sequences up to the window.
+import * as fs from 'node:fs';
+import { KilnError, describeFsError } from '../errors.js';
+
+export type ConfigOverrides = Map<string, number | boolean | string>;
+
+type Json = Record<string, unknown>;
+
+const LLAMA_DEFAULTS = {
+  vocab_size: 32000,
+  hidden_size: 4096,
+  intermediate_size: 11008,
+  num_hidden_layers: 32,
+  num_attention_heads: 32,
+  rms_norm_eps: 1e-6,
+  rope_theta: 10000,
+  tie_word_embeddings: false,
+};
+const MISTRAL_DEFAULTS = { ...LLAMA_DEFAULTS, intermediate_size: 14336, num_key_value_heads: 8 };
+
+const TEXT_MODEL_TYPES: Record<string, Json> = {
+  llama: LLAMA_DEFAULTS,
+  llava: LLAMA_DEFAULTS,
+  llava_llama: LLAMA_DEFAULTS,
+  mistral: MISTRAL_DEFAULTS,
+  llava_mistral: MISTRAL_DEFAULTS,
+};
+
+const CLIP_VISION_DEFAULTS: Json = {
+  hidden_size: 768,
+  intermediate_size: 3072,
+  num_hidden_layers: 12,
+  num_attention_heads: 12,
+  num_channels: 3,
+  image_size: 224,
+  patch_size: 32,
+  layer_norm_eps: 1e-5,
+  hidden_act: 'quick_gelu',
+};
+
+/** Typed field access: the file's value (null counts as absent) or the default, else an error. */
+class Fields {
+  constructor(
+    private readonly json: Json,
+    private readonly defaults: Json,
+    private readonly file: string,
+    private readonly prefix = '',
+  ) {}
+
+  private fail(key: string, want: string, got: unknown): never {
+    throw new KilnError(`field "${this.prefix}${key}" must be ${want}, got ${JSON.stringify(got)}`, { file: this.file });
+  }
+
+  raw(key: string): unknown {
+    const v = Object.hasOwn(this.json, key) ? this.json[key] : undefined;
+    return v === undefined || v === null ? this.defaults[key] : v;
+  }
+
+  present(key: string): boolean {
+    return this.raw(key) !== undefined;
+  }
+
+  int(key: string, min = 1): number {
+    const v = this.raw(key);
+    if (!Number.isSafeInteger(v) || (v as number) < min) this.fail(key, min === 1 ? 'a positive integer' : `an integer >= ${min}`, v);
+    return v as number;
+  }
+
+  positive(key: string): number {
+    const v = this.raw(key);
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) this.fail(key, 'a positive number', v);
+    return v;
+  }
+
+  bool(key: string): boolean {
+    const v = this.raw(key);
+    if (typeof v !== 'boolean') this.fail(key, 'true or false', v);
+    return v;
+  }
+
+  str(key: string): string {
+    const v = this.raw(key);
+    if (typeof v !== 'string') this.fail(key, 'a string', v);
+    return v;
+  }
+
+  /** The field must equal `want` (when present, or by default); Kiln's graph has no other variant. */
+  expect(key: string, want: string | boolean, why: string): void {
+    const v = this.raw(key);
+    if (v !== undefined && v !== want) {
+      throw new KilnError(`field "${this.prefix}${key}" is ${JSON.stringify(v)}, but ${why} (only ${JSON.stringify(want)} is supported)`, {
+        file: this.file,
+      });
+    }
+  }
+}
+
+/**
+ * RoPE theta and the absence of scaling. transformers >= 5 writes `rope_parameters`
+ * ({rope_theta, rope_type}) instead of a top-level rope_theta; older files may carry a legacy
+ * `rope_scaling`. Anything but the default rope type changes the graph, which Kiln does not have.
+ */
+function ropeThetaOf(obj: Json, f: Fields, file: string): number {
+  for (const key of ['rope_scaling', 'rope_parameters']) {
+    const v = obj[key];
+    if (v === undefined || v === null) continue;
+    if (typeof v !== 'object' || Array.isArray(v)) throw new KilnError(`field "${key}" must be an object or null, got ${JSON.stringify(v)}`, { file });
+    const kind = (v as Json).rope_type ?? (v as Json).type ?? 'default';
+    if (kind !== 'default') {
+      throw new KilnError(`field "${key}" asks for ${JSON.stringify(kind)} RoPE scaling, but the spec's RoPE has none (only the default type is supported)`, { file });
+    }
+  }
+  const params = obj.rope_parameters as Json | null | undefined;
+  if (params?.rope_theta !== undefined && params.rope_theta !== null) {
+    return new Fields(params, {}, file, 'rope_parameters.').positive('rope_theta');
+  }
+  return f.positive('rope_theta');
+}
+
+/** Overrides for a LLaVA (or plain LLaMA / Mistral) config.json. */
+export function llavaConfigOverrides(json: unknown, file: string): ConfigOverrides {
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new KilnError('config is not a JSON object', { file });
+  const obj = json as Json;
+  const modelType = obj.model_type;
+  if (typeof modelType !== 'string' || !Object.hasOwn(TEXT_MODEL_TYPES, modelType)) {
+    throw new KilnError(
+      `field "model_type" is ${JSON.stringify(modelType)}; supported: ${Object.keys(TEXT_MODEL_TYPES).join(', ')}, clip_vision_model, clip`,
+      { file },
+    );
+  }
+  if (obj.text_config !== undefined) {
+    throw new KilnError('field "text_config": the transformers-native LlavaForConditionalGeneration layout is not supported; use a LLaVA (liuhaotian-style) checkpoint', { file });
+  }
+  const f = new Fields(obj, TEXT_MODEL_TYPES[modelType]!, file);
+  f.expect('hidden_act', 'silu', 'the LLaMA/Mistral MLP is SwiGLU');
+  f.expect('attention_bias', false, 'the spec has no attention biases');
+  f.expect('mlp_bias', false, 'the spec has no MLP biases');
+  const ropeTheta = ropeThetaOf(obj, f, file);
+  f.expect('mm_projector_type', 'mlp2x_gelu', 'VW-LMM\'s adapter is Linear-GELU-Linear');
+  f.expect('mm_vision_select_feature', 'patch', 'the spec drops the class token');
+  f.expect('mm_patch_merge_type', 'flat', 'the spec splices the patch features in order');
+
+  const out: ConfigOverrides = new Map();
+  const hidden = f.int('hidden_size');
+  const heads = f.int('num_attention_heads');
+  const kvHeads = f.present('num_key_value_heads') ? f.int('num_key_value_heads') : heads;
+  if (heads % kvHeads !== 0) {
+    throw new KilnError(`field "num_key_value_heads" (${kvHeads}) must divide num_attention_heads (${heads})`, { file });
+  }
+  let headDim: number;
+  if (f.present('head_dim')) headDim = f.int('head_dim');
+  else if (hidden % heads === 0) headDim = hidden / heads;
+  else throw new KilnError(`field "hidden_size" (${hidden}) is not a multiple of num_attention_heads (${heads}) and there is no head_dim`, { file });
+  out.set('text.vocab', f.int('vocab_size'));
+  out.set('text.hidden', hidden);
+  out.set('text.layers', f.int('num_hidden_layers'));
+  out.set('text.heads', heads);
+  out.set('text.kv_heads', kvHeads);
+  out.set('text.head_dim', headDim);
+  out.set('text.ffn', f.int('intermediate_size'));
+  out.set('text.eps', f.positive('rms_norm_eps'));
+  out.set('text.rope_theta', ropeTheta);
+  out.set('text.tie_word_embeddings', f.bool('tie_word_embeddings'));
+  out.set('projector_hidden', hidden);
+  if (f.present('mm_hidden_size')) out.set('vision.width', f.int('mm_hidden_size'));
+  if (f.present('mm_vision_select_layer')) {
+    const v = f.raw('mm_vision_select_layer');
+    if (!Number.isSafeInteger(v)) {
+      throw new KilnError(`field "mm_vision_select_layer" must be an integer, got ${JSON.stringify(v)}`, { file });
+    }
+    out.set('vision.select_layer', v as number);
+  }
+  return out;
+}
+
+/** Overrides for a CLIPVisionModel config.json or a CLIPModel one (its `vision_config`). */
+export function clipConfigOverrides(json: unknown, file: string): ConfigOverrides {
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new KilnError('config is not a JSON object', { file });
+  let obj = json as Json;
+  let prefix = '';
+  if (obj.model_type !== 'clip_vision_model') {
+    const vc = obj.vision_config ?? {};
+    if (typeof vc !== 'object' || vc === null || Array.isArray(vc)) {
+      throw new KilnError(`field "vision_config" must be an object, got ${JSON.stringify(vc)}`, { file });
+    }
+    obj = vc as Json;
+    prefix = 'vision_config.';
+  }
+  const f = new Fields(obj, CLIP_VISION_DEFAULTS, file, prefix);
+  f.expect('hidden_act', 'quick_gelu', 'the spec\'s CLIP MLP uses quick_gelu as OpenAI CLIP does');
+  const width = f.int('hidden_size');
+  const heads = f.int('num_attention_heads');
+  if (width % heads !== 0) {
+    throw new KilnError(`field "${prefix}hidden_size" (${width}) is not a multiple of num_attention_heads (${heads})`, { file });
+  }
+  const imageSize = f.int('image_size');
+  const patch = f.int('patch_size');
+  if (imageSize % patch !== 0) {
+    throw new KilnError(`field "${prefix}image_size" (${imageSize}) is not a multiple of patch_size (${patch})`, { file });
+  }
+  return new Map<string, number | boolean | string>([
+    ['vision.width', width],
+    ['vision.mlp', f.int('intermediate_size')],
+    ['vision.layers', f.int('num_hidden_layers')],
+    ['vision.heads', heads],
+    ['vision.image_size', imageSize],
+    ['vision.patch', patch],
+    ['vision.channels', f.int('num_channels')],
+    ['vision.eps', f.positive('layer_norm_eps')],
+  ]);
+}
+
+/** Parses config.json text and maps it by kind: CLIP when model_type says so or there is a vision_config. */
+export function parseHfConfig(text: string, file: string): ConfigOverrides {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new KilnError(`not valid JSON: ${(e as Error).message}`, { file, cause: e });
+  }
+  const obj = (typeof json === 'object' && json !== null ? json : {}) as Json;
+  // transformers-native LLaVA configs also nest a vision_config; their model_type says llava.
+  const isClip = obj.model_type === 'clip_vision_model' || obj.model_type === 'clip' || (obj.model_type === undefined && obj.vision_config !== undefined);
+  return isClip ? clipConfigOverrides(json, file) : llavaConfigOverrides(json, file);
+}
+
+export function readHfConfig(path: string): ConfigOverrides {
+  let text: string;
+  try {
+    text = fs.readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new KilnError(`cannot read: ${describeFsError(e)}`, { file: path, cause: e });
+  }
+  return parseHfConfig(text, path);
+}
