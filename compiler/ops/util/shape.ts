@@ -21,7 +21,7 @@ export function typeToString(t: TensorType): string {
 export function expectArity(op: string, inputs: readonly TensorType[], min: number, max = min): void {
   if (inputs.length < min || inputs.length > max) {
     const want = min === max ? `${min}` : max === Infinity ? `at least ${min}` : `${min} to ${max}`;
-    fail(`${op}: expects ${want} input${want === '1' ? '' : 's'}, got ${inputs.length}`);
+    fail(`${op}: expects ${want} input${want.endsWith(' 1') || want === '1' ? '' : 's'}, got ${inputs.length}`);
   }
 }
 
