@@ -1,0 +1,64 @@
+// `npm run bench [-- --json] [-- --only matmul]`: Kiln's performance numbers, one section each.
+// With --json, stdout carries exactly one JSON object ({adapter, versions, <section>: ...});
+// everything else (progress, library chatter) goes to stderr.
+import { createRequire } from 'node:module';
+import { getDevice, type KilnDevice } from '../runtime/webgpu/device.js';
+import { benchMatmul, loadTfjs } from './matmul.js';
+
+export interface BenchContext {
+  kd: KilnDevice;
+  /** progress lines, always on stderr */
+  log: (msg: string) => void;
+}
+
+export interface BenchSection {
+  /** the key of this section's result in the JSON object */
+  name: string;
+  run(ctx: BenchContext): Promise<unknown>;
+}
+
+// Other sections (block, tiny_step) append themselves here.
+const sections: BenchSection[] = [
+  { name: 'matmul', run: (ctx) => benchMatmul(ctx.kd, { sizes: [512, 1024, 2048], runs: 5, log: ctx.log }) },
+];
+
+function packageVersion(name: string): string {
+  try {
+    const require = createRequire(import.meta.url);
+    return (require(`${name}/package.json`) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+async function main(argv: string[]): Promise<void> {
+  const json = argv.includes('--json');
+  const onlyAt = argv.indexOf('--only');
+  const only = onlyAt >= 0 ? new Set((argv[onlyAt + 1] ?? '').split(',')) : undefined;
+  const log = (msg: string): void => void process.stderr.write(msg + '\n');
+  // Libraries print to stdout (tfjs's Node hints); keep stdout for the JSON object alone.
+  const out = process.stdout.write.bind(process.stdout);
+  if (json) console.log = console.info = (...args: unknown[]) => log(args.map(String).join(' '));
+
+  const kd = await getDevice();
+  log(`adapter: ${kd.adapterName}`);
+  const result: Record<string, unknown> = {
+    adapter: kd.adapterName,
+    versions: { webgpu: packageVersion('webgpu'), tfjs: (await loadTfjs()).version.tfjs ?? packageVersion('@tensorflow/tfjs'), node: process.versions.node },
+  };
+  for (const s of sections) {
+    if (only && !only.has(s.name)) continue;
+    log(`-- ${s.name}`);
+    result[s.name] = await s.run({ kd, log });
+  }
+  if (json) out(JSON.stringify(result) + '\n');
+  else out(JSON.stringify(result, null, 2) + '\n');
+}
+
+main(process.argv.slice(2)).then(
+  () => process.exit(0), // dawn.node keeps the process alive
+  (err: unknown) => {
+    process.stderr.write(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);
