@@ -1,7 +1,7 @@
 // Runs any graph on the CPU with the ops' reference implementations: the semantics every
 // backend is checked against. f32 precision rounds each op's output to f32 as PyTorch does;
 // f64 keeps doubles throughout for gradient checks against finite differences.
-import { evalDim, isSymDim, shapeToString, type Dim, type SymbolBindings } from '../compiler/ir/dims.js';
+import { dimToString, evalDim, isSymDim, shapeToString, type Dim, type SymbolBindings } from '../compiler/ir/dims.js';
 import type { AttrValue, Attrs, DType, Graph, Node } from '../compiler/ir/graph.js';
 import { reachable } from '../compiler/ir/graph.js';
 import { getOp } from '../compiler/ops/registry.js';
@@ -10,6 +10,8 @@ import { isFloat, numel, type HostTensor, type TensorData } from './tensor.js';
 
 export interface ReferenceOptions {
   readonly precision: 'f32' | 'f64';
+  /** filled in when given: which nodes ran, in order, and the most values held at once. */
+  readonly stats?: { evaluated: number[]; peakLive: number };
 }
 
 function describe(dtype: DType, shape: readonly (Dim | number)[]): string {
@@ -69,7 +71,7 @@ export function bindSymbols(graph: Graph, feeds: ReadonlyMap<string, HostTensor>
       if (v !== t.shape[i])
         throw new Error(
           `input ${sourceName(node)}: expected ${describe(want.dtype, want.shape)}, got ${describe(t.dtype, t.shape)}` +
-            (isSymDim(d) ? ` (${shapeToString([d])} is already ${v} from another input)` : ''),
+            (isSymDim(d) ? ` (${dimToString(d)} is ${v} from the other inputs)` : ''),
         );
     });
   }
@@ -143,6 +145,10 @@ export function runReference(
         throw new Error(`reference ${node.op} (node ${id}) returned ${shapeToString(value.shape)}, expected ${shapeToString(shape)}`);
     }
     values.set(id, value);
+    if (opts.stats) {
+      opts.stats.evaluated.push(id);
+      opts.stats.peakLive = Math.max(opts.stats.peakLive, values.size);
+    }
     for (const i of node.inputs) {
       const left = remaining.get(i)! - 1;
       remaining.set(i, left);
