@@ -1,0 +1,171 @@
+// The checker's entry: from parsed files and options to a typed graph, with the parameter
+// table, checkpoint declarations and training plan that the CLI and the runtime need.
+import type { ConfigDecl, ModuleDecl, SpecFile, Span } from '../syntax/ast.js';
+import { fail } from '../diagnostics.js';
+import type { Graph, ParamInfo } from '../ir/graph.js';
+import { applyOverride, flatKeys, instantiateConfig, OverrideError, suggest } from './config.js';
+import type { OverrideValue } from './config.js';
+import { BuildContext } from './context.js';
+import { Scope } from './evaluate.js';
+import { Instantiator } from './instantiate.js';
+import type { StageInfo } from './train.js';
+import { resolveTrain } from './train.js';
+import type { ConfigRecord, Value } from './values.js';
+
+export interface Override {
+  key: string;
+  value: OverrideValue;
+  /** where it came from, for messages: `--set` or a config.json path. */
+  origin: string;
+  /** a checkpoint's config may carry keys this spec does not use; --set may not. */
+  optional?: boolean;
+}
+
+export interface CheckOptions {
+  config?: string;
+  model?: string;
+  stage?: string;
+  overrides?: readonly Override[];
+}
+
+export interface CheckpointSource {
+  /** spec path of the submodule (`vision_tower`). */
+  path: string;
+  /** its parameters' checkpoint prefix (`model.vision_tower.vision_tower.vision_model.`). */
+  ckptPrefix: string;
+  /** the same tensors' prefix in their own folder (`vision_model.`). */
+  filePrefix: string;
+}
+
+export interface CheckedModel {
+  graph: Graph;
+  modelName: string;
+  configName: string;
+  config: ConfigRecord;
+  components: string[];
+  checkpointSources: CheckpointSource[];
+  unused: string[];
+  stage: StageInfo | null;
+  stages: string[];
+}
+
+/** Thrown for problems with options rather than the spec (exit code 2 at the CLI). */
+export class UsageError extends Error {}
+
+export function checkModel(files: readonly SpecFile[], opts: CheckOptions = {}): CheckedModel {
+  const entry = files[files.length - 1];
+  if (!entry) throw new UsageError('no spec file');
+  const configs = new Map<string, ConfigDecl>();
+  const modules = new Map<string, ModuleDecl>();
+  const seen = new Map<string, Span>();
+  for (const f of files)
+    for (const d of f.decls) {
+      if (d.kind === 'import') continue;
+      const name = d.name.name;
+      const prior = seen.get(name);
+      if (prior) fail('name', `'${name}' is declared twice`, d.name.span, [{ message: 'first declared here', span: prior }]);
+      seen.set(name, d.name.span);
+      if (d.kind === 'config') configs.set(name, d);
+      else modules.set(name, d);
+    }
+
+  const entryConfigs = entry.decls.filter((d): d is ConfigDecl => d.kind === 'config');
+  const configName = opts.config ?? entryConfigs[0]?.name.name;
+  if (!configName) throw new UsageError(`${entry.file} declares no config; pass --config NAME`);
+  const configDecl = configs.get(configName);
+  if (!configDecl) throw new UsageError(`--config ${configName}: no such config${suggest(configName, [...configs.keys()])} (configs: ${[...configs.keys()].join(', ')})`);
+
+  const models = entry.decls.filter((d): d is ModuleDecl => d.kind === 'model');
+  const model = opts.model ? modules.get(opts.model) : models[0];
+  if (!model || model.kind !== 'model') {
+    throw new UsageError(opts.model ? `--model ${opts.model}: no such model in ${entry.file}` : `${entry.file} declares no model`);
+  }
+  if (!opts.model && models.length > 1) throw new UsageError(`${entry.file} declares several models (${models.map((m) => m.name.name).join(', ')}); pass --model NAME`);
+
+  const config = instantiateConfig(configDecl, configs);
+  for (const o of opts.overrides ?? []) {
+    try {
+      applyOverride(config, o.key, o.value, o.origin, true);
+    } catch (e) {
+      if (!(e instanceof OverrideError)) throw e;
+      if (!o.optional) throw new UsageError(`${e.message} (keys: ${flatKeys(config).join(', ')})`);
+    }
+  }
+
+  const ctx = new BuildContext(modules);
+  const inst = new Instantiator(ctx);
+  if (model.params.length !== 1) fail('arity', `a model takes exactly one parameter, its config: model ${model.name.name}(c)`, model.name.span);
+  const args = new Map<string, Value>([[model.params[0]!.name, config]]);
+  const top = inst.instantiate(model, args, '', '');
+
+  const forwardScope = new Scope(inst.memberScope(top));
+  const symbols: string[] = [];
+  for (const m of model.members) {
+    if (m.kind !== 'input') continue;
+    const shape = inst.dims(m.type, forwardScope, true, symbols);
+    const id = ctx.builder.add('input', [], { name: m.name.name, dtype: m.type.dtype, shape }, { span: m.span, label: m.name.name });
+    ctx.builder.inputs.push({ name: m.name.name, node: id });
+    forwardScope.define(m.name.name, { kind: 'tensor', id });
+  }
+  ctx.builder.symbols.push(...symbols);
+
+  const forwards = model.members.filter((m) => m.kind === 'forward');
+  const fwd = forwards[0];
+  if (!fwd || fwd.kind !== 'forward') return fail('syntax', `model ${model.name.name} has no forward block`, model.name.span);
+  if (forwards.length > 1) fail('syntax', 'a model has one forward block', forwards[1]!.span);
+  const named = new Map<string, Span>();
+  const unique = (name: string, span: Span) => {
+    const prior = named.get(name);
+    if (prior) fail('name', `'${name}' is already an output or loss`, span, [{ message: 'first here', span: prior }]);
+    named.set(name, span);
+  };
+  const scalarCheck = (name: string, id: number, span: Span) => {
+    const t = ctx.builder.type(id);
+    if (t.shape.length !== 0) fail('shape', `loss ${name} must be a scalar, got shape [${t.shape.length} dims]`, span);
+  };
+  inst.ev.block(fwd.body, forwardScope, {
+    output: (name, node, span) => {
+      unique(name, span);
+      ctx.builder.outputs.push({ name, node });
+    },
+    loss: (name, node, weight, span) => {
+      unique(name, span);
+      scalarCheck(name, node, span);
+      ctx.builder.losses.push({ name, node, weight });
+    },
+  });
+
+  let total: number | null = null;
+  for (const l of ctx.builder.losses) {
+    const scaled = l.weight === 1 ? l.node : ctx.builder.add('mul', [l.node, ctx.builder.add('fill', [], { value: l.weight, shape: [], dtype: 'f32' })], {}, { label: `${l.weight}*${l.name}` });
+    total = total === null ? scaled : ctx.builder.add('add', [total, scaled], {}, { label: 'loss' });
+  }
+  ctx.builder.totalLoss = total;
+
+  const paths = ctx.params.map((p) => p.path);
+  const plan = resolveTrain(model, opts.stage, paths, inst.ev, forwardScope);
+  const params: ParamInfo[] = ctx.params.map((p) => ({
+    name: p.name,
+    node: p.node,
+    type: ctx.builder.type(p.node),
+    init: p.init,
+    trainable: plan.isTrainable(p.path),
+    component: p.path.includes('.') ? p.path.split('.')[0]! : '(model)',
+    path: p.path,
+    span: p.span,
+  }));
+  ctx.builder.params.push(...params);
+
+  const checkpointSources: CheckpointSource[] = [];
+  const unused: string[] = [];
+  for (const m of model.members) {
+    if (m.kind === 'unused') unused.push(...m.patterns.map((p) => p.value));
+    if (m.kind === 'checkpoint') {
+      const sub = top.members.get(m.sub.name);
+      if (!sub || sub.kind !== 'module') return fail('name', `'${m.sub.name}' is not a submodule of ${model.name.name}`, m.sub.span);
+      checkpointSources.push({ path: sub.path, ckptPrefix: sub.ckpt, filePrefix: m.prefix.value ? `${m.prefix.value}.` : '' });
+    }
+  }
+  const components = [...new Set(params.map((p) => p.component))];
+  return { graph: ctx.builder.build(), modelName: model.name.name, configName, config, components, checkpointSources, unused, stage: plan.stage, stages: plan.stages };
+}

@@ -1,0 +1,14 @@
+// The command table: each command is one file, thin over the library.
+import type { Output } from './output.js';
+import { runCheck } from './check.js';
+import { runLoss } from './loss.js';
+
+export interface Command {
+  summary: string;
+  run(argv: readonly string[], out: Output): Promise<number>;
+}
+
+export const commands: Record<string, Command> = {
+  check: { summary: 'check a spec and print its parameters (names, shapes, counts, trainable/frozen)', run: runCheck },
+  loss: { summary: 'compute the loss terms (and gradients) of a checkpoint on a batch', run: runLoss },
+};

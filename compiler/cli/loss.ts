@@ -1,0 +1,87 @@
+// `kiln loss`: loads a Hugging Face / LLaVA checkpoint and a batch, runs the model, prints the
+// loss and its terms, and optionally writes the gradient of every trainable parameter.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { UsageError } from '../check/index.js';
+import type { Override } from '../check/index.js';
+import { differentiate } from '../passes/autodiff.js';
+import { KilnError } from '../../runtime/errors.js';
+import { readHfConfig } from '../../runtime/checkpoint/hf-config.js';
+import { loadModelInputs } from './model-inputs.js';
+import { runReference } from '../../runtime/reference.js';
+import { writeSafetensors } from '../../runtime/safetensors.js';
+import type { HostTensor } from '../../runtime/tensor.js';
+import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
+import type { Output } from './output.js';
+import { loadAndCheck } from './spec.js';
+
+export const lossHelp = `usage: kiln loss SPEC --checkpoint DIR [--vision-tower DIR] --batch FILE [options]
+
+Computes the model's loss terms on one batch, and with --grads their gradients.
+  --checkpoint DIR    Hugging Face folder (LLaVA-1.5 layout): config.json + model.safetensors
+                      or model.safetensors.index.json with shards
+  --vision-tower DIR  Hugging Face CLIP folder (CLIPVisionModel or CLIPModel)
+  --batch FILE        safetensors with the model's inputs (pixel_values, input_ids, labels)
+  --grads OUT         write d(loss)/d(param) for every trainable parameter (f32 safetensors)
+  --backend NAME      cpu (the reference executor)
+${specHelp}`;
+
+const lossOptions = {
+  ...specOptions,
+  checkpoint: { type: 'string' },
+  'vision-tower': { type: 'string' },
+  batch: { type: 'string' },
+  grads: { type: 'string' },
+  backend: { type: 'string' },
+} as const;
+
+/** config.json values become optional overrides: the spec's config supplies what they lack. */
+export function checkpointOverrides(dir: string | undefined): Override[] {
+  if (!dir) return [];
+  const path = join(dir, 'config.json');
+  if (!existsSync(path)) throw new KilnError('no config.json in the checkpoint folder', { file: dir });
+  return [...readHfConfig(path)].map(([key, value]) => ({ key, value, origin: path, optional: true }));
+}
+
+export async function runLoss(argv: readonly string[], out: Output): Promise<number> {
+  const { values, positionals } = parse(argv, lossOptions);
+  if (values.help) {
+    out.stdout(lossHelp);
+    return 0;
+  }
+  const spec = onePositional(positionals, 'SPEC (a .kiln file)');
+  if (!values.checkpoint) throw new UsageError('--checkpoint DIR is required');
+  if (!values.batch) throw new UsageError('--batch FILE is required');
+  const backend = values.backend ?? 'cpu';
+  if (backend !== 'cpu') throw new UsageError(`--backend ${backend}: this build runs the cpu backend only`);
+
+  const overrides = [...checkpointOverrides(values.checkpoint), ...checkpointOverrides(values['vision-tower'])];
+  const model = loadAndCheck(spec, checkOptions(values, overrides), out);
+  if (model.graph.totalLoss === null) throw new UsageError(`model ${model.modelName} declares no loss`);
+  const graph = values.grads ? differentiate(model.graph) : model.graph;
+  const feeds = loadModelInputs(model, graph, { checkpoint: values.checkpoint, visionTower: values['vision-tower'], batch: values.batch });
+
+  const wanted = [graph.totalLoss!, ...graph.losses.map((l) => l.node), ...graph.gradients.map((g) => g.node)];
+  let results: Map<number, HostTensor>;
+  try {
+    results = runReference(graph, feeds, wanted, { precision: 'f32' });
+  } catch (e) {
+    if (e instanceof KilnError) throw e;
+    throw new KilnError((e as Error).message, { file: values.batch });
+  }
+  const scalar = (id: number) => results.get(id)!.data[0]!;
+  const terms = Object.fromEntries(graph.losses.map((l) => [l.name, scalar(l.node)]));
+  if (values.grads) {
+    const grads = new Map(graph.gradients.map((g) => [g.name, results.get(g.node)!]));
+    writeSafetensors(values.grads, grads, { dtype: 'f32' });
+  }
+  if (values.json) {
+    out.stdout(JSON.stringify({ loss: scalar(graph.totalLoss!), terms }));
+  } else {
+    const lines = [`loss ${scalar(graph.totalLoss!).toPrecision(8)}`];
+    for (const l of graph.losses) lines.push(`  ${l.name.padEnd(8)} ${scalar(l.node).toPrecision(8)}  (weight ${l.weight})`);
+    if (values.grads) lines.push(`gradients of ${graph.gradients.length} trainable parameters written to ${values.grads}`);
+    out.stdout(lines.join('\n'));
+  }
+  return 0;
+}

@@ -1,0 +1,18 @@
+// Where the CLI writes: stdout for results, stderr for messages; tests capture both.
+export class Output {
+  /** spec sources read so far, for rendering diagnostics with their source lines. */
+  sources = new Map<string, string>();
+  readonly out: string[] = [];
+  readonly err: string[] = [];
+  constructor(private readonly capture = false) {}
+
+  stdout(text: string): void {
+    if (this.capture) this.out.push(text);
+    else process.stdout.write(`${text}\n`);
+  }
+
+  stderr(text: string): void {
+    if (this.capture) this.err.push(text);
+    else process.stderr.write(`${text}\n`);
+  }
+}
