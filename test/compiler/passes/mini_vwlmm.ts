@@ -19,6 +19,7 @@ export interface MiniConfig {
   kvHeads: number;
   ffn: number;
   vocab: number;
+  theta?: number;
 }
 
 export const TINY: MiniConfig = { image: 28, patch: 7, width: 32, vLayers: 3, vHeads: 2, vMlp: 64, hidden: 64, layers: 2, heads: 4, kvHeads: 2, ffn: 128, vocab: 512 };
@@ -71,8 +72,8 @@ export function buildMiniVwlmm(c: MiniConfig, trainable: (name: string) => boole
   for (let i = 0; i < c.layers; i++) {
     const n = `model.layers.${i}`;
     const a = b.add('rms_norm', [h, p(`${n}.input_layernorm.weight`, [c.hidden])], { eps: 1e-5 });
-    const q = b.add('rope', [heads(linear(a, `${n}.self_attn.q_proj`, c.hidden, c.heads * hd, false), c.heads, hd)], { theta: 10000 });
-    const k = b.add('rope', [heads(linear(a, `${n}.self_attn.k_proj`, c.hidden, c.kvHeads * hd, false), c.kvHeads, hd)], { theta: 10000 });
+    const q = b.add('rope', [heads(linear(a, `${n}.self_attn.q_proj`, c.hidden, c.heads * hd, false), c.heads, hd)], { theta: c.theta ?? 10000 });
+    const k = b.add('rope', [heads(linear(a, `${n}.self_attn.k_proj`, c.hidden, c.kvHeads * hd, false), c.kvHeads, hd)], { theta: c.theta ?? 10000 });
     const vv = heads(linear(a, `${n}.self_attn.v_proj`, c.hidden, c.kvHeads * hd, false), c.kvHeads, hd);
     h = b.add('add', [h, linear(merge(b.add('attention', [q, k, vv], { causal: true }), c.heads * hd), `${n}.self_attn.o_proj`, c.heads * hd, c.hidden, false)]);
     const m = b.add('rms_norm', [h, p(`${n}.post_attention_layernorm.weight`, [c.hidden])], { eps: 1e-5 });
