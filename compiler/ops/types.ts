@@ -3,6 +3,7 @@
 import type { GraphBuilder } from '../ir/builder.js';
 import type { AttrValue, Attrs, DType, Node, TensorType } from '../ir/graph.js';
 import type { HostTensor, TensorData } from '../../runtime/tensor.js';
+import type { OpKernel } from '../codegen/kernel.js';
 
 export interface ReferenceContext {
   /** 'f32': float outputs are Float32Array, rounded like PyTorch f32; 'f64': Float64Array. */
@@ -44,4 +45,6 @@ export interface OpDef {
   vjp?(b: GraphBuilder, node: Node, cotangent: number): readonly (number | null)[];
   /** Computes the op on the CPU. Attrs arrive with symbolic dims already evaluated. */
   reference(inputs: readonly HostTensor[], attrs: Attrs, out: ConcreteType, ctx: ReferenceContext): HostTensor;
+  /** How the op runs on WebGPU (compiler/codegen/kernel.ts). */
+  readonly kernel?: OpKernel;
 }

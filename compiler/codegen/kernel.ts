@@ -1,0 +1,129 @@
+// The kernel contract. Every op's kernel is written against two accessors instead of buffers:
+//   load<k>(i: u32) -> T     element i (row-major, logical shape) of input k
+//   store(i: u32, v: T)      element i of the output
+// (T is f32 for float tensors, i32 for i32 and bool). The code generator supplies them. Unfused,
+// they index a storage buffer. Fused, load<k> may compute an elementwise prologue or a view
+// (transpose, slice, broadcast) of other buffers, and store may apply an epilogue before writing,
+// so one kernel template serves every fusion the pass decides on. Storage dtype (f16 with f32
+// math), and tensors split across several bindings past maxStorageBufferBindingSize, also live
+// in the accessors and never in the kernel templates.
+import type { Attrs, DType } from '../ir/graph.js';
+import type { ConcreteType } from '../ops/types.js';
+
+export interface DeviceTraits {
+  /** the adapter's one subgroup size, when it has a single one (lavapipe: 8). */
+  readonly subgroupSize: number | undefined;
+  readonly maxWorkgroupInvocations: number;
+  readonly maxWorkgroupsPerDimension: number;
+  readonly workgroupMemoryBytes: number;
+  readonly maxStorageBindingBytes: number;
+  readonly shaderF16: boolean;
+}
+
+export const DEFAULT_TRAITS: DeviceTraits = {
+  subgroupSize: undefined,
+  maxWorkgroupInvocations: 256,
+  maxWorkgroupsPerDimension: 65535,
+  workgroupMemoryBytes: 16384,
+  maxStorageBindingBytes: 128 * 1024 * 1024,
+  shaderF16: false,
+};
+
+export interface LowerContext {
+  readonly op: string;
+  readonly inputs: readonly ConcreteType[];
+  readonly output: ConcreteType;
+  /** symbolic dims already evaluated. */
+  readonly attrs: Attrs;
+  readonly device: DeviceTraits;
+}
+
+export interface KernelBody {
+  readonly label: string;
+  /**
+   * Module-scope WGSL with an entry point `main`: constants with every size baked in, helper
+   * functions, `@compute @workgroup_size(...) fn main(...)`. It reads inputs only through
+   * load<k>(i) and writes only through store(i, v); it declares no bindings of its own.
+   * Workgroup-memory and subgroup use are the template's business.
+   */
+  readonly code: string;
+  readonly workgroups: readonly [number, number, number];
+  /** WGSL extensions the body needs besides what the accessors need (e.g. 'subgroups'). */
+  readonly enables?: readonly string[];
+}
+
+/** An elementwise op: a WGSL expression of its operands' values (already loaded, as T). */
+export interface ElementwiseKernel {
+  readonly kind: 'elementwise';
+  expr(args: readonly string[], types: { readonly inputs: readonly DType[]; readonly output: DType }): string;
+}
+
+/** Any other op: a template producing a whole kernel body for concrete shapes. */
+export interface CustomKernel {
+  readonly kind: 'custom';
+  lower(ctx: LowerContext): KernelBody;
+}
+
+/** Movement ops: no kernel of their own; the code generator folds them into index maps. */
+export interface ViewKernel {
+  readonly kind: 'view';
+}
+
+export type OpKernel = ElementwiseKernel | CustomKernel | ViewKernel;
+
+/** WGSL scalar type for a tensor dtype in kernel arithmetic. */
+export function wgslType(dtype: DType): 'f32' | 'i32' {
+  return dtype === 'i32' || dtype === 'bool' ? 'i32' : 'f32';
+}
+
+/** Storage element type: f16 tensors are stored as f16 when the device can, else f32. */
+export function storageType(dtype: DType, device: DeviceTraits): 'f32' | 'i32' | 'f16' {
+  if (dtype === 'f16' && device.shaderF16) return 'f16';
+  return wgslType(dtype);
+}
+
+/**
+ * Workgroup counts for `threads` invocations of `workgroupSize`, folded into y (and z) past the
+ * per-dimension limit. A body indexes with linearId(gid, nwg) below.
+ */
+export function grid1d(threads: number, workgroupSize: number, device: DeviceTraits): [number, number, number] {
+  const groups = Math.max(1, Math.ceil(threads / workgroupSize));
+  const max = device.maxWorkgroupsPerDimension;
+  if (groups <= max) return [groups, 1, 1];
+  const y = Math.ceil(groups / max);
+  if (y <= max) return [max, y, 1];
+  return [max, max, Math.ceil(groups / (max * max))];
+}
+
+/** WGSL: the flat invocation index for a grid1d dispatch (`WG` is the workgroup size). */
+export const LINEAR_ID = `fn linear_id(gid: vec3<u32>, nwg: vec3<u32>, wg: u32) -> u32 {
+  return gid.x + (gid.y + gid.z * nwg.y) * nwg.x * wg;
+}`;
+
+export interface PlainBinding {
+  readonly dtype: DType;
+  /** elements. */
+  readonly length: number;
+}
+
+/**
+ * The unfused accessors: load<k> and store index one storage buffer each. Bindings are
+ * inputs in order, then the output. (The fusion code generator emits richer accessors.)
+ */
+export function wrapPlain(body: KernelBody, inputs: readonly PlainBinding[], output: PlainBinding, device: DeviceTraits): string {
+  const enables = new Set(body.enables ?? []);
+  const decls: string[] = [];
+  inputs.forEach((b, k) => {
+    const st = storageType(b.dtype, device);
+    if (st === 'f16') enables.add('f16');
+    const t = wgslType(b.dtype);
+    decls.push(`@group(0) @binding(${k}) var<storage, read> in${k}: array<${st}>;`);
+    decls.push(`fn load${k}(i: u32) -> ${t} { return ${t}(in${k}[i]); }`);
+  });
+  const st = storageType(output.dtype, device);
+  if (st === 'f16') enables.add('f16');
+  const t = wgslType(output.dtype);
+  decls.push(`@group(0) @binding(${inputs.length}) var<storage, read_write> out: array<${st}>;`);
+  decls.push(`fn store(i: u32, v: ${t}) { out[i] = ${st}(v); }`);
+  return [...[...enables].map((e) => `enable ${e};`), ...decls, LINEAR_ID, body.code].join('\n');
+}
