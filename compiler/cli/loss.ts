@@ -1,7 +1,7 @@
 // `kiln loss`: loads a Hugging Face / LLaVA checkpoint and a batch, runs the model, prints the
 // loss and its terms, and optionally writes the gradient of every trainable parameter.
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { UsageError } from '../check/index.js';
 import type { Override } from '../check/index.js';
 import { differentiate } from '../passes/autodiff.js';
@@ -73,6 +73,7 @@ export async function runLoss(argv: readonly string[], out: Output): Promise<num
   const terms = Object.fromEntries(graph.losses.map((l) => [l.name, scalar(l.node)]));
   if (values.grads) {
     const grads = new Map(graph.gradients.map((g) => [g.name, results.get(g.node)!]));
+    mkdirSync(dirname(values.grads), { recursive: true });
     writeSafetensors(values.grads, grads, { dtype: 'f32' });
   }
   if (values.json) {
