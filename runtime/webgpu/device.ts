@@ -73,6 +73,10 @@ export async function getGPU(): Promise<GPU> {
   return gpuInstance;
 }
 
+function whereNow(): string {
+  return running.length > 0 ? `during ${running[running.length - 1]}` : 'outside any Kiln GPU step';
+}
+
 function describeAdapter(adapter: GPUAdapter): string {
   const info = adapter.info;
   return [info.vendor, info.architecture, info.description].filter((s) => s && s.length > 0).join(' ') || 'unknown adapter';
@@ -97,16 +101,15 @@ async function acquire(): Promise<KilnDevice> {
     throw new KilnError(`cannot create a WebGPU device on ${adapterName}: ${String(err)}`, { cause: err });
   }
 
+  // Errors outside any gpuStep scope arrive as events; keep the first and throw it at the next step.
   device.addEventListener('uncapturederror', (ev) => {
     const e = (ev as GPUUncapturedErrorEvent).error;
-    const during = running.length > 0 ? running[running.length - 1] : 'no kiln step';
-    pendingError ??= new KilnError(`WebGPU error during ${during}: ${e.message}`);
+    pendingError ??= new KilnError(`WebGPU error ${whereNow()}: ${e.message}`);
   });
   void device.lost.then((info) => {
     // A destroyed device was given up on purpose; anything else poisons later work.
     if (devicePromise && info.reason !== 'destroyed') {
-      const during = running.length > 0 ? running[running.length - 1] : 'no kiln step';
-      pendingError ??= new KilnError(`WebGPU device lost during ${during}: ${info.message || info.reason}`);
+      pendingError ??= new KilnError(`WebGPU device lost ${whereNow()}: ${info.message || info.reason}`);
     }
     devicePromise = undefined;
   });
@@ -155,7 +158,8 @@ const SCOPES: GPUErrorFilter[] = ['validation', 'out-of-memory', 'internal'];
 /**
  * Runs one GPU step (pipeline creation, dispatch, read-back) inside error scopes, so a WebGPU
  * validation, out-of-memory or internal error becomes a KilnError naming `what` instead of a
- * console warning long after the fact.
+ * console warning long after the fact. Steps are meant to run one at a time: error scopes are a
+ * per-device stack, so two overlapping steps could see each other's errors.
  */
 export async function gpuStep<T>(device: GPUDevice, what: string, fn: () => T | Promise<T>): Promise<T> {
   throwPendingError();

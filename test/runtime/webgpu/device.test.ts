@@ -1,6 +1,6 @@
 // The smoke test CI relies on to prove real WebGPU runs: a device, a compiled shader, exact results.
-import { describe, expect, it } from 'vitest';
-import { getDevice, gpuStep } from '../../../runtime/webgpu/device.js';
+import { describe, expect, it, vi } from 'vitest';
+import { getDevice, gpuStep, throwPendingError } from '../../../runtime/webgpu/device.js';
 import { runKernel, uploadBuffer, readInt32 } from '../../../runtime/webgpu/buffers.js';
 import { KilnError } from '../../../runtime/errors.js';
 
@@ -50,5 +50,30 @@ fn main(@builtin(global_invocation_id) id: vec3u) {
         device.createShaderModule({ code: 'fn main( {' });
       }),
     ).rejects.toThrow(/compiling the broken test shader/);
+  });
+
+  it('reports an error raised outside any step at the next step', async () => {
+    const { device } = await getDevice();
+    // MAP_READ | STORAGE is an invalid usage: an uncaptured validation error, delivered as an event.
+    device.createBuffer({ size: 4, usage: 0x01 | 0x80 });
+    await device.queue.onSubmittedWorkDone();
+    await new Promise((r) => setTimeout(r, 20));
+    await expect(gpuStep(device, 'the next step', () => 1)).rejects.toThrow(/WebGPU error outside any Kiln GPU step: .*usage/i);
+    expect(() => throwPendingError()).not.toThrow(); // reported once
+  });
+
+  it('says how to get an adapter when there is none', async () => {
+    // A fresh copy of the module (its memoised GPU is per module instance) over a GPU with no adapter.
+    vi.resetModules();
+    const g = globalThis as { navigator?: unknown };
+    const saved = Object.getOwnPropertyDescriptor(globalThis, 'navigator');
+    Object.defineProperty(globalThis, 'navigator', { value: { gpu: { requestAdapter: async () => null } }, configurable: true });
+    try {
+      const fresh = await import('../../../runtime/webgpu/device.js');
+      await expect(fresh.getDevice()).rejects.toThrow(/no WebGPU adapter found.*npm run setup.*--enable-unsafe-webgpu/);
+    } finally {
+      if (saved) Object.defineProperty(globalThis, 'navigator', saved);
+      else delete g.navigator;
+    }
   });
 });
