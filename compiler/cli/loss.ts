@@ -59,7 +59,7 @@ export async function runLoss(argv: readonly string[], out: Output): Promise<num
   const model = loadAndCheck(spec, checkOptions(values, overrides), out);
   if (model.graph.totalLoss === null) throw new UsageError(`model ${model.modelName} declares no loss`);
   const graph = values.grads ? differentiate(model.graph) : model.graph;
-  const feeds = loadModelInputs(model, graph, { checkpoint: values.checkpoint, visionTower: values['vision-tower'], batch: values.batch });
+  const feeds = loadModelInputs(model, { checkpoint: values.checkpoint, visionTower: values['vision-tower'], batch: values.batch });
 
   const wanted = [graph.totalLoss!, ...graph.losses.map((l) => l.node), ...graph.gradients.map((g) => g.node)];
   let results: Map<number, HostTensor>;

@@ -1,7 +1,6 @@
 // Everything a run needs besides the graph: parameter tensors from the checkpoint folders (the
 // vision tower from its own folder when given) and the batch's input tensors, validated.
 import type { CheckedModel } from '../check/index.js';
-import type { Graph } from '../ir/graph.js';
 import { shapeToString } from '../ir/dims.js';
 import { KilnError } from '../../runtime/errors.js';
 import { loadParams, openCheckpointDir, paramRequests, tiedEmbeddingAliases } from '../../runtime/checkpoint/load.js';
@@ -15,7 +14,9 @@ export interface InputPaths {
   batch: string;
 }
 
-export function loadModelInputs(model: CheckedModel, graph: Graph, paths: InputPaths): Map<string, HostTensor> {
+/** Parameters and the batch's inputs, as the model declares them (derived graphs add their own). */
+export function loadModelInputs(model: CheckedModel, paths: InputPaths): Map<string, HostTensor> {
+  const graph = model.graph;
   const sources: CheckpointSource[] = [];
   if (paths.visionTower) {
     const view = openCheckpointDir(paths.visionTower);

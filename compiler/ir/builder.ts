@@ -14,6 +14,7 @@ export class GraphBuilder {
   readonly losses: LossTerm[];
   readonly gradients: NamedValue[];
   readonly symbols: string[];
+  readonly updates: NamedValue[];
   totalLoss: number | null;
   /** hash-consing: the same op on the same inputs and attrs is one node. */
   private readonly memo = new Map<string, number>();
@@ -26,6 +27,7 @@ export class GraphBuilder {
     this.losses = base ? [...base.losses] : [];
     this.gradients = base ? [...base.gradients] : [];
     this.symbols = base ? [...base.symbols] : [];
+    this.updates = base ? [...(base.updates ?? [])] : [];
     this.totalLoss = base ? base.totalLoss : null;
     for (const n of this.nodes) if (isPure(n.op)) this.memo.set(keyOf(n.op, n.inputs, n.attrs), n.id);
   }
@@ -71,6 +73,7 @@ export class GraphBuilder {
       totalLoss: this.totalLoss,
       gradients: this.gradients,
       symbols: this.symbols,
+      ...(this.updates.length > 0 ? { updates: this.updates } : {}),
     };
   }
 }

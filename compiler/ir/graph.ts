@@ -70,6 +70,11 @@ export interface Graph {
   readonly gradients: readonly NamedValue[];
   /** symbolic dims the inputs introduce, in order of first appearance (B, T, ...). */
   readonly symbols: readonly string[];
+  /**
+   * State written back after a step: the input or parameter `name` takes the value of `node`
+   * (optimiser updates, KV caches). Every update reads the old values, then all are written.
+   */
+  readonly updates?: readonly NamedValue[];
 }
 
 export function emptyGraph(): Graph {
@@ -95,7 +100,7 @@ export function reachable(graph: Graph, roots: readonly number[]): number[] {
 export function useCounts(graph: Graph): Uint32Array {
   const counts = new Uint32Array(graph.nodes.length);
   for (const n of graph.nodes) for (const i of n.inputs) counts[i]!++;
-  for (const v of [...graph.outputs, ...graph.losses, ...graph.gradients]) counts[v.node]!++;
+  for (const v of [...graph.outputs, ...graph.losses, ...graph.gradients, ...(graph.updates ?? [])]) counts[v.node]!++;
   if (graph.totalLoss !== null) counts[graph.totalLoss]!++;
   return counts;
 }

@@ -1,0 +1,40 @@
+// A training loop's state on the host: parameters, AdamW moments and the step counter, advanced
+// by any executor that can run a graph with `updates` (the reference executor or WebGPU).
+import type { Graph } from '../../compiler/ir/graph.js';
+import { momentName, type AdamWHyper } from '../../compiler/passes/optimizer.js';
+import type { HostTensor } from '../tensor.js';
+import { numel } from '../tensor.js';
+import { adamwStepInputs } from './schedule.js';
+
+export type RunGraph = (graph: Graph, feeds: ReadonlyMap<string, HostTensor>, wanted: readonly number[]) => Promise<Map<number, HostTensor>> | Map<number, HostTensor>;
+
+export class TrainState {
+  step = 0;
+  readonly values: Map<string, HostTensor>;
+
+  /** `params` by checkpoint name; moments start at zero for every parameter the graph updates. */
+  constructor(
+    readonly graph: Graph,
+    readonly hyper: AdamWHyper,
+    params: ReadonlyMap<string, HostTensor>,
+  ) {
+    this.values = new Map(params);
+    for (const g of graph.gradients) {
+      const p = params.get(g.name);
+      if (!p) throw new Error(`TrainState: no value for parameter ${g.name}`);
+      for (const which of ['m', 'v'] as const) this.values.set(momentName(which, g.name), { dtype: 'f32', shape: p.shape, data: new Float32Array(numel(p.shape)) });
+    }
+  }
+
+  /** One step on `batch` at learning rate `lr`; returns the loss terms before the update. */
+  async run(run: RunGraph, batch: ReadonlyMap<string, HostTensor>, lr: number): Promise<{ loss: number; terms: Record<string, number> }> {
+    this.step++;
+    const feeds = new Map([...this.values, ...batch, ...adamwStepInputs(lr, this.step, this.hyper.beta1, this.hyper.beta2)]);
+    const updates = this.graph.updates ?? [];
+    const g = this.graph;
+    const results = await run(g, feeds, [g.totalLoss!, ...g.losses.map((l) => l.node), ...updates.map((u) => u.node)]);
+    for (const u of updates) this.values.set(u.name, results.get(u.node)!);
+    const scalar = (id: number) => results.get(id)!.data[0]!;
+    return { loss: scalar(g.totalLoss!), terms: Object.fromEntries(g.losses.map((l) => [l.name, scalar(l.node)])) };
+  }
+}
