@@ -35,6 +35,9 @@ export class Scope {
   }
 }
 
+/** loops unroll into the graph: past this a bound is surely the wrong config value. */
+const MAX_LOOP = 4096;
+
 const DTYPES = new Set(['f32', 'f16', 'bf16', 'i32', 'bool']);
 
 const BINARY_OPS: Record<string, string> = {
@@ -167,6 +170,7 @@ export class Evaluator {
         case 'for': {
           const from = this.intValue(this.expr(s.from, scope), s.from.span);
           const to = this.intValue(this.expr(s.to, scope), s.to.span);
+          if (to - from > MAX_LOOP) fail('config', `the loop runs ${to - from} times, more than ${MAX_LOOP}; loops unroll into the graph`, s.span);
           for (let i = from; i < to; i++) {
             const inner = new Scope(scope);
             inner.define(s.variable.name, num(i));

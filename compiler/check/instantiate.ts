@@ -12,6 +12,8 @@ import type { ModuleInstance, Value } from './values.js';
 import { describe, num } from './values.js';
 
 const MAX_CALL_DEPTH = 64;
+/** repeats and loops unroll into the graph; past this a value is surely the wrong one (a vocab size). */
+export const MAX_UNROLL = 4096;
 
 export class Instantiator {
   readonly ev: Evaluator;
@@ -70,6 +72,7 @@ export class Instantiator {
           const sub = this.lookupModule(m.module.name, m.module.span);
           const count = this.ev.intValue(this.ev.expr(m.count, scope), m.count.span);
           if (count < 0) fail('config', `repeat count must be >= 0, got ${count}`, m.count.span);
+          if (count > MAX_UNROLL) fail('config', `repeat count ${count} is more than ${MAX_UNROLL} copies; is the right config value used?`, m.count.span);
           const pattern = m.ckpt ? m.ckpt.value : `${m.name.name}.{${m.index.name}}`;
           const hole = `{${m.index.name}}`;
           if (!pattern.includes(hole)) fail('name', `the checkpoint name of a repeat must contain ${hole}, so each layer gets its own`, m.ckpt?.span ?? m.span);

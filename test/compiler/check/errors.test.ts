@@ -90,3 +90,11 @@ describe('checker diagnostics', () => {
     expect(diagnose(files, 'm.kiln')).toContain("two parameters load from the checkpoint name 'p.weight'");
   });
 });
+
+describe('unrolling limits', () => {
+  it('a repeat over a vocabulary-sized count is refused, not unrolled', () => {
+    const files = base('    output y = proj(x)', 'module Stack(n) {\n  repeat layers[i in n] = Lin(2, 2)\n  forward(x) { return x }\n}');
+    files['m.kiln'] = files['m.kiln'].replace('sub proj = Lin(c.d, c.inner.width)', 'sub proj = Lin(c.d, c.inner.width)\n  sub s = Stack(32000)');
+    expect(diagnose(files, 'm.kiln')).toContain('repeat count 32000 is more than 4096 copies');
+  });
+});
