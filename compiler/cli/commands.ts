@@ -2,6 +2,7 @@
 import type { Output } from './output.js';
 import { runCheck } from './check.js';
 import { runLoss } from './loss.js';
+import { runOps } from './ops.js';
 
 export interface Command {
   summary: string;
@@ -10,5 +11,6 @@ export interface Command {
 
 export const commands: Record<string, Command> = {
   check: { summary: 'check a spec and print its parameters (names, shapes, counts, trainable/frozen)', run: runCheck },
+  ops: { summary: 'list the functions a spec can call', run: runOps },
   loss: { summary: 'compute the loss terms (and gradients) of a checkpoint on a batch', run: runLoss },
 };

@@ -1,0 +1,20 @@
+// `kiln ops`: the functions a spec can call, from the op registry's own surfaces.
+import { surfaceOps } from '../ops/registry.js';
+import { parse } from './args.js';
+import type { Output } from './output.js';
+
+export async function runOps(argv: readonly string[], out: Output): Promise<number> {
+  const { values } = parse(argv, { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } });
+  if (values.help) {
+    out.stdout('usage: kiln ops [--json]\n\nLists the functions a spec can call, with their arguments.');
+    return 0;
+  }
+  const ops = surfaceOps();
+  if (values.json) {
+    out.stdout(JSON.stringify(ops.map((o) => ({ name: o.name, inputs: o.surface!.inputs, attrs: o.surface!.attrs, doc: o.surface!.doc }))));
+    return 0;
+  }
+  const builtins = ['dim(x, axis): the size of an axis, as a compile-time dimension', 'x[a:b, i, :]: slicing and indexing (negative bounds count from the end)', 'a + b, a - b, a * b, a / b, a @ b, comparisons: elementwise with broadcasting; numbers become scalars'];
+  out.stdout([...ops.map((o) => o.surface!.doc), ...builtins].join('\n'));
+  return 0;
+}
