@@ -6,6 +6,7 @@ import type { Attrs, Node, TensorType } from '../ir/graph.js';
 import type { OpDef } from './types.js';
 import { alloc, broadcastIndex } from './util/ref.js';
 import { attrBool, expectArity, fail, isFloatDType, reduceAxes, typeToString } from './util/shape.js';
+import { lowerReduce } from './wgsl/reduce.js';
 
 type Kind = 'sum' | 'mean' | 'max';
 
@@ -95,6 +96,14 @@ function reduceOp(kind: Kind): OpDef {
       if (out.dtype === 'i32') for (let j = 0; j < size; j++) y.data[j] = acc[j]! | 0;
       else y.data.set(acc);
       return y;
+    },
+    kernel: {
+      kind: 'custom',
+      lower(ctx) {
+        const shape = ctx.inputs[0]!.shape;
+        const axes = reduceAxes(kind, ctx.attrs, shape.length);
+        return lowerReduce(ctx, kind, shape, (a) => axes.includes(a));
+      },
     },
   };
 }

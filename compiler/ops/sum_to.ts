@@ -3,6 +3,7 @@ import { shapesEqual, shapeToString } from '../ir/dims.js';
 import type { OpDef } from './types.js';
 import { alloc, broadcastIndex } from './util/ref.js';
 import { attrDims, broadcastShapes, expectArity, fail, isFloatDType, typeToString } from './util/shape.js';
+import { lowerReduce } from './wgsl/reduce.js';
 
 export const sumToOp: OpDef = {
   name: 'sum_to',
@@ -22,10 +23,19 @@ export const sumToOp: OpDef = {
     const acc = new Float64Array(y.data.length);
     const src = x!.data;
     for (let i = 0; i < src.length; i++) {
-          const j = map ? map[i]! : i;
-          acc[j] = acc[j]! + src[i]!;
-        }
+      const j = map ? map[i]! : i;
+      acc[j] = acc[j]! + src[i]!;
+    }
     y.data.set(acc);
     return y;
+  },
+  kernel: {
+    kind: 'custom',
+    lower(ctx) {
+      // Summed axes: those the output lacks (leading) or holds as 1, aligned right.
+      const x = ctx.inputs[0]!.shape;
+      const lead = x.length - ctx.output.shape.length;
+      return lowerReduce(ctx, 'sum', x, (a) => a < lead || ctx.output.shape[a - lead] === 1);
+    },
   },
 };
