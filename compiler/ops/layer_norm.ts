@@ -5,6 +5,7 @@ import type { OpDef } from './types.js';
 import { alloc } from './util/ref.js';
 import { checkNormVectors, rowStats } from './util/norm.js';
 import { attrNumber, expectArity } from './util/shape.js';
+import { lowerNorm } from './wgsl/norm.js';
 
 export const layerNormOp: OpDef = {
   name: 'layer_norm',
@@ -46,4 +47,5 @@ export const layerNormOp: OpDef = {
     }
     return y;
   },
+  kernel: { kind: 'custom', lower: (ctx) => lowerNorm(ctx, 'layer', attrNumber('layer_norm', ctx.attrs, 'eps', 1e-5)) },
 };

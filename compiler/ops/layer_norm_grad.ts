@@ -7,6 +7,7 @@ import type { OpDef } from './types.js';
 import { alloc } from './util/ref.js';
 import { checkNormVectors, rowStats } from './util/norm.js';
 import { attrNumber, attrString, expectArity, fail, typeToString } from './util/shape.js';
+import { lowerNormGradWeight, lowerNormGradX } from './wgsl/norm.js';
 
 export function normWrt(op: string, attrs: Attrs): 'x' | 'weight' {
   const wrt = attrString(op, attrs, 'wrt');
@@ -56,5 +57,12 @@ export const layerNormGradOp: OpDef = {
     }
     if (wrt === 'weight') y.data.set(acc);
     return y;
+  },
+  kernel: {
+    kind: 'custom',
+    lower(ctx) {
+      const eps = attrNumber('layer_norm_grad', ctx.attrs, 'eps');
+      return normWrt('layer_norm_grad', ctx.attrs) === 'x' ? lowerNormGradX(ctx, 'layer', eps) : lowerNormGradWeight(ctx, 'layer', eps);
+    },
   },
 };

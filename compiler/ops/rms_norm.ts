@@ -5,6 +5,7 @@ import type { OpDef } from './types.js';
 import { alloc } from './util/ref.js';
 import { checkNormVectors, rowStats } from './util/norm.js';
 import { attrNumber, expectArity } from './util/shape.js';
+import { lowerNorm } from './wgsl/norm.js';
 
 export const rmsNormOp: OpDef = {
   name: 'rms_norm',
@@ -37,4 +38,5 @@ export const rmsNormOp: OpDef = {
     }
     return y;
   },
+  kernel: { kind: 'custom', lower: (ctx) => lowerNorm(ctx, 'rms', attrNumber('rms_norm', ctx.attrs, 'eps', 1e-6)) },
 };

@@ -7,6 +7,7 @@ import { alloc } from './util/ref.js';
 import { checkNormVectors, rowStats } from './util/norm.js';
 import { normWrt } from './layer_norm_grad.js';
 import { attrNumber, expectArity, fail, typeToString } from './util/shape.js';
+import { lowerNormGradWeight, lowerNormGradX } from './wgsl/norm.js';
 
 export const rmsNormGradOp: OpDef = {
   name: 'rms_norm_grad',
@@ -41,5 +42,12 @@ export const rmsNormGradOp: OpDef = {
     }
     if (wrt === 'weight') y.data.set(acc);
     return y;
+  },
+  kernel: {
+    kind: 'custom',
+    lower(ctx) {
+      const eps = attrNumber('rms_norm_grad', ctx.attrs, 'eps');
+      return normWrt('rms_norm_grad', ctx.attrs) === 'x' ? lowerNormGradX(ctx, 'rms', eps) : lowerNormGradWeight(ctx, 'rms', eps);
+    },
   },
 };

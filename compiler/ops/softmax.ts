@@ -3,6 +3,7 @@
 import type { OpDef } from './types.js';
 import { alloc, logSumExp, splitAt } from './util/ref.js';
 import { attrInt, expectArity, expectFloat, normAxis } from './util/shape.js';
+import { onlineLse, rowKernel, rowLanes, rows } from './wgsl/rows.js';
 
 function softmaxOp(log: boolean): OpDef {
   const name = log ? 'log_softmax' : 'softmax';
@@ -36,6 +37,17 @@ function softmaxOp(log: boolean): OpDef {
           }
         }
       return y;
+    },
+    kernel: {
+      kind: 'custom',
+      lower(ctx) {
+        const axis = normAxis(name, attrInt(name, ctx.attrs, 'axis', -1), ctx.output.shape.length);
+        const { outer, n, inner } = splitAt(ctx.output.shape, axis);
+        const r = rows(rowLanes(ctx, outer * inner, n), outer * inner, n, inner);
+        // Two reads per element: one online max/sum pass, one writing pass.
+        const write = log ? '    store(at, (load0(at) - m) - ls);' : '    store(at, exp(load0(at) - m) / s);';
+        return rowKernel(ctx, name, r, `${onlineLse(r, 'load0(at)')}\n  let ls = log(s);\n${r.loop(write)}`);
+      },
     },
   };
 }

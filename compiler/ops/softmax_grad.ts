@@ -5,6 +5,7 @@ import type { TensorType } from '../ir/graph.js';
 import type { OpDef } from './types.js';
 import { alloc, splitAt } from './util/ref.js';
 import { attrBool, attrInt, expectArity, fail, normAxis, typeToString } from './util/shape.js';
+import { rowKernel, rowLanes, rows, rowSum } from './wgsl/rows.js';
 
 export const softmaxGradOp: OpDef = {
   name: 'softmax_grad',
@@ -35,5 +36,17 @@ export const softmaxGradOp: OpDef = {
         }
       }
     return dx;
+  },
+  kernel: {
+    kind: 'custom',
+    lower(ctx) {
+      const axis = normAxis('softmax_grad', attrInt('softmax_grad', ctx.attrs, 'axis'), ctx.output.shape.length);
+      const log = attrBool('softmax_grad', ctx.attrs, 'log');
+      const { outer, n, inner } = splitAt(ctx.output.shape, axis);
+      const r = rows(rowLanes(ctx, outer * inner, n), outer * inner, n, inner);
+      const sum = rowSum(r, 's', log ? 'load1(at)' : 'load1(at) * load0(at)');
+      const write = log ? '    store(at, load1(at) - exp(load0(at)) * s);' : '    let y = load0(at);\n    store(at, y * (load1(at) - s));';
+      return rowKernel(ctx, log ? 'log' : 'softmax', r, `${sum}\n${r.loop(write)}`);
+    },
   },
 };

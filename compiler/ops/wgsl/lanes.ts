@@ -107,6 +107,16 @@ export const NEG_INF_FN = `fn neg_inf() -> f32 {
   return bitcast<f32>(bits);
 }`;
 
+/**
+ * A statement referencing inputs the kernel does not need (a weight-gradient kernel never reads
+ * the weight): pipelines with layout 'auto' drop unreferenced bindings, which would break the
+ * caller's one-binding-per-input bind group. Never taken, so it costs nothing.
+ */
+export function touch(inputs: readonly number[]): string {
+  if (inputs.length === 0) return '';
+  return `  if (grp == 0xffffffffu) { ${inputs.map((k) => `_ = load${k}(0u);`).join(' ')} }`;
+}
+
 export function product(shape: readonly number[]): number {
   return shape.reduce((a, d) => a * d, 1);
 }

@@ -5,7 +5,7 @@ import { expect } from 'vitest';
 import { getOp } from '../../../../compiler/ops/registry.js';
 import type { Attrs, DType } from '../../../../compiler/ir/graph.js';
 import { wrapPlain, type DeviceTraits } from '../../../../compiler/codegen/kernel.js';
-import { getDevice } from '../../../../runtime/webgpu/device.js';
+import { getDevice, gpuStep } from '../../../../runtime/webgpu/device.js';
 import { bindAll, createStorageBuffer, dispatch, getPipeline, readBuffer, uploadBuffer } from '../../../../runtime/webgpu/buffers.js';
 import { numel, type HostTensor } from '../../../../runtime/tensor.js';
 import { runOpOnGpu, traitsOf } from '../../../helpers/gpu-op.js';
@@ -26,7 +26,12 @@ export const VARIANTS: readonly Variant[] = ['device', 'portable', 'folded'];
 const isInt = (d: DType): boolean => d === 'i32' || d === 'bool';
 
 export async function gpu(op: string, inputs: readonly HostTensor[], attrs: Attrs, out: OutType, variant: Variant = 'device'): Promise<HostTensor> {
-  if (variant === 'device') return runOpOnGpu(op, inputs, attrs, out);
+  const kd = await getDevice();
+  // Inside error scopes, so a shader that fails to compile fails the test with Tint's message.
+  return gpuStep(kd.device, `${op} kernel test (${variant})`, () => (variant === 'device' ? runOpOnGpu(op, inputs, attrs, out) : runVariant(op, inputs, attrs, out, variant)));
+}
+
+async function runVariant(op: string, inputs: readonly HostTensor[], attrs: Attrs, out: OutType, variant: Variant): Promise<HostTensor> {
   const kd = await getDevice();
   const device = kd.device;
   const base = traitsOf(kd);
