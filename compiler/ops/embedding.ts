@@ -3,6 +3,7 @@ import type { TensorType } from '../ir/graph.js';
 import type { OpDef } from './types.js';
 import { alloc } from './util/ref.js';
 import { expectArity, expectFloat, expectInt, expectRank } from './util/shape.js';
+import { body, entry, product, singleLanes } from './wgsl/lanes.js';
 
 export function checkId(op: string, id: number, vocab: number, at: number): void {
   if (id < 0 || id >= vocab) throw new Error(`${op}: id ${id} at position ${at} is out of range for a vocabulary of ${vocab}`);
@@ -33,6 +34,18 @@ export const embeddingOp: OpDef = {
       y.data.set(w!.data.subarray(id * D, (id + 1) * D), n * D);
     }
     return y;
+  },
+  kernel: {
+    kind: 'custom',
+    lower(ctx) {
+      // One invocation per output element. An out-of-range id (the reference throws) is clamped
+      // into the table rather than read out of bounds.
+      const [V, D] = ctx.inputs[1]!.shape as [number, number];
+      const n = product(ctx.output.shape);
+      const lanes = singleLanes(ctx.device);
+      const stmts = `  let id = u32(clamp(load0(grp / ${D}u), 0i, ${Math.max(V - 1, 0)}i));\n  store(grp, load1(id * ${D}u + grp % ${D}u));`;
+      return body(ctx, `${n}`, lanes, n, entry(lanes, n, stmts));
+    },
   },
 };
 

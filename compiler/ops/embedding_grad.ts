@@ -5,6 +5,7 @@ import type { OpDef } from './types.js';
 import { alloc } from './util/ref.js';
 import { checkId } from './embedding.js';
 import { attrDim, expectArity, expectFloat, expectInt, fail } from './util/shape.js';
+import { lowerEmbeddingGrad } from './wgsl/gather.js';
 
 export const embeddingGradOp: OpDef = {
   name: 'embedding_grad',
@@ -32,4 +33,5 @@ export const embeddingGradOp: OpDef = {
     y.data.set(acc);
     return y;
   },
+  kernel: { kind: 'custom', lower: lowerEmbeddingGrad },
 };

@@ -6,6 +6,8 @@ import { dimToString, isConst, shapeToString } from '../ir/dims.js';
 import type { OpDef } from './types.js';
 import { alloc } from './util/ref.js';
 import { attrBool, attrDim, attrNumber, expectArity, expectFloat, fail } from './util/shape.js';
+import type { KernelBody, LowerContext } from '../codegen/kernel.js';
+import { body, entry, f32, product, singleLanes } from './wgsl/lanes.js';
 
 /**
  * cos/sin tables [T, D/2]. In f32 mode every step is rounded as HF computes it in f32 (inv_freq,
@@ -74,4 +76,64 @@ export const ropeOp: OpDef = {
     }
     return y;
   },
+  kernel: { kind: 'custom', lower: lowerRope },
 };
+
+/**
+ * sin and cos of an f32 angle, to ~1 ULP like the f32 libm HF's tables come from: WGSL's own
+ * sin/cos only promise 2^-11 absolute error inside [-pi, pi] and nothing beyond, and angles here
+ * reach the position count. Cody-Waite reduction by pi/2 in three parts (exact for |x| < ~12800,
+ * i.e. positions up to that at the highest frequency), then the Cephes sinf/cosf polynomials.
+ */
+const SINCOS = `fn rope_sincos(x: f32) -> vec2<f32> {
+  let j = round(x * 0.636619772f);
+  var r = x - j * 1.5703125f;
+  r = r - j * 4.837512969970703125e-4f;
+  r = r - j * 7.54978995489188216e-8f;
+  let z = r * r;
+  let s = ((-1.9515295891e-4f * z + 8.3321608736e-3f) * z - 1.6666654611e-1f) * z * r + r;
+  let c = ((2.443315711809948e-5f * z - 1.388731625493765e-3f) * z + 4.166664568298827e-2f) * z * z - 0.5f * z + 1.0f;
+  switch (i32(j) & 3) {
+    case 0: { return vec2<f32>(c, s); }
+    case 1: { return vec2<f32>(-s, c); }
+    case 2: { return vec2<f32>(-c, -s); }
+    default: { return vec2<f32>(s, -c); }
+  }
+}`;
+
+/**
+ * One invocation per rotated pair (i, i + D/2). inv_freq is baked in as HF computes it in f32;
+ * the angle inv_freq * position is one correctly rounded f32 product, as in HF.
+ */
+function lowerRope(ctx: LowerContext): KernelBody {
+  const shape = ctx.output.shape;
+  const T = shape[shape.length - 2]!;
+  const D = shape[shape.length - 1]!;
+  // Max(1): a constant division by zero would not compile, even with no pairs to rotate.
+  const half = Math.max(D / 2, 1);
+  const theta = attrNumber('rope', ctx.attrs, 'theta', 10000);
+  const offset = attrNumber('rope', ctx.attrs, 'offset', 0);
+  const sign = attrBool('rope', ctx.attrs, 'inverse', false) ? '-' : '';
+  const r = Math.fround;
+  const inv = Array.from({ length: half }, (_, i) => f32(r(1 / r(theta ** r((2 * i) / Math.max(D, 2))))));
+  const pairs = product(shape) / 2;
+  const lanes = singleLanes(ctx.device);
+  const code = `${SINCOS}
+const INV_FREQ = array<f32, ${half}>(${inv.join(', ')});
+${entry(
+  lanes,
+  pairs,
+  `  let row = grp / ${half}u;
+  let i = grp % ${half}u;
+  let at = row * ${D}u + i;
+  let pos = f32(row % ${T}u + ${offset}u);
+  let cs = rope_sincos(INV_FREQ[i] * pos);
+  let c = cs.x;
+  let s = ${sign}cs.y;
+  let a = load0(at);
+  let b = load0(at + ${half}u);
+  store(at, a * c - b * s);
+  store(at + ${half}u, b * c + a * s);`,
+)}`;
+  return body(ctx, `${pairs} pairs`, lanes, pairs, code);
+}

@@ -7,6 +7,7 @@ import type { HostTensor } from '../../runtime/tensor.js';
 import type { OpDef } from './types.js';
 import { alloc } from './util/ref.js';
 import { attrInt, expectArity, expectInt, fail, typeToString } from './util/shape.js';
+import { lowerSplice } from './wgsl/gather.js';
 
 /** The placeholder position of each row; throws when a row has none or several. */
 export function placeholderPositions(op: string, ids: HostTensor, token: number): number[] {
@@ -82,4 +83,5 @@ export const spliceOp: OpDef = {
     }
     return y;
   },
+  kernel: { kind: 'custom', lower: (ctx) => lowerSplice(ctx, attrInt('splice', ctx.attrs, 'token')) },
 };

@@ -7,6 +7,7 @@ import type { OpDef } from './types.js';
 import { alloc } from './util/ref.js';
 import { placeholderPositions } from './splice.js';
 import { attrDims, attrInt, expectArity, expectInt, fail } from './util/shape.js';
+import { lowerSpliceGrad } from './wgsl/gather.js';
 
 export const spliceGradOp: OpDef = {
   name: 'splice_grad',
@@ -46,6 +47,10 @@ export const spliceGradOp: OpDef = {
       y.data.set(g!.data.subarray(go + (s + P) * R, go + L * R), yo + (s + 1) * R);
     }
     return y;
+  },
+  kernel: {
+    kind: 'custom',
+    lower: (ctx) => lowerSpliceGrad(ctx, attrInt('splice_grad', ctx.attrs, 'token'), ctx.attrs['part'] === 'insert' ? 'insert' : 'seq'),
   },
 };
 
