@@ -7,6 +7,7 @@ import type { OpDef } from './types.js';
 import { alloc, logSumExp } from './util/ref.js';
 import { checkRows } from './util/loss.js';
 import { attrInt, expectArity, expectInt } from './util/shape.js';
+import { lowerCrossEntropy } from './wgsl/loss.js';
 
 export function crossEntropyInfer(op: string, logits: TensorType, labels: TensorType, attrs: Attrs): void {
   checkRows(op, logits, labels, 'labels', 1);
@@ -54,4 +55,5 @@ export const crossEntropyOp: OpDef = {
     y.data[0] = n === 0 ? 0 : total / n;
     return y;
   },
+  kernel: { kind: 'custom', lower: (ctx) => lowerCrossEntropy(ctx, attrInt('cross_entropy', ctx.attrs, 'ignore_index', -100)) },
 };

@@ -6,6 +6,7 @@ import type { OpDef } from './types.js';
 import { alloc } from './util/ref.js';
 import { crossEntropyInfer, forEachLabel } from './cross_entropy.js';
 import { attrInt, expectArity, fail } from './util/shape.js';
+import { lowerCrossEntropyGrad } from './wgsl/loss.js';
 
 export const crossEntropyGradOp: OpDef = {
   name: 'cross_entropy_grad',
@@ -31,4 +32,5 @@ export const crossEntropyGradOp: OpDef = {
     }
     return y;
   },
+  kernel: { kind: 'custom', lower: (ctx) => lowerCrossEntropyGrad(ctx, attrInt('cross_entropy_grad', ctx.attrs, 'ignore_index', -100)) },
 };

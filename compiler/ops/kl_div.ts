@@ -8,6 +8,7 @@ import type { OpDef } from './types.js';
 import { alloc, logSumExp } from './util/ref.js';
 import { checkRows } from './util/loss.js';
 import { expectArity, expectInt, fail } from './util/shape.js';
+import { lowerKlDiv } from './wgsl/loss.js';
 
 export function klInfer(op: string, logits: TensorType, target: TensorType, mask: TensorType): void {
   checkRows(op, logits, mask, 'mask', 2);
@@ -69,4 +70,5 @@ export const klDivOp: OpDef = {
     y.data[0] = n === 0 ? 0 : total / n;
     return y;
   },
+  kernel: { kind: 'custom', lower: lowerKlDiv },
 };

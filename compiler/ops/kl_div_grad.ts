@@ -6,6 +6,7 @@ import type { OpDef } from './types.js';
 import { alloc } from './util/ref.js';
 import { forEachMaskedRow, klInfer } from './kl_div.js';
 import { expectArity, fail } from './util/shape.js';
+import { lowerKlDivGrad } from './wgsl/loss.js';
 
 export const klDivGradOp: OpDef = {
   name: 'kl_div_grad',
@@ -36,4 +37,5 @@ export const klDivGradOp: OpDef = {
       }
     return y;
   },
+  kernel: { kind: 'custom', lower: (ctx) => lowerKlDivGrad(ctx, ctx.attrs['wrt'] === 'target' ? 'target' : 'logits') },
 };
