@@ -6,6 +6,7 @@ import type { Attrs, TensorType } from '../ir/graph.js';
 import type { OpDef } from './types.js';
 import { alloc } from './util/ref.js';
 import { attrInt, expectArity, expectFloat, expectRank, fail } from './util/shape.js';
+import { lowerPatchEmbed } from './wgsl/patch.js';
 
 export function patchInfer(op: string, x: TensorType, w: TensorType, attrs: Attrs): TensorType {
   expectRank(op, x, 'x', 0, 4);
@@ -82,4 +83,5 @@ export const patchEmbedOp: OpDef = {
           }
     return y;
   },
+  kernel: { kind: 'custom', lower: lowerPatchEmbed },
 };

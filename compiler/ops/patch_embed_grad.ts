@@ -7,6 +7,7 @@ import type { OpDef } from './types.js';
 import { alloc } from './util/ref.js';
 import { patchDims, patchInfer, patchRow } from './patch_embed.js';
 import { expectArity, fail } from './util/shape.js';
+import { lowerPatchEmbedGrad } from './wgsl/patch.js';
 
 export const patchEmbedGradOp: OpDef = {
   name: 'patch_embed_grad',
@@ -47,4 +48,5 @@ export const patchEmbedGradOp: OpDef = {
     y.data.set(acc);
     return y;
   },
+  kernel: { kind: 'custom', lower: (ctx) => lowerPatchEmbedGrad(ctx, ctx.attrs['wrt'] === 'x' ? 'x' : 'weight') },
 };
