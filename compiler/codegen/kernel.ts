@@ -52,10 +52,14 @@ export interface KernelBody {
   readonly enables?: readonly string[];
 }
 
-/** An elementwise op: a WGSL expression of its operands' values (already loaded, as T). */
+/**
+ * An elementwise op: a WGSL expression of its operands' values (already loaded, as T). Fused code
+ * passes plain identifiers as args, so an expression may repeat an arg at no cost. attrs arrive
+ * with symbolic dims evaluated (fill's value, unary_grad's fn); callers that have none pass {}.
+ */
 export interface ElementwiseKernel {
   readonly kind: 'elementwise';
-  expr(args: readonly string[], types: { readonly inputs: readonly DType[]; readonly output: DType }): string;
+  expr(args: readonly string[], types: { readonly inputs: readonly DType[]; readonly output: DType }, attrs?: Attrs): string;
 }
 
 /** Any other op: a template producing a whole kernel body for concrete shapes. */

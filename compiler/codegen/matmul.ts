@@ -16,6 +16,11 @@
 //
 // Rows and columns past the matrix are clamped on load and skipped on store; a K that is not a
 // multiple of the step gets an unrolled tail, so there is no masking in the inner loop.
+//
+// Two ways in and out (MatmulSpec.io): 'buffers' binds a, b, c itself and loads vec4s where the
+// layout allows (the fast path); 'accessors' reads through load0/load1 and writes through store,
+// the kernel contract of compiler/codegen/kernel.ts, so fused code can feed it views, prologues
+// and tensors split across bindings, and apply epilogues through store.
 
 export interface MatmulEpilogue {
   /**
@@ -24,8 +29,8 @@ export interface MatmulEpilogue {
    * Example: `acc + bias[col]`, `max(acc, 0.0)`, `acc + res[(batch * M + row) * N + col]`.
    */
   expr: string;
-  /** extra read-only storage buffers, bound after a, b, c in this order */
-  bindings?: readonly { name: string; type: 'f32' | 'i32' | 'u32' }[];
+  /** extra storage buffers, bound after a, b, c in this order (read-only unless access says) */
+  bindings?: readonly { name: string; type: 'f32' | 'i32' | 'u32'; access?: 'read' | 'read_write' }[];
   /** module-scope WGSL (functions, constants) the expression uses */
   helpers?: string;
 }
@@ -47,6 +52,14 @@ export interface MatmulSpec {
   epilogue?: MatmulEpilogue;
   /** override the tile chooser (tuning, tests) */
   tile?: MatmulTile;
+  /** 'buffers' (default): binds a, b, c; 'accessors': load0/load1/store, no bindings */
+  io?: 'buffers' | 'accessors';
+  /**
+   * WGSL u32 expressions of the batch index `bz` giving the element offset of A's and B's matrix
+   * (broadcast batch dims); default bz * M * K, and bz * K * N or 0 (broadcastB).
+   */
+  batchOffsetA?: string;
+  batchOffsetB?: string;
 }
 
 export interface MatmulTarget {
@@ -62,6 +75,8 @@ export interface MatmulKernel {
   bindings: string[];
   tile: MatmulTile;
   label: string;
+  /** WGSL extensions the code needs; with io 'accessors' the caller writes the enable lines */
+  enables: string[];
 }
 
 export function chooseMatmulTile(spec: MatmulSpec, target: MatmulTarget = {}): MatmulTile {
@@ -103,7 +118,8 @@ export function matmulWGSL(spec: MatmulSpec, target: MatmulTarget = {}): MatmulK
   const tile = spec.tile ?? chooseMatmulTile(spec, target);
   checkSpec(spec, tile);
   const batch = spec.batch ?? 1;
-  const body = tile.kind === 'bcast' ? bcastBody(spec, tile) : colsBody(spec, tile);
+  const io = ioOf(spec);
+  const body = tile.kind === 'bcast' ? bcastBody(spec, tile, io) : colsBody(spec, tile, io);
   const rowsPerWg = tile.kind === 'bcast' ? tile.wg * tile.rm : tile.rm;
   const colsPerWg = tile.kind === 'bcast' ? tile.rn : tile.wg * tile.rn;
   const workgroups: [number, number, number] = [ceilDiv(spec.N, colsPerWg), ceilDiv(spec.M, rowsPerWg), batch];
@@ -116,11 +132,13 @@ export function matmulWGSL(spec: MatmulSpec, target: MatmulTarget = {}): MatmulK
     `@group(0) @binding(0) var<storage, read> a: array<${body.aType}>;`,
     `@group(0) @binding(1) var<storage, read> b: array<${body.bType}>;`,
     `@group(0) @binding(2) var<storage, read_write> c: array<${body.cType}>;`,
-    ...extra.map((x, i) => `@group(0) @binding(${i + 3}) var<storage, read> ${x.name}: array<${x.type}>;`),
+    ...extra.map((x, i) => `@group(0) @binding(${i + 3}) var<storage, ${x.access ?? 'read'}> ${x.name}: array<${x.type}>;`),
   ];
+  const acc = spec.io === 'accessors';
+  const enables = tile.kind === 'bcast' ? ['subgroups'] : [];
   const code = [
-    tile.kind === 'bcast' ? 'enable subgroups;\n' : '',
-    ...decls,
+    !acc && tile.kind === 'bcast' ? 'enable subgroups;\n' : '',
+    ...(acc ? [] : decls),
     `const M = ${u(spec.M)};\nconst N = ${u(spec.N)};\nconst K = ${u(spec.K)};\nconst BATCH = ${u(batch)};`,
     epi?.helpers ?? '',
     `fn epilogue(acc: f32, row: u32, col: u32, batch: u32) -> f32 {\n  return ${epi ? epi.expr : 'acc'};\n}`,
@@ -128,7 +146,23 @@ export function matmulWGSL(spec: MatmulSpec, target: MatmulTarget = {}): MatmulK
   ].join('\n');
   const t = spec.transposeB ? 'T' : '';
   const label = `matmul${t} ${batch > 1 ? `${batch}x` : ''}${spec.M}x${spec.N}x${spec.K} ${tile.kind} wg${tile.wg} ${tile.rm}x${tile.rn}`;
-  return { code, workgroups, bindings: ['a', 'b', 'c', ...extra.map((x) => x.name)], tile, label };
+  return { code, workgroups, bindings: acc ? [] : ['a', 'b', 'c', ...extra.map((x) => x.name)], tile, label, enables };
+}
+
+/** How the body reads A and B and writes C: array indexing, or the kernel contract's accessors. */
+interface Io {
+  a(idx: string): string;
+  b(idx: string): string;
+  c(idx: string, v: string): string;
+  /** vec4 array types are allowed */
+  vec: boolean;
+}
+
+function ioOf(spec: MatmulSpec): Io {
+  if (spec.io === 'accessors') {
+    return { a: (i) => `load0(${i})`, b: (i) => `load1(${i})`, c: (i, v) => `store(${i}, ${v});`, vec: false };
+  }
+  return { a: (i) => `a[${i}]`, b: (i) => `b[${i}]`, c: (i, v) => `c[${i}] = ${v};`, vec: true };
 }
 
 interface Body {
@@ -143,8 +177,8 @@ function batchOffsets(spec: MatmulSpec): string {
   const bStride = spec.broadcastB ? 0 : spec.K * spec.N;
   return [
     `  let bz = wid.z;`,
-    `  let aOff = bz * ${u(spec.M * spec.K)};`,
-    `  let bOff = bz * ${u(bStride)};`,
+    `  let aOff = ${spec.batchOffsetA ?? `bz * ${u(spec.M * spec.K)}`};`,
+    `  let bOff = ${spec.batchOffsetB ?? `bz * ${u(bStride)}`};`,
     `  let cOff = bz * ${u(spec.M * spec.N)};`,
   ].join('\n');
 }
@@ -153,19 +187,19 @@ function batchOffsets(spec: MatmulSpec): string {
  * Expressions loading 4 consecutive f32 of `arr` from element index `idx` (a multiple of 4 when
  * the array is vec4-typed), or `n` < 4 of them zero-padded.
  */
-function load4(arr: string, vec: boolean, idx: string, n = 4): string {
-  if (vec && n === 4) return `${arr}[(${idx}) / 4u]`;
-  const parts = range(4).map((i) => (i < n ? `${arr}[${idx} + ${u(i)}]` : '0.0'));
+function load4(read: (idx: string) => string, vec: boolean, idx: string, n = 4): string {
+  if (vec && n === 4) return read(`(${idx}) / 4u`);
+  const parts = range(4).map((i) => (i < n ? read(`${idx} + ${u(i)}`) : '0.0'));
   return `vec4f(${parts.join(', ')})`;
 }
 
-function bcastBody(spec: MatmulSpec, tile: Extract<MatmulTile, { kind: 'bcast' }>): Body {
+function bcastBody(spec: MatmulSpec, tile: Extract<MatmulTile, { kind: 'bcast' }>, io: Io): Body {
   const { M, N, K } = spec;
   const { sg: S, wg, rm, rn } = tile;
   const tB = spec.transposeB === true;
-  const aVec = K % 4 === 0;
-  const bVec = tB ? K % 4 === 0 : N % 4 === 0;
-  const cVec = !tB && N % 4 === 0;
+  const aVec = io.vec && K % 4 === 0;
+  const bVec = io.vec && (tB ? K % 4 === 0 : N % 4 === 0);
+  const cVec = io.vec && !tB && N % 4 === 0;
   const Q = tB ? rn / S : rn / 4; // B loads per lane per step
   const kMain = K - (K % S);
   const rem = K % S;
@@ -191,7 +225,7 @@ ${batchOffsets(spec)}
     for (let i = 0; i < rm; i++) {
       for (let h = 0; h < hv; h++) {
         const n = Math.min(4, steps - 4 * h);
-        s.push(`let a${i}_${h} = ${load4('a', aVec && n === 4, `ra${i} + ${k0} + ${u(4 * h)}`, n)};`);
+        s.push(`let a${i}_${h} = ${load4(io.a, aVec && n === 4, `ra${i} + ${k0} + ${u(4 * h)}`, n)};`);
       }
     }
     if (tB) {
@@ -199,7 +233,7 @@ ${batchOffsets(spec)}
       for (let p = 0; p < Q; p++) {
         for (let h = 0; h < hv; h++) {
           const n = Math.min(4, steps - 4 * h);
-          s.push(`let bt${p}_${h} = ${load4('b', bVec && n === 4, `cb${p} + ${k0} + ${u(4 * h)}`, n)};`);
+          s.push(`let bt${p}_${h} = ${load4(io.b, bVec && n === 4, `cb${p} + ${k0} + ${u(4 * h)}`, n)};`);
         }
       }
       for (let j = 0; j < rn; j++) {
@@ -215,8 +249,8 @@ ${batchOffsets(spec)}
       const krow = steps === S ? `${k0} + sl` : `${k0} + min(sl, ${u(steps - 1)})`;
       for (let q = 0; q < Q; q++) {
         const load = bVec
-          ? `b[((${krow}) * N + cb${q}) / 4u]`
-          : `vec4f(${range(4).map((e) => `b[bOff + (${krow}) * N + min(n0 + ${u(4 * q + e)}, ${u(N - 1)})]`).join(', ')})`;
+          ? io.b(`((${krow}) * N + cb${q}) / 4u`)
+          : `vec4f(${range(4).map((e) => io.b(`bOff + (${krow}) * N + min(n0 + ${u(4 * q + e)}, ${u(N - 1)})`)).join(', ')})`;
         s.push(`let b${q} = ${load};`);
       }
       for (let kk = 0; kk < steps; kk++) {
@@ -236,7 +270,7 @@ ${batchOffsets(spec)}
     out.push(`  { let row = m0 + ${u(i * wg)};\n  if (row < M) {`);
     if (tB) {
       for (let j = 0; j < rn; j++) {
-        out.push(`    if (n0 + ${u(j)} < N) { c[cOff + row * N + n0 + ${u(j)}] = epilogue(acc${i * rn + j}, row, n0 + ${u(j)}, bz); }`);
+        out.push(`    if (n0 + ${u(j)} < N) { ${io.c(`cOff + row * N + n0 + ${u(j)}`, `epilogue(acc${i * rn + j}, row, n0 + ${u(j)}, bz)`)} }`);
       }
     } else {
       for (let q = 0; q < Q; q++) {
@@ -247,7 +281,7 @@ ${batchOffsets(spec)}
           out.push(`    ${full}{ c[(cOff + row * N + ${col}) / 4u] = vec4f(${vals.join(', ')}); }`);
         } else {
           for (let e = 0; e < 4; e++) {
-            out.push(`    if (${col} + ${u(e)} < N) { c[cOff + row * N + ${col} + ${u(e)}] = ${vals[e]}; }`);
+            out.push(`    if (${col} + ${u(e)} < N) { ${io.c(`cOff + row * N + ${col} + ${u(e)}`, vals[e]!)} }`);
           }
         }
       }
@@ -258,12 +292,12 @@ ${batchOffsets(spec)}
   return { aType: aVec ? 'vec4f' : 'f32', bType: bVec ? 'vec4f' : 'f32', cType: cVec ? 'vec4f' : 'f32', main: out.join('\n') };
 }
 
-function colsBody(spec: MatmulSpec, tile: Extract<MatmulTile, { kind: 'cols' }>): Body {
+function colsBody(spec: MatmulSpec, tile: Extract<MatmulTile, { kind: 'cols' }>, io: Io): Body {
   const { M, N, K } = spec;
   const { wg, rm, rn } = tile;
   const tB = spec.transposeB === true;
-  const aVec = K % 4 === 0;
-  const bVec = tB && K % 4 === 0;
+  const aVec = io.vec && K % 4 === 0;
+  const bVec = io.vec && tB && K % 4 === 0;
   const kMain = K - (K % 4);
   const rem = K % 4;
   const out: string[] = [];
@@ -277,10 +311,10 @@ ${batchOffsets(spec)}
   out.push(lines(rm * rn, (t) => `var acc${t} = 0.0;`));
   const step = (k0: string, n: number): string => {
     const s: string[] = [];
-    for (let i = 0; i < rm; i++) s.push(`let a${i} = ${load4('a', aVec && n === 4, `ra${i} + ${k0}`, n)};`);
+    for (let i = 0; i < rm; i++) s.push(`let a${i} = ${load4(io.a, aVec && n === 4, `ra${i} + ${k0}`, n)};`);
     for (let j = 0; j < rn; j++) {
-      if (tB) s.push(`let b${j} = ${load4('b', bVec && n === 4, `bOff + cn${j} * K + ${k0}`, n)};`);
-      else s.push(`let b${j} = vec4f(${range(4).map((e) => (e < n ? `b[bOff + (${k0} + ${u(e)}) * N + cn${j}]` : '0.0')).join(', ')});`);
+      if (tB) s.push(`let b${j} = ${load4(io.b, bVec && n === 4, `bOff + cn${j} * K + ${k0}`, n)};`);
+      else s.push(`let b${j} = vec4f(${range(4).map((e) => (e < n ? io.b(`bOff + (${k0} + ${u(e)}) * N + cn${j}`) : '0.0')).join(', ')});`);
     }
     for (let i = 0; i < rm; i++) for (let j = 0; j < rn; j++) s.push(`acc${i * rn + j} += dot(a${i}, b${j});`);
     return s.map((x) => '    ' + x).join('\n');
@@ -290,7 +324,7 @@ ${batchOffsets(spec)}
   for (let i = 0; i < rm; i++) {
     for (let j = 0; j < rn; j++) {
       out.push(`  { let row = m0 + ${u(i)}; let col = n0 + ${u(j * wg)};
-    if (row < M && col < N) { c[cOff + row * N + col] = epilogue(acc${i * rn + j}, row, col, bz); } }`);
+    if (row < M && col < N) { ${io.c('cOff + row * N + col', `epilogue(acc${i * rn + j}, row, col, bz)`)} } }`);
     }
   }
   out.push('}');

@@ -6,6 +6,7 @@ import type { OpDef } from './types.js';
 import { alloc, broadcastIndex } from './util/ref.js';
 import { scalar, unbroadcast } from './util/grad.js';
 import { broadcastShapes, expectArity, fail, isFloatDType, typeToString } from './util/shape.js';
+import { f32Lit } from '../codegen/expr.js';
 
 type Vjp = (b: GraphBuilder, node: Node, g: number) => [number, number];
 
@@ -78,6 +79,37 @@ export const BINARY: Readonly<Record<string, BinaryRow>> = {
   },
 };
 
+const NAN = f32Lit(NaN);
+
+/**
+ * WGSL for each row, f32 and i32 (a, b identifiers). i32 add/sub/mul wrap in WGSL as `| 0` and
+ * Math.imul do; i32 div floors like the reference (WGSL's `/` truncates, and x / 0 is x rather
+ * than a trap); pow follows Math.pow where WGSL's pow (exp2(b log2 a)) is undefined: a < 0, 0^0.
+ */
+export const BINARY_WGSL: Readonly<Record<string, { f(a: string, b: string): string; i(a: string, b: string): string }>> = {
+  add: { f: (a, b) => `(${a} + ${b})`, i: (a, b) => `(${a} + ${b})` },
+  sub: { f: (a, b) => `(${a} - ${b})`, i: (a, b) => `(${a} - ${b})` },
+  mul: { f: (a, b) => `(${a} * ${b})`, i: (a, b) => `(${a} * ${b})` },
+  div: {
+    f: (a, b) => `(${a} / ${b})`,
+    i: (a, b) => `(${a} / ${b} - select(0, 1, ${a} % ${b} != 0 && ((${a} < 0) != (${b} < 0))))`,
+  },
+  maximum: { f: (a, b) => `max(${a}, ${b})`, i: (a, b) => `max(${a}, ${b})` },
+  minimum: { f: (a, b) => `min(${a}, ${b})`, i: (a, b) => `min(${a}, ${b})` },
+  pow: {
+    f: (a, b) => {
+      const odd = `select(pow(-${a}, ${b}), -pow(-${a}, ${b}), fract(${b} * 0.5) != 0.0)`;
+      const negBase = `select(${NAN}, ${odd}, fract(${b}) == 0.0)`;
+      const zeroBase = `select(0.0, ${f32Lit(Infinity)}, ${b} < 0.0)`;
+      return `select(select(select(${negBase}, pow(${a}, ${b}), ${a} > 0.0), ${zeroBase}, ${a} == 0.0), 1.0, ${b} == 0.0)`;
+    },
+    // Exact for the small integer powers an i32 pow is for; negative exponents truncate to 0.
+    i: (a, b) =>
+      `select(select(i32(0), select(i32(1), select(1, -1, (${b} & 1) == 1), ${a} == -1), abs(${a}) == 1), ` +
+      `i32(round(pow(f32(abs(${a})), f32(${b})))) * select(1, -1, ${a} < 0 && (${b} & 1) == 1), ${b} >= 0)`,
+  },
+};
+
 export function binaryInfer(name: string, inputs: readonly TensorType[], allowBool: boolean): TensorType {
   expectArity(name, inputs, 2);
   const [a, b] = inputs as [TensorType, TensorType];
@@ -117,6 +149,7 @@ function binaryOp(name: string, row: BinaryRow): OpDef {
       binaryApply(a!, b!, out.shape, y.data, out.dtype === 'i32' ? row.ints : row.f);
       return y;
     },
+    kernel: { kind: 'elementwise', expr: ([a, b], types) => BINARY_WGSL[name]![types.output === 'i32' ? 'i' : 'f'](a!, b!) },
   };
 }
 

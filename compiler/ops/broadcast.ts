@@ -27,4 +27,6 @@ export const broadcastOp: OpDef = {
     for (let i = 0; i < y.data.length; i++) y.data[i] = src[map[i]!]!;
     return y;
   },
+  // An index map in the reader's accessor (compiler/codegen/views.ts); never a kernel of its own.
+  kernel: { kind: 'view' },
 };

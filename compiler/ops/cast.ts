@@ -2,6 +2,8 @@
 import type { OpDef } from './types.js';
 import { alloc } from './util/ref.js';
 import { attrDType, expectArity, isFloatDType } from './util/shape.js';
+import { boolToI32 } from '../codegen/expr.js';
+import { wgslType } from '../codegen/kernel.js';
 
 export const castOp: OpDef = {
   name: 'cast',
@@ -22,5 +24,15 @@ export const castOp: OpDef = {
     const f = out.dtype === 'bool' ? (v: number) => (v !== 0 ? 1 : 0) : out.dtype === 'i32' ? (v: number) => Math.trunc(v) | 0 : (v: number) => v;
     for (let i = 0; i < src.length; i++) dst[i] = f(src[i]!);
     return y;
+  },
+  kernel: {
+    kind: 'elementwise',
+    expr([x], types) {
+      const from = types.inputs[0]!;
+      const to = types.output;
+      // WGSL's f32 -> i32 conversion truncates toward zero, as Math.trunc does.
+      if (to === 'bool') return from === 'bool' ? x! : boolToI32(`${x} != ${wgslType(from) === 'f32' ? '0.0' : '0'}`);
+      return wgslType(from) === wgslType(to) ? x! : `${wgslType(to)}(${x})`;
+    },
   },
 };

@@ -2,6 +2,7 @@
 import type { OpDef } from './types.js';
 import { binaryApply, binaryInfer } from './binary.js';
 import { alloc } from './util/ref.js';
+import { boolToI32 } from '../codegen/expr.js';
 
 const COMPARE: Readonly<Record<string, (a: number, b: number) => boolean>> = {
   eq: (a, b) => a === b,
@@ -25,4 +26,6 @@ export const compareOps: readonly OpDef[] = Object.entries(COMPARE).map(([name, 
     binaryApply(a!, b!, out.shape, y.data, (x, z) => (f(x, z) ? 1 : 0));
     return y;
   },
+  // Bool is i32 0/1 in kernels, as in the reference's Int32Array.
+  kernel: { kind: 'elementwise', expr: ([a, b]) => boolToI32(`${a} ${SYMBOL[name]} ${b}`) },
 }));

@@ -1,8 +1,39 @@
 // Concatenation along one axis; every other dim must agree.
 import { addDims, dimsEqual, dimToString, shapeToString, type Dim } from '../ir/dims.js';
 import type { OpDef } from './types.js';
+import { grid1d, wgslType, type KernelBody, type LowerContext } from '../codegen/kernel.js';
 import { alloc, splitAt } from './util/ref.js';
 import { attrInt, expectArity, fail, isFloatDType, normAxis } from './util/shape.js';
+
+/** One invocation per output element: find the input its row along `axis` comes from. */
+function lowerConcat(ctx: LowerContext): KernelBody {
+  const out = ctx.output.shape;
+  const axis = normAxis('concat', attrInt('concat', ctx.attrs, 'axis', 0), out.length);
+  const { n: total, inner } = splitAt(out, axis);
+  const size = out.reduce((a, b) => a * b, 1);
+  const WG = 64;
+  const t = wgslType(ctx.output.dtype);
+  const branches: string[] = [];
+  let at = 0;
+  ctx.inputs.forEach((x, k) => {
+    const n = x.shape[axis]!;
+    const src = `(o * ${n}u + j - ${at}u) * ${inner}u + e`;
+    branches.push(k === ctx.inputs.length - 1 ? `  { v = load${k}(${src}); }` : `  if (j < ${at + n}u) { v = load${k}(${src}); } else`);
+    at += n;
+  });
+  const code = `@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = linear_id(gid, nwg, ${WG}u);
+  if (i >= ${size}u) { return; }
+  let e = i % ${inner}u;
+  let j = (i / ${inner}u) % ${total}u;
+  let o = i / ${inner * total}u;
+  var v: ${t};
+${branches.join('\n')}
+  store(i, v);
+}`;
+  return { label: `concat ${ctx.inputs.length}x axis ${axis}`, code, workgroups: grid1d(size, WG, ctx.device) };
+}
 
 export const concatOp: OpDef = {
   name: 'concat',
@@ -54,4 +85,5 @@ export const concatOp: OpDef = {
     }
     return y;
   },
+  kernel: { kind: 'custom', lower: lowerConcat },
 };

@@ -3,6 +3,7 @@
 import type { OpDef } from './types.js';
 import { alloc } from './util/ref.js';
 import { attrDType, attrDims, expectArity, fail, isDim } from './util/shape.js';
+import { literal } from '../codegen/expr.js';
 
 export const fillOp: OpDef = {
   name: 'fill',
@@ -25,5 +26,14 @@ export const fillOp: OpDef = {
     const y = alloc(ctx, out.dtype, out.shape);
     y.data.fill(out.dtype === 'bool' ? (v !== 0 ? 1 : 0) : v);
     return y;
+  },
+  // A literal: fused code inlines it into every reader, so a fill never needs a buffer.
+  kernel: {
+    kind: 'elementwise',
+    expr(_args, types, attrs = {}) {
+      const v = attrs['value'];
+      if (typeof v !== 'number') throw new Error(`fill: value ${JSON.stringify(v)} is not a number (symbolic dims must be bound first)`);
+      return literal(v, types.output);
+    },
   },
 };

@@ -2,6 +2,7 @@
 import { dimsEqual, dimToString, numelDims, shapeToString } from '../ir/dims.js';
 import type { TensorType } from '../ir/graph.js';
 import type { OpDef } from './types.js';
+import { lowerLinear } from '../codegen/matmul-op.js';
 import { alloc } from './util/ref.js';
 import { expectArity, expectFloat, expectRank, fail, typeToString } from './util/shape.js';
 
@@ -58,4 +59,6 @@ export const linearOp: OpDef = {
     }
     return y;
   },
+  // The tuned generator (compiler/codegen/matmul.ts) behind the load/store contract.
+  kernel: { kind: 'custom', lower: lowerLinear },
 };

@@ -4,6 +4,7 @@
 import { dimsEqual, dimToString, shapeToString } from '../ir/dims.js';
 import type { TensorType } from '../ir/graph.js';
 import type { OpDef } from './types.js';
+import { lowerMatmul } from '../codegen/matmul-op.js';
 import { alloc, broadcastIndex } from './util/ref.js';
 import { unbroadcast } from './util/grad.js';
 import { broadcastShapes, expectArity, fail, isFloatDType, typeToString } from './util/shape.js';
@@ -87,4 +88,6 @@ export const matmulOp: OpDef = {
     }
     return y;
   },
+  // The tuned generator (compiler/codegen/matmul.ts) behind the load/store contract.
+  kernel: { kind: 'custom', lower: lowerMatmul },
 };

@@ -20,4 +20,6 @@ export const reshapeOp: OpDef = {
   vjp: (b, node, g) => (isFloatDType(node.type.dtype) ? [b.add('reshape', [g], { shape: [...b.type(node.inputs[0]!).shape] })] : [null]),
   // Row-major data is unchanged by a reshape; host tensors are immutable, so share it.
   reference: ([x], _attrs, out) => tensor(x!.dtype, out.shape, x!.data),
+  // Row-major order is unchanged: the fused code reads the same element index.
+  kernel: { kind: 'view' },
 };

@@ -65,4 +65,6 @@ export const sliceOp: OpDef = {
     }
     return y;
   },
+  // An index map in the reader's accessor (compiler/codegen/views.ts); never a kernel of its own.
+  kernel: { kind: 'view' },
 };

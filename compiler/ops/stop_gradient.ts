@@ -12,4 +12,5 @@ export const stopGradientOp: OpDef = {
   vjp: () => [null],
   // Host tensors are never written after creation, so the value can be shared.
   reference: ([x]) => x!,
+  kernel: { kind: 'elementwise', expr: ([x]) => x! },
 };

@@ -31,4 +31,6 @@ export const transposeOp: OpDef = {
     permute(x!, attrInts('transpose', attrs, 'perm'), y);
     return y;
   },
+  // An index map in the reader's accessor (compiler/codegen/views.ts); never a kernel of its own.
+  kernel: { kind: 'view' },
 };

@@ -5,6 +5,8 @@ import type { OpDef } from './types.js';
 import { alloc } from './util/ref.js';
 import { attrString, expectArity, fail, isFloatDType, typeToString } from './util/shape.js';
 import { shapesEqual } from '../ir/dims.js';
+import { erfWGSL, f32Lit, sigmoidWGSL } from '../codegen/expr.js';
+import type { ElementwiseKernel } from '../codegen/kernel.js';
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
@@ -87,6 +89,50 @@ export const UNARY: Readonly<Record<string, UnaryRow>> = {
   },
 };
 
+const K_TANH = f32Lit(SQRT_2_OVER_PI);
+const INV_S2PI = f32Lit(INV_SQRT_2PI);
+// WGSL's tanh may return NaN past the exponent's range on some drivers; tanh(20) is 1 in f32.
+const tanh = (x: string): string => `tanh(clamp(${x}, -20.0, 20.0))`;
+const tanhGelu = (x: string): string => tanh(`(${K_TANH} * (${x} + 0.044715 * ${x} * ${x} * ${x}))`);
+const sig = sigmoidWGSL;
+
+/**
+ * The rows' kernels: f(x) and g * f'(x) as WGSL (x, g identifiers), the same formulas as the
+ * reference. The i32 forms of neg, relu and abs are the same text, typed by their operand.
+ */
+export const UNARY_WGSL: Readonly<Record<string, { f(x: string): string; df(x: string, g: string): string }>> = {
+  neg: { f: (x) => `(-${x})`, df: (_x, g) => `(-${g})` },
+  exp: { f: (x) => `exp(${x})`, df: (x, g) => `(${g} * exp(${x}))` },
+  log: { f: (x) => `log(${x})`, df: (x, g) => `(${g} * (1.0 / ${x}))` },
+  sqrt: { f: (x) => `sqrt(${x})`, df: (x, g) => `(${g} * (0.5 / sqrt(${x})))` },
+  rsqrt: { f: (x) => `inverseSqrt(${x})`, df: (x, g) => `(${g} * (-0.5 / (${x} * sqrt(${x}))))` },
+  tanh: { f: tanh, df: (x, g) => `(${g} * (1.0 - ${tanh(x)} * ${tanh(x)}))` },
+  sigmoid: { f: sig, df: (x, g) => `(${g} * (${sig(x)} * (1.0 - ${sig(x)})))` },
+  // select, not max: NaN gives 0 as the reference's (x > 0 ? x : 0) does.
+  relu: { f: (x) => `select(0, ${x}, ${x} > 0)`, df: (x, g) => `(${g} * select(0.0, 1.0, ${x} > 0.0))` },
+  abs: { f: (x) => `abs(${x})`, df: (x, g) => `(${g} * sign(${x}))` },
+  gelu: {
+    f: (x) => `(0.5 * ${x} * (1.0 + ${erfWGSL(x, Math.SQRT1_2)}))`,
+    df: (x, g) => `(${g} * (0.5 * (1.0 + ${erfWGSL(x, Math.SQRT1_2)}) + ${x} * ${INV_S2PI} * exp(-0.5 * ${x} * ${x})))`,
+  },
+  gelu_tanh: {
+    f: (x) => `(0.5 * ${x} * (1.0 + ${tanhGelu(x)}))`,
+    df: (x, g) =>
+      `(${g} * (0.5 * (1.0 + ${tanhGelu(x)}) + 0.5 * ${x} * (1.0 - ${tanhGelu(x)} * ${tanhGelu(x)}) * ${K_TANH} * (1.0 + 3.0 * 0.044715 * ${x} * ${x})))`,
+  },
+  quick_gelu: {
+    f: (x) => `(${x} * ${sig(`(1.702 * ${x})`)})`,
+    df: (x, g) => `(${g} * (${sig(`(1.702 * ${x})`)} + 1.702 * ${x} * ${sig(`(1.702 * ${x})`)} * (1.0 - ${sig(`(1.702 * ${x})`)})))`,
+  },
+  silu: { f: (x) => `(${x} * ${sig(x)})`, df: (x, g) => `(${g} * (${sig(x)} + ${x} * ${sig(x)} * (1.0 - ${sig(x)})))` },
+};
+
+function wgslRow(fn: string): { f(x: string): string; df(x: string, g: string): string } {
+  const w = UNARY_WGSL[fn];
+  if (!w) throw new Error(`unary ${fn} has no WGSL form`);
+  return w;
+}
+
 function unaryOp(name: string, row: UnaryRow): OpDef {
   return {
     name,
@@ -111,6 +157,7 @@ function unaryOp(name: string, row: UnaryRow): OpDef {
       for (let i = 0; i < src.length; i++) dst[i] = f(src[i]!);
       return y;
     },
+    kernel: { kind: 'elementwise', expr: ([x]) => wgslRow(name).f(x!) },
   };
 }
 
@@ -146,4 +193,8 @@ export const unaryGrad: OpDef = {
     for (let i = 0; i < xs.length; i++) dst[i] = gs[i]! * df(xs[i]!);
     return y;
   },
+  kernel: {
+    kind: 'elementwise',
+    expr: ([x, g], _types, attrs = {}) => wgslRow(attrString('unary_grad', attrs, 'fn')).df(x!, g!),
+  } satisfies ElementwiseKernel,
 };

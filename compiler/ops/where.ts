@@ -37,4 +37,5 @@ export const whereOp: OpDef = {
     for (let i = 0; i < dst.length; i++) dst[i] = dc[ic ? ic[i]! : i]! !== 0 ? da[ia ? ia[i]! : i]! : db[ib ? ib[i]! : i]!;
     return y;
   },
+  kernel: { kind: 'elementwise', expr: ([c, a, b]) => `select(${b}, ${a}, ${c} != 0)` },
 };

@@ -1,0 +1,322 @@
+// WGSL for one fused group (compiler/passes/fuse.ts): the bindings of its buffers, the accessors
+// of the kernel contract (load<k> computing prologues and views, store applying the epilogue and
+// writing every published value), and the anchor's body: a custom op's template, the matmul
+// generator, or an elementwise loop. Names are local (kf_n3 is the group's fourth member), so the
+// same group in every layer is the same code and compiles once.
+import type { Attrs, DType } from '../ir/graph.js';
+import type { FusedGroup } from '../passes/fuse.js';
+import { getOp } from '../ops/registry.js';
+import { SPECIAL_VALUES } from './expr.js';
+import { grid1d, LINEAR_ID, storageType, wgslType, type DeviceTraits, type KernelBody } from './kernel.js';
+import { broadcastMap, viewMap, type IndexMap } from './views.js';
+import { matmulWGSL, type MatmulSpec } from './matmul.js';
+import { linearShape, matmulShape } from './matmul-op.js';
+
+/** A node with symbols bound: what code generation sees. */
+export interface ConcreteNode {
+  readonly id: number;
+  readonly op: string;
+  readonly inputs: readonly number[];
+  readonly attrs: Attrs;
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+}
+
+/** Binding k of a kernel: elements [offset, offset + length) of a value's buffer. */
+export interface BindingRef {
+  readonly value: number;
+  readonly access: 'read' | 'read_write';
+  readonly offset: number;
+  readonly length: number;
+}
+
+export interface GroupKernel {
+  readonly label: string;
+  readonly code: string;
+  readonly workgroups: readonly [number, number, number];
+  readonly bindings: readonly BindingRef[];
+  /** 'buffers': the matmul fast path; 'accessors': everything else. */
+  readonly io: 'buffers' | 'accessors';
+}
+
+export class UnlowerableError extends Error {}
+
+const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
+const LOOP_WG = 64;
+
+/** Elements per binding for a value: whole, or chunks aligned to 256 bytes past the limit. */
+export function chunkLength(length: number, device: DeviceTraits): number {
+  const max = Math.floor(device.maxStorageBindingBytes / 4);
+  return length <= max ? Math.max(length, 1) : Math.floor(max / 64) * 64;
+}
+
+interface Decl {
+  name: string;
+  type: 'f32' | 'i32' | 'f16';
+  access: 'read' | 'read_write';
+}
+
+class Emitter {
+  readonly bindings: BindingRef[] = [];
+  readonly decls: Decl[] = [];
+  readonly fns: string[] = [];
+  readonly enables = new Set<string>();
+  private readonly readers = new Map<number, string>();
+  private readonly writers = new Map<number, string>();
+  private readonly values = new Map<number, string>();
+  private readonly local: Map<number, number>;
+  private readonly placement: Map<number, string>;
+
+  constructor(
+    readonly group: FusedGroup,
+    readonly node: (id: number) => ConcreteNode,
+    readonly device: DeviceTraits,
+  ) {
+    this.local = new Map(group.members.map((m, k) => [m.node, k]));
+    this.placement = new Map(group.members.map((m) => [m.node, m.placement]));
+  }
+
+  /** Declares the bindings of a value (one per chunk) and returns their names. */
+  private bind(id: number, access: 'read' | 'read_write'): { names: string[]; chunk: number; st: Decl['type'] } {
+    const n = this.node(id);
+    const length = numel(n.shape);
+    const chunk = chunkLength(length, this.device);
+    const st = storageType(n.dtype, this.device);
+    if (st === 'f16') this.enables.add('f16');
+    const names: string[] = [];
+    for (let offset = 0; offset < Math.max(length, 1); offset += chunk) {
+      const name = `kb${this.bindings.length}`;
+      this.bindings.push({ value: id, access, offset, length: Math.min(chunk, Math.max(length - offset, 1)) });
+      this.decls.push({ name, type: st, access });
+      names.push(name);
+    }
+    return { names, chunk, st };
+  }
+
+  /** kf_rJ(i): element i of a buffered value, across its chunks. */
+  reader(id: number): string {
+    const hit = this.readers.get(id);
+    if (hit) return hit;
+    const { names, chunk } = this.bind(id, 'read');
+    const t = wgslType(this.node(id).dtype);
+    const name = `kf_r${this.readers.size}`;
+    const body = names.map((b, c) => {
+      const at = c === 0 ? 'i' : `i - ${c * chunk}u`;
+      const ret = `return ${t}(${b}[${at}]);`;
+      return c === names.length - 1 ? `  ${ret}` : `  if (i < ${(c + 1) * chunk}u) { ${ret} }`;
+    });
+    this.fns.push(`fn ${name}(i: u32) -> ${t} {\n${body.join('\n')}\n}`);
+    this.readers.set(id, name);
+    return name;
+  }
+
+  /** kf_wJ(i, v): writes element i of a published value. */
+  writer(id: number): string {
+    const hit = this.writers.get(id);
+    if (hit) return hit;
+    const { names, chunk, st } = this.bind(id, 'read_write');
+    const t = wgslType(this.node(id).dtype);
+    const name = `kf_w${this.writers.size}`;
+    const body = names.map((b, c) => {
+      const w = `${b}[${c === 0 ? 'i' : `i - ${c * chunk}u`}] = ${st}(v);`;
+      return c === names.length - 1 ? `  ${w}` : `  if (i < ${(c + 1) * chunk}u) { ${w} return; }`;
+    });
+    this.fns.push(`fn ${name}(i: u32, v: ${t}) {\n${body.join('\n')}\n}`);
+    this.writers.set(id, name);
+    return name;
+  }
+
+  /** The index map from a node's element index to operand p's. */
+  operandMap(n: ConcreteNode, p: number): IndexMap {
+    const o = this.node(n.inputs[p]!);
+    const kind = getOp(n.op).kernel?.kind;
+    if (kind === 'view') return viewMap(n.op, o.shape, n.shape, n.attrs);
+    return broadcastMap(o.shape, n.shape);
+  }
+
+  /** WGSL index expression of operand p for the node's element `idx`. */
+  private operandIndex(n: ConcreteNode, p: number, idx: string): string {
+    const map = this.operandMap(n, p);
+    if (map.identity) return idx;
+    const name = `kf_m${this.local.get(n.id)}_${p}`;
+    if (!this.fns.some((f) => f.startsWith(`fn ${name}(`))) {
+      const { lets, index } = map.wgsl('i');
+      this.fns.push(`fn ${name}(i: u32) -> u32 {\n${lets.map((l) => `  ${l}\n`).join('')}  return ${index};\n}`);
+    }
+    return `${name}(${idx})`;
+  }
+
+  /** Expression for the value of `id` at element `idx`, from outside the store. */
+  valueAt(id: number, idx: string): string {
+    const placement = this.placement.get(id);
+    if (placement === undefined) return `${this.reader(id)}(${idx})`;
+    if (placement === 'epilogue' || (placement === 'anchor' && this.group.kind !== 'elementwise' && this.group.kind !== 'view' && this.group.kind !== 'const'))
+      throw new Error(`fused: node ${id} is only known inside store`);
+    return `${this.valueFn(id)}(${idx})`;
+  }
+
+  /**
+   * A node's operands bound to `let <prefix>P` lines, and the op's expression over those names
+   * (elementwise expressions may repeat an argument: it must be a plain identifier).
+   */
+  private compute(n: ConcreteNode, operand: (p: number) => string, prefix: string): { lets: string[]; expr: string } {
+    const lets = n.inputs.map((_, p) => `let ${prefix}${p} = ${operand(p)};`);
+    const args = n.inputs.map((_, p) => `${prefix}${p}`);
+    const kernel = getOp(n.op).kernel;
+    if (kernel?.kind === 'view') return { lets, expr: args[0]! };
+    if (kernel?.kind !== 'elementwise') throw new Error(`fused: ${n.op} is not elementwise`);
+    const types = { inputs: n.inputs.map((i) => this.node(i).dtype), output: n.dtype };
+    return { lets, expr: kernel.expr(args, types, n.attrs) };
+  }
+
+  /** kf_nK(i): a load-side member (prologue, or a loop's anchor) at element i. */
+  private valueFn(id: number): string {
+    const hit = this.values.get(id);
+    if (hit) return hit;
+    const n = this.node(id);
+    const name = `kf_n${this.local.get(id)}`;
+    const { lets, expr } = this.compute(n, (p) => this.valueAt(n.inputs[p]!, this.operandIndex(n, p, 'i')), 'a');
+    this.fns.push(`fn ${name}(i: u32) -> ${wgslType(n.dtype)} {\n${lets.map((l) => `  ${l}\n`).join('')}  return ${wgslType(n.dtype)}(${expr});\n}`);
+    this.values.set(id, name);
+    return name;
+  }
+
+  /**
+   * The epilogue at store index `i` with the anchor's value `v`: let-lines computing every
+   * store-side member, and the WGSL value of each of them (and of the anchor).
+   */
+  epilogue(): { lines: string[]; valueOf: Map<number, string> } {
+    const valueOf = new Map<number, string>([[this.group.anchor, 'v']]);
+    const lines: string[] = [];
+    for (const m of this.group.members) {
+      if (m.placement !== 'epilogue') continue;
+      const n = this.node(m.node);
+      const k = this.local.get(m.node);
+      const { lets, expr } = this.compute(n, (p) => {
+        const o = n.inputs[p]!;
+        const inStore = valueOf.get(o);
+        if (inStore !== undefined) {
+          if (!this.operandMap(n, p).identity) throw new Error(`fused: node ${n.id} reads a store-side value through a non-identity map`);
+          return inStore;
+        }
+        return this.valueAt(o, this.operandIndex(n, p, 'i'));
+      }, `e${k}_`);
+      lines.push(...lets, `let e${k} = ${wgslType(n.dtype)}(${expr});`);
+      valueOf.set(m.node, `e${k}`);
+    }
+    return { lines, valueOf };
+  }
+
+  declarations(start = 0): string[] {
+    return this.decls.slice(start).map((d, k) => `@group(0) @binding(${k + start}) var<storage, ${d.access}> ${d.name}: array<${d.type}>;`);
+  }
+}
+
+function labelOf(group: FusedGroup, node: (id: number) => ConcreteNode): string {
+  const ops = group.members.filter((m) => m.placement !== 'prologue').map((m) => node(m.node).op);
+  const a = node(group.anchor);
+  return `${ops.join('+')} ${a.dtype}[${a.shape.join(',')}]`;
+}
+
+/** Generates the kernel for one group with symbols bound. Throws UnlowerableError for ops with no kernel. */
+export function generateGroup(group: FusedGroup, node: (id: number) => ConcreteNode, device: DeviceTraits): GroupKernel {
+  const anchor = node(group.anchor);
+  const def = getOp(anchor.op);
+  if (group.kind === 'custom' && def.kernel?.kind !== 'custom')
+    throw new UnlowerableError(`op ${anchor.op} (node ${anchor.id}) has no WebGPU kernel yet`);
+  const label = labelOf(group, node);
+  if (group.kind === 'matmul') {
+    const fast = matmulBuffers(group, node, device, label);
+    if (fast) return fast;
+  }
+  const em = new Emitter(group, node, device);
+  const t = wgslType(anchor.dtype);
+  let body: KernelBody;
+  if (group.kind === 'custom' || group.kind === 'matmul') {
+    anchor.inputs.forEach((o, k) => em.fns.push(`fn load${k}(i: u32) -> ${wgslType(node(o).dtype)} { return ${em.valueAt(o, 'i')}; }`));
+    const ctx = { op: anchor.op, inputs: anchor.inputs.map((i) => ({ dtype: node(i).dtype, shape: node(i).shape })), output: { dtype: anchor.dtype, shape: anchor.shape }, attrs: anchor.attrs, device };
+    if (def.kernel?.kind !== 'custom') throw new UnlowerableError(`op ${anchor.op} has no custom kernel`);
+    body = def.kernel.lower(ctx);
+  } else {
+    const n = numel(anchor.shape);
+    const root = em.valueAt(group.anchor, 'i');
+    body = {
+      label,
+      code: `@compute @workgroup_size(${LOOP_WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = linear_id(gid, nwg, ${LOOP_WG}u);
+  if (i >= ${n}u) { return; }
+  store(i, ${root});
+}`,
+      workgroups: grid1d(n, LOOP_WG, device),
+    };
+  }
+  const { lines, valueOf } = em.epilogue();
+  const writes = group.outputs.map((o) => `  ${em.writer(o)}(i, ${valueOf.get(o)});`);
+  em.fns.push(`fn store(i: u32, v: ${t}) {\n${lines.map((l) => `  ${l}\n`).join('')}${writes.join('\n')}\n}`);
+  for (const e of body.enables ?? []) em.enables.add(e);
+  const fns = em.fns.join('\n');
+  const special = fns.includes('kf_bits') ? [SPECIAL_VALUES] : [];
+  const code = [...[...em.enables].map((e) => `enable ${e};`), ...em.declarations(), ...special, fns, LINEAR_ID, body.code].join('\n');
+  return { label, code, workgroups: body.workgroups, bindings: em.bindings, io: 'accessors' };
+}
+
+/**
+ * The matmul fast path: A and B are whole buffers (through reshapes; B also through a transpose
+ * of its last two axes), so the tuned generator binds them as (vec4) arrays itself; the epilogue
+ * and the extra outputs ride on its epilogue hook. null when the operands do not allow it.
+ */
+function matmulBuffers(group: FusedGroup, node: (id: number) => ConcreteNode, device: DeviceTraits, label: string): GroupKernel | null {
+  const anchor = node(group.anchor);
+  const inGroup = new Map(group.members.map((m) => [m.node, m.placement]));
+  const whole = (id: number): boolean => numel(node(id).shape) <= chunkLength(numel(node(id).shape), device) && node(id).dtype === 'f32';
+  // Through reshapes (and at most one swap of the last two axes) down to a buffered value.
+  const plain = (id: number): { leaf: number; swapped: boolean } | null => {
+    let swapped = false;
+    for (;;) {
+      if (!inGroup.has(id)) return whole(id) ? { leaf: id, swapped } : null;
+      const n = node(id);
+      const perm = n.attrs['perm'] as number[] | undefined;
+      const r = n.shape.length;
+      if (n.op === 'transpose' && !swapped && r >= 2 && perm!.every((p, d) => (d < r - 2 ? p === d : p === 2 * r - 3 - d))) swapped = true;
+      else if (n.op !== 'reshape') return null;
+      id = n.inputs[0]!;
+    }
+  };
+  const a = plain(anchor.inputs[0]!);
+  const b = plain(anchor.inputs[1]!);
+  if (!a || !b || a.swapped || group.outputs.some((o) => !whole(o))) return null;
+  const x = node(anchor.inputs[0]!).shape;
+  const y = node(anchor.inputs[1]!).shape;
+  const shape = anchor.op === 'linear' ? linearShape(x, y) : matmulShape(x, y, anchor.shape);
+  const spec: MatmulSpec = { ...shape.spec, transposeB: (shape.spec.transposeB ?? false) !== b.swapped };
+
+  const em = new Emitter(group, node, device);
+  const primary = group.outputs[0]!;
+  // Bindings 0..2 are the generator's a, b, c; ours start at 3.
+  const fixed: BindingRef[] = [
+    { value: a.leaf, access: 'read', offset: 0, length: numel(node(a.leaf).shape) },
+    { value: b.leaf, access: 'read', offset: 0, length: numel(node(b.leaf).shape) },
+    { value: primary, access: 'read_write', offset: 0, length: numel(node(primary).shape) },
+  ];
+  em.bindings.push(...fixed);
+  em.decls.push({ name: 'a', type: 'f32', access: 'read' }, { name: 'b', type: 'f32', access: 'read' }, { name: 'c', type: 'f32', access: 'read_write' });
+  const bias = anchor.op === 'linear' && anchor.inputs.length > 2 ? ` + ${em.valueAt(anchor.inputs[2]!, 'col')}` : '';
+  const { lines, valueOf } = em.epilogue();
+  const writes = group.outputs.filter((o) => o !== primary).map((o) => `  ${em.writer(o)}(i, ${valueOf.get(o)});`);
+  em.fns.push(`fn kf_epi(v: f32, i: u32) -> f32 {\n${lines.map((l) => `  ${l}\n`).join('')}${writes.join('\n')}\n  return ${valueOf.get(primary)};\n}`);
+  if (em.enables.size > 0) return null;
+  const k = matmulWGSL(
+    {
+      ...spec,
+      io: 'buffers',
+      epilogue: {
+        expr: `kf_epi(acc${bias}, (batch * M + row) * N + col)`,
+        bindings: em.decls.slice(3).map((d) => ({ name: d.name, type: d.type as 'f32' | 'i32', access: d.access })),
+        helpers: [shape.helpers, ...(em.fns.some((f) => f.includes('kf_bits')) ? [SPECIAL_VALUES] : []), ...em.fns].filter(Boolean).join('\n'),
+      },
+    },
+    { subgroupSize: device.subgroupSize, maxComputeWorkgroupsPerDimension: device.maxWorkgroupsPerDimension },
+  );
+  return { label, code: k.code, workgroups: k.workgroups, bindings: em.bindings, io: 'buffers' };
+}

@@ -1,0 +1,153 @@
+// The static memory plan: which buffer holds each value, decided before anything runs. Liveness
+// over the dispatch list gives each intermediate an interval [written, last read]; intervals that
+// do not overlap share a slot (greedy best fit by size, in dispatch order). Parameters, inputs
+// and requested values (losses, gradients, outputs) are pinned: a buffer each for the whole run.
+// The plan is data (steps, slots, totals) that `kiln plan` prints and the executor follows.
+import type { FusedProgram } from './fuse.js';
+
+export type ValueKind = 'param' | 'input' | 'requested' | 'temp';
+
+export interface PlanValue {
+  readonly node: number;
+  readonly bytes: number;
+  readonly kind: ValueKind;
+  /** dispatch step that writes it (-1: bound before the run). */
+  readonly def: number;
+  /** last dispatch step that reads it (Infinity: pinned to the end). */
+  readonly lastUse: number;
+}
+
+export interface PlanStep {
+  readonly group: number;
+  readonly reads: readonly number[];
+  readonly writes: readonly number[];
+}
+
+export interface Slot {
+  readonly id: number;
+  bytes: number;
+  /** the temporaries it holds, in order; their intervals are disjoint. */
+  readonly values: number[];
+}
+
+export interface MemoryTotals {
+  readonly params: number;
+  readonly inputs: number;
+  readonly requested: number;
+  /** bytes of all slots: what the intermediates cost with reuse. */
+  readonly slots: number;
+  /** the most intermediate bytes live at once (a lower bound for any reuse scheme). */
+  readonly peakLive: number;
+  /** every intermediate in a buffer of its own. */
+  readonly naive: number;
+}
+
+export interface MemoryPlan {
+  readonly steps: readonly PlanStep[];
+  readonly values: ReadonlyMap<number, PlanValue>;
+  readonly slots: readonly Slot[];
+  /** temporaries -> slot id. */
+  readonly slotOf: ReadonlyMap<number, number>;
+  readonly totals: MemoryTotals;
+}
+
+/** Liveness and slot assignment; `bytesOf` gives a value's stored size. */
+export function planMemory(program: FusedProgram, bytesOf: (node: number) => number): MemoryPlan {
+  const graph = program.graph;
+  const requested = new Set(program.requested);
+  const steps: PlanStep[] = program.groups.map((g, s) => ({ group: s, reads: g.inputs, writes: g.outputs }));
+  const def = new Map<number, number>();
+  const last = new Map<number, number>();
+  steps.forEach((st, s) => {
+    for (const w of st.writes) def.set(w, s);
+    for (const r of st.reads) last.set(r, s);
+  });
+  const values = new Map<number, PlanValue>();
+  const add = (node: number, kind: ValueKind, d: number, l: number): void => {
+    values.set(node, { node, bytes: bytesOf(node), kind, def: d, lastUse: l });
+  };
+  for (const src of program.sources) add(src, graph.nodes[src]!.op === 'param' ? 'param' : 'input', -1, Infinity);
+  for (const [node, d] of def) {
+    if (requested.has(node)) add(node, 'requested', d, Infinity);
+    else add(node, 'temp', d, last.get(node) ?? d);
+  }
+
+  // Greedy best fit: free slots whose value died before this step, then place this step's writes.
+  const slots: Slot[] = [];
+  const slotOf = new Map<number, number>();
+  const free = new Set<number>();
+  const busyUntil = new Map<number, number>();
+  let peakLive = 0;
+  let live = 0;
+  steps.forEach((st, s) => {
+    for (const [slot, until] of busyUntil) {
+      if (until < s) {
+        busyUntil.delete(slot);
+        free.add(slot);
+      }
+    }
+    for (const w of st.writes) {
+      const v = values.get(w)!;
+      if (v.kind !== 'temp') continue;
+      let best: Slot | undefined;
+      for (const id of free) {
+        const c = slots[id]!;
+        if (c.bytes >= v.bytes && (!best || c.bytes < best.bytes)) best = c;
+      }
+      if (!best) {
+        // Growing the largest free slot costs less than a new one of the full size.
+        for (const id of free) if (!best || slots[id]!.bytes > best.bytes) best = slots[id]!;
+        if (best) best.bytes = v.bytes;
+      }
+      if (!best) {
+        best = { id: slots.length, bytes: v.bytes, values: [] };
+        slots.push(best);
+      }
+      free.delete(best.id);
+      best.values.push(w);
+      busyUntil.set(best.id, v.lastUse);
+      slotOf.set(w, best.id);
+    }
+  });
+  // The most bytes live in any one step (a written value is live at its own step).
+  const delta = new Map<number, number>();
+  for (const v of values.values()) {
+    if (v.kind !== 'temp') continue;
+    delta.set(v.def, (delta.get(v.def) ?? 0) + v.bytes);
+    delta.set(v.lastUse + 1, (delta.get(v.lastUse + 1) ?? 0) - v.bytes);
+  }
+  for (let s = 0; s <= steps.length; s++) {
+    live += delta.get(s) ?? 0;
+    peakLive = Math.max(peakLive, live);
+  }
+  const sum = (k: ValueKind): number => [...values.values()].filter((v) => v.kind === k).reduce((a, v) => a + v.bytes, 0);
+  const totals: MemoryTotals = {
+    params: sum('param'),
+    inputs: sum('input'),
+    requested: sum('requested'),
+    slots: slots.reduce((a, s) => a + s.bytes, 0),
+    peakLive,
+    naive: sum('temp'),
+  };
+  return { steps, values, slots, slotOf, totals };
+}
+
+/** Checks the plan's invariants; returns what is wrong (empty when sound). Tests and --check use it. */
+export function planProblems(plan: MemoryPlan): string[] {
+  const problems: string[] = [];
+  for (const slot of plan.slots) {
+    const vs = slot.values.map((n) => plan.values.get(n)!).sort((a, b) => a.def - b.def);
+    for (const v of vs) if (v.bytes > slot.bytes) problems.push(`slot ${slot.id} (${slot.bytes} B) is smaller than node ${v.node} (${v.bytes} B)`);
+    for (let k = 1; k < vs.length; k++)
+      if (vs[k]!.def <= vs[k - 1]!.lastUse) problems.push(`slot ${slot.id}: node ${vs[k - 1]!.node} [${vs[k - 1]!.def}, ${vs[k - 1]!.lastUse}] overlaps node ${vs[k]!.node} [${vs[k]!.def}, ${vs[k]!.lastUse}]`);
+  }
+  plan.steps.forEach((st, s) => {
+    for (const r of st.reads) {
+      const v = plan.values.get(r);
+      if (!v) problems.push(`step ${s} reads node ${r}, which no step writes`);
+      else if (v.def >= s) problems.push(`step ${s} reads node ${r} before step ${v.def} writes it`);
+      else if (v.lastUse < s) problems.push(`step ${s} reads node ${r} after its last use ${v.lastUse}`);
+    }
+  });
+  return problems;
+}

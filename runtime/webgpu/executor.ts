@@ -1,0 +1,254 @@
+// Runs a graph on WebGPU: fuse once, lower per binding of the symbols, then follow the plan.
+// Every pipeline is created up front (createComputePipelineAsync, all at once, deduplicated by
+// code), every buffer and bind group is made once per compiled program, parameters are uploaded
+// once, and a run is one command encoder: all dispatches, then copies of the requested values
+// only. Failures become KilnErrors naming the step; a lost device rejects, it never hangs.
+import type { Graph } from '../../compiler/ir/graph.js';
+import type { DeviceTraits } from '../../compiler/codegen/kernel.js';
+import { fuse, type FusedProgram, type FuseOptions } from '../../compiler/passes/fuse.js';
+import { lowerProgram, type CompiledProgram } from '../../compiler/passes/lower.js';
+import type { BindingRef } from '../../compiler/codegen/fused.js';
+import { bindSymbols } from '../reference.js';
+import { KilnError } from '../errors.js';
+import { isFloat, numel, type HostTensor } from '../tensor.js';
+import { gpuStep, type KilnDevice } from './device.js';
+
+const STORAGE = 0x80;
+const COPY_SRC = 0x04;
+const COPY_DST = 0x08;
+const MAP_READ = 0x01;
+const COMPUTE = 0x4;
+
+export function deviceTraits(d: KilnDevice): DeviceTraits {
+  return {
+    subgroupSize: d.subgroupSize,
+    maxWorkgroupInvocations: d.limits.maxComputeInvocationsPerWorkgroup,
+    maxWorkgroupsPerDimension: d.limits.maxComputeWorkgroupsPerDimension,
+    workgroupMemoryBytes: d.limits.maxComputeWorkgroupStorageSize,
+    maxStorageBindingBytes: d.limits.maxStorageBufferBindingSize,
+    shaderF16: d.features.shaderF16,
+  };
+}
+
+export interface ExecutorOptions {
+  readonly fuse?: FuseOptions;
+  /** submit and check each dispatch on its own, so a failure names its kernel (slow; debugging). */
+  readonly stepByStep?: boolean;
+}
+
+interface Prepared {
+  readonly compiled: CompiledProgram;
+  readonly pipelines: readonly GPUComputePipeline[];
+  readonly bindGroups: readonly GPUBindGroup[];
+  readonly buffers: ReadonlyMap<number, GPUBuffer>;
+  readonly owned: readonly GPUBuffer[];
+}
+
+// Pipelines by WGSL, per device: layers repeat the same kernels, and tests compile the same ones.
+const pipelineCache = new WeakMap<GPUDevice, Map<string, Promise<GPUComputePipeline>>>();
+
+function layoutOf(device: GPUDevice, bindings: readonly BindingRef[]): GPUPipelineLayout {
+  // Explicit layouts: 'auto' would drop a binding the shader never touches (an unused load<k>).
+  const bgl = device.createBindGroupLayout({
+    entries: bindings.map((b, k) => ({ binding: k, visibility: COMPUTE, buffer: { type: b.access === 'read' ? 'read-only-storage' : 'storage' } })),
+  });
+  return device.createPipelineLayout({ bindGroupLayouts: [bgl] });
+}
+
+function pipelineFor(device: GPUDevice, code: string, bindings: readonly BindingRef[], label: string): Promise<GPUComputePipeline> {
+  let cache = pipelineCache.get(device);
+  if (!cache) pipelineCache.set(device, (cache = new Map()));
+  let p = cache.get(code);
+  if (!p) {
+    const module = device.createShaderModule({ code, label });
+    p = device.createComputePipelineAsync({ layout: layoutOf(device, bindings), compute: { module, entryPoint: 'main' }, label });
+    p.catch(() => cache.delete(code));
+    cache.set(code, p);
+  }
+  return p;
+}
+
+const padded = (bytes: number): number => Math.max(4, Math.ceil(bytes / 4) * 4);
+
+/** Rejects when the device is lost, so no await on the GPU can hang past a device loss. */
+function unlessLost<T>(kd: KilnDevice, what: string, p: Promise<T>): Promise<T> {
+  const lost = kd.device.lost.then((info) => {
+    throw new KilnError(`WebGPU device lost during ${what}: ${info.message || info.reason}`);
+  });
+  return Promise.race([p, lost]);
+}
+
+export class WebGpuExecutor {
+  private readonly fused = new Map<string, FusedProgram>();
+  private readonly prepared = new Map<string, Promise<Prepared>>();
+  private readonly params = new Map<number, GPUBuffer>();
+  private readonly uploaded = new Set<number>();
+
+  constructor(
+    readonly kd: KilnDevice,
+    readonly graph: Graph,
+    readonly opts: ExecutorOptions = {},
+  ) {}
+
+  /** The fused program for a set of requested values (cached). */
+  program(wanted: readonly number[]): FusedProgram {
+    const key = wanted.join(',');
+    let p = this.fused.get(key);
+    if (!p) {
+      p = fuse(this.graph, wanted, { maxBindings: this.kd.limits.maxStorageBuffersPerShaderStage, ...this.opts.fuse });
+      this.fused.set(key, p);
+    }
+    return p;
+  }
+
+  /** Evaluates `wanted` (node ids) from feeds named like the reference executor's. */
+  async run(feeds: ReadonlyMap<string, HostTensor>, wanted: readonly number[]): Promise<Map<number, HostTensor>> {
+    const bindings = bindSymbols(this.graph, feeds);
+    const key = `${wanted.join(',')}|${[...bindings].map(([k, v]) => `${k}=${v}`).join(',')}`;
+    let prep = this.prepared.get(key);
+    if (!prep) {
+      prep = this.prepare(this.program(wanted), bindings);
+      prep.catch(() => this.prepared.delete(key));
+      this.prepared.set(key, prep);
+    }
+    const p = await prep;
+    const device = this.kd.device;
+    await gpuStep(device, 'uploading the inputs', () => {
+      for (const id of p.compiled.program.sources) {
+        const node = this.graph.nodes[id]!;
+        const name = String(node.attrs['name']);
+        const t = feeds.get(name);
+        if (!t) throw new KilnError(`${node.op} ${name}: no value was fed`);
+        if (node.op === 'param') {
+          if (this.uploaded.has(id)) continue;
+          this.uploaded.add(id);
+        }
+        device.queue.writeBuffer(p.buffers.get(id)!, 0, hostArray(t));
+      }
+    });
+    return this.execute(p, wanted);
+  }
+
+  /** Forgets uploaded parameters, so the next run uploads them again (after an optimiser step). */
+  invalidateParams(): void {
+    this.uploaded.clear();
+  }
+
+  private async prepare(program: FusedProgram, bindings: Map<string, number>): Promise<Prepared> {
+    const device = this.kd.device;
+    const compiled = lowerProgram(program, bindings, deviceTraits(this.kd));
+    const { plan, kernels } = compiled;
+    const pipelines = await gpuStep(device, `compiling ${kernels.length} kernels`, () =>
+      Promise.all(kernels.map((k, s) => pipelineFor(device, k.code, k.bindings, `step ${s}: ${k.label}`))),
+    );
+    const buffers = new Map<number, GPUBuffer>();
+    const owned: GPUBuffer[] = [];
+    const make = (bytes: number, label: string): GPUBuffer => {
+      const b = device.createBuffer({ size: padded(bytes), usage: STORAGE | COPY_SRC | COPY_DST, label });
+      owned.push(b);
+      return b;
+    };
+    const slotBuffers = await gpuStep(device, `allocating ${plan.slots.length} intermediate buffers (${mib(plan.totals.slots)})`, () =>
+      plan.slots.map((s) => make(s.bytes, `kiln slot ${s.id}`)),
+    );
+    await gpuStep(device, `allocating parameters, inputs and outputs (${mib(plan.totals.params + plan.totals.inputs + plan.totals.requested)})`, () => {
+      for (const v of plan.values.values()) {
+        if (v.kind === 'temp') buffers.set(v.node, slotBuffers[plan.slotOf.get(v.node)!]!);
+        else if (v.kind === 'param') {
+          let b = this.params.get(v.node);
+          if (!b) {
+            b = device.createBuffer({ size: padded(v.bytes), usage: STORAGE | COPY_SRC | COPY_DST, label: `kiln param ${v.node}` });
+            this.params.set(v.node, b);
+          }
+          buffers.set(v.node, b);
+        } else buffers.set(v.node, make(v.bytes, `kiln ${v.kind} ${v.node}`));
+      }
+    });
+    const bindGroups: GPUBindGroup[] = [];
+    for (const [s, k] of kernels.entries()) {
+      bindGroups.push(
+        await gpuStep(device, `binding step ${s}: ${k.label}`, () =>
+          device.createBindGroup({
+            layout: pipelines[s]!.getBindGroupLayout(0),
+            entries: k.bindings.map((b, binding) => ({ binding, resource: { buffer: buffers.get(b.value)!, offset: b.offset * 4, size: padded(b.length * 4) } })),
+          }),
+        ),
+      );
+    }
+    return { compiled, pipelines, bindGroups, buffers, owned };
+  }
+
+  private async execute(p: Prepared, wanted: readonly number[]): Promise<Map<number, HostTensor>> {
+    const device = this.kd.device;
+    const { kernels } = p.compiled;
+    const encodeRange = (from: number, to: number): GPUCommandEncoder => {
+      const enc = device.createCommandEncoder({ label: 'kiln step' });
+      const pass = enc.beginComputePass();
+      for (let s = from; s < to; s++) {
+        const w = kernels[s]!.workgroups;
+        pass.setPipeline(p.pipelines[s]!);
+        pass.setBindGroup(0, p.bindGroups[s]!);
+        pass.dispatchWorkgroups(w[0], w[1], w[2]);
+      }
+      pass.end();
+      return enc;
+    };
+    if (this.opts.stepByStep) {
+      for (let s = 0; s < kernels.length; s++) {
+        await gpuStep(device, `step ${s}: ${kernels[s]!.label}`, async () => {
+          device.queue.submit([encodeRange(s, s + 1).finish()]);
+          await unlessLost(this.kd, `step ${s}`, device.queue.onSubmittedWorkDone());
+        });
+      }
+    }
+    const what = `running ${kernels.length} kernels and reading back ${wanted.length} values`;
+    return gpuStep(device, what, async () => {
+      const enc = this.opts.stepByStep ? device.createCommandEncoder() : encodeRange(0, kernels.length);
+      const staging = wanted.map((id) => {
+        const n = p.compiled.node(id);
+        const bytes = padded(numel(n.shape) * 4);
+        const st = device.createBuffer({ size: bytes, usage: MAP_READ | COPY_DST, label: `kiln read-back ${id}` });
+        enc.copyBufferToBuffer(p.buffers.get(id)!, 0, st, 0, bytes);
+        return st;
+      });
+      device.queue.submit([enc.finish()]);
+      try {
+        await unlessLost(this.kd, what, Promise.all(staging.map((s) => s.mapAsync(MAP_READ))));
+        const out = new Map<number, HostTensor>();
+        wanted.forEach((id, k) => {
+          const n = p.compiled.node(id);
+          const len = numel(n.shape);
+          const raw = staging[k]!.getMappedRange();
+          const data = isFloat(n.dtype) ? new Float32Array(raw.slice(0, len * 4)) : new Int32Array(raw.slice(0, len * 4));
+          out.set(id, { dtype: n.dtype, shape: [...n.shape], data });
+        });
+        return out;
+      } finally {
+        for (const s of staging) {
+          if (s.mapState === 'mapped') s.unmap();
+          s.destroy();
+        }
+      }
+    });
+  }
+
+  /** The compiled program a run with these feeds would use (for reports and tests). */
+  async compiled(feeds: ReadonlyMap<string, HostTensor>, wanted: readonly number[]): Promise<CompiledProgram> {
+    const bindings = bindSymbols(this.graph, feeds);
+    return lowerProgram(this.program(wanted), bindings, deviceTraits(this.kd));
+  }
+
+  destroy(): void {
+    void Promise.all(this.prepared.values()).then((ps) => ps.forEach((p) => p.owned.forEach((b) => b.destroy())));
+    for (const b of this.params.values()) b.destroy();
+  }
+}
+
+function hostArray(t: HostTensor): Float32Array | Int32Array {
+  if (isFloat(t.dtype)) return t.data instanceof Float32Array ? t.data : Float32Array.from(t.data);
+  return t.data instanceof Int32Array ? t.data : Int32Array.from(t.data);
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+}
