@@ -9,6 +9,10 @@ import { KilnError } from '../../runtime/errors.js';
 import { readHfConfig } from '../../runtime/checkpoint/hf-config.js';
 import { loadModelInputs } from './model-inputs.js';
 import { runReference } from '../../runtime/reference.js';
+import { runOnWebGpu, webgpuAvailable } from '../../runtime/webgpu/run.js';
+import { fuse } from '../passes/fuse.js';
+import { opsWithoutKernels } from '../passes/lower.js';
+import type { Graph } from '../ir/graph.js';
 import { writeSafetensors } from '../../runtime/safetensors.js';
 import type { HostTensor } from '../../runtime/tensor.js';
 import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
@@ -23,7 +27,8 @@ Computes the model's loss terms on one batch, and with --grads their gradients.
   --vision-tower DIR  Hugging Face CLIP folder (CLIPVisionModel or CLIPModel)
   --batch FILE        safetensors with the model's inputs (pixel_values, input_ids, labels)
   --grads OUT         write d(loss)/d(param) for every trainable parameter (f32 safetensors)
-  --backend NAME      cpu (the reference executor)
+  --backend NAME      webgpu (fused kernels; the default when a WebGPU adapter exists and every
+                      op of the model has a kernel) or cpu (the reference executor)
 ${specHelp}`;
 
 const lossOptions = {
@@ -43,6 +48,16 @@ export function checkpointOverrides(dir: string | undefined): Override[] {
   return [...readHfConfig(path)].map(([key, value]) => ({ key, value, origin: path, optional: true }));
 }
 
+/**
+ * --backend, or the default: webgpu when an adapter exists and every op the run needs has a
+ * kernel (so a build with kernels still missing keeps answering on the cpu), else cpu.
+ */
+async function chooseBackend(flag: string | undefined, graph: Graph, wanted: readonly number[]): Promise<'cpu' | 'webgpu'> {
+  if (flag === 'cpu' || flag === 'webgpu') return flag;
+  if (opsWithoutKernels(fuse(graph, wanted)).length > 0) return 'cpu';
+  return (await webgpuAvailable()) ? 'webgpu' : 'cpu';
+}
+
 export async function runLoss(argv: readonly string[], out: Output): Promise<number> {
   const { values, positionals } = parse(argv, lossOptions);
   if (values.help) {
@@ -52,8 +67,8 @@ export async function runLoss(argv: readonly string[], out: Output): Promise<num
   const spec = onePositional(positionals, 'SPEC (a .kiln file)');
   if (!values.checkpoint) throw new UsageError('--checkpoint DIR is required');
   if (!values.batch) throw new UsageError('--batch FILE is required');
-  const backend = values.backend ?? 'cpu';
-  if (backend !== 'cpu') throw new UsageError(`--backend ${backend}: this build runs the cpu backend only`);
+  if (values.backend !== undefined && values.backend !== 'cpu' && values.backend !== 'webgpu')
+    throw new UsageError(`--backend ${values.backend}: expected webgpu or cpu`);
 
   const overrides = [...checkpointOverrides(values.checkpoint), ...checkpointOverrides(values['vision-tower'])];
   const model = loadAndCheck(spec, checkOptions(values, overrides), out);
@@ -63,8 +78,9 @@ export async function runLoss(argv: readonly string[], out: Output): Promise<num
 
   const wanted = [graph.totalLoss!, ...graph.losses.map((l) => l.node), ...graph.gradients.map((g) => g.node)];
   let results: Map<number, HostTensor>;
+  const backend = await chooseBackend(values.backend, graph, wanted);
   try {
-    results = runReference(graph, feeds, wanted, { precision: 'f32' });
+    results = backend === 'webgpu' ? await runOnWebGpu(graph, feeds, wanted) : runReference(graph, feeds, wanted, { precision: 'f32' });
   } catch (e) {
     if (e instanceof KilnError) throw e;
     throw new KilnError((e as Error).message, { file: values.batch });

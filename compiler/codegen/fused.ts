@@ -4,6 +4,7 @@
 // generator, or an elementwise loop. Names are local (kf_n3 is the group's fourth member), so the
 // same group in every layer is the same code and compiles once.
 import type { Attrs, DType } from '../ir/graph.js';
+import { KilnError } from '../../runtime/errors.js';
 import type { FusedGroup } from '../passes/fuse.js';
 import { getOp } from '../ops/registry.js';
 import { SPECIAL_VALUES } from './expr.js';
@@ -39,7 +40,8 @@ export interface GroupKernel {
   readonly io: 'buffers' | 'accessors';
 }
 
-export class UnlowerableError extends Error {}
+/** An op with no kernel: a user-facing error (the CLI prints it), not a bug. */
+export class UnlowerableError extends KilnError {}
 
 const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
 const LOOP_WG = 64;

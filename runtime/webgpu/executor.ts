@@ -34,6 +34,8 @@ export interface ExecutorOptions {
   readonly fuse?: FuseOptions;
   /** submit and check each dispatch on its own, so a failure names its kernel (slow; debugging). */
   readonly stepByStep?: boolean;
+  /** narrower limits than the device's (tests: a small binding limit forces split bindings). */
+  readonly traits?: Partial<DeviceTraits>;
 }
 
 interface Prepared {
@@ -136,8 +138,13 @@ export class WebGpuExecutor {
 
   private async prepare(program: FusedProgram, bindings: Map<string, number>): Promise<Prepared> {
     const device = this.kd.device;
-    const compiled = lowerProgram(program, bindings, deviceTraits(this.kd));
+    const compiled = lowerProgram(program, bindings, this.traits());
     const { plan, kernels } = compiled;
+    const maxBindings = this.kd.limits.maxStorageBuffersPerShaderStage;
+    kernels.forEach((k, s) => {
+      if (k.bindings.length > maxBindings)
+        throw new KilnError(`step ${s} (${k.label}) needs ${k.bindings.length} storage bindings; this device allows ${maxBindings}`);
+    });
     const pipelines = await gpuStep(device, `compiling ${kernels.length} kernels`, () =>
       Promise.all(kernels.map((k, s) => pipelineFor(device, k.code, k.bindings, `step ${s}: ${k.label}`))),
     );
@@ -235,7 +242,11 @@ export class WebGpuExecutor {
   /** The compiled program a run with these feeds would use (for reports and tests). */
   async compiled(feeds: ReadonlyMap<string, HostTensor>, wanted: readonly number[]): Promise<CompiledProgram> {
     const bindings = bindSymbols(this.graph, feeds);
-    return lowerProgram(this.program(wanted), bindings, deviceTraits(this.kd));
+    return lowerProgram(this.program(wanted), bindings, this.traits());
+  }
+
+  private traits(): DeviceTraits {
+    return { ...deviceTraits(this.kd), ...this.opts.traits };
   }
 
   destroy(): void {

@@ -1,0 +1,30 @@
+// One-shot WebGPU runs for the CLI: is there an adapter, and evaluate these values once.
+import type { Graph } from '../../compiler/ir/graph.js';
+import type { HostTensor } from '../tensor.js';
+import { getDevice } from './device.js';
+import { WebGpuExecutor, type ExecutorOptions } from './executor.js';
+
+/** Whether a WebGPU device can be had here (Dawn in Node, navigator.gpu in browsers). */
+export async function webgpuAvailable(): Promise<boolean> {
+  try {
+    await getDevice();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Evaluates `wanted` on the process's device and frees what the run allocated. */
+export async function runOnWebGpu(
+  graph: Graph,
+  feeds: ReadonlyMap<string, HostTensor>,
+  wanted: readonly number[],
+  opts: ExecutorOptions = {},
+): Promise<Map<number, HostTensor>> {
+  const executor = new WebGpuExecutor(await getDevice(), graph, { stepByStep: process.env['KILN_GPU_STEPS'] === '1', ...opts });
+  try {
+    return await executor.run(feeds, [...new Set(wanted)]);
+  } finally {
+    executor.destroy();
+  }
+}
