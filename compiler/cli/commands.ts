@@ -2,6 +2,7 @@
 import type { Output } from './output.js';
 import { runCheck } from './check.js';
 import { runLoss } from './loss.js';
+import { runPlan } from './plan.js';
 import { runOps } from './ops.js';
 
 export interface Command {
@@ -13,4 +14,5 @@ export const commands: Record<string, Command> = {
   check: { summary: 'check a spec and print its parameters (names, shapes, counts, trainable/frozen)', run: runCheck },
   ops: { summary: 'list the functions a spec can call', run: runOps },
   loss: { summary: 'compute the loss terms (and gradients) of a checkpoint on a batch', run: runLoss },
+  plan: { summary: 'print the device memory plan of a step (weights, activations, gradients, peak)', run: runPlan },
 };

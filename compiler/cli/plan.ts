@@ -1,0 +1,97 @@
+// `kiln plan`: fuses the model's step, plans its memory and prints what it would hold on the
+// device (weights, activations, gradients, optimiser state, peak) and where tensors meet the
+// device limits, without allocating anything or touching a GPU.
+import { UsageError } from '../check/index.js';
+import { differentiate } from '../passes/autodiff.js';
+import { fuse } from '../passes/fuse.js';
+import { concreteNodes, storedBytes } from '../passes/lower.js';
+import { planMemory } from '../passes/plan.js';
+import { formatReport, memoryReport, mib } from '../passes/plan-report.js';
+import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
+import type { Output } from './output.js';
+import { loadAndCheck } from './spec.js';
+
+export const DEFAULT_BATCH = 1;
+export const DEFAULT_SEQ = 2048;
+
+export const planHelp = `usage: kiln plan SPEC [--config NAME] [--train] [--dtype f16] [options]
+
+Prints the device memory plan of one step: weights, activations (intermediates in reused
+buffers), gradients and AdamW state with --train, and the peak; tensors too large for one
+storage binding are listed (they are split). Allocates nothing.
+  --train            plan a training step (forward + backward; gradients of the trainable
+                     parameters of --stage), else a forward pass
+  --dtype f16        float tensors stored as f16 (optimiser moments stay f32)
+  --batch-size B     the batch symbol B (default ${DEFAULT_BATCH})
+  --seq T            the sequence symbol T, tokens of input_ids (default ${DEFAULT_SEQ})
+  --steps            also list every dispatch with the buffers it reads and writes
+${specHelp}`;
+
+const planOptions = {
+  ...specOptions,
+  train: { type: 'boolean' },
+  dtype: { type: 'string' },
+  'batch-size': { type: 'string' },
+  seq: { type: 'string' },
+  steps: { type: 'boolean' },
+} as const;
+
+function positiveInt(flag: string, v: string | undefined, fallback: number): number {
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${flag} ${v}: expected a positive integer`);
+  return n;
+}
+
+export async function runPlan(argv: readonly string[], out: Output): Promise<number> {
+  const { values, positionals } = parse(argv, planOptions);
+  if (values.help) {
+    out.stdout(planHelp);
+    return 0;
+  }
+  const spec = onePositional(positionals, 'SPEC (a .kiln file)');
+  if (values.dtype !== undefined && values.dtype !== 'f16' && values.dtype !== 'f32') throw new UsageError(`--dtype ${values.dtype}: expected f32 or f16`);
+  const floatBytes = values.dtype === 'f16' ? 2 : 4;
+  const bindings = new Map([
+    ['B', positiveInt('batch-size', values['batch-size'], DEFAULT_BATCH)],
+    ['T', positiveInt('seq', values.seq, DEFAULT_SEQ)],
+  ]);
+  const model = loadAndCheck(spec, checkOptions(values), out);
+  const train = values.train === true;
+  if (train && model.graph.totalLoss === null && model.graph.losses.length === 0) throw new UsageError(`--train: model ${model.modelName} declares no loss`);
+  const graph = train ? differentiate(model.graph) : model.graph;
+  for (const s of graph.symbols) if (!bindings.has(s)) throw new UsageError(`the model's inputs use a symbol ${s} that kiln plan cannot set (only B and T)`);
+  const requested = train
+    ? [graph.totalLoss!, ...graph.losses.map((l) => l.node), ...graph.gradients.map((g) => g.node)]
+    : [...graph.outputs.map((o) => o.node), ...graph.losses.map((l) => l.node), ...(graph.totalLoss !== null ? [graph.totalLoss] : [])];
+  const program = fuse(graph, [...new Set(requested)]);
+  const node = concreteNodes(graph, bindings);
+  const plan = planMemory(program, (id) => storedBytes(node(id), floatBytes));
+  const names = new Map<number, string>([...graph.params, ...graph.inputs, ...graph.gradients.map((g) => ({ name: `grad ${g.name}`, node: g.node })), ...graph.outputs, ...graph.losses].map((v) => [v.node, v.name]));
+  const describe = (n: number): string => names.get(n) ?? `${graph.nodes[n]!.label ?? graph.nodes[n]!.op} [${node(n).shape.join(', ')}]`;
+  const report = memoryReport(program, plan, { train, describe });
+  const steps = values.steps
+    ? plan.steps.map((st, s) => {
+        const g = program.groups[s]!;
+        const where = (n: number): string => {
+          const v = plan.values.get(n)!;
+          return v.kind === 'temp' ? `slot ${plan.slotOf.get(n)}` : v.kind;
+        };
+        const ops = g.members.filter((m) => m.placement !== 'prologue').map((m) => graph.nodes[m.node]!.op).join('+');
+        return { step: s, kernel: ops, reads: st.reads.map((n) => ({ node: n, name: describe(n), buffer: where(n) })), writes: st.writes.map((n) => ({ node: n, name: describe(n), buffer: where(n) })) };
+      })
+    : undefined;
+  if (values.json) {
+    out.stdout(JSON.stringify({ model: model.modelName, config: model.configName, train, dtype: floatBytes === 2 ? 'f16' : 'f32', bindings: Object.fromEntries(bindings), ...report, ...(steps ? { steps } : {}) }));
+    return 0;
+  }
+  const head = `${model.modelName} (config ${model.configName}${model.stage ? `, stage ${model.stage.name}` : ''}): ${train ? 'training step' : 'forward pass'}, B = ${bindings.get('B')}, T = ${bindings.get('T')}, ${floatBytes === 2 ? 'f16' : 'f32'} storage`;
+  const lines = [head, '', ...formatReport(report)];
+  if (steps) {
+    lines.push('', 'dispatches:');
+    for (const st of steps) lines.push(`  ${String(st.step).padStart(5)}  ${st.kernel}  reads ${st.reads.map((r) => `${r.name} (${r.buffer})`).join(', ')}  writes ${st.writes.map((w) => `${w.name} (${w.buffer})`).join(', ')}`);
+    lines.push('', `slots: ${plan.slots.map((s) => `${s.id}: ${mib(s.bytes)}`).join(', ')}`);
+  }
+  out.stdout(lines.join('\n'));
+  return 0;
+}
