@@ -7,6 +7,7 @@ import type { Graph } from '../../compiler/ir/graph.js';
 import type { DeviceTraits } from '../../compiler/codegen/kernel.js';
 import { fuse, type FusedProgram, type FuseOptions } from '../../compiler/passes/fuse.js';
 import { lowerProgram, type CompiledProgram } from '../../compiler/passes/lower.js';
+import { mib } from '../../compiler/passes/plan-report.js';
 import type { BindingRef } from '../../compiler/codegen/fused.js';
 import { bindSymbols } from '../reference.js';
 import { KilnError } from '../errors.js';
@@ -140,6 +141,7 @@ export class WebGpuExecutor {
     const device = this.kd.device;
     const compiled = lowerProgram(program, bindings, this.traits());
     const { plan, kernels } = compiled;
+    checkSizes(compiled, this.kd.limits.maxBufferSize);
     const maxBindings = this.kd.limits.maxStorageBuffersPerShaderStage;
     kernels.forEach((k, s) => {
       if (k.bindings.length > maxBindings)
@@ -255,11 +257,27 @@ export class WebGpuExecutor {
   }
 }
 
+/** Buffers past maxBufferSize cannot exist: say which value and which step, before allocating. */
+function checkSizes(c: CompiledProgram, maxBuffer: number): void {
+  const writer = new Map<number, number>();
+  c.plan.steps.forEach((st, s) => st.writes.forEach((w) => writer.set(w, s)));
+  const name = (n: number): string => {
+    const node = c.program.graph.nodes[n]!;
+    const what = node.op === 'param' || node.op === 'input' ? `${node.op} ${String(node.attrs['name'])}` : `${node.label ?? node.op} (node ${n})`;
+    const s = writer.get(n);
+    return s === undefined ? what : `${what}, written by step ${s} (${c.kernels[s]!.label})`;
+  };
+  for (const v of c.plan.values.values())
+    if (v.bytes > maxBuffer) throw new KilnError(`${name(v.node)} needs ${mib(v.bytes)}, more than this device's largest buffer (${mib(maxBuffer)})`);
+  for (const slot of c.plan.slots)
+    if (slot.bytes > maxBuffer) throw new KilnError(`intermediate buffer ${slot.id} for ${name(largest(c, slot.values))} needs ${mib(slot.bytes)}, more than this device's largest buffer (${mib(maxBuffer)})`);
+}
+
+function largest(c: CompiledProgram, nodes: readonly number[]): number {
+  return nodes.reduce((a, b) => (c.plan.values.get(b)!.bytes > c.plan.values.get(a)!.bytes ? b : a));
+}
+
 function hostArray(t: HostTensor): Float32Array | Int32Array {
   if (isFloat(t.dtype)) return t.data instanceof Float32Array ? t.data : Float32Array.from(t.data);
   return t.data instanceof Int32Array ? t.data : Int32Array.from(t.data);
-}
-
-function mib(bytes: number): string {
-  return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 }
