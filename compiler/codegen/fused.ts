@@ -264,34 +264,45 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }
 
 /**
- * The matmul fast path: A and B are whole buffers (through reshapes; B also through a transpose
- * of its last two axes), so the tuned generator binds them as (vec4) arrays itself; the epilogue
+ * The matmul fast path: A and B are whole buffers (through reshapes, and a transpose of their
+ * last two axes: weight gradients read x^T), so the tuned generator binds them as (vec4) arrays itself; the epilogue
  * and the extra outputs ride on its epilogue hook. null when the operands do not allow it.
  */
 function matmulBuffers(group: FusedGroup, node: (id: number) => ConcreteNode, device: DeviceTraits, label: string): GroupKernel | null {
   const anchor = node(group.anchor);
   const inGroup = new Map(group.members.map((m) => [m.node, m.placement]));
   const whole = (id: number): boolean => numel(node(id).shape) <= chunkLength(numel(node(id).shape), device) && node(id).dtype === 'f32';
-  // Through reshapes (and at most one swap of the last two axes) down to a buffered value.
+  // Through reshapes (and at most one swap of the last two axes) down to a buffered value. Above
+  // the swap a reshape may only regroup batch axes: the matrices must stay [K, M] blocks.
+  const lastTwo = (sh: readonly number[]): string => sh.slice(-2).join('x');
+  const transposeBelow = (id: number): boolean => {
+    for (let at = id; inGroup.has(at); at = node(at).inputs[0]!) if (node(at).op === 'transpose') return true;
+    return false;
+  };
   const plain = (id: number): { leaf: number; swapped: boolean } | null => {
     let swapped = false;
     for (;;) {
       if (!inGroup.has(id)) return whole(id) ? { leaf: id, swapped } : null;
       const n = node(id);
-      const perm = n.attrs['perm'] as number[] | undefined;
       const r = n.shape.length;
-      if (n.op === 'transpose' && !swapped && r >= 2 && perm!.every((p, d) => (d < r - 2 ? p === d : p === 2 * r - 3 - d))) swapped = true;
-      else if (n.op !== 'reshape') return null;
+      if (n.op === 'transpose') {
+        const perm = n.attrs['perm'] as number[];
+        if (swapped || r < 2 || !perm.every((p, d) => (d < r - 2 ? p === d : p === 2 * r - 3 - d))) return null;
+        swapped = true;
+      } else if (n.op === 'reshape') {
+        if (!swapped && lastTwo(n.shape) !== lastTwo(node(n.inputs[0]!).shape) && transposeBelow(n.inputs[0]!)) return null;
+      } else return null;
       id = n.inputs[0]!;
     }
   };
   const a = plain(anchor.inputs[0]!);
   const b = plain(anchor.inputs[1]!);
-  if (!a || !b || a.swapped || group.outputs.some((o) => !whole(o))) return null;
+  if (!a || !b || group.outputs.some((o) => !whole(o))) return null;
+  if (a.swapped && anchor.op === 'linear') return null;
   const x = node(anchor.inputs[0]!).shape;
   const y = node(anchor.inputs[1]!).shape;
   const shape = anchor.op === 'linear' ? linearShape(x, y) : matmulShape(x, y, anchor.shape);
-  const spec: MatmulSpec = { ...shape.spec, transposeB: (shape.spec.transposeB ?? false) !== b.swapped };
+  const spec: MatmulSpec = { ...shape.spec, transposeA: a.swapped, transposeB: (shape.spec.transposeB ?? false) !== b.swapped };
 
   const em = new Emitter(group, node, device);
   const primary = group.outputs[0]!;

@@ -49,6 +49,8 @@ export interface MatmulSpec {
   broadcastB?: boolean;
   /** B is stored [N, K] (a linear layer's weight) and used transposed */
   transposeB?: boolean;
+  /** A is stored [K, M] and used transposed (weight gradients: x^T g); scalar loads of A */
+  transposeA?: boolean;
   epilogue?: MatmulEpilogue;
   /** override the tile chooser (tuning, tests) */
   tile?: MatmulTile;
@@ -144,7 +146,7 @@ export function matmulWGSL(spec: MatmulSpec, target: MatmulTarget = {}): MatmulK
     `fn epilogue(acc: f32, row: u32, col: u32, batch: u32) -> f32 {\n  return ${epi ? epi.expr : 'acc'};\n}`,
     body.main,
   ].join('\n');
-  const t = spec.transposeB ? 'T' : '';
+  const t = `${spec.transposeA ? ' A^T' : ''}${spec.transposeB ? 'T' : ''}`;
   const label = `matmul${t} ${batch > 1 ? `${batch}x` : ''}${spec.M}x${spec.N}x${spec.K} ${tile.kind} wg${tile.wg} ${tile.rm}x${tile.rn}`;
   return { code, workgroups, bindings: acc ? [] : ['a', 'b', 'c', ...extra.map((x) => x.name)], tile, label, enables };
 }
@@ -187,9 +189,10 @@ function batchOffsets(spec: MatmulSpec): string {
  * Expressions loading 4 consecutive f32 of `arr` from element index `idx` (a multiple of 4 when
  * the array is vec4-typed), or `n` < 4 of them zero-padded.
  */
-function load4(read: (idx: string) => string, vec: boolean, idx: string, n = 4): string {
+function load4(read: (idx: string) => string, vec: boolean, idx: string, n = 4, step?: string): string {
   if (vec && n === 4) return read(`(${idx}) / 4u`);
-  const parts = range(4).map((i) => (i < n ? read(`${idx} + ${u(i)}`) : '0.0'));
+  // `step`: elements between consecutive values (a transposed A reads down a column).
+  const parts = range(4).map((i) => (i < n ? read(step ? `${idx} + ${u(i)} * ${step}` : `${idx} + ${u(i)}`) : '0.0'));
   return `vec4f(${parts.join(', ')})`;
 }
 
@@ -197,7 +200,8 @@ function bcastBody(spec: MatmulSpec, tile: Extract<MatmulTile, { kind: 'bcast' }
   const { M, N, K } = spec;
   const { sg: S, wg, rm, rn } = tile;
   const tB = spec.transposeB === true;
-  const aVec = io.vec && K % 4 === 0;
+  const tA = spec.transposeA === true;
+  const aVec = io.vec && !tA && K % 4 === 0;
   const bVec = io.vec && (tB ? K % 4 === 0 : N % 4 === 0);
   const cVec = io.vec && !tB && N % 4 === 0;
   const Q = tB ? rn / S : rn / 4; // B loads per lane per step
@@ -211,7 +215,8 @@ ${batchOffsets(spec)}
   let m0 = wid.y * ${u(wg * rm)} + lid;
   let n0 = wid.x * ${u(rn)};`);
   // Rows past M load row M-1 (in bounds) and are never stored.
-  out.push(lines(rm, (i) => `let ra${i} = aOff + min(m0 + ${u(i * wg)}, ${u(M - 1)}) * K;`));
+  // Row i of A starts at ra (its element k at ra + k), or for A^T at ra + k * M.
+  out.push(lines(rm, (i) => `let ra${i} = aOff + min(m0 + ${u(i * wg)}, ${u(M - 1)})${tA ? '' : ' * K'};`));
   if (tB) {
     out.push(lines(Q, (p) => `let cb${p} = bOff + min(n0 + sl + ${u(p * S)}, ${u(N - 1)}) * K;`));
     out.push(lines(rm * rn, (t) => `var acc${t} = 0.0;`));
@@ -225,7 +230,8 @@ ${batchOffsets(spec)}
     for (let i = 0; i < rm; i++) {
       for (let h = 0; h < hv; h++) {
         const n = Math.min(4, steps - 4 * h);
-        s.push(`let a${i}_${h} = ${load4(io.a, aVec && n === 4, `ra${i} + ${k0} + ${u(4 * h)}`, n)};`);
+        const at = tA ? `ra${i} + (${k0} + ${u(4 * h)}) * M` : `ra${i} + ${k0} + ${u(4 * h)}`;
+        s.push(`let a${i}_${h} = ${load4(io.a, aVec && n === 4, at, n, tA ? 'M' : undefined)};`);
       }
     }
     if (tB) {
@@ -296,7 +302,8 @@ function colsBody(spec: MatmulSpec, tile: Extract<MatmulTile, { kind: 'cols' }>,
   const { M, N, K } = spec;
   const { wg, rm, rn } = tile;
   const tB = spec.transposeB === true;
-  const aVec = io.vec && K % 4 === 0;
+  const tA = spec.transposeA === true;
+  const aVec = io.vec && !tA && K % 4 === 0;
   const bVec = io.vec && tB && K % 4 === 0;
   const kMain = K - (K % 4);
   const rem = K % 4;
@@ -306,12 +313,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
 ${batchOffsets(spec)}
   let m0 = wid.y * ${u(rm)};
   let n0 = wid.x * ${u(wg * rn)} + lid;`);
-  out.push(lines(rm, (i) => `let ra${i} = aOff + min(m0 + ${u(i)}, ${u(M - 1)}) * K;`));
+  out.push(lines(rm, (i) => `let ra${i} = aOff + min(m0 + ${u(i)}, ${u(M - 1)})${tA ? '' : ' * K'};`));
   out.push(lines(rn, (j) => `let cn${j} = min(n0 + ${u(j * wg)}, ${u(N - 1)});`));
   out.push(lines(rm * rn, (t) => `var acc${t} = 0.0;`));
   const step = (k0: string, n: number): string => {
     const s: string[] = [];
-    for (let i = 0; i < rm; i++) s.push(`let a${i} = ${load4(io.a, aVec && n === 4, `ra${i} + ${k0}`, n)};`);
+    for (let i = 0; i < rm; i++) s.push(`let a${i} = ${load4(io.a, aVec && n === 4, tA ? `ra${i} + ${k0} * M` : `ra${i} + ${k0}`, n, tA ? 'M' : undefined)};`);
     for (let j = 0; j < rn; j++) {
       if (tB) s.push(`let b${j} = ${load4(io.b, bVec && n === 4, `bOff + cn${j} * K + ${k0}`, n)};`);
       else s.push(`let b${j} = vec4f(${range(4).map((e) => (e < n ? io.b(`bOff + (${k0} + ${u(e)}) * N + cn${j}`) : '0.0')).join(', ')});`);
