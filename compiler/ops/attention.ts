@@ -9,6 +9,7 @@ import type { HostTensor } from '../../runtime/tensor.js';
 import type { OpDef } from './types.js';
 import { alloc } from './util/ref.js';
 import { attrBool, expectArity, fail, isFloatDType, typeToString } from './util/shape.js';
+import { lowerAttention } from './wgsl/attention.js';
 
 export function attentionInfer(op: string, q: TensorType, k: TensorType, v: TensorType, attrs: Attrs): void {
   const names = ['q', 'k', 'v'];
@@ -126,4 +127,5 @@ export const attentionOp: OpDef = {
     });
     return y;
   },
+  kernel: { kind: 'custom', lower: lowerAttention },
 };

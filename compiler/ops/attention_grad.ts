@@ -7,6 +7,8 @@ import { alloc } from './util/ref.js';
 import { attentionDims, attentionInfer, forEachRow } from './attention.js';
 import { shapesEqual, shapeToString } from '../ir/dims.js';
 import { attrString, expectArity, fail } from './util/shape.js';
+import { lowerAttentionGradQ } from './wgsl/attention.js';
+import { lowerAttentionGradKV } from './wgsl/attention_kv.js';
 
 function wrtOf(attrs: Readonly<Record<string, unknown>>): 'q' | 'k' | 'v' {
   const w = attrs['wrt'];
@@ -62,5 +64,12 @@ export const attentionGradOp: OpDef = {
     const y = alloc(ctx, out.dtype, out.shape);
     y.data.set(acc);
     return y;
+  },
+  kernel: {
+    kind: 'custom',
+    lower(ctx) {
+      const wrt = wrtOf(ctx.attrs);
+      return wrt === 'q' ? lowerAttentionGradQ(ctx) : lowerAttentionGradKV(ctx, wrt);
+    },
   },
 };

@@ -1,7 +1,7 @@
 // Data-dependent gathers: embedding_grad (a scatter-add written as a gather, since WGSL has no
 // f32 atomics), splice and splice_grad (positions found from ids at run time).
 import { wgslType, type KernelBody, type LowerContext } from '../../codegen/kernel.js';
-import { body, chooseLanes, entry, laneLoop, product, type Lanes } from './lanes.js';
+import { body, chooseLanes, entry, laneArrays, laneLoop, OPAQUE_ZERO, product, type Lanes } from './lanes.js';
 
 /** Accumulators per lane (private array) before a vocabulary row is processed in chunks. */
 const MAX_COLS_PER_LANE = 256;
@@ -19,8 +19,11 @@ export function lowerEmbeddingGrad(ctx: LowerContext): KernelBody {
   const cpl = Math.max(1, Math.min(Math.ceil(D / L), MAX_COLS_PER_LANE));
   const chunk = L * cpl;
   const nch = Math.max(1, Math.ceil(D / chunk));
+  const arr = laneArrays(lanes, [{ name: 'acc', type: 'f32', n: cpl }], ctx.device.workgroupMemoryBytes);
+  const acc = arr.at('acc', 'k');
+  const cols = `for (var k = 0u; k < ${cpl}u + ${OPAQUE_ZERO}; k++) { let c = c0 + k * ${L}u;`;
   const addRow = (n: string): string => `let row = (${n}) * ${D}u;
-          for (var k = 0u; k < ${cpl}u; k++) { let c = c0 + k * ${L}u; if (c < ${D}u) { acc[k] += load1(row + c); } }`;
+          ${cols} if (c < ${D}u) { ${acc} += load1(row + c); } }`;
   const scan =
     L === 1
       ? `for (var n = 0u; n < ${N}u; n++) {
@@ -35,20 +38,15 @@ export function lowerEmbeddingGrad(ctx: LowerContext): KernelBody {
         }
       }
     }`;
-  const stmts = `  let v = i32(grp);
+  const stmts = `${arr.local}
+  let v = i32(grp);
   for (var ch = 0u; ch < ${nch}u; ch++) {
     let c0 = ch * ${chunk}u + lane;
-    // Zeroed by hand: lavapipe keeps a loop-scoped array's values from the previous iteration
-    // instead of re-initialising it as WGSL says.
-    var acc: array<f32, ${cpl}>;
-    for (var k = 0u; k < ${cpl}u; k++) { acc[k] = 0.0; }
+    ${cols} ${acc} = 0.0; }
     ${scan}
-    for (var k = 0u; k < ${cpl}u; k++) {
-      let c = c0 + k * ${L}u;
-      if (c < ${D}u) { store(grp * ${D}u + c, acc[k]); }
-    }
+    ${cols} if (c < ${D}u) { store(grp * ${D}u + c, ${acc}); } }
   }`;
-  return body(ctx, `${V}x${D} from ${N}`, lanes, V, entry(lanes, V, stmts));
+  return body(ctx, `${V}x${D} from ${N}`, lanes, V, `${arr.module}\n${entry(lanes, V, stmts)}`);
 }
 
 /** Statements defining `sp`: the last position of `token` in ids row b (0 if none). */

@@ -70,6 +70,39 @@ function subgroupLanes(S: number, device: DeviceTraits): Lanes {
   };
 }
 
+/**
+ * A zero that the shader compiler cannot see through, added to constant loop bounds: lavapipe
+ * (NIR, then LLVM) fully unrolls constant-trip loops, and unrolled loops over per-lane arrays or
+ * with subgroup broadcasts inside compile for seconds. (grp < 2^31 for any real dispatch.)
+ */
+export const OPAQUE_ZERO = '(grp >> 31u)';
+
+export interface LaneArray {
+  readonly name: string;
+  readonly type: string;
+  /** elements per lane */
+  readonly n: number;
+}
+
+/**
+ * Per-lane arrays (a lane's accumulator row, statistics), laid out so that no lane ever reads
+ * another's elements: no barriers. With subgroup lanes they live in workgroup memory, indexed
+ * lane * n + i, when they fit in `budgetBytes`: lavapipe turns a dynamically indexed private
+ * array into if-ladders (compile time grows with its length), while workgroup memory is plain
+ * memory. Otherwise (one lane per group, or too big) they are private arrays.
+ */
+export function laneArrays(lanes: Lanes, arrays: readonly LaneArray[], budgetBytes: number): { module: string; local: string; at: (name: string, i: string) => string } {
+  const size = (a: LaneArray): number => (a.type.startsWith('vec4') ? 16 : 4) * a.n;
+  const total = arrays.reduce((t, a) => t + size(a) * lanes.L, 0);
+  const shared = lanes.L > 1 && total <= budgetBytes;
+  const byName = new Map(arrays.map((a) => [a.name, a]));
+  return {
+    module: shared ? arrays.map((a) => `var<workgroup> ${a.name}: array<${a.type}, ${lanes.L * a.n}>;`).join('\n') : '',
+    local: shared ? '' : arrays.map((a) => `  var ${a.name}: array<${a.type}, ${a.n}>;`).join('\n'),
+    at: (name, i) => (shared ? `${name}[lane * ${byName.get(name)!.n}u + ${i}]` : `${name}[${i}]`),
+  };
+}
+
 /** `@compute` entry point with the group prologue and an early exit past the last group. */
 export function entry(lanes: Lanes, groups: number, body: string, attrs = ''): string {
   return `${attrs}@compute @workgroup_size(${lanes.WG})

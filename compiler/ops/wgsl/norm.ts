@@ -2,7 +2,7 @@
 // two-pass (mean, then the centred sum of squares) as the reference computes them, not
 // E[x^2] - E[x]^2, whose cancellation f32 cannot afford.
 import type { KernelBody, LowerContext } from '../../codegen/kernel.js';
-import { body, chooseLanes, entry, f32, laneLoop, product, touch } from './lanes.js';
+import { body, chooseLanes, entry, f32, laneArrays, laneLoop, OPAQUE_ZERO, product, touch } from './lanes.js';
 import { rowKernel, rowLanes, rows, rowSum, rowSums, type Rows } from './rows.js';
 
 type Norm = 'layer' | 'rms';
@@ -70,20 +70,22 @@ export function lowerNormGradWeight(ctx: LowerContext, norm: Norm, eps: number):
   const groups = Math.max(1, Math.ceil(D / (L * cpl)));
   const r: Rows = { ...rows(lanes, R, D), loop: (s) => laneLoop(lanes, D, 'i', `  let at = base + i;\n${s}`) };
   const term = norm === 'layer' ? 'load2(at) * (load0(at) - mu) * rs' : 'load2(at) * load0(at) * rs';
+  const arr = laneArrays(lanes, [{ name: 'acc', type: 'f32', n: cpl }], ctx.device.workgroupMemoryBytes);
+  const acc = arr.at('acc', 'k');
+  const cols = `for (var k = 0u; k < ${cpl}u + ${OPAQUE_ZERO}; k++) {\n      let c = c0 + k * ${L}u;`;
   const stmts = `${touch([1])}
-  var acc: array<f32, ${cpl}>;
+${arr.local}
   let c0 = grp * ${L * cpl}u + lane;
+  ${cols} ${acc} = 0.0; }
   for (var row = 0u; row < ${R}u; row++) {
     let base = row * ${D}u;
 ${stats(r, norm, eps)}
-    for (var k = 0u; k < ${cpl}u; k++) {
-      let c = c0 + k * ${L}u;
-      if (c < ${D}u) { let at = base + c; acc[k] += ${term}; }
+    ${cols}
+      if (c < ${D}u) { let at = base + c; ${acc} += ${term}; }
     }
   }
-  for (var k = 0u; k < ${cpl}u; k++) {
-    let c = c0 + k * ${L}u;
-    if (c < ${D}u) { store(c, acc[k]); }
+  ${cols}
+    if (c < ${D}u) { store(c, ${acc}); }
   }`;
-  return body(ctx, `${norm}_grad_w ${R}x${D}`, lanes, groups, `${SQ}\n${entry(lanes, groups, stmts)}`);
+  return body(ctx, `${norm}_grad_w ${R}x${D}`, lanes, groups, `${SQ}\n${arr.module}\n${entry(lanes, groups, stmts)}`);
 }

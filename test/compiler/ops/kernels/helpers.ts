@@ -18,7 +18,8 @@ export interface OutType {
 /**
  * Device variants a kernel is tested under: the adapter as it is (subgroup lanes on lavapipe),
  * no fixed subgroup size (one lane per group, the portable path), and a tiny per-dimension
- * workgroup limit so dispatches fold into y and z.
+ * workgroup limit so dispatches fold into y and z, together with almost no workgroup memory so
+ * per-lane arrays fall back to private memory and attention_grad's row statistics to chunks.
  */
 export type Variant = 'device' | 'portable' | 'folded';
 export const VARIANTS: readonly Variant[] = ['device', 'portable', 'folded'];
@@ -35,7 +36,7 @@ async function runVariant(op: string, inputs: readonly HostTensor[], attrs: Attr
   const kd = await getDevice();
   const device = kd.device;
   const base = traitsOf(kd);
-  const traits: DeviceTraits = variant === 'portable' ? { ...base, subgroupSize: undefined } : { ...base, maxWorkgroupsPerDimension: 3 };
+  const traits: DeviceTraits = variant === 'portable' ? { ...base, subgroupSize: undefined } : { ...base, maxWorkgroupsPerDimension: 3, workgroupMemoryBytes: 700 };
   const kernel = getOp(op).kernel;
   if (kernel?.kind !== 'custom') throw new Error(`${op} has no custom kernel`);
   const n = numel(out.shape);
