@@ -9,7 +9,7 @@ import type { FusedGroup } from '../passes/fuse.js';
 import { getOp } from '../ops/registry.js';
 import { SPECIAL_VALUES } from './expr.js';
 import { grid1d, LINEAR_ID, storageType, wgslType, type DeviceTraits, type KernelBody } from './kernel.js';
-import { broadcastMap, viewMap, type IndexMap } from './views.js';
+import { broadcastMap, transposeMap, viewMap, type IndexMap } from './views.js';
 import { matmulWGSL, type MatmulSpec } from './matmul.js';
 import { linearShape, matmulShape } from './matmul-op.js';
 
@@ -187,13 +187,25 @@ class Emitter {
    * The epilogue at store index `i` with the anchor's value `v`: let-lines computing every
    * store-side member, and the WGSL value of each of them (and of the anchor).
    */
-  epilogue(): { lines: string[]; valueOf: Map<number, string> } {
+  epilogue(): { lines: string[]; valueOf: Map<number, string>; indexOf: Map<number, string> } {
     const valueOf = new Map<number, string>([[this.group.anchor, 'v']]);
+    const indexOf = new Map<number, string>();
     const lines: string[] = [];
     for (const m of this.group.members) {
       if (m.placement !== 'epilogue') continue;
       const n = this.node(m.node);
       const k = this.local.get(m.node);
+      if (m.rule === 'transposed-store') {
+        // Written, not computed: the operand's value at the transposed index (fusion-rules.ts).
+        const o = this.node(n.inputs[0]!);
+        const perm = n.attrs['perm'] as number[];
+        const inv = perm.map((_, d) => perm.indexOf(d));
+        const { lets, index } = transposeMap(n.shape, inv).wgsl('i');
+        this.fns.push(`fn kf_s${k}(i: u32) -> u32 {\n${lets.map((l) => `  ${l}\n`).join('')}  return ${index};\n}`);
+        valueOf.set(m.node, valueOf.get(o.id)!);
+        indexOf.set(m.node, `kf_s${k}(i)`);
+        continue;
+      }
       const { lets, expr } = this.compute(n, (p) => {
         const o = n.inputs[p]!;
         const inStore = valueOf.get(o);
@@ -206,7 +218,7 @@ class Emitter {
       lines.push(...lets, `let e${k} = ${wgslType(n.dtype)}(${expr});`);
       valueOf.set(m.node, `e${k}`);
     }
-    return { lines, valueOf };
+    return { lines, valueOf, indexOf };
   }
 
   declarations(start = 0): string[] {
@@ -253,8 +265,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
       workgroups: grid1d(n, LOOP_WG, device),
     };
   }
-  const { lines, valueOf } = em.epilogue();
-  const writes = group.outputs.map((o) => `  ${em.writer(o)}(i, ${valueOf.get(o)});`);
+  const { lines, valueOf, indexOf } = em.epilogue();
+  const writes = group.outputs.map((o) => `  ${em.writer(o)}(${indexOf.get(o) ?? 'i'}, ${valueOf.get(o)});`);
   em.fns.push(`fn store(i: u32, v: ${t}) {\n${lines.map((l) => `  ${l}\n`).join('')}${writes.join('\n')}\n}`);
   for (const e of body.enables ?? []) em.enables.add(e);
   const fns = em.fns.join('\n');

@@ -76,6 +76,8 @@ export function fuse(graph: Graph, requested: readonly number[], opts: FuseOptio
   // ---- 1. buffers or inline ----------------------------------------------------------------
   const buffered = new Uint8Array(nodes.length);
   const inlineRule = new Map<number, string>();
+  /** why a value that could have been inlined got a buffer (a rule with fuse: false). */
+  const bufferRule = new Map<number, string>();
   const leaves = new Map<number, Set<number>>();
   const ops = new Map<number, number>();
   const isInline = (id: number): boolean => inlineRule.has(id);
@@ -105,11 +107,12 @@ export function fuse(graph: Graph, requested: readonly number[], opts: FuseOptio
       }
       leaves.set(id, lv);
       ops.set(id, n);
-      const rule = prologueRuleFor({ producer: cat, readers, exprOps: n, exprBuffers: lv.size });
+      const operand = node.inputs[0] === undefined ? undefined : categoryOf(nodes[node.inputs[0]]!);
+      const rule = prologueRuleFor({ producer: cat, op: node.op, operand, readers, exprOps: n, exprBuffers: lv.size });
       if (rule?.fuse) {
         inline = true;
         inlineRule.set(id, rule.name);
-      }
+      } else if (rule) bufferRule.set(id, rule.name);
     }
     if (!inline) buffered[id] = 1;
   }
@@ -169,7 +172,8 @@ export function fuse(graph: Graph, requested: readonly number[], opts: FuseOptio
     const walk = (id: number, parent: Node, identity: boolean): void => {
       const ident = identity && identityOperand(parent, nodes[id]!);
       if (!isInline(id)) {
-        occurrences.push({ leaf: id, identity: ident });
+        // A transposed store holds the group's value in another layout: never element for element.
+        occurrences.push({ leaf: id, identity: ident && bufferRule.get(id) !== 'transposed-store' });
         return;
       }
       inlineNodes.add(id);
@@ -199,10 +203,21 @@ export function fuse(graph: Graph, requested: readonly number[], opts: FuseOptio
     return false;
   };
 
+  /** A transposed store joins the kernel of the custom op it transposes, written scattered. */
+  const attachTransposedStore = (m: number): boolean => {
+    const o = nodes[m]!.inputs[0]!;
+    const gid = groupOf[o]!;
+    if (gid < 0 || groups[gid]!.kind !== 'custom') return false;
+    groups[gid]!.members.set(m, { node: m, placement: 'epilogue', rule: 'transposed-store' });
+    groupOf[m] = gid;
+    return true;
+  };
+
   for (const id of order) {
     if (!buffered[id]) continue;
     const cat = categoryOf(nodes[id]!);
     if (cat === 'source') continue;
+    if (bufferRule.get(id) === 'transposed-store' && attachTransposedStore(id)) continue;
     if (cat === 'matmul' || cat === 'custom') newGroup(id, cat, 'anchor');
     else if (!attachEpilogue(id)) newGroup(id, cat, isRequested.has(id) && cat !== 'elementwise' ? 'requested' : 'loop');
   }

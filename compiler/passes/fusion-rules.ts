@@ -27,6 +27,9 @@ export function categoryOf(node: Node): Category {
 /** What the rule's condition sees about a producer and its readers. */
 export interface RuleContext {
   readonly producer: Category;
+  readonly op: string;
+  /** the category of the producer's first operand (what a view views). */
+  readonly operand: Category | undefined;
   /** categories of the producer's readers, through inlined views. */
   readonly readers: readonly Category[];
   /** ops in the producer's inline expression, and buffers it reads (for recompute). */
@@ -53,6 +56,15 @@ export const RECOMPUTE_MAX_OPS = 4;
  * output) always gets a buffer.
  */
 export const PROLOGUE_RULES: readonly PrologueRule[] = [
+  {
+    name: 'transposed-store',
+    producer: ['view'],
+    readers: '*',
+    fuse: false,
+    when: "a transpose of a custom op's result that a matmul reads (attention heads merged for o_proj)",
+    why: 'the custom kernel writes its result transposed through store, so the matmul reads a plain buffer on its fast path instead of gathering through an index map',
+    test: (c) => c.op === 'transpose' && c.operand === 'custom' && c.readers.includes('matmul'),
+  },
   {
     name: 'view',
     producer: ['view'],
@@ -105,6 +117,8 @@ export interface EpilogueRule {
   /** the category of the kernel's anchor. */
   readonly anchor: readonly Category[];
   readonly consumer: readonly Category[];
+  /** written at a permuted index: only for values the prologue rule of the same name buffered. */
+  readonly scatter?: boolean;
   readonly when: string;
   readonly why: string;
 }
@@ -116,6 +130,14 @@ export interface EpilogueRule {
  * elementwise steps between), and nothing else it reads depends on that kernel.
  */
 export const EPILOGUE_RULES: readonly EpilogueRule[] = [
+  {
+    name: 'transposed-store',
+    anchor: ['custom'],
+    consumer: ['view'],
+    scatter: true,
+    when: 'the transpose the prologue rule of that name gave a buffer',
+    why: 'store(i, v) writes v at the transposed index: a scatter instead of a later gather',
+  },
   {
     name: 'matmul-epilogue',
     anchor: ['matmul'],
@@ -140,7 +162,7 @@ export const EPILOGUE_RULES: readonly EpilogueRule[] = [
 ];
 
 export function epilogueRuleFor(anchor: Category, consumer: Category): EpilogueRule | undefined {
-  return EPILOGUE_RULES.find((r) => r.anchor.includes(anchor) && r.consumer.includes(consumer));
+  return EPILOGUE_RULES.find((r) => !r.scatter && r.anchor.includes(anchor) && r.consumer.includes(consumer));
 }
 
 export function prologueRuleFor(c: RuleContext): PrologueRule | undefined {

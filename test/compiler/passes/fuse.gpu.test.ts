@@ -5,7 +5,9 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { build, recipe, type Recipe, type StepKind } from './random-graphs.js';
-import { runBoth, worst } from '../../runtime/webgpu/compare.js';
+import { f32, runBoth, uniform, worst } from '../../runtime/webgpu/compare.js';
+import { GraphBuilder } from '../../../compiler/ir/builder.js';
+import { input } from '../ops/harness.js';
 
 async function agrees(r: Recipe, atol = 1e-5, rtol = 1e-4): Promise<void> {
   const { graph, feeds, wanted } = build(r);
@@ -29,7 +31,7 @@ const property = (kinds: StepKind[], maxSteps: number, numRuns: number, seed: nu
 describe('fused kernels equal the reference on random graphs', () => {
   it('elementwise chains with broadcasting and views', () => property(['unary', 'binary', 'where', 'transpose', 'slice', 'reshape', 'broadcast'], 12, 12, 7));
 
-  it('matmul and linear with epilogues and view operands', () => property(['matmul', 'linear', 'unary', 'binary', 'transpose', 'reshape', 'broadcast'], 8, 10, 11));
+  it('matmul and linear with epilogues and view operands', () => property(['matmul', 'linear', 'reduce', 'unary', 'binary', 'transpose', 'reshape', 'broadcast'], 8, 10, 11));
 
   it('reductions with prologues and epilogues', () => property(['reduce', 'unary', 'binary', 'transpose', 'slice'], 8, 10, 13));
 
@@ -46,5 +48,24 @@ describe('fused kernels equal the reference on random graphs', () => {
       extra: [0],
     };
     await agrees(r);
+  });
+
+  it('a custom op writes its result transposed for the matmul that reads it (attention heads into o_proj)', async () => {
+    const b = new GraphBuilder();
+    const x = input(b, 'x', 'f32', [2, 3, 5, 4]); // [B, H, T, D]
+    const w = input(b, 'w', 'f32', [6, 12]);
+    const s = b.add('softmax', [x], { axis: -1 });
+    const merged = b.add('reshape', [b.add('transpose', [s], { perm: [0, 2, 1, 3] })], { shape: [2, 5, 12] });
+    const y = b.add('linear', [merged, w]);
+    const also = b.add('exp', [s]); // a reader of the untransposed value: both layouts are written
+    const graph = b.build();
+    const feeds = new Map([['x', f32([2, 3, 5, 4], uniform(120, 1))], ['w', f32([6, 12], uniform(72, 2))]]);
+    const { gpu, ref, executor } = await runBoth(graph, feeds, [y, also]);
+    for (const id of [y, also]) expect(worst(gpu.get(id)!.data, ref.get(id)!.data, 1e-5, 1e-4).ratio).toBeLessThanOrEqual(1);
+    const c = await executor.compiled(feeds, [y, also]);
+    const soft = c.program.groups.find((g) => g.anchor === s)!;
+    expect(soft.members.map((m) => m.rule)).toContain('transposed-store');
+    expect(c.kernels[c.program.groups.findIndex((g) => g.anchor === y)]!.io).toBe('buffers');
+    executor.destroy();
   });
 });
