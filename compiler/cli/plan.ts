@@ -7,6 +7,7 @@ import { fuse } from '../passes/fuse.js';
 import { concreteNodes, storedBytes } from '../passes/lower.js';
 import { planMemory } from '../passes/plan.js';
 import { formatReport, memoryReport, mib } from '../passes/plan-report.js';
+import { rulesTable } from '../passes/fusion-rules.js';
 import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
 import type { Output } from './output.js';
 import { loadAndCheck } from './spec.js';
@@ -24,7 +25,9 @@ storage binding are listed (they are split). Allocates nothing.
   --dtype f16        float tensors stored as f16 (optimiser moments stay f32)
   --batch-size B     the batch symbol B (default ${DEFAULT_BATCH})
   --seq T            the sequence symbol T, tokens of input_ids (default ${DEFAULT_SEQ})
-  --steps            also list every dispatch with the buffers it reads and writes
+  --steps            also list every kernel: its ops, the fusion rule that put each there, and
+                     the buffers it reads and writes
+  --rules            print the fusion rules and exit
 ${specHelp}`;
 
 const planOptions = {
@@ -34,6 +37,7 @@ const planOptions = {
   'batch-size': { type: 'string' },
   seq: { type: 'string' },
   steps: { type: 'boolean' },
+  rules: { type: 'boolean' },
 } as const;
 
 function positiveInt(flag: string, v: string | undefined, fallback: number): number {
@@ -47,6 +51,12 @@ export async function runPlan(argv: readonly string[], out: Output): Promise<num
   const { values, positionals } = parse(argv, planOptions);
   if (values.help) {
     out.stdout(planHelp);
+    return 0;
+  }
+  if (values.rules) {
+    const rows = rulesTable();
+    if (values.json) out.stdout(JSON.stringify(rows.map(([placement, name, producer, consumer, decision, when, why]) => ({ placement, name, producer, consumer, decision, when, why }))));
+    else out.stdout(rows.map(([placement, name, producer, consumer, decision, when, why]) => `${placement} ${name}: ${producer} -> ${consumer}: ${decision} when ${when}\n    (${why})`).join('\n'));
     return 0;
   }
   const spec = onePositional(positionals, 'SPEC (a .kiln file)');
@@ -78,7 +88,8 @@ export async function runPlan(argv: readonly string[], out: Output): Promise<num
           return v.kind === 'temp' ? `slot ${plan.slotOf.get(n)}` : v.kind;
         };
         const ops = g.members.filter((m) => m.placement !== 'prologue').map((m) => graph.nodes[m.node]!.op).join('+');
-        return { step: s, kernel: ops, reads: st.reads.map((n) => ({ node: n, name: describe(n), buffer: where(n) })), writes: st.writes.map((n) => ({ node: n, name: describe(n), buffer: where(n) })) };
+        const members = g.members.map((m) => ({ node: m.node, op: graph.nodes[m.node]!.op, placement: m.placement, rule: m.rule }));
+        return { step: s, kernel: ops, members, reads: st.reads.map((n) => ({ node: n, name: describe(n), buffer: where(n) })), writes: st.writes.map((n) => ({ node: n, name: describe(n), buffer: where(n) })) };
       })
     : undefined;
   if (values.json) {
@@ -89,7 +100,11 @@ export async function runPlan(argv: readonly string[], out: Output): Promise<num
   const lines = [head, '', ...formatReport(report)];
   if (steps) {
     lines.push('', 'dispatches:');
-    for (const st of steps) lines.push(`  ${String(st.step).padStart(5)}  ${st.kernel}  reads ${st.reads.map((r) => `${r.name} (${r.buffer})`).join(', ')}  writes ${st.writes.map((w) => `${w.name} (${w.buffer})`).join(', ')}`);
+    for (const st of steps) {
+      const fused = st.members.filter((m) => m.placement !== 'anchor').map((m) => `${m.op} ${m.placement === 'prologue' ? 'in' : 'out'} (${m.rule})`);
+      lines.push(`  ${String(st.step).padStart(5)}  ${st.kernel}${fused.length ? `  [${fused.join(', ')}]` : ''}`);
+      lines.push(`         reads ${st.reads.map((r) => `${r.name} (${r.buffer})`).join(', ')}; writes ${st.writes.map((w) => `${w.name} (${w.buffer})`).join(', ')}`);
+    }
     lines.push('', `slots: ${plan.slots.map((s) => `${s.id}: ${mib(s.bytes)}`).join(', ')}`);
   }
   out.stdout(lines.join('\n'));

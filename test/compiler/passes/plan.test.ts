@@ -92,6 +92,9 @@ describe('kiln plan', () => {
     const steps = await kiln(['plan', 'models/vwlmm.kiln', '--config', 'tiny', '--train', '--steps', '--seq', '16']);
     expect(steps.out).toMatch(/dispatches:\n\s+0 /);
     expect(steps.out).toMatch(/slot \d+/);
+    expect(steps.out).toMatch(/linear\+add {2}\[.*add out \(matmul-epilogue\)\]/);
     expect((await kiln(['plan', 'models/vwlmm.kiln', '--seq', '0'])).code).toBe(2);
+    const rules = await kiln(['plan', 'models/vwlmm.kiln', '--rules']);
+    expect(rules.out).toMatch(/^prologue single-use: elementwise -> elementwise\|custom\|view: fuse when the value has one reader$/m);
   });
 });
