@@ -85,7 +85,8 @@ export class WebGpuExecutor {
   private readonly fused = new Map<string, FusedProgram>();
   private readonly prepared = new Map<string, Promise<Prepared>>();
   private readonly params = new Map<number, GPUBuffer>();
-  private readonly uploaded = new Set<number>();
+  /** the host tensor each parameter buffer holds: fed again (the same object), it is not re-sent. */
+  private readonly uploaded = new Map<number, HostTensor>();
 
   constructor(
     readonly kd: KilnDevice,
@@ -123,8 +124,8 @@ export class WebGpuExecutor {
         const t = feeds.get(name);
         if (!t) throw new KilnError(`${node.op} ${name}: no value was fed`);
         if (node.op === 'param') {
-          if (this.uploaded.has(id)) continue;
-          this.uploaded.add(id);
+          if (this.uploaded.get(id) === t) continue;
+          this.uploaded.set(id, t);
         }
         device.queue.writeBuffer(p.buffers.get(id)!, 0, hostArray(t));
       }
@@ -132,7 +133,7 @@ export class WebGpuExecutor {
     return this.execute(p, wanted);
   }
 
-  /** Forgets uploaded parameters, so the next run uploads them again (after an optimiser step). */
+  /** Forgets uploaded parameters, so the next run uploads them again (their data changed in place). */
   invalidateParams(): void {
     this.uploaded.clear();
   }

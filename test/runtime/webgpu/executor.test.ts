@@ -6,7 +6,7 @@ import { GraphBuilder } from '../../../compiler/ir/builder.js';
 import { KilnError } from '../../../runtime/errors.js';
 import { getDevice } from '../../../runtime/webgpu/device.js';
 import { WebGpuExecutor } from '../../../runtime/webgpu/executor.js';
-import { input } from '../../compiler/ops/harness.js';
+import { input, param } from '../../compiler/ops/harness.js';
 import { f32, runBoth, uniform, worst } from './compare.js';
 
 describe('WebGPU executor', () => {
@@ -34,6 +34,24 @@ describe('WebGPU executor', () => {
     } finally {
       executor.destroy();
     }
+  });
+
+  it('uploads a parameter once per tensor fed, and again when a different tensor is fed', async () => {
+    const b = new GraphBuilder();
+    const x = input(b, 'x', 'f32', [4]);
+    const w = param(b, 'w', [4]);
+    const y = b.add('mul', [x, w]);
+    const executor = new WebGpuExecutor(await getDevice(), b.build());
+    const ones = f32([4], new Float32Array([1, 1, 1, 1]));
+    const w1 = f32([4], new Float32Array([1, 2, 3, 4]));
+    const w2 = f32([4], new Float32Array([5, 6, 7, 8]));
+    expect([...(await executor.run(new Map([['x', ones], ['w', w1]]), [y])).get(y)!.data]).toEqual([1, 2, 3, 4]);
+    expect([...(await executor.run(new Map([['x', ones], ['w', w2]]), [y])).get(y)!.data]).toEqual([5, 6, 7, 8]);
+    w2.data.set([0, 0, 0, 1]); // changed in place: only invalidateParams() sends it again
+    expect([...(await executor.run(new Map([['x', ones], ['w', w2]]), [y])).get(y)!.data]).toEqual([5, 6, 7, 8]);
+    executor.invalidateParams();
+    expect([...(await executor.run(new Map([['x', ones], ['w', w2]]), [y])).get(y)!.data]).toEqual([0, 0, 0, 1]);
+    executor.destroy();
   });
 
   it('names the value and the step when a tensor is larger than any buffer, before allocating', async () => {
