@@ -57,7 +57,7 @@ function spotCheck(n: number, A: Float32Array, B: Float32Array, C: Float32Array)
   return worst;
 }
 
-async function timeRuns(runs: number, once: () => Promise<number>): Promise<number> {
+export async function timeRuns(runs: number, once: () => Promise<number>): Promise<number> {
   await once(); // compile + first touch of the buffers
   await once();
   const ts: number[] = [];
