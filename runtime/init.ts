@@ -1,0 +1,70 @@
+// Parameter values from the spec's initialisers (`init normal(0.02)`, `zeros`, ...), with a
+// seeded generator so that a run is reproducible: what `kiln train` starts from without a
+// checkpoint, and what tests and benchmarks use for models nobody has weights for.
+import type { ParamInfo } from '../compiler/ir/graph.js';
+import { evalShape } from '../compiler/ir/dims.js';
+import type { HostTensor } from './tensor.js';
+import { numel } from './tensor.js';
+
+/** xoshiro128** seeded by splitmix32: fast, good enough for initialisation, identical everywhere. */
+export function seededRandom(seed: number): () => number {
+  let s = seed >>> 0;
+  const split = () => {
+    s = (s + 0x9e3779b9) >>> 0;
+    let z = s;
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+    return (z ^ (z >>> 16)) >>> 0;
+  };
+  const st = [split(), split(), split(), split()];
+  return () => {
+    const r = Math.imul(((Math.imul(st[1]!, 5) << 7) | (Math.imul(st[1]!, 5) >>> 25)) >>> 0, 9) >>> 0;
+    const t = (st[1]! << 9) >>> 0;
+    st[2]! ^= st[0]!;
+    st[3]! ^= st[1]!;
+    st[1]! ^= st[2]!;
+    st[0]! ^= st[3]!;
+    st[2]! ^= t;
+    st[3] = ((st[3]! << 11) | (st[3]! >>> 21)) >>> 0;
+    return (r >>> 0) / 2 ** 32;
+  };
+}
+
+/** Standard normal samples by Box-Muller. */
+function normal(rand: () => number): () => number {
+  return () => {
+    const u = Math.max(rand(), 1e-12);
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * rand());
+  };
+}
+
+export function initParam(p: ParamInfo, rand: () => number): HostTensor {
+  const shape = evalShape(p.type.shape, new Map());
+  const data = new Float32Array(numel(shape));
+  const init = p.init;
+  switch (init.kind) {
+    case 'zeros':
+      break;
+    case 'ones':
+      data.fill(1);
+      break;
+    case 'constant':
+      data.fill(init.value);
+      break;
+    case 'normal': {
+      const n = normal(rand);
+      for (let i = 0; i < data.length; i++) data[i] = init.mean + init.std * n();
+      break;
+    }
+    case 'uniform':
+      for (let i = 0; i < data.length; i++) data[i] = init.low + (init.high - init.low) * rand();
+      break;
+  }
+  return { dtype: 'f32', shape, data };
+}
+
+/** Every parameter of a graph, initialised in declaration order from one seed. */
+export function initParams(params: readonly ParamInfo[], seed = 0): Map<string, HostTensor> {
+  const rand = seededRandom(seed);
+  return new Map(params.map((p) => [p.name, initParam(p, rand)]));
+}
