@@ -29,6 +29,7 @@ Computes the model's loss terms on one batch, and with --grads their gradients.
   --grads OUT         write d(loss)/d(param) for every trainable parameter (f32 safetensors)
   --backend NAME      webgpu (fused kernels; the default when a WebGPU adapter exists and every
                       op of the model has a kernel) or cpu (the reference executor)
+  --dtype f16         webgpu: store float tensors as f16 (math stays f32; half the memory)
 ${specHelp}`;
 
 const lossOptions = {
@@ -38,6 +39,7 @@ const lossOptions = {
   batch: { type: 'string' },
   grads: { type: 'string' },
   backend: { type: 'string' },
+  dtype: { type: 'string' },
 } as const;
 
 /** config.json values become optional overrides: the spec's config supplies what they lack. */
@@ -78,9 +80,14 @@ export async function runLoss(argv: readonly string[], out: Output): Promise<num
 
   const wanted = [graph.totalLoss!, ...graph.losses.map((l) => l.node), ...graph.gradients.map((g) => g.node)];
   let results: Map<number, HostTensor>;
-  const backend = await chooseBackend(values.backend, graph, wanted);
+  if (values.dtype !== undefined && values.dtype !== 'f32' && values.dtype !== 'f16') throw new UsageError(`--dtype ${values.dtype}: expected f32 or f16`);
+  const backend = values.dtype === 'f16' ? 'webgpu' : await chooseBackend(values.backend, graph, wanted);
+  if (values.dtype === 'f16' && values.backend === 'cpu') throw new UsageError('--dtype f16 needs --backend webgpu (the reference computes in f32)');
   try {
-    results = backend === 'webgpu' ? await runOnWebGpu(graph, feeds, wanted) : runReference(graph, feeds, wanted, { precision: 'f32' });
+    results =
+      backend === 'webgpu'
+        ? await runOnWebGpu(graph, feeds, wanted, { storage: values.dtype === 'f16' ? 'f16' : 'f32' })
+        : runReference(graph, feeds, wanted, { precision: 'f32' });
   } catch (e) {
     if (e instanceof KilnError) throw e;
     throw new KilnError((e as Error).message, { file: values.batch });

@@ -29,6 +29,13 @@ export interface BindingRef {
   readonly access: 'read' | 'read_write';
   readonly offset: number;
   readonly length: number;
+  /** bytes per stored element: 4, or 2 for f16 storage. */
+  readonly elementBytes: number;
+}
+
+export interface CodegenOptions {
+  /** 'f16': float tensors stored as f16 (the accessors convert; all math stays f32). */
+  readonly floatStorage?: 'f32' | 'f16';
 }
 
 export interface GroupKernel {
@@ -47,10 +54,13 @@ const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
 const LOOP_WG = 64;
 
 /** Elements per binding for a value: whole, or chunks aligned to 256 bytes past the limit. */
-export function chunkLength(length: number, device: DeviceTraits): number {
-  const max = Math.floor(device.maxStorageBindingBytes / 4);
-  return length <= max ? Math.max(length, 1) : Math.floor(max / 64) * 64;
+export function chunkLength(length: number, device: DeviceTraits, elementBytes = 4): number {
+  const max = Math.floor(device.maxStorageBindingBytes / elementBytes);
+  const align = 256 / elementBytes;
+  return length <= max ? Math.max(length, 1) : Math.floor(max / align) * align;
 }
+
+const isFloat = (d: DType): boolean => d === 'f32' || d === 'f16' || d === 'bf16';
 
 interface Decl {
   name: string;
@@ -73,6 +83,7 @@ class Emitter {
     readonly group: FusedGroup,
     readonly node: (id: number) => ConcreteNode,
     readonly device: DeviceTraits,
+    readonly opts: CodegenOptions = {},
   ) {
     this.local = new Map(group.members.map((m, k) => [m.node, k]));
     this.placement = new Map(group.members.map((m) => [m.node, m.placement]));
@@ -82,13 +93,14 @@ class Emitter {
   private bind(id: number, access: 'read' | 'read_write'): { names: string[]; chunk: number; st: Decl['type'] } {
     const n = this.node(id);
     const length = numel(n.shape);
-    const chunk = chunkLength(length, this.device);
-    const st = storageType(n.dtype, this.device);
+    const st = this.opts.floatStorage === 'f16' && isFloat(n.dtype) ? 'f16' : storageType(n.dtype, this.device);
+    const elementBytes = st === 'f16' ? 2 : 4;
+    const chunk = chunkLength(length, this.device, elementBytes);
     if (st === 'f16') this.enables.add('f16');
     const names: string[] = [];
     for (let offset = 0; offset < Math.max(length, 1); offset += chunk) {
       const name = `kb${this.bindings.length}`;
-      this.bindings.push({ value: id, access, offset, length: Math.min(chunk, Math.max(length - offset, 1)) });
+      this.bindings.push({ value: id, access, offset, length: Math.min(chunk, Math.max(length - offset, 1)), elementBytes });
       this.decls.push({ name, type: st, access });
       names.push(name);
     }
@@ -233,17 +245,18 @@ function labelOf(group: FusedGroup, node: (id: number) => ConcreteNode): string 
 }
 
 /** Generates the kernel for one group with symbols bound. Throws UnlowerableError for ops with no kernel. */
-export function generateGroup(group: FusedGroup, node: (id: number) => ConcreteNode, device: DeviceTraits): GroupKernel {
+export function generateGroup(group: FusedGroup, node: (id: number) => ConcreteNode, device: DeviceTraits, opts: CodegenOptions = {}): GroupKernel {
   const anchor = node(group.anchor);
   const def = getOp(anchor.op);
   if (group.kind === 'custom' && def.kernel?.kind !== 'custom')
     throw new UnlowerableError(`op ${anchor.op} (node ${anchor.id}) has no WebGPU kernel yet`);
   const label = labelOf(group, node);
-  if (group.kind === 'matmul') {
+  // The fast path binds f32 arrays itself; f16 storage goes through the accessors.
+  if (group.kind === 'matmul' && opts.floatStorage !== 'f16') {
     const fast = matmulBuffers(group, node, device, label);
     if (fast) return fast;
   }
-  const em = new Emitter(group, node, device);
+  const em = new Emitter(group, node, device, opts);
   const t = wgslType(anchor.dtype);
   let body: KernelBody;
   if (group.kind === 'custom' || group.kind === 'matmul') {
@@ -320,9 +333,9 @@ function matmulBuffers(group: FusedGroup, node: (id: number) => ConcreteNode, de
   const primary = group.outputs[0]!;
   // Bindings 0..2 are the generator's a, b, c; ours start at 3.
   const fixed: BindingRef[] = [
-    { value: a.leaf, access: 'read', offset: 0, length: numel(node(a.leaf).shape) },
-    { value: b.leaf, access: 'read', offset: 0, length: numel(node(b.leaf).shape) },
-    { value: primary, access: 'read_write', offset: 0, length: numel(node(primary).shape) },
+    { value: a.leaf, access: 'read', offset: 0, length: numel(node(a.leaf).shape), elementBytes: 4 },
+    { value: b.leaf, access: 'read', offset: 0, length: numel(node(b.leaf).shape), elementBytes: 4 },
+    { value: primary, access: 'read_write', offset: 0, length: numel(node(primary).shape), elementBytes: 4 },
   ];
   em.bindings.push(...fixed);
   em.decls.push({ name: 'a', type: 'f32', access: 'read' }, { name: 'b', type: 'f32', access: 'read' }, { name: 'c', type: 'f32', access: 'read_write' });

@@ -4,7 +4,7 @@
 import { evalDim, isSymDim, type SymbolBindings } from '../ir/dims.js';
 import type { AttrValue, Attrs, Graph } from '../ir/graph.js';
 import { DEFAULT_TRAITS, type DeviceTraits } from '../codegen/kernel.js';
-import { generateGroup, UnlowerableError, type ConcreteNode, type GroupKernel } from '../codegen/fused.js';
+import { generateGroup, UnlowerableError, type CodegenOptions, type ConcreteNode, type GroupKernel } from '../codegen/fused.js';
 import { getOp } from '../ops/registry.js';
 import { categoryOf } from './fusion-rules.js';
 import { fuse, type FusedProgram, type FuseOptions } from './fuse.js';
@@ -49,13 +49,13 @@ export function storedBytes(n: ConcreteNode, floatBytes = 4): number {
 }
 
 /** Kernels and memory plan for a fused program under concrete symbol values. */
-export function lowerProgram(program: FusedProgram, bindings: SymbolBindings, device: DeviceTraits = DEFAULT_TRAITS): CompiledProgram {
+export function lowerProgram(program: FusedProgram, bindings: SymbolBindings, device: DeviceTraits = DEFAULT_TRAITS, opts: CodegenOptions = {}): CompiledProgram {
   const node = concreteNodes(program.graph, bindings);
   const kernels: GroupKernel[] = [];
   const missing = new Map<string, number>();
   for (const g of program.groups) {
     try {
-      kernels.push(generateGroup(g, node, device));
+      kernels.push(generateGroup(g, node, device, opts));
     } catch (e) {
       if (!(e instanceof UnlowerableError)) throw e;
       const op = node(g.anchor).op;
@@ -66,7 +66,7 @@ export function lowerProgram(program: FusedProgram, bindings: SymbolBindings, de
     const list = [...missing].map(([op, id]) => `${op} (first at node ${id}${program.graph.nodes[id]!.label ? `, ${program.graph.nodes[id]!.label}` : ''})`);
     throw new UnlowerableError(`cannot run on WebGPU: no kernel yet for ${list.join(', ')}`);
   }
-  const plan = planMemory(program, (id) => storedBytes(node(id)));
+  const plan = planMemory(program, (id) => storedBytes(node(id), opts.floatStorage === 'f16' ? 2 : 4));
   return { program, bindings, kernels, plan, node };
 }
 

@@ -12,6 +12,7 @@ import type { BindingRef } from '../../compiler/codegen/fused.js';
 import { bindSymbols } from '../reference.js';
 import { KilnError } from '../errors.js';
 import { isFloat, numel, type HostTensor } from '../tensor.js';
+import { f16BitsToF32, f32BitsToF16 } from '../safetensors.js';
 import { gpuStep, type KilnDevice } from './device.js';
 
 const STORAGE = 0x80;
@@ -37,6 +38,8 @@ export interface ExecutorOptions {
   readonly stepByStep?: boolean;
   /** narrower limits than the device's (tests: a small binding limit forces split bindings). */
   readonly traits?: Partial<DeviceTraits>;
+  /** 'f16': float tensors stored as f16, math in f32 (needs shader-f16); halves their memory. */
+  readonly storage?: 'f32' | 'f16';
 }
 
 interface Prepared {
@@ -127,7 +130,7 @@ export class WebGpuExecutor {
           if (this.uploaded.get(id) === t) continue;
           this.uploaded.set(id, t);
         }
-        device.queue.writeBuffer(p.buffers.get(id)!, 0, hostArray(t));
+        device.queue.writeBuffer(p.buffers.get(id)!, 0, hostArray(t, this.f16));
       }
     });
     return this.execute(p, wanted);
@@ -140,7 +143,8 @@ export class WebGpuExecutor {
 
   private async prepare(program: FusedProgram, bindings: Map<string, number>): Promise<Prepared> {
     const device = this.kd.device;
-    const compiled = lowerProgram(program, bindings, this.traits());
+    if (this.f16 && !this.kd.features.shaderF16) throw new KilnError(`f16 storage needs the shader-f16 feature, which ${this.kd.adapterName} lacks`);
+    const compiled = lowerProgram(program, bindings, this.traits(), { floatStorage: this.opts.storage ?? 'f32' });
     const { plan, kernels } = compiled;
     checkSizes(compiled, this.kd.limits.maxBufferSize);
     const maxBindings = this.kd.limits.maxStorageBuffersPerShaderStage;
@@ -180,7 +184,7 @@ export class WebGpuExecutor {
         await gpuStep(device, `binding step ${s}: ${k.label}`, () =>
           device.createBindGroup({
             layout: pipelines[s]!.getBindGroupLayout(0),
-            entries: k.bindings.map((b, binding) => ({ binding, resource: { buffer: buffers.get(b.value)!, offset: b.offset * 4, size: padded(b.length * 4) } })),
+            entries: k.bindings.map((b, binding) => ({ binding, resource: { buffer: buffers.get(b.value)!, offset: b.offset * b.elementBytes, size: padded(b.length * b.elementBytes) } })),
           }),
         ),
       );
@@ -216,7 +220,7 @@ export class WebGpuExecutor {
       const enc = this.opts.stepByStep ? device.createCommandEncoder() : encodeRange(0, kernels.length);
       const staging = wanted.map((id) => {
         const n = p.compiled.node(id);
-        const bytes = padded(numel(n.shape) * 4);
+        const bytes = padded(numel(n.shape) * this.elementBytes(n.dtype));
         const st = device.createBuffer({ size: bytes, usage: MAP_READ | COPY_DST, label: `kiln read-back ${id}` });
         enc.copyBufferToBuffer(p.buffers.get(id)!, 0, st, 0, bytes);
         return st;
@@ -229,7 +233,11 @@ export class WebGpuExecutor {
           const n = p.compiled.node(id);
           const len = numel(n.shape);
           const raw = staging[k]!.getMappedRange();
-          const data = isFloat(n.dtype) ? new Float32Array(raw.slice(0, len * 4)) : new Int32Array(raw.slice(0, len * 4));
+          const data = !isFloat(n.dtype)
+            ? new Int32Array(raw.slice(0, len * 4))
+            : this.f16
+              ? Float32Array.from(new Uint16Array(raw, 0, len), f16BitsToF32)
+              : new Float32Array(raw.slice(0, len * 4));
           out.set(id, { dtype: n.dtype, shape: [...n.shape], data });
         });
         return out;
@@ -245,7 +253,15 @@ export class WebGpuExecutor {
   /** The compiled program a run with these feeds would use (for reports and tests). */
   async compiled(feeds: ReadonlyMap<string, HostTensor>, wanted: readonly number[]): Promise<CompiledProgram> {
     const bindings = bindSymbols(this.graph, feeds);
-    return lowerProgram(this.program(wanted), bindings, this.traits());
+    return lowerProgram(this.program(wanted), bindings, this.traits(), { floatStorage: this.opts.storage ?? 'f32' });
+  }
+
+  private get f16(): boolean {
+    return this.opts.storage === 'f16';
+  }
+
+  private elementBytes(dtype: HostTensor['dtype']): number {
+    return this.f16 && isFloat(dtype) ? 2 : 4;
   }
 
   private traits(): DeviceTraits {
@@ -278,7 +294,18 @@ function largest(c: CompiledProgram, nodes: readonly number[]): number {
   return nodes.reduce((a, b) => (c.plan.values.get(b)!.bytes > c.plan.values.get(a)!.bytes ? b : a));
 }
 
-function hostArray(t: HostTensor): Float32Array | Int32Array {
+function hostArray(t: HostTensor, f16: boolean): Float32Array | Int32Array | Uint16Array {
+  if (isFloat(t.dtype) && f16) {
+    // Rounded to nearest even; padded to whole 4-byte words, which writeBuffer requires.
+    const bits = new Uint16Array(t.data.length + (t.data.length % 2));
+    const word = new Float32Array(1);
+    const asInt = new Uint32Array(word.buffer);
+    for (let i = 0; i < t.data.length; i++) {
+      word[0] = t.data[i]!;
+      bits[i] = f32BitsToF16(asInt[0]!);
+    }
+    return bits;
+  }
   if (isFloat(t.dtype)) return t.data instanceof Float32Array ? t.data : Float32Array.from(t.data);
   return t.data instanceof Int32Array ? t.data : Int32Array.from(t.data);
 }

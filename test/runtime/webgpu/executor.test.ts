@@ -36,6 +36,34 @@ describe('WebGPU executor', () => {
     }
   });
 
+  it('stores floats as f16 with f32 math (split bindings included), within f16 rounding of the reference', async () => {
+    const b = new GraphBuilder();
+    const x = input(b, 'x', 'f32', [30, 301]);
+    const w = input(b, 'w', 'f32', [21, 301]);
+    const bias = input(b, 'bias', 'f32', [21]);
+    const h = b.add('gelu', [b.add('linear', [x, w, bias])]);
+    const s = b.add('sum', [b.add('mul', [h, h])], { axis: [1] });
+    const k = input(b, 'k', 'i32', [5]);
+    const kk = b.add('mul', [k, k]); // integers stay i32
+    const feeds = new Map([
+      ['x', f32([30, 301], uniform(9030, 1))],
+      ['w', f32([21, 301], uniform(6321, 2, -0.1, 0.1))],
+      ['bias', f32([21], uniform(21, 3))],
+      ['k', { dtype: 'i32' as const, shape: [5], data: Int32Array.from([1, -2, 300, 4, -50000]) }],
+    ]);
+    const wanted = [h, s, kk];
+    const { gpu, ref, executor } = await runBoth(b.build(), feeds, wanted, { storage: 'f16', traits: { maxStorageBindingBytes: 8192 } });
+    try {
+      for (const id of [h, s]) expect(worst(gpu.get(id)!.data, ref.get(id)!.data, 2e-3, 1e-2).ratio).toBeLessThanOrEqual(1);
+      expect([...gpu.get(kk)!.data]).toEqual([1, 4, 90000, 16, -1794967296]);
+      const c = await executor.compiled(feeds, wanted);
+      expect(c.kernels.some((kn) => kn.bindings.some((bd) => bd.elementBytes === 2 && bd.offset > 0))).toBe(true);
+      expect(c.plan.values.get(x)!.bytes).toBe(9030 * 2);
+    } finally {
+      executor.destroy();
+    }
+  });
+
   it('uploads a parameter once per tensor fed, and again when a different tensor is fed', async () => {
     const b = new GraphBuilder();
     const x = input(b, 'x', 'f32', [4]);
