@@ -1,6 +1,6 @@
 // The static memory plan: which buffer holds each value, decided before anything runs. Liveness
 // over the dispatch list gives each intermediate an interval [written, last read]; intervals that
-// do not overlap share a slot (greedy best fit by size, in dispatch order). Parameters, inputs
+// do not overlap share a slot (greedy best fit by size). Parameters, inputs
 // and requested values (losses, gradients, outputs) are pinned: a buffer each for the whole run.
 // The plan is data (steps, slots, totals) that `kiln plan` prints and the executor follows.
 import type { FusedProgram } from './fuse.js';
@@ -72,43 +72,16 @@ export function planMemory(program: FusedProgram, bytesOf: (node: number) => num
     else add(node, 'temp', d, last.get(node) ?? d);
   }
 
-  // Greedy best fit: free slots whose value died before this step, then place this step's writes.
-  const slots: Slot[] = [];
+  const temps = [...values.values()].filter((v) => v.kind === 'temp');
+  // Two greedy packings; the plan keeps the smaller. By size (largest first, each into the
+  // smallest slot with no overlapping lifetime) usually wins; in dispatch order (best fit among
+  // freed slots) wins when sizes are uniform.
+  const candidates = [bySize(temps), inOrder(temps, steps.length)];
+  const slots = candidates.reduce((a, b) => (total(b) < total(a) ? b : a));
   const slotOf = new Map<number, number>();
-  const free = new Set<number>();
-  const busyUntil = new Map<number, number>();
+  for (const slot of slots) for (const v of slot.values) slotOf.set(v, slot.id);
   let peakLive = 0;
   let live = 0;
-  steps.forEach((st, s) => {
-    for (const [slot, until] of busyUntil) {
-      if (until < s) {
-        busyUntil.delete(slot);
-        free.add(slot);
-      }
-    }
-    for (const w of st.writes) {
-      const v = values.get(w)!;
-      if (v.kind !== 'temp') continue;
-      let best: Slot | undefined;
-      for (const id of free) {
-        const c = slots[id]!;
-        if (c.bytes >= v.bytes && (!best || c.bytes < best.bytes)) best = c;
-      }
-      if (!best) {
-        // Growing the largest free slot costs less than a new one of the full size.
-        for (const id of free) if (!best || slots[id]!.bytes > best.bytes) best = slots[id]!;
-        if (best) best.bytes = v.bytes;
-      }
-      if (!best) {
-        best = { id: slots.length, bytes: v.bytes, values: [] };
-        slots.push(best);
-      }
-      free.delete(best.id);
-      best.values.push(w);
-      busyUntil.set(best.id, v.lastUse);
-      slotOf.set(w, best.id);
-    }
-  });
   // The most bytes live in any one step (a written value is live at its own step).
   const delta = new Map<number, number>();
   for (const v of values.values()) {
@@ -130,6 +103,69 @@ export function planMemory(program: FusedProgram, bytesOf: (node: number) => num
     naive: sum('temp'),
   };
   return { steps, values, slots, slotOf, totals };
+}
+
+const total = (slots: readonly Slot[]): number => slots.reduce((a, s) => a + s.bytes, 0);
+const overlaps = (a: PlanValue, b: PlanValue): boolean => a.def <= b.lastUse && b.def <= a.lastUse;
+
+/** Largest first; each value into the smallest slot (all are at least as big) it can share. */
+function bySize(temps: readonly PlanValue[]): Slot[] {
+  const slots: Slot[] = [];
+  const held: PlanValue[][] = [];
+  const sorted = [...temps].sort((a, b) => b.bytes - a.bytes || a.def - b.def);
+  for (const v of sorted) {
+    let best = -1;
+    for (let k = 0; k < slots.length; k++) {
+      if ((best < 0 || slots[k]!.bytes < slots[best]!.bytes) && !held[k]!.some((u) => overlaps(u, v))) best = k;
+    }
+    if (best < 0) {
+      best = slots.length;
+      slots.push({ id: best, bytes: v.bytes, values: [] });
+      held.push([]);
+    }
+    slots[best]!.values.push(v.node);
+    held[best]!.push(v);
+  }
+  const def = new Map(temps.map((t) => [t.node, t.def]));
+  for (const s of slots) s.values.sort((a, b) => def.get(a)! - def.get(b)!);
+  return slots;
+}
+
+/** In dispatch order: free the slots whose value died, then best fit (or grow the largest free). */
+function inOrder(temps: readonly PlanValue[], steps: number): Slot[] {
+  const slots: Slot[] = [];
+  const free = new Set<number>();
+  const busyUntil = new Map<number, number>();
+  const byDef = new Map<number, PlanValue[]>();
+  for (const v of temps) byDef.set(v.def, [...(byDef.get(v.def) ?? []), v]);
+  for (let s = 0; s < steps; s++) {
+    for (const [slot, until] of busyUntil) {
+      if (until < s) {
+        busyUntil.delete(slot);
+        free.add(slot);
+      }
+    }
+    for (const v of byDef.get(s) ?? []) {
+      let best: Slot | undefined;
+      for (const id of free) {
+        const c = slots[id]!;
+        if (c.bytes >= v.bytes && (!best || c.bytes < best.bytes)) best = c;
+      }
+      if (!best) {
+        // Growing the largest free slot costs less than a new one of the full size.
+        for (const id of free) if (!best || slots[id]!.bytes > best.bytes) best = slots[id]!;
+        if (best) best.bytes = v.bytes;
+      }
+      if (!best) {
+        best = { id: slots.length, bytes: v.bytes, values: [] };
+        slots.push(best);
+      }
+      free.delete(best.id);
+      best.values.push(v.node);
+      busyUntil.set(best.id, v.lastUse);
+    }
+  }
+  return slots;
 }
 
 /** Checks the plan's invariants; returns what is wrong (empty when sound). Tests and --check use it. */
