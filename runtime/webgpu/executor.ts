@@ -90,6 +90,8 @@ export class WebGpuExecutor {
   private readonly params = new Map<number, GPUBuffer>();
   /** the host tensor each parameter buffer holds: fed again (the same object), it is not re-sent. */
   private readonly uploaded = new Map<number, HostTensor>();
+  /** inputs that updates write (optimiser moments): kept on the device like parameters. */
+  private readonly residents = new Set<number>();
 
   constructor(
     readonly kd: KilnDevice,
@@ -108,13 +110,21 @@ export class WebGpuExecutor {
     return p;
   }
 
-  /** Evaluates `wanted` (node ids) from feeds named like the reference executor's. */
-  async run(feeds: ReadonlyMap<string, HostTensor>, wanted: readonly number[]): Promise<Map<number, HostTensor>> {
+  /**
+   * Evaluates `wanted` (node ids) from feeds named like the reference executor's. With
+   * `applyUpdates`, the graph's `updates` (optimiser steps) are computed too and written into
+   * their targets' device buffers after the step; the targets stay resident on the device from
+   * then on, so later runs fed the same host tensors neither upload nor read them back
+   * (`readSources` fetches their current values).
+   */
+  async run(feeds: ReadonlyMap<string, HostTensor>, wanted: readonly number[], opts: { applyUpdates?: boolean } = {}): Promise<Map<number, HostTensor>> {
     const bindings = bindSymbols(this.graph, feeds);
-    const key = `${wanted.join(',')}|${[...bindings].map(([k, v]) => `${k}=${v}`).join(',')}`;
+    const updates = opts.applyUpdates ? this.updateTargets() : [];
+    const computed = [...wanted, ...updates.map((u) => u.node).filter((n) => !wanted.includes(n))];
+    const key = `${computed.join(',')}|${[...bindings].map(([k, v]) => `${k}=${v}`).join(',')}`;
     let prep = this.prepared.get(key);
     if (!prep) {
-      prep = this.prepare(this.program(wanted), bindings);
+      prep = this.prepare(this.program(computed), bindings);
       prep.catch(() => this.prepared.delete(key));
       this.prepared.set(key, prep);
     }
@@ -126,14 +136,51 @@ export class WebGpuExecutor {
         const name = String(node.attrs['name']);
         const t = feeds.get(name);
         if (!t) throw new KilnError(`${node.op} ${name}: no value was fed`);
-        if (node.op === 'param') {
+        if (node.op === 'param' || this.residents.has(id)) {
           if (this.uploaded.get(id) === t) continue;
           this.uploaded.set(id, t);
         }
         device.queue.writeBuffer(p.buffers.get(id)!, 0, hostArray(t, this.f16));
       }
     });
-    return this.execute(p, wanted);
+    return this.execute(p, wanted, updates);
+  }
+
+  /** Sources the graph's updates write, with the value each takes; they become device-resident. */
+  private updateTargets(): { node: number; target: number }[] {
+    const byName = new Map(this.graph.nodes.filter((n) => n.op === 'param' || n.op === 'input').map((n) => [String(n.attrs['name']), n.id]));
+    return (this.graph.updates ?? []).map((u) => {
+      const target = byName.get(u.name);
+      if (target === undefined) throw new KilnError(`update of '${u.name}': the graph has no input or parameter of that name`);
+      this.residents.add(target);
+      return { node: u.node, target };
+    });
+  }
+
+  /** Current device values of parameters or resident inputs, by name (after updated steps). */
+  async readSources(names: readonly string[]): Promise<Map<string, HostTensor>> {
+    const device = this.kd.device;
+    const out = new Map<string, HostTensor>();
+    await gpuStep(device, `reading back ${names.length} parameters`, async () => {
+      for (const name of names) {
+        const node = this.graph.nodes.find((n) => (n.op === 'param' || n.op === 'input') && n.attrs['name'] === name);
+        const buf = node ? this.params.get(node.id) : undefined;
+        if (!node || !buf) throw new KilnError(`'${name}' is not a parameter or resident input on the device`);
+        const len = node.type.shape.reduce<number>((a, d) => a * (typeof d === 'number' ? d : 0), 1);
+        const bytes = padded(len * this.elementBytes(node.type.dtype));
+        const st = device.createBuffer({ size: bytes, usage: MAP_READ | COPY_DST, label: `kiln read ${name}` });
+        const enc = device.createCommandEncoder();
+        enc.copyBufferToBuffer(buf, 0, st, 0, bytes);
+        device.queue.submit([enc.finish()]);
+        await unlessLost(this.kd, `reading ${name}`, st.mapAsync(MAP_READ));
+        const raw = st.getMappedRange();
+        const data = !isFloat(node.type.dtype) ? new Int32Array(raw.slice(0, len * 4)) : this.f16 ? Float32Array.from(new Uint16Array(raw, 0, len), f16BitsToF32) : new Float32Array(raw.slice(0, len * 4));
+        st.unmap();
+        st.destroy();
+        out.set(name, { dtype: node.type.dtype, shape: node.type.shape.map((d) => (typeof d === 'number' ? d : 0)), data });
+      }
+    });
+    return out;
   }
 
   /** Forgets uploaded parameters, so the next run uploads them again (their data changed in place). */
@@ -168,7 +215,7 @@ export class WebGpuExecutor {
     await gpuStep(device, `allocating parameters, inputs and outputs (${mib(plan.totals.params + plan.totals.inputs + plan.totals.requested)})`, () => {
       for (const v of plan.values.values()) {
         if (v.kind === 'temp') buffers.set(v.node, slotBuffers[plan.slotOf.get(v.node)!]!);
-        else if (v.kind === 'param') {
+        else if (v.kind === 'param' || this.residents.has(v.node)) {
           let b = this.params.get(v.node);
           if (!b) {
             b = device.createBuffer({ size: padded(v.bytes), usage: STORAGE | COPY_SRC | COPY_DST, label: `kiln param ${v.node}` });
@@ -192,7 +239,7 @@ export class WebGpuExecutor {
     return { compiled, pipelines, bindGroups, buffers, owned };
   }
 
-  private async execute(p: Prepared, wanted: readonly number[]): Promise<Map<number, HostTensor>> {
+  private async execute(p: Prepared, wanted: readonly number[], updates: readonly { node: number; target: number }[] = []): Promise<Map<number, HostTensor>> {
     const device = this.kd.device;
     const { kernels } = p.compiled;
     const encodeRange = (from: number, to: number): GPUCommandEncoder => {
@@ -218,6 +265,11 @@ export class WebGpuExecutor {
     const what = `running ${kernels.length} kernels and reading back ${wanted.length} values`;
     return gpuStep(device, what, async () => {
       const enc = this.opts.stepByStep ? device.createCommandEncoder() : encodeRange(0, kernels.length);
+      // After every kernel has read the old values: the new ones replace them in place.
+      for (const u of updates) {
+        const n = p.compiled.node(u.node);
+        enc.copyBufferToBuffer(p.buffers.get(u.node)!, 0, p.buffers.get(u.target)!, 0, padded(numel(n.shape) * this.elementBytes(n.dtype)));
+      }
       const staging = wanted.map((id) => {
         const n = p.compiled.node(id);
         const bytes = padded(numel(n.shape) * this.elementBytes(n.dtype));
