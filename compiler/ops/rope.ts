@@ -85,7 +85,7 @@ export const ropeOp: OpDef = {
  * reach the position count. Cody-Waite reduction by pi/2 in three parts (exact for |x| < ~12800,
  * i.e. positions up to that at the highest frequency), then the Cephes sinf/cosf polynomials.
  */
-const SINCOS = `fn rope_sincos(x: f32) -> vec2<f32> {
+const SINCOS = `fn k_sincos(x: f32) -> vec2<f32> {
   let j = round(x * 0.636619772f);
   var r = x - j * 1.5703125f;
   r = r - j * 4.837512969970703125e-4f;
@@ -119,7 +119,7 @@ function lowerRope(ctx: LowerContext): KernelBody {
   const pairs = product(shape) / 2;
   const lanes = singleLanes(ctx.device);
   const code = `${SINCOS}
-const INV_FREQ = array<f32, ${half}>(${inv.join(', ')});
+const K_INV_FREQ = array<f32, ${half}>(${inv.join(', ')});
 ${entry(
   lanes,
   pairs,
@@ -127,7 +127,7 @@ ${entry(
   let i = grp % ${half}u;
   let at = row * ${D}u + i;
   let pos = f32(row % ${T}u + ${offset}u);
-  let cs = rope_sincos(INV_FREQ[i] * pos);
+  let cs = k_sincos(K_INV_FREQ[i] * pos);
   let c = cs.x;
   let s = ${sign}cs.y;
   let a = load0(at);

@@ -62,14 +62,14 @@ export function forC(n: number, stmts: string): string {
   return `for (var c = 0u; c < ${n}u + ${OPAQUE_ZERO}; c++) {\n${stmts}\n    }`;
 }
 
-/** fn ld<k>(base, c) -> vec4: elements 4c..4c+3 of input k from `base`, zero past `width`. */
+/** fn k_ld<k>(base, c) -> vec4: elements 4c..4c+3 of input k from `base`, zero past `width`. */
 export function vecLoader(k: number, width: number): string {
   const full = Math.floor(width / 4);
   const rem = width % 4;
   const all = `vec4<f32>(${range(4).map((e) => `load${k}(i + ${e}u)`).join(', ')})`;
   const tail = `vec4<f32>(${range(4).map((e) => (e < rem ? `load${k}(i + ${e}u)` : '0.0')).join(', ')})`;
   const b = rem === 0 ? `return ${all};` : `if (c < ${full}u) { return ${all}; }\n  return ${tail};`;
-  return `fn ld${k}(base: u32, c: u32) -> vec4<f32> {\n  let i = base + 4u * c;\n  ${b}\n}`;
+  return `fn k_ld${k}(base: u32, c: u32) -> vec4<f32> {\n  let i = base + 4u * c;\n  ${b}\n}`;
 }
 
 /** Statements storing the `width` valid elements of the vec4 chunks `chunk(c)` (times `mul`) at `base`. */
@@ -129,8 +129,8 @@ export function scoreBlock(a: Att): string {
     ...range(L).map((j) => `    var s${j} = 0.0;`),
     `    ${forC(
       v4(a.D),
-      `      let kv = ld1(kb + jl * ${a.D}u, c);
-      let qc = ld0(qo, c);
+      `      let kv = k_ld1(kb + jl * ${a.D}u, c);
+      let qc = k_ld0(qo, c);
 ${range(L).map((j) => `      s${j} += dot(qc, ${lanes.bcast('kv', j)});`).join('\n')}`,
     )}`,
     ...range(L).map((j) => `    s${j} *= ${f32(a.scale)};\n    let ok${j} = j0 + ${j}u < lim;`),
@@ -155,8 +155,8 @@ export function dpBlock(a: Att): string {
     ...range(a.L).map((j) => `    var dp${j} = 0.0;`),
     `    ${forC(
       v4(a.Dv),
-      `      let vv = ld2(vb + jl * ${a.Dv}u, c);
-      let gc = ld3(go, c);
+      `      let vv = k_ld2(vb + jl * ${a.Dv}u, c);
+      let gc = k_ld3(go, c);
 ${range(a.L).map((j) => `      dp${j} += dot(gc, ${a.lanes.bcast('vv', j)});`).join('\n')}`,
     )}`,
   ].join('\n');
@@ -168,8 +168,8 @@ export function dpBlockKeys(a: Att): string {
     ...range(a.L).map((r) => `      var dp${r} = 0.0;`),
     `      ${forC(
       v4(a.Dv),
-      `        let vc = ld2(vb + jl * ${a.Dv}u, c);
-        let gc = ld3(go, c);
+      `        let vc = k_ld2(vb + jl * ${a.Dv}u, c);
+        let gc = k_ld3(go, c);
 ${range(a.L).map((r) => `        dp${r} += dot(vc, ${a.lanes.bcast('gc', r)});`).join('\n')}`,
     )}`,
   ].join('\n');
@@ -221,7 +221,7 @@ ${scoreBlock(a)}
 ${onlineUpdate(a)}
     ${forC(
       n,
-      `      let vv = ld2(vb + jl * ${a.Dv}u, c);
+      `      let vv = k_ld2(vb + jl * ${a.Dv}u, c);
       ${at('acc', 'c')} = ${at('acc', 'c')} * corr + ${sum(a.L, (j) => `p${j} * ${a.lanes.bcast('vv', j)}`)};`,
     )}
   }
@@ -243,7 +243,7 @@ ${dpBlock(a)}
 ${range(a.L).map((j) => `    let ds${j} = select(0.0, exp(s${j} - lse) * (dp${j} - delta), ok${j});`).join('\n')}
     ${forC(
       n,
-      `      let kv = ld1(kb + jl * ${a.D}u, c);
+      `      let kv = k_ld1(kb + jl * ${a.D}u, c);
       ${at('dq', 'c')} += ${sum(a.L, (j) => `ds${j} * ${a.lanes.bcast('kv', j)}`)};`,
     )}
   }

@@ -54,7 +54,7 @@ export function lowerAttentionGradKV(ctx: LowerContext, wrt: 'k' | 'v'): KernelB
   // Lanes = keys: scores of the lane's key against the block's rows, whose q chunks come from
   // the lanes that load them.
   const phase2 = `      ${range(L).map((rr) => `var s${rr} = 0.0;`).join(' ')}
-      ${forC(v4(a.D), `        let kc = ld1(kb + jl * ${a.D}u, c);\n        let qc = ld0(qo, c);\n${range(L).map((rr) => `        s${rr} += dot(kc, ${bc('qc', rr)});`).join('\n')}`)}
+      ${forC(v4(a.D), `        let kc = k_ld1(kb + jl * ${a.D}u, c);\n        let qc = k_ld0(qo, c);\n${range(L).map((rr) => `        s${rr} += dot(kc, ${bc('qc', rr)});`).join('\n')}`)}
       let lseL = ${at('lseA', 'bi')};
 ${range(L).map((rr) => `      let p${rr} = select(0.0, exp(s${rr} * ${f32(a.scale)} - ${bc('lseL', rr)}), ${vis(rr)});`).join('\n')}
 ${
@@ -62,8 +62,8 @@ ${
     ? `${dpBlockKeys(a)}
       let delL = ${at('delA', 'bi')};
 ${range(L).map((rr) => `      let ds${rr} = p${rr} * (dp${rr} - ${bc('delL', rr)});`).join('\n')}
-      ${forC(v4(a.D), `        let qc = ld0(qo, c);\n        ${at('acc', 'c')} += ${sum(L, (rr) => `ds${rr} * ${bc('qc', rr)}`)};`)}`
-    : `      ${forC(v4(a.Dv), `        let gc = ld3(go, c);\n        ${at('acc', 'c')} += ${sum(L, (rr) => `p${rr} * ${bc('gc', rr)}`)};`)}`
+      ${forC(v4(a.D), `        let qc = k_ld0(qo, c);\n        ${at('acc', 'c')} += ${sum(L, (rr) => `ds${rr} * ${bc('qc', rr)}`)};`)}`
+    : `      ${forC(v4(a.Dv), `        let gc = k_ld3(go, c);\n        ${at('acc', 'c')} += ${sum(L, (rr) => `p${rr} * ${bc('gc', rr)}`)};`)}`
 }`;
   const skip = a.causal ? `\n      if (i32(min(t0 + ${L - 1}u, ${Math.max(a.T - 1, 0)}u)) + ${a.S - a.T}i < i32(j0)) { continue; }` : '';
   const stmts = `${isK ? '' : touch([2])}

@@ -3,13 +3,14 @@
 import { wgslType, type KernelBody, type LowerContext } from '../../codegen/kernel.js';
 import { body, chooseLanes, entry, laneArrays, laneLoop, OPAQUE_ZERO, product, type Lanes } from './lanes.js';
 
-/** Accumulators per lane (private array) before a vocabulary row is processed in chunks. */
+/** Accumulators per lane (laneArrays) before a vocabulary row is processed in column chunks. */
 const MAX_COLS_PER_LANE = 256;
 
 /**
- * embedding_grad: one group per vocabulary row v; its lanes own columns (private accumulators)
+ * embedding_grad: one group per vocabulary row v; its lanes own columns (per-lane accumulators)
  * and scan the ids L at a time, a subgroup ballot picking out the positions holding v, whose g
- * rows they then add in position order. Rows no id names cost one scan of the ids.
+ * rows they then add in position order. Rows no id names cost one scan of the ids (V·N id loads
+ * in all, over L lanes).
  */
 export function lowerEmbeddingGrad(ctx: LowerContext): KernelBody {
   const [V, D] = ctx.output.shape as [number, number];
@@ -42,6 +43,7 @@ export function lowerEmbeddingGrad(ctx: LowerContext): KernelBody {
   let v = i32(grp);
   for (var ch = 0u; ch < ${nch}u; ch++) {
     let c0 = ch * ${chunk}u + lane;
+    // Zeroed by hand for every chunk (lavapipe also skips re-initialising loop-scoped arrays).
     ${cols} ${acc} = 0.0; }
     ${scan}
     ${cols} if (c < ${D}u) { store(grp * ${D}u + c, ${acc}); } }

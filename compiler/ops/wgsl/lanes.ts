@@ -97,9 +97,10 @@ export function laneArrays(lanes: Lanes, arrays: readonly LaneArray[], budgetByt
   const shared = lanes.L > 1 && total <= budgetBytes;
   const byName = new Map(arrays.map((a) => [a.name, a]));
   return {
-    module: shared ? arrays.map((a) => `var<workgroup> ${a.name}: array<${a.type}, ${lanes.L * a.n}>;`).join('\n') : '',
-    local: shared ? '' : arrays.map((a) => `  var ${a.name}: array<${a.type}, ${a.n}>;`).join('\n'),
-    at: (name, i) => (shared ? `${name}[lane * ${byName.get(name)!.n}u + ${i}]` : `${name}[${i}]`),
+    // Prefixed: module scope is shared with the accessors' declarations.
+    module: shared ? arrays.map((a) => `var<workgroup> k_${a.name}: array<${a.type}, ${lanes.L * a.n}>;`).join('\n') : '',
+    local: shared ? '' : arrays.map((a) => `  var k_${a.name}: array<${a.type}, ${a.n}>;`).join('\n'),
+    at: (name, i) => (shared ? `k_${name}[lane * ${byName.get(name)!.n}u + ${i}]` : `k_${name}[${i}]`),
   };
 }
 
@@ -133,8 +134,11 @@ export function f32(x: number): string {
 /** Largest finite f32: the running max's start, so no inf ever enters exp(). */
 export const NEG_BIG = '-3.402823466e+38f';
 
-/** Module-scope helpers some templates share. */
-export const NEG_INF_FN = `fn neg_inf() -> f32 {
+/**
+ * Module-scope helpers some templates share. Every module-scope name a template declares starts
+ * with k_ (or K_), so it cannot collide with what fused accessors declare.
+ */
+export const NEG_INF_FN = `fn k_neg_inf() -> f32 {
   // A var, not a const: a constant expression may not evaluate to infinity.
   var bits = 0xff800000u;
   return bitcast<f32>(bits);

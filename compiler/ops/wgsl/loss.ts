@@ -82,11 +82,11 @@ ${lse(r, 0, '')}
 function klRow(r: Rows): string {
   return `${lse(r, 0, 'z')}
 ${lse(r, 1, 't')}
-${rowSum(r, 'kl', 'kl_term(load1(at) - tlse, load0(at) - zlse)')}`;
+${rowSum(r, 'kl', 'k_kl_term(load1(at) - tlse, load0(at) - zlse)')}`;
 }
 
 // xlogy convention: a class with p = 0 contributes 0 (even where log p is -inf).
-const KL_TERM = `fn kl_term(logp: f32, logq: f32) -> f32 {
+const KL_TERM = `fn k_kl_term(logp: f32, logq: f32) -> f32 {
   let p = exp(logp);
   return select(0.0, p * (logp - logq), p > 0.0);
 }`;

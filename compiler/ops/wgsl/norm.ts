@@ -16,16 +16,16 @@ function shapeOf(ctx: LowerContext): { R: number; D: number } {
 /** Statements defining `mu` (layer only) and `rs` = 1/sqrt(var + eps) of the row at `base`. */
 function stats(r: Rows, norm: Norm, eps: number): string {
   const D = `${r.n}.0`;
-  if (norm === 'rms') return `${rowSum(r, 'ss', 'sq(load0(at))')}\n  let rs = 1.0 / sqrt(ss / ${D} + ${f32(eps)});`;
+  if (norm === 'rms') return `${rowSum(r, 'ss', 'k_sq(load0(at))')}\n  let rs = 1.0 / sqrt(ss / ${D} + ${f32(eps)});`;
   return [
     rowSum(r, 'sx', 'load0(at)'),
     `  let mu = sx / ${D};`,
-    rowSum(r, 'sv', 'sq(load0(at) - mu)'),
+    rowSum(r, 'sv', 'k_sq(load0(at) - mu)'),
     `  let rs = 1.0 / sqrt(sv / ${D} + ${f32(eps)});`,
   ].join('\n');
 }
 
-const SQ = 'fn sq(v: f32) -> f32 { return v * v; }';
+const SQ = 'fn k_sq(v: f32) -> f32 { return v * v; }';
 
 /** Forward: inputs x, weight (and bias for layer). */
 export function lowerNorm(ctx: LowerContext, norm: Norm, eps: number): KernelBody {
@@ -57,10 +57,10 @@ const MAX_COLS_PER_LANE = 512;
 /**
  * Backward wrt weight: out[c] = sum over rows of g * xhat. A reduction over rows whose terms need
  * each row's statistics, so one group owns a block of columns (lanes own columns, accumulating in
- * a private array) and walks every row, computing its statistics cooperatively on the way.
+ * a per-lane array) and walks every row, computing its statistics cooperatively on the way.
  * Blocks are as wide as a lane's accumulators allow, so the statistics are computed once per
- * row (usually a single group; a scratch buffer of row statistics would let rows spread over
- * the device).
+ * row: usually a single group, i.e. one core on lavapipe. (A scratch buffer of row statistics,
+ * or per-row-block partial sums and a second pass, would spread the rows over the device.)
  */
 export function lowerNormGradWeight(ctx: LowerContext, norm: Norm, eps: number): KernelBody {
   const { R, D } = shapeOf(ctx);

@@ -13,12 +13,12 @@ function sizes(ctx: LowerContext) {
   const GW = d.W / d.k;
   const P = GH * GW;
   const K = d.C * d.k * d.k;
-  // xrow(m): offset of patch m's first pixel; xk(kk): offset of value kk within a patch.
-  const helpers = `fn xrow(m: u32) -> u32 {
+  // k_xrow(m): offset of patch m's first pixel; k_xk(kk): offset of value kk within a patch.
+  const helpers = `fn k_xrow(m: u32) -> u32 {
   let p = m % ${P}u;
   return (m / ${P}u) * ${d.C * d.H * d.W}u + (p / ${GW}u) * ${d.k * d.W}u + (p % ${GW}u) * ${d.k}u;
 }
-fn xk(kk: u32) -> u32 {
+fn k_xk(kk: u32) -> u32 {
   let rq = kk % ${d.k * d.k}u;
   return (kk / ${d.k * d.k}u) * ${d.H * d.W}u + (rq / ${d.k}u) * ${d.W}u + rq % ${d.k}u;
 }`;
@@ -34,8 +34,8 @@ export function lowerPatchEmbed(ctx: LowerContext): KernelBody {
     N: s.O,
     K: s.K,
     helpers: s.helpers,
-    rowPre: (row) => `  let xr = xrow(${row});`,
-    a: (k) => `load0(xr + xk(${k}))`,
+    rowPre: (row) => `  let xr = k_xrow(${row});`,
+    a: (k) => `load0(xr + k_xk(${k}))`,
     colPre: (col, q) => `  let wc${q} = ${col} * ${s.K}u;`,
     b: (q, k) => `load1(wc${q} + ${k})`,
     out: (row, col) => `(${row} / ${s.P}u) * ${s.O * s.P}u + ${col} * ${s.P}u + ${row} % ${s.P}u`,
@@ -58,8 +58,8 @@ export function lowerPatchEmbedGrad(ctx: LowerContext, wrt: 'x' | 'weight'): Ker
       helpers: s.helpers,
       rowPre: (row) => `  let go = ${row} * ${s.P}u;`,
       a: (m) => `load2((${m}) / ${s.P}u * ${s.O * s.P}u + go + (${m}) % ${s.P}u)`,
-      colPre: (col, q) => `  let xc${q} = xk(${col});`,
-      b: (q, m) => `load0(xrow(${m}) + xc${q})`,
+      colPre: (col, q) => `  let xc${q} = k_xk(${col});`,
+      b: (q, m) => `load0(k_xrow(${m}) + xc${q})`,
       out: (row, col) => `${row} * ${s.K}u + ${col}`,
       unused: [1],
     });
@@ -74,7 +74,7 @@ export function lowerPatchEmbedGrad(ctx: LowerContext, wrt: 'x' | 'weight'): Ker
     a: (o) => `load2(gb + (${o}) * ${s.P}u)`,
     colPre: () => '',
     b: (q, o) => `load1((${o}) * ${s.K}u + cl${q})`,
-    out: (row, col) => `xrow(${row}) + xk(${col})`,
+    out: (row, col) => `k_xrow(${row}) + k_xk(${col})`,
     unused: [0],
   });
 }

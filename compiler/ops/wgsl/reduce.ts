@@ -59,7 +59,7 @@ export function lowerReduce(ctx: LowerContext, kind: ReduceKind, inShape: readon
     div *= d.size;
   }
   lines.push(`  let base = ${terms.length > 0 ? terms.join(' + ') : '0u'};`);
-  const init = kind === 'max' ? (isInt ? 'bitcast<i32>(0x80000000u)' : 'neg_inf()') : isInt ? '0i' : '0.0';
+  const init = kind === 'max' ? (isInt ? 'bitcast<i32>(0x80000000u)' : 'k_neg_inf()') : isInt ? '0i' : '0.0';
   lines.push(`  var acc: ${T} = ${init};`);
   const fold = (v: string): string => (kind === 'max' ? `acc = max(acc, ${v});` : `acc += ${v};`);
   lines.push(reducedLoops(lanes, red, fold));

@@ -9,7 +9,7 @@
 // matters on lavapipe (every load a per-lane scalar loop). With L = 1 a lane owns one row and Q
 // columns.
 import type { KernelBody, LowerContext } from '../../codegen/kernel.js';
-import { body, chooseLanes, entry, touch } from './lanes.js';
+import { body, chooseLanes, entry, OPAQUE_ZERO, touch } from './lanes.js';
 
 export interface DotSpec {
   readonly label: string;
@@ -62,7 +62,7 @@ export function lowerDot(ctx: LowerContext, s: DotSpec): KernelBody {
     s.rowPre('rowc'),
     ...range(Q).map((q) => `  let cl${q} = min(col0 + ${q * L}u + lane, ${Math.max(s.N - 1, 0)}u);\n${s.colPre(`cl${q}`, q)}`),
     ...range(L * Q).map((t) => `  var acc${t} = 0.0;`),
-    kMain > 0 ? `  for (var k0 = 0u; k0 < ${kMain}u; k0 += 4u) {\n${step('k0', 4)}\n  }` : '',
+    kMain > 0 ? `  for (var k0 = 0u; k0 < ${kMain}u + ${OPAQUE_ZERO}; k0 += 4u) {\n${step('k0', 4)}\n  }` : '',
     s.K % 4 > 0 ? `  {\n    let kt = ${kMain}u;\n${step('kt', s.K % 4)}\n  }` : '',
     ...stores,
   ];

@@ -82,7 +82,7 @@ async function check(c: Case, variants = VARIANTS): Promise<void> {
 }
 
 describe('attention kernels', () => {
-  // Random shapes on the device and portable paths; the fixed cases below also run 'folded'
+  // Random shapes on the device and portable paths; the T > S case below also runs 'folded'
   // (private-memory fallback, chunked statistics), whose kernels are slower to compile.
   it('random shapes: GQA, causal and not, odd head dims, T > S and T < S', async () => {
     await fc.assert(
@@ -101,13 +101,13 @@ describe('attention kernels', () => {
         }),
         (c) => check(c, ['device', 'portable']),
       ),
-      { numRuns: 5 },
+      { numRuns: 4 },
     );
   });
 
   it('decode step (T = 1) with GQA; causal rows that see no key (T > S)', async () => {
-    await check({ B: 1, Hkv: 2, G: 4, T: 1, S: 21, D: 8, Dv: 8, causal: true, scale: null, seed: 1 });
-    await check({ B: 2, Hkv: 1, G: 2, T: 13, S: 5, D: 4, Dv: 3, causal: true, scale: null, seed: 2 });
+    await check({ B: 1, Hkv: 2, G: 4, T: 1, S: 21, D: 8, Dv: 8, causal: true, scale: null, seed: 1 }, ['device', 'portable']);
+    await check({ B: 2, Hkv: 1, G: 2, T: 13, S: 5, D: 4, Dv: 3, causal: true, scale: null, seed: 2 }, ['device', 'folded']);
   });
 
   it('a 128-wide head over 300 keys with large scores (online rescaling)', async () => {

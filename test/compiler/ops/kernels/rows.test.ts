@@ -137,7 +137,7 @@ describe('norm kernels', () => {
           for (let i = 0; i < n; i++) colAbs[i % D]! += Math.abs(gs[i]!) * xh(i);
           await compare(`${op}_grad`, [x, w, g], { eps, wrt: 'weight' }, variant, () => (c) => colAbs[c]!);
         }),
-        { numRuns: 5 },
+        { numRuns: 4 },
       );
     });
   }
