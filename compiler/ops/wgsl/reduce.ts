@@ -4,7 +4,8 @@
 // Axes are first normalised: size-1 axes dropped, runs of kept or reduced axes merged, so the
 // common cases become one strided loop ([rows, n] -> rows, [n, cols] -> cols). The group's lanes
 // split the reduced index; with one lane the reduced axes are plain nested loops (no division in
-// the inner loop).
+// the inner loop). max does not promise the reference's NaN propagation: WGSL's max() leaves the
+// result for a NaN operand to the implementation.
 import type { KernelBody, LowerContext } from '../../codegen/kernel.js';
 import { body, chooseLanes, entry, NEG_INF_FN, product, type Lanes } from './lanes.js';
 
