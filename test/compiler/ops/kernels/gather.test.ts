@@ -59,6 +59,13 @@ describe('embedding kernels', () => {
     );
   });
 
+  it('embedding: more outputs than 65535 workgroups of 64 hold (a real folded dispatch)', async () => {
+    const ids = i32t([70_000], randInts(70_000, 3, 0, 10));
+    const w = f32t([10, 64], randn(640, 4));
+    const out = outType('embedding', [ids, w], {});
+    expectClose(await gpu('embedding', [ids, w], {}, out), reference('embedding', [ids, w], {}, out), 0, 'embedding 70000x64');
+  });
+
   // Each output is a sum of the g rows whose id matches (in position order, in f32): error below
   // ~n·u·Σ|g| for n matches; 1e-6·Σ|g| + 1e-7 is loose for the <= 300 matches here, while a
   // missed or extra row is O(|g|).
