@@ -5,6 +5,7 @@ import { createRequire } from 'node:module';
 import { getDevice, type KilnDevice } from '../runtime/webgpu/device.js';
 import { benchMatmul, loadTfjs } from './matmul.js';
 import { benchBlock } from './block.js';
+import { benchTinyStep } from './tiny-step.js';
 
 export interface BenchContext {
   kd: KilnDevice;
@@ -18,10 +19,10 @@ export interface BenchSection {
   run(ctx: BenchContext): Promise<unknown>;
 }
 
-// Other sections (block, tiny_step) append themselves here.
 const sections: BenchSection[] = [
   { name: 'matmul', run: (ctx) => benchMatmul(ctx.kd, { sizes: [512, 1024, 2048], runs: 5, log: ctx.log }) },
   { name: 'block', run: (ctx) => benchBlock(ctx.kd, { runs: 5, log: ctx.log }) },
+  { name: 'tiny_step', run: (ctx) => benchTinyStep(ctx.kd, { runs: 5, log: ctx.log }) },
 ];
 
 function packageVersion(name: string): string {

@@ -36,6 +36,12 @@ export interface BindingRef {
 export interface CodegenOptions {
   /** 'f16': float tensors stored as f16 (the accessors convert; all math stays f32). */
   readonly floatStorage?: 'f32' | 'f16';
+  /**
+   * Values overwritten in place (target -> the update that replaces it, runtime/webgpu/in-place.ts):
+   * a kernel that writes the update reads the target through the update's read_write binding,
+   * since WebGPU forbids binding one buffer twice when one binding writes.
+   */
+  readonly aliases?: ReadonlyMap<number, number>;
 }
 
 export interface GroupKernel {
@@ -89,8 +95,17 @@ class Emitter {
     this.placement = new Map(group.members.map((m) => [m.node, m.placement]));
   }
 
+  private readonly bound = new Map<number, { names: string[]; chunk: number; st: Decl['type'] }>();
+
+  /** The read_write binding already declared for `id` (the matmul fast path's `c`). */
+  adopt(id: number, names: string[], chunk: number, st: Decl['type']): void {
+    this.bound.set(id, { names, chunk, st });
+  }
+
   /** Declares the bindings of a value (one per chunk) and returns their names. */
   private bind(id: number, access: 'read' | 'read_write'): { names: string[]; chunk: number; st: Decl['type'] } {
+    const prior = this.bound.get(id);
+    if (prior && access === 'read_write') return prior;
     const n = this.node(id);
     const length = numel(n.shape);
     const st = this.opts.floatStorage === 'f16' && isFloat(n.dtype) ? 'f16' : storageType(n.dtype, this.device);
@@ -104,14 +119,22 @@ class Emitter {
       this.decls.push({ name, type: st, access });
       names.push(name);
     }
+    if (access === 'read_write') this.bound.set(id, { names, chunk, st });
     return { names, chunk, st };
+  }
+
+  /** The update this group writes in place of `id`, if any. */
+  private aliasOf(id: number): number | undefined {
+    const u = this.opts.aliases?.get(id);
+    return u !== undefined && this.group.outputs.includes(u) ? u : undefined;
   }
 
   /** kf_rJ(i): element i of a buffered value, across its chunks. */
   reader(id: number): string {
     const hit = this.readers.get(id);
     if (hit) return hit;
-    const { names, chunk } = this.bind(id, 'read');
+    const alias = this.aliasOf(id);
+    const { names, chunk } = alias === undefined ? this.bind(id, 'read') : this.bind(alias, 'read_write');
     const t = wgslType(this.node(id).dtype);
     const name = `kf_r${this.readers.size}`;
     const body = names.map((b, c) => {
@@ -253,7 +276,7 @@ export function generateGroup(group: FusedGroup, node: (id: number) => ConcreteN
   const label = labelOf(group, node);
   // The fast path binds f32 arrays itself; f16 storage goes through the accessors.
   if (group.kind === 'matmul' && opts.floatStorage !== 'f16') {
-    const fast = matmulBuffers(group, node, device, label);
+    const fast = matmulBuffers(group, node, device, label, opts);
     if (fast) return fast;
   }
   const em = new Emitter(group, node, device, opts);
@@ -293,7 +316,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
  * last two axes: weight gradients read x^T), so the tuned generator binds them as (vec4) arrays itself; the epilogue
  * and the extra outputs ride on its epilogue hook. null when the operands do not allow it.
  */
-function matmulBuffers(group: FusedGroup, node: (id: number) => ConcreteNode, device: DeviceTraits, label: string): GroupKernel | null {
+function matmulBuffers(group: FusedGroup, node: (id: number) => ConcreteNode, device: DeviceTraits, label: string, opts: CodegenOptions = {}): GroupKernel | null {
   const anchor = node(group.anchor);
   const inGroup = new Map(group.members.map((m) => [m.node, m.placement]));
   const whole = (id: number): boolean => numel(node(id).shape) <= chunkLength(numel(node(id).shape), device) && node(id).dtype === 'f32';
@@ -329,8 +352,11 @@ function matmulBuffers(group: FusedGroup, node: (id: number) => ConcreteNode, de
   const shape = anchor.op === 'linear' ? linearShape(x, y) : matmulShape(x, y, anchor.shape);
   const spec: MatmulSpec = { ...shape.spec, transposeA: a.swapped, transposeB: (shape.spec.transposeB ?? false) !== b.swapped };
 
-  const em = new Emitter(group, node, device);
+  const em = new Emitter(group, node, device, opts);
   const primary = group.outputs[0]!;
+  // A target overwritten in place by the primary output is read through the generator's `c`,
+  // whose element type (f32 or vec4<f32>) is known only once the kernel is generated.
+  em.adopt(primary, ['KF_C'], numel(node(primary).shape), 'f32');
   // Bindings 0..2 are the generator's a, b, c; ours start at 3.
   const fixed: BindingRef[] = [
     { value: a.leaf, access: 'read', offset: 0, length: numel(node(a.leaf).shape), elementBytes: 4 },
@@ -356,5 +382,7 @@ function matmulBuffers(group: FusedGroup, node: (id: number) => ConcreteNode, de
     },
     { subgroupSize: device.subgroupSize, maxComputeWorkgroupsPerDimension: device.maxWorkgroupsPerDimension },
   );
-  return { label, code: k.code, workgroups: k.workgroups, bindings: em.bindings, io: 'buffers' };
+  const vecC = /var<storage, read_write> c: array<vec4/.test(k.code);
+  const code = k.code.replace(/KF_C\[i\]/g, vecC ? 'c[i / 4u][i % 4u]' : 'c[i]');
+  return { label, code, workgroups: k.workgroups, bindings: em.bindings, io: 'buffers' };
 }

@@ -11,6 +11,7 @@ import { mib } from '../../compiler/passes/plan-report.js';
 import type { BindingRef } from '../../compiler/codegen/fused.js';
 import { bindSymbols } from '../reference.js';
 import { KilnError } from '../errors.js';
+import { inPlaceUpdates, type UpdateRef } from './in-place.js';
 import { isFloat, numel, type HostTensor } from '../tensor.js';
 import { f16BitsToF32, f32BitsToF16 } from '../safetensors.js';
 import { gpuStep, type KilnDevice } from './device.js';
@@ -42,7 +43,21 @@ export interface ExecutorOptions {
   readonly storage?: 'f32' | 'f16';
 }
 
+/** What one compiled step costs: for `npm run bench` and `kiln plan`-style reports. */
+export interface RunStats {
+  readonly dispatches: number;
+  /** ops the step computes: the dispatch count without fusion. */
+  readonly unfusedOps: number;
+  /** device bytes allocated: parameters, inputs, pinned values, intermediate slots. */
+  readonly allocatedBytes: number;
+  /** the sum of all values' bytes: every value in a buffer of its own. */
+  readonly naiveBytes: number;
+  readonly inPlaceUpdates: number;
+}
+
 interface Prepared {
+  readonly inPlace: ReadonlyMap<number, number>;
+  readonly stats: RunStats;
   readonly compiled: CompiledProgram;
   readonly pipelines: readonly GPUComputePipeline[];
   readonly bindGroups: readonly GPUBindGroup[];
@@ -90,6 +105,8 @@ export class WebGpuExecutor {
   private readonly params = new Map<number, GPUBuffer>();
   /** the host tensor each parameter buffer holds: fed again (the same object), it is not re-sent. */
   private readonly uploaded = new Map<number, HostTensor>();
+  /** the costs of the step the last run() executed. */
+  lastStats: RunStats | undefined;
   /** inputs that updates write (optimiser moments): kept on the device like parameters. */
   private readonly residents = new Set<number>();
 
@@ -124,7 +141,7 @@ export class WebGpuExecutor {
     const key = `${computed.join(',')}|${[...bindings].map(([k, v]) => `${k}=${v}`).join(',')}`;
     let prep = this.prepared.get(key);
     if (!prep) {
-      prep = this.prepare(this.program(computed), bindings);
+      prep = this.prepare(this.program(computed), bindings, updates, new Set(wanted));
       prep.catch(() => this.prepared.delete(key));
       this.prepared.set(key, prep);
     }
@@ -143,6 +160,7 @@ export class WebGpuExecutor {
         device.queue.writeBuffer(p.buffers.get(id)!, 0, hostArray(t, this.f16));
       }
     });
+    this.lastStats = p.stats;
     return this.execute(p, wanted, updates);
   }
 
@@ -188,10 +206,11 @@ export class WebGpuExecutor {
     this.uploaded.clear();
   }
 
-  private async prepare(program: FusedProgram, bindings: Map<string, number>): Promise<Prepared> {
+  private async prepare(program: FusedProgram, bindings: Map<string, number>, updates: readonly UpdateRef[] = [], readBack: ReadonlySet<number> = new Set()): Promise<Prepared> {
+    const inPlace = inPlaceUpdates(program, updates, readBack);
     const device = this.kd.device;
     if (this.f16 && !this.kd.features.shaderF16) throw new KilnError(`f16 storage needs the shader-f16 feature, which ${this.kd.adapterName} lacks`);
-    const compiled = lowerProgram(program, bindings, this.traits(), { floatStorage: this.opts.storage ?? 'f32' });
+    const compiled = lowerProgram(program, bindings, this.traits(), { floatStorage: this.opts.storage ?? 'f32', aliases: new Map([...inPlace].map(([u, t]) => [t, u])) });
     const { plan, kernels } = compiled;
     checkSizes(compiled, this.kd.limits.maxBufferSize);
     const maxBindings = this.kd.limits.maxStorageBuffersPerShaderStage;
@@ -213,7 +232,14 @@ export class WebGpuExecutor {
       plan.slots.map((s) => make(s.bytes, `kiln slot ${s.id}`)),
     );
     await gpuStep(device, `allocating parameters, inputs and outputs (${mib(plan.totals.params + plan.totals.inputs + plan.totals.requested)})`, () => {
-      for (const v of plan.values.values()) {
+      // Resident buffers first: an update written in place takes its target's buffer.
+      const ordered = [...plan.values.values()].sort((a, b) => Number(inPlace.has(a.node)) - Number(inPlace.has(b.node)));
+      for (const v of ordered) {
+        const target = inPlace.get(v.node);
+        if (target !== undefined) {
+          buffers.set(v.node, buffers.get(target)!);
+          continue;
+        }
         if (v.kind === 'temp') buffers.set(v.node, slotBuffers[plan.slotOf.get(v.node)!]!);
         else if (v.kind === 'param' || this.residents.has(v.node)) {
           let b = this.params.get(v.node);
@@ -236,7 +262,16 @@ export class WebGpuExecutor {
         ),
       );
     }
-    return { compiled, pipelines, bindGroups, buffers, owned };
+    const aliased = [...inPlace.keys()].reduce((a, id) => a + (plan.values.get(id)?.bytes ?? 0), 0);
+    const t = plan.totals;
+    const stats: RunStats = {
+      dispatches: kernels.length,
+      unfusedOps: program.unfusedOps,
+      allocatedBytes: t.params + t.inputs + t.requested - aliased + t.slots,
+      naiveBytes: t.params + t.inputs + t.requested + t.naive,
+      inPlaceUpdates: inPlace.size,
+    };
+    return { compiled, pipelines, bindGroups, buffers, owned, inPlace, stats };
   }
 
   private async execute(p: Prepared, wanted: readonly number[], updates: readonly { node: number; target: number }[] = []): Promise<Map<number, HostTensor>> {
@@ -267,6 +302,7 @@ export class WebGpuExecutor {
       const enc = this.opts.stepByStep ? device.createCommandEncoder() : encodeRange(0, kernels.length);
       // After every kernel has read the old values: the new ones replace them in place.
       for (const u of updates) {
+        if (p.inPlace.has(u.node)) continue;
         const n = p.compiled.node(u.node);
         enc.copyBufferToBuffer(p.buffers.get(u.node)!, 0, p.buffers.get(u.target)!, 0, padded(numel(n.shape) * this.elementBytes(n.dtype)));
       }
