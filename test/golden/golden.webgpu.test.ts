@@ -2,65 +2,26 @@
 // tolerances (golden.test.ts): loss terms within 2e-4 relative, every gradient within 2e-2
 // relative in Frobenius norm. Skipped, saying which, while some op of the model has no kernel.
 import { describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { main } from '../../compiler/cli/main.js';
 import { Output } from '../../compiler/cli/output.js';
-import { readSafetensors } from '../../runtime/safetensors.js';
 import { loadAndCheck } from '../../compiler/cli/spec.js';
 import { differentiate } from '../../compiler/passes/autodiff.js';
 import { fuse } from '../../compiler/passes/fuse.js';
 import { opsWithoutKernels } from '../../compiler/passes/lower.js';
-
-interface Expected {
-  loss: number;
-  terms: Record<string, number>;
-}
-
-function relFrobenius(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let diff = 0;
-  let ref = 0;
-  for (let i = 0; i < a.length; i++) {
-    diff += (a[i]! - b[i]!) ** 2;
-    ref += b[i]! ** 2;
-  }
-  return Math.sqrt(diff) / Math.max(Math.sqrt(ref), 1e-30);
-}
+import { GOLDEN_CASES, runGoldenCase } from './compare.js';
 
 const missing = (() => {
   const g = differentiate(loadAndCheck('models/vwlmm.kiln', { config: 'tiny' }, new Output(true)).graph);
   return opsWithoutKernels(fuse(g, [g.totalLoss!, ...g.gradients.map((x) => x.node)]));
 })();
 
-describe.each(['llama_b2', 'mistral_gqa', 'llama_vmw'])('kiln loss --backend webgpu equals PyTorch on %s', (name) => {
-  const dir = join('test/golden', name);
-  const expected = JSON.parse(readFileSync(join(dir, 'expected.json'), 'utf8')) as Expected;
-  const vmWeight = (expected.loss - expected.terms['lm']!) / expected.terms['vm']!;
-
+describe.each(GOLDEN_CASES)('kiln loss --backend webgpu equals PyTorch on %s', (name) => {
   it.skipIf(missing.length > 0)(`loss terms within 2e-4 and gradients within 2e-2 (relative)${missing.length ? ` [no kernel yet: ${missing.join(', ')}]` : ''}`, async () => {
-    const grads = join(mkdtempSync(join(tmpdir(), 'kiln-golden-gpu-')), 'grads.safetensors');
-    const out = new Output(true);
-    const args = ['loss', 'models/vwlmm.kiln', '--config', 'tiny', '--checkpoint', join(dir, 'llava'), '--vision-tower', join(dir, 'clip')];
-    args.push('--batch', join(dir, 'batch.safetensors'), '--set', `vm_weight=${Math.round(vmWeight * 1e6) / 1e6}`, '--grads', grads, '--json', '--backend', 'webgpu');
-    const code = await main(args, out);
-    expect(out.err.join('\n')).toBe('');
-    expect(code).toBe(0);
-    const got = JSON.parse(out.out.join('')) as Expected;
-    const rel = (a: number, b: number) => Math.abs(a - b) / Math.abs(b);
-    let worstTerm = rel(got.loss, expected.loss);
-    for (const [k, v] of Object.entries(expected.terms)) worstTerm = Math.max(worstTerm, rel(got.terms[k]!, v));
-    expect(worstTerm).toBeLessThan(2e-4);
-    const mine = readSafetensors(grads);
-    const theirs = readSafetensors(join(dir, 'grads.safetensors'));
-    expect([...mine.keys()].sort()).toEqual([...theirs.keys()].sort());
-    let worstGrad = 0;
-    let worstName = '';
-    for (const [k, t] of theirs) {
-      const r = relFrobenius(mine.get(k)!.data, t.data);
-      if (!(r <= worstGrad)) [worstGrad, worstName] = [r, k];
-    }
-    expect(worstGrad).toBeLessThan(2e-2);
-    console.log(`${name} on webgpu: worst loss-term rel error ${worstTerm.toExponential(2)}, worst gradient rel error ${worstGrad.toExponential(2)} (${worstName})`);
+    const r = await runGoldenCase(name, 'webgpu');
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.gradNames.mine).toEqual(r.gradNames.theirs);
+    expect(r.worstTerm).toBeLessThan(2e-4);
+    expect(r.worstGrad).toBeLessThan(2e-2);
+    console.log(`${name} on webgpu: worst loss-term rel error ${r.worstTerm.toExponential(2)}, worst gradient rel error ${r.worstGrad.toExponential(2)} (${r.worstGradName})`);
   }, 600_000);
 });

@@ -4,21 +4,14 @@ import { getOp } from '../../compiler/ops/registry.js';
 import type { Attrs, DType } from '../../compiler/ir/graph.js';
 import { wrapPlain, grid1d, LINEAR_ID, wgslType } from '../../compiler/codegen/kernel.js';
 import type { DeviceTraits, KernelBody } from '../../compiler/codegen/kernel.js';
-import { getDevice, type KilnDevice } from '../../runtime/webgpu/device.js';
+import { getDevice } from '../../runtime/webgpu/device.js';
+import { deviceTraits } from '../../runtime/webgpu/executor.js';
 import { bindAll, createStorageBuffer, dispatch, getPipeline, readBuffer, uploadBuffer } from '../../runtime/webgpu/buffers.js';
 import type { HostTensor } from '../../runtime/tensor.js';
 import { numel } from '../../runtime/tensor.js';
 
-export function traitsOf(d: KilnDevice): DeviceTraits {
-  return {
-    subgroupSize: d.subgroupSize,
-    maxWorkgroupInvocations: d.limits.maxComputeInvocationsPerWorkgroup,
-    maxWorkgroupsPerDimension: d.limits.maxComputeWorkgroupsPerDimension,
-    workgroupMemoryBytes: d.limits.maxComputeWorkgroupStorageSize,
-    maxStorageBindingBytes: d.limits.maxStorageBufferBindingSize,
-    shaderF16: d.features.shaderF16,
-  };
-}
+/** The device traits kernels are generated for (the executor's own). */
+export const traitsOf = deviceTraits;
 
 /** The body of an elementwise op as a standalone kernel (one invocation per output element). */
 function elementwiseBody(expr: string, n: number, arity: number, outType: DType, device: DeviceTraits): KernelBody {

@@ -4,6 +4,7 @@
 // Frobenius), computed in f32 as `kiln loss` does.
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { relFrobenius } from '../../golden/compare.js';
 import { describe, expect, it } from 'vitest';
 import { differentiate } from '../../../compiler/passes/autodiff.js';
 import { runReference } from '../../../runtime/reference.js';
@@ -27,15 +28,6 @@ function load(dir: string): Map<string, HostTensor> {
   return out;
 }
 
-function relFrobenius(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let diff = 0;
-  let ref = 0;
-  for (let i = 0; i < a.length; i++) {
-    diff += (a[i]! - b[i]!) ** 2;
-    ref += b[i]! ** 2;
-  }
-  return Math.sqrt(diff) / Math.max(Math.sqrt(ref), 1e-30);
-}
 
 describe.each(['llama_b2', 'mistral_gqa', 'llama_vmw'])('reference + autodiff equal PyTorch on %s', (name) => {
   it('loss terms within 2e-4 and gradients within 2e-2', () => {

@@ -2,6 +2,7 @@
 // with GQA and RoPE, LM and VM heads, both losses, every gradient) fused and run on WebGPU,
 // against the reference executor: loss within 2e-4 and each gradient within 2e-2 relative
 // (Frobenius), the golden tolerances. Skipped, naming them, while ops still lack kernels.
+import { relFrobenius } from '../../golden/compare.js';
 import { describe, expect, it } from 'vitest';
 import type { Graph } from '../../../compiler/ir/graph.js';
 import { differentiate } from '../../../compiler/passes/autodiff.js';
@@ -36,15 +37,6 @@ function feedsFor(g: Graph, batch: number, tokens: number): Map<string, HostTens
   return feeds;
 }
 
-function relFrobenius(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let d = 0;
-  let r = 0;
-  for (let i = 0; i < a.length; i++) {
-    d += (a[i]! - b[i]!) ** 2;
-    r += b[i]! ** 2;
-  }
-  return Math.sqrt(d) / Math.max(Math.sqrt(r), 1e-30);
-}
 
 const graph = differentiate(buildMiniVwlmm(TINY, (name) => !name.startsWith('vision_tower.')).build());
 const wanted = [graph.totalLoss!, ...graph.losses.map((l) => l.node), ...graph.gradients.map((g) => g.node)];
