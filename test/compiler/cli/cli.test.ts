@@ -1,6 +1,6 @@
 // The CLI as a user meets it: exit codes, messages, and never a stack trace.
 import { describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, execSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -47,6 +47,11 @@ describe('kiln command line', () => {
     const r3 = run(['check', 'models/vwlmm.kiln', '--config', 'tiny', '--json']);
     expect(r3.code).toBe(0);
     expect(JSON.parse(r3.out).total).toBeGreaterThan(200_000);
+    // Far more than a pipe buffer: every byte must arrive before the process exits.
+    // Through a shell pipe, where Node's stdout is asynchronous.
+    const r4 = execSync('node bin/kiln.js check models/vwlmm.kiln --config vicuna7b --json | cat', { encoding: 'utf8' });
+    expect(r4.length).toBeGreaterThan(65_536);
+    expect(JSON.parse(r4).total).toBe(7_193_974_784);
   }, 60_000);
 
   it('no command or an unknown one prints the usage and exits 2', async () => {
