@@ -59,7 +59,8 @@ async function main(argv: string[]): Promise<void> {
 }
 
 main(process.argv.slice(2)).then(
-  () => process.exit(0), // dawn.node keeps the process alive
+  // dawn.node keeps the process alive: exit explicitly, once stdout has drained into its pipe.
+  () => process.stdout.write('', () => process.exit(0)),
   (err: unknown) => {
     process.stderr.write(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     process.exit(1);
