@@ -3,7 +3,7 @@
 // code), every buffer and bind group is made once per compiled program, parameters are uploaded
 // once, and a run is one command encoder: all dispatches, then copies of the requested values
 // only. Failures become KilnErrors naming the step; a lost device rejects, it never hangs.
-import type { Graph } from '../../compiler/ir/graph.js';
+import { reachable, type Graph } from '../../compiler/ir/graph.js';
 import type { DeviceTraits } from '../../compiler/codegen/kernel.js';
 import { fuse, type FusedProgram, type FuseOptions } from '../../compiler/passes/fuse.js';
 import { lowerProgram, type CompiledProgram } from '../../compiler/passes/lower.js';
@@ -50,7 +50,9 @@ export interface RunStats {
   readonly unfusedOps: number;
   /** device bytes allocated: parameters, inputs, pinned values, intermediate slots. */
   readonly allocatedBytes: number;
-  /** the sum of all values' bytes: every value in a buffer of its own. */
+  /** the fused program's buffered values, each in a buffer of its own (no sharing). */
+  readonly unsharedBytes: number;
+  /** the sum of all values' bytes: every op's output in a buffer of its own (no fusion either). */
   readonly naiveBytes: number;
   readonly inPlaceUpdates: number;
 }
@@ -268,7 +270,8 @@ export class WebGpuExecutor {
       dispatches: kernels.length,
       unfusedOps: program.unfusedOps,
       allocatedBytes: t.params + t.inputs + t.requested - aliased + t.slots,
-      naiveBytes: t.params + t.inputs + t.requested + t.naive,
+      unsharedBytes: t.params + t.inputs + t.requested + t.naive,
+      naiveBytes: reachable(program.graph, program.requested).reduce((a, id) => a + numel(compiled.node(id).shape) * this.elementBytes(compiled.node(id).dtype), 0),
       inPlaceUpdates: inPlace.size,
     };
     return { compiled, pipelines, bindGroups, buffers, owned, inPlace, stats };
