@@ -3,11 +3,11 @@
 // every trainable parameter's bytes (new weights, new moments). An update u of target s is
 // written in place when:
 //   1. no kernel after the one writing u reads s (everyone else saw the old value already), and
-//   2. that kernel is an elementwise loop or a matmul, which store each element exactly once
-//      and compute every value of a store before writing any (fused.ts: the lets, then the
-//      writes), and s is read in it only by elementwise members at s's own shape, at the
-//      element being stored. Custom kernels may store one element from several lanes, so
-//      their updates keep a buffer of their own and a copy.
+//   2. every kernel template stores each element once, and a store computes all its values
+//      before writing any (fused.ts: the lets, then the writes); so s may be read in that
+//      kernel only where the element being stored is: by elementwise members at s's own shape,
+//      and in a matmul or custom kernel only in the epilogue (a prologue feeds the template's
+//      loads, which may read any element, including ones already overwritten).
 import type { Graph } from '../../compiler/ir/graph.js';
 import { shapesEqual } from '../../compiler/ir/dims.js';
 import type { FusedProgram } from '../../compiler/passes/fuse.js';
@@ -28,11 +28,22 @@ export function inPlaceUpdates(program: FusedProgram, updates: readonly UpdateRe
     if (step < 0) continue;
     if (program.groups.slice(step + 1).some((g) => g.inputs.includes(u.target))) continue;
     const group = program.groups[step]!;
-    if (group.kind !== 'elementwise' && group.kind !== 'matmul') continue;
+    const loop = group.kind === 'elementwise';
     const target = graph.nodes[u.target]!;
+    // Members that feed the template's loads (the anchor's operands, through prologues).
+    const members = new Set(group.members.map((m) => m.node));
+    const feedsAnchor = new Set<number>();
+    const stack = [...graph.nodes[group.anchor]!.inputs];
+    while (stack.length) {
+      const id = stack.pop()!;
+      if (!members.has(id) || feedsAnchor.has(id)) continue;
+      feedsAnchor.add(id);
+      stack.push(...graph.nodes[id]!.inputs);
+    }
     const safe = group.members.every((m) => {
       const n = graph.nodes[m.node]!;
       if (!n.inputs.includes(u.target)) return true;
+      if (!loop && feedsAnchor.has(m.node)) return false;
       return m.node !== group.anchor && categoryOf(n) === 'elementwise' && shapesEqual(n.type.shape, target.type.shape);
     });
     if (safe) out.set(u.node, u.target);
