@@ -14,6 +14,7 @@ import {
   writeSafetensors,
 } from '../../runtime/safetensors.js';
 import type { HostTensor } from '../../runtime/tensor.js';
+import { expectKilnError } from '../helpers/errors.js';
 
 let dir: string;
 beforeAll(() => {
@@ -34,18 +35,6 @@ function build(header: unknown, data: Uint8Array = new Uint8Array(0), len?: bigi
 const f32Bits = (x: number) => new Uint32Array(new Float32Array([x]).buffer)[0]!;
 const bitsF32 = (b: number) => new Float32Array(new Uint32Array([b]).buffer)[0]!;
 const u16Bytes = (xs: number[]) => new Uint8Array(new Uint16Array(xs).buffer);
-
-function expectKilnError(f: () => unknown, ...parts: string[]): KilnError {
-  let caught: unknown;
-  try {
-    f();
-  } catch (e) {
-    caught = e;
-  }
-  expect(caught).toBeInstanceOf(KilnError);
-  for (const p of parts) expect((caught as KilnError).message).toContain(p);
-  return caught as KilnError;
-}
 
 describe('round trip', () => {
   const tensors = new Map<string, HostTensor>([

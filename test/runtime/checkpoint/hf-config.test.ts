@@ -2,25 +2,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { KilnError } from '../../../runtime/errors.js';
 import { clipConfigOverrides, llavaConfigOverrides, parseHfConfig, readHfConfig } from '../../../runtime/checkpoint/hf-config.js';
+import { expectKilnError } from '../../helpers/errors.js';
 
 let dir: string;
 beforeAll(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-cfg-'));
 });
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
-
-function expectKilnError(f: () => unknown, ...parts: string[]): void {
-  let caught: unknown;
-  try {
-    f();
-  } catch (e) {
-    caught = e;
-  }
-  expect(caught).toBeInstanceOf(KilnError);
-  for (const p of parts) expect((caught as KilnError).message).toContain(p);
-}
 
 // The fields of liuhaotian/llava-v1.5-7b's config.json that matter (VW-LMM Vicuna has the same).
 const vicuna = {

@@ -17,6 +17,7 @@ import {
   tiedEmbeddingAliases,
   type ParamRequest,
 } from '../../../runtime/checkpoint/load.js';
+import { expectKilnError } from '../../helpers/errors.js';
 
 let root: string;
 beforeAll(() => {
@@ -41,18 +42,6 @@ const f32 = (shape: number[], start = 0): HostTensor => ({
   data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, i) => start + i),
 });
 const req = (name: string, shape: number[]): ParamRequest => ({ name, shape, dtype: 'f32' });
-
-function expectKilnError(f: () => unknown, ...parts: string[]): KilnError {
-  let caught: unknown;
-  try {
-    f();
-  } catch (e) {
-    caught = e;
-  }
-  expect(caught).toBeInstanceOf(KilnError);
-  for (const p of parts) expect((caught as KilnError).message).toContain(p);
-  return caught as KilnError;
-}
 
 describe('openCheckpointDir', () => {
   it('reads model.safetensors lazily', () => {
