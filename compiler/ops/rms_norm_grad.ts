@@ -1,25 +1,14 @@
 // Backward of rms_norm, recomputing r = rsqrt(mean(x^2) + eps). wrt 'x':
 // r * gw - x * r^3 * mean(gw * x) with gw = g * weight; wrt 'weight': sum over rows of g * x * r.
-import { shapesEqual } from '../ir/dims.js';
-import type { TensorType } from '../ir/graph.js';
 import type { OpDef } from './types.js';
 import { alloc } from './util/ref.js';
-import { checkNormVectors, rowStats } from './util/norm.js';
-import { normWrt } from './layer_norm_grad.js';
-import { attrNumber, expectArity, fail, typeToString } from './util/shape.js';
+import { inferNormGrad, normWrt, rowStats } from './util/norm.js';
+import { attrNumber } from './util/shape.js';
 import { lowerNormGradWeight, lowerNormGradX } from './wgsl/norm.js';
 
 export const rmsNormGradOp: OpDef = {
   name: 'rms_norm_grad',
-  infer(inputs, attrs) {
-    expectArity('rms_norm_grad', inputs, 3);
-    const [x, w, g] = inputs as [TensorType, TensorType, TensorType];
-    checkNormVectors('rms_norm_grad', x, [['weight', w, 1]]);
-    if (g.dtype !== x.dtype || !shapesEqual(g.shape, x.shape))
-      fail(`rms_norm_grad: g ${typeToString(g)} must have the type of x ${typeToString(x)}`, 2);
-    attrNumber('rms_norm_grad', attrs, 'eps');
-    return normWrt('rms_norm_grad', attrs) === 'x' ? x : w;
-  },
+  infer: (inputs, attrs) => inferNormGrad('rms_norm_grad', inputs, attrs),
   reference([x, w, g], attrs, out, ctx) {
     const eps = attrNumber('rms_norm_grad', attrs, 'eps');
     const wrt = normWrt('rms_norm_grad', attrs);

@@ -1,7 +1,7 @@
 // Shape rule shared by layer_norm, rms_norm and their backward ops: x [..., D] with [D] vectors.
-import { dimsEqual, dimToString, shapeToString } from '../../ir/dims.js';
-import type { TensorType } from '../../ir/graph.js';
-import { expectFloat, fail } from './shape.js';
+import { dimsEqual, dimToString, shapesEqual, shapeToString } from '../../ir/dims.js';
+import type { Attrs, TensorType } from '../../ir/graph.js';
+import { attrNumber, attrString, expectArity, expectFloat, fail, typeToString } from './shape.js';
 
 export function checkNormVectors(op: string, x: TensorType, vectors: readonly [string, TensorType, number][]): void {
   expectFloat(op, x, 'x', 0);
@@ -27,4 +27,20 @@ export function rowStats(x: ArrayLike<number>, off: number, D: number, eps: numb
     v += c * c;
   }
   return { mu, r: 1 / Math.sqrt(v / D + eps) };
+}
+
+export function normWrt(op: string, attrs: Attrs): 'x' | 'weight' {
+  const wrt = attrString(op, attrs, 'wrt');
+  if (wrt !== 'x' && wrt !== 'weight') fail(`${op}: wrt must be 'x' or 'weight', got ${wrt}`);
+  return wrt;
+}
+
+/** The shape rule of a norm's backward op (x, weight, g; eps, wrt): the type of x or of weight. */
+export function inferNormGrad(op: string, inputs: readonly TensorType[], attrs: Attrs): TensorType {
+  expectArity(op, inputs, 3);
+  const [x, w, g] = inputs as [TensorType, TensorType, TensorType];
+  checkNormVectors(op, x, [['weight', w, 1]]);
+  if (g.dtype !== x.dtype || !shapesEqual(g.shape, x.shape)) fail(`${op}: g ${typeToString(g)} must have the type of x ${typeToString(x)}`, 2);
+  attrNumber(op, attrs, 'eps');
+  return normWrt(op, attrs) === 'x' ? x : w;
 }
