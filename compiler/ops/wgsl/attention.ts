@@ -15,22 +15,14 @@
 // workgroup memory (laneArrays), and loops over the head dim have opaque bounds: unrolled, these
 // kernels took tens of seconds to compile for D = 128.
 import type { Attrs } from '../../ir/graph.js';
+import type { AttentionDims } from '../attention.js';
 import type { KernelBody, LowerContext } from '../../codegen/kernel.js';
 import { body, chooseLanes, entry, f32, laneArrays, NEG_BIG, OPAQUE_ZERO, type LaneArray, type Lanes } from './lanes.js';
 
 const POS_BIG = '3.402823466e+38f';
 
-export interface Att {
-  B: number;
-  Hq: number;
-  Hkv: number;
+export interface Att extends AttentionDims {
   G: number;
-  T: number;
-  S: number;
-  D: number;
-  Dv: number;
-  scale: number;
-  causal: boolean;
   lanes: Lanes;
   L: number;
   /** row blocks per head, and per kv head (G heads) */
