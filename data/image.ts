@@ -1,0 +1,486 @@
+// Image decoding and LLaVA-1.5 preprocessing, exactly as the release computes pixel_values with PIL:
+// `Image.open(f).convert("RGB")` -> `expand2square(img, tuple(int(x*255) for x in mean))` ->
+// `CLIPImageProcessor` (PIL bicubic resize of the shortest side, centre crop, rescale, normalise).
+// A model learns from whatever numbers come out of here, so every step follows the integer
+// arithmetic of the library the release used (Pillow's Resample.c, Convert.c; libjpeg-turbo for
+// JPEG) rather than an "equivalent" float formula: the tests compare against PIL's own output.
+//
+// Browser-safe: no Node imports. In Node, import data/image-node.ts instead, which hands the JPEG
+// decoder its WebAssembly module from disk (the browser fetches it beside the package's glue code).
+
+import { decode as decodePngFile } from 'fast-png';
+import type { DecodedPng } from 'fast-png';
+import jpegJs from 'jpeg-js';
+import mozjpegFactory from '@jsquash/jpeg/codec/dec/mozjpeg_dec.js';
+import { KilnError } from '../runtime/errors.js';
+
+/** An 8-bit RGB image, row-major, interleaved: `data[(y * width + x) * 3 + c]`, c = R, G, B. */
+export interface RgbImage {
+  width: number;
+  height: number;
+  /** length width * height * 3. */
+  data: Uint8Array;
+}
+
+/** CLIP's normalisation constants (OpenAI CLIP; LLaVA-1.5's `openai/clip-vit-large-patch14-336`). */
+export const CLIP_MEAN: [number, number, number] = [0.48145466, 0.4578275, 0.40821073];
+export const CLIP_STD: [number, number, number] = [0.26862954, 0.26130258, 0.27577711];
+
+/** Options of {@link preprocessLlava}; `size` is both the shortest-edge resize and the crop. */
+export interface LlavaPreprocessOptions {
+  size: number;
+  mean: [number, number, number];
+  std: [number, number, number];
+  /** LLaVA-1.5's `image_aspect_ratio = "pad"` (expand2square); false: plain CLIPImageProcessor. */
+  padToSquare: boolean;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+
+/** Which container the bytes are, by signature (the file name's extension is not trusted). */
+export function sniffImageFormat(bytes: Uint8Array): 'png' | 'jpeg' | undefined {
+  const png = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
+  if (bytes.length >= 8 && png.every((b, i) => bytes[i] === b)) return 'png';
+  if (bytes.length >= 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) return 'jpeg';
+  return undefined;
+}
+
+/**
+ * Decode a PNG or JPEG file to 8-bit RGB exactly as Pillow's `Image.open(...).convert("RGB")`:
+ * alpha is dropped, not blended; palette images (with or without tRNS) look up the palette;
+ * greyscale is replicated; 16-bit samples keep their high byte, except 16-bit greyscale, which
+ * Pillow opens as "I;16" and clips at 255 on conversion (so most 16-bit grey images come out
+ * white, as they do in LLaVA's pipeline); Adobe CMYK JPEGs use Pillow's cmyk2rgb; EXIF
+ * orientation is ignored. YCbCr and greyscale JPEGs are decoded by libjpeg-turbo's decompressor
+ * (mozjpeg compiled to WebAssembly), the decoder Pillow's wheels embed: same integer IDCT, same
+ * fancy upsampling, same colour tables, so the pixels are PIL's.
+ *
+ * @param bytes the whole file.
+ * @param source what to call the file in errors (a path, a URL, a record id).
+ * @throws KilnError naming `source` when the bytes are not a PNG/JPEG or are broken.
+ */
+export async function decodeImage(bytes: Uint8Array, source: string): Promise<RgbImage> {
+  const format = sniffImageFormat(bytes);
+  if (format === 'png') return decodePng(bytes, source);
+  if (format === 'jpeg') return decodeJpeg(bytes, source);
+  if (bytes.length === 0) throw new KilnError('not an image: the file is empty', { file: source });
+  throw new KilnError('not an image Kiln can read: expected a PNG or JPEG file (by its first bytes)', { file: source });
+}
+
+function fail(source: string, what: string, cause?: unknown): never {
+  throw new KilnError(what, cause === undefined ? { file: source } : { file: source, cause });
+}
+
+function decodePng(bytes: Uint8Array, source: string): RgbImage {
+  let png: DecodedPng;
+  try {
+    png = decodePngFile(bytes, { checkCrc: true });
+  } catch (e) {
+    fail(source, `broken PNG file: ${(e as Error).message}`, e);
+  }
+  const { width, height, depth, channels } = png;
+  if (width <= 0 || height <= 0) fail(source, `broken PNG file: size ${width}x${height}`);
+  const n = width * height;
+  const expected = depth < 8 ? Math.ceil((width * depth) / 8) * height : n * channels;
+  if (png.data.length < expected) fail(source, 'broken PNG file: image data is truncated');
+  const out = new Uint8Array(n * 3);
+  const indexed = png.palette !== undefined && channels === 1;
+
+  // Samples of depth < 8 are packed MSB first, each row starting on a byte boundary.
+  const rowBytes = Math.ceil((width * depth) / 8);
+  const packed = (x: number, y: number): number => {
+    const bit = x * depth;
+    const byte = png.data[y * rowBytes + (bit >> 3)]!;
+    return (byte >> (8 - depth - (bit & 7))) & ((1 << depth) - 1);
+  };
+
+  if (indexed) {
+    // Pillow keeps a 256-entry palette whose entries past PLTE's are black.
+    const palette = png.palette!;
+    for (let y = 0, o = 0; y < height; y++) {
+      for (let x = 0; x < width; x++, o += 3) {
+        const idx = depth === 8 ? png.data[y * width + x]! : packed(x, y);
+        const c = palette[idx];
+        out[o] = c?.[0] ?? 0;
+        out[o + 1] = c?.[1] ?? 0;
+        out[o + 2] = c?.[2] ?? 0;
+      }
+    }
+    return { width, height, data: out };
+  }
+
+  if (channels === 1 || channels === 2) {
+    if (depth < 8) {
+      // Pillow's "1" / "L;2" / "L;4" unpackers scale to 0..255 (x255, x0x55, x0x11).
+      const scale = 255 / ((1 << depth) - 1);
+      for (let y = 0, o = 0; y < height; y++) {
+        for (let x = 0; x < width; x++, o += 3) {
+          const v = packed(x, y) * scale;
+          out[o] = v; out[o + 1] = v; out[o + 2] = v;
+        }
+      }
+      return { width, height, data: out };
+    }
+    for (let i = 0; i < n; i++) {
+      const s = png.data[i * channels]!;
+      // 16-bit grey is Pillow's "I;16", whose conversion to L/RGB clips at 255 (I16_RGB); 16-bit
+      // grey+alpha is "LA;16B", which keeps the high byte.
+      const v = depth === 16 ? (channels === 1 ? Math.min(s, 255) : s >> 8) : s;
+      out[i * 3] = v; out[i * 3 + 1] = v; out[i * 3 + 2] = v;
+    }
+    return { width, height, data: out };
+  }
+
+  if (channels === 3 || channels === 4) {
+    const shift = depth === 16 ? 8 : 0;
+    for (let i = 0; i < n; i++) {
+      out[i * 3] = png.data[i * channels]! >> shift;
+      out[i * 3 + 1] = png.data[i * channels + 1]! >> shift;
+      out[i * 3 + 2] = png.data[i * channels + 2]! >> shift;
+    }
+    return { width, height, data: out };
+  }
+  fail(source, `unsupported PNG layout: ${channels} channels at ${depth} bits`);
+}
+
+/** What the JPEG's headers say, read before choosing a decoder. */
+interface JpegHeader {
+  components: number;
+  precision: number;
+  /** the Adobe APP14 transform flag, when the marker is present. */
+  adobeTransform?: number;
+}
+
+/** Walks the markers up to the first SOF; throws on a file that ends or breaks before it. */
+function readJpegHeader(bytes: Uint8Array, source: string): JpegHeader {
+  let i = 2;
+  let adobeTransform: number | undefined;
+  while (i + 4 <= bytes.length) {
+    if (bytes[i] !== 0xff) fail(source, `broken JPEG file: no marker at byte ${i}`);
+    const marker = bytes[i + 1]!;
+    if (marker === 0xff) { i++; continue; }
+    if (marker === 0xd8 || (marker >= 0xd0 && marker <= 0xd7) || marker === 0x01) { i += 2; continue; }
+    if (marker === 0xd9) break;
+    const len = (bytes[i + 2]! << 8) | bytes[i + 3]!;
+    if (len < 2 || i + 2 + len > bytes.length) fail(source, 'broken JPEG file: truncated header');
+    const seg = i + 4;
+    if (marker === 0xee && len >= 14 && String.fromCharCode(...bytes.subarray(seg, seg + 5)) === 'Adobe') {
+      adobeTransform = bytes[seg + 11]!;
+    }
+    // SOF0..SOF15 except DHT (c4), JPG (c8), DAC (cc).
+    if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
+      if (marker !== 0xc0 && marker !== 0xc1 && marker !== 0xc2) {
+        fail(source, `unsupported JPEG coding (SOF${marker - 0xc0}): only baseline, extended and progressive Huffman JPEGs are read`);
+      }
+      const h: JpegHeader = { precision: bytes[seg]!, components: bytes[seg + 5]! };
+      if (adobeTransform !== undefined) h.adobeTransform = adobeTransform;
+      return h;
+    }
+    i += 2 + len;
+  }
+  fail(source, 'broken JPEG file: no frame header (SOF) found');
+}
+
+type MozJpegModule = Awaited<ReturnType<typeof mozjpegFactory>>;
+/** The part of the WebAssembly JS API used here (the project's TS lib has no DOM types). */
+interface WasmApi {
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: object) => { exports: unknown };
+}
+/** A compiled `WebAssembly.Module`. */
+export type WasmModule = object;
+export const wasmApi = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
+let jpegWasm: WasmModule | undefined;
+let jpegModule: Promise<MozJpegModule> | undefined;
+let jpegErrors: string[] = [];
+
+/**
+ * Hand the JPEG decoder its compiled WebAssembly module (`@jsquash/jpeg/codec/dec/mozjpeg_dec.wasm`).
+ * Node must (data/image-node.ts does it); in a browser the glue fetches the file itself.
+ */
+export function setJpegWasmModule(module: WasmModule): void {
+  jpegWasm = module;
+  jpegModule = undefined;
+}
+
+function mozjpeg(): Promise<MozJpegModule> {
+  if (jpegModule === undefined) {
+    const wasm = jpegWasm;
+    const options: Record<string, unknown> = {
+      noInitialRun: true,
+      // libjpeg reports through stderr before it exits; keep the text for the error message.
+      printErr: (s: string) => { jpegErrors.push(s); },
+      print: () => {},
+    };
+    if (wasm !== undefined) {
+      options.instantiateWasm = (imports: object, done: (i: object) => void) => {
+        const instance = new wasmApi.Instance(wasm, imports);
+        done(instance);
+        return instance.exports;
+      };
+    }
+    jpegModule = (mozjpegFactory as unknown as (o: Record<string, unknown>) => Promise<MozJpegModule>)(options);
+  }
+  return jpegModule;
+}
+
+async function decodeJpeg(bytes: Uint8Array, source: string): Promise<RgbImage> {
+  const header = readJpegHeader(bytes, source);
+  if (header.precision !== 8) fail(source, `unsupported JPEG: ${header.precision}-bit samples (Pillow reads 8-bit only)`);
+  if (header.components === 4) return decodeCmykJpeg(bytes, source, header);
+  if (header.components !== 1 && header.components !== 3) {
+    fail(source, `unsupported JPEG: ${header.components} colour components`);
+  }
+  let module: MozJpegModule;
+  try {
+    module = await mozjpeg();
+  } catch (e) {
+    jpegModule = undefined;
+    throw new KilnError(`cannot start the JPEG decoder (WebAssembly): ${(e as Error).message}`, { file: source, cause: e });
+  }
+  jpegErrors = [];
+  let result: ImageDataLike | null;
+  try {
+    const copy = bytes.slice();
+    result = module.decode(copy, false) as unknown as ImageDataLike | null;
+  } catch (e) {
+    // libjpeg's error_exit ends the wasm program: start a fresh instance next time.
+    jpegModule = undefined;
+    const why = jpegErrors.join(' ').trim() || (e as Error).message;
+    fail(source, `broken JPEG file: ${why}`, e);
+  }
+  if (result === null) fail(source, 'broken JPEG file: the decoder returned nothing');
+  const { width, height } = result;
+  const rgba = result.data;
+  const out = new Uint8Array(width * height * 3);
+  for (let i = 0, j = 0; j < out.length; i += 4, j += 3) {
+    out[j] = rgba[i]!; out[j + 1] = rgba[i + 1]!; out[j + 2] = rgba[i + 2]!;
+  }
+  return { width, height, data: out };
+}
+
+interface ImageDataLike { width: number; height: number; data: Uint8ClampedArray | Uint8Array }
+
+/**
+ * CMYK JPEG: libjpeg cannot convert CMYK to RGB, so mozjpeg's decoder refuses it; jpeg-js reads it.
+ * Pillow decodes to CMYK (inverted "CMYK;I" when an Adobe marker is present, as Photoshop writes
+ * it) and then maps with cmyk2rgb; jpeg-js's own CMYK->RGB formula is the same product up to
+ * rounding. jpeg-js's IDCT and upsampling differ from libjpeg's, so these pixels are within a
+ * few levels of PIL's, not identical (test/data/image.test.ts states the measured bound).
+ */
+function decodeCmykJpeg(bytes: Uint8Array, source: string, header: JpegHeader): RgbImage {
+  if (header.adobeTransform === undefined) {
+    fail(source, 'unsupported JPEG: 4 colour components without an Adobe marker');
+  }
+  let img: { width: number; height: number; data: Uint8Array };
+  try {
+    img = jpegJs.decode(bytes, { useTArray: true, formatAsRGBA: false, tolerantDecoding: false, maxMemoryUsageInMB: 2048 });
+  } catch (e) {
+    fail(source, `broken JPEG file: ${(e as Error).message}`, e);
+  }
+  return { width: img.width, height: img.height, data: img.data };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Geometry: expand2square, PIL's bicubic resample, HF's centre crop
+
+/**
+ * LLaVA-1.5's `expand2square` (llava/mm_utils.py): a square canvas of the long side filled with
+ * `background`, the image pasted at ((long - short) // 2) along the short axis. Square images are
+ * returned as they are.
+ */
+export function expandToSquare(img: RgbImage, background: [number, number, number]): RgbImage {
+  const { width, height } = img;
+  if (width === height) return img;
+  const side = Math.max(width, height);
+  const data = new Uint8Array(side * side * 3);
+  for (let i = 0; i < side * side; i++) {
+    data[i * 3] = background[0]; data[i * 3 + 1] = background[1]; data[i * 3 + 2] = background[2];
+  }
+  const x0 = width > height ? 0 : Math.floor((height - width) / 2);
+  const y0 = width > height ? Math.floor((width - height) / 2) : 0;
+  for (let y = 0; y < height; y++) {
+    data.set(img.data.subarray(y * width * 3, (y + 1) * width * 3), ((y0 + y) * side + x0) * 3);
+  }
+  return { width: side, height: side, data };
+}
+
+// Pillow's Resample.c: 8-bit images are filtered with 22-bit fixed-point coefficients.
+const PRECISION_BITS = 32 - 8 - 2;
+
+function bicubicFilter(x: number): number {
+  const a = -0.5;
+  if (x < 0) x = -x;
+  if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
+  if (x < 2) return (((x - 5) * x + 8) * x - 4) * a;
+  return 0;
+}
+
+interface Coeffs { ksize: number; bounds: Int32Array; kk: Int32Array }
+
+/** Pillow's precompute_coeffs + normalize_coeffs_8bpc for the box [0, inSize). */
+function precomputeCoeffs(inSize: number, outSize: number): Coeffs {
+  const support0 = 2; // bicubic
+  const scale = inSize / outSize;
+  const filterscale = scale < 1 ? 1 : scale;
+  const support = support0 * filterscale;
+  const ksize = Math.ceil(support) * 2 + 1;
+  const bounds = new Int32Array(outSize * 2);
+  const kk = new Int32Array(outSize * ksize);
+  const k = new Float64Array(ksize);
+  for (let xx = 0; xx < outSize; xx++) {
+    const center = 0 + (xx + 0.5) * scale;
+    let ww = 0;
+    const ss = 1 / filterscale;
+    let xmin = Math.trunc(center - support + 0.5);
+    if (xmin < 0) xmin = 0;
+    let xmax = Math.trunc(center + support + 0.5);
+    if (xmax > inSize) xmax = inSize;
+    xmax -= xmin;
+    k.fill(0);
+    for (let x = 0; x < xmax; x++) {
+      const w = bicubicFilter((x + xmin - center + 0.5) * ss);
+      k[x] = w;
+      ww += w;
+    }
+    for (let x = 0; x < xmax; x++) if (ww !== 0) k[x] = k[x]! / ww;
+    for (let x = 0; x < ksize; x++) {
+      const v = k[x]!;
+      kk[xx * ksize + x] = v < 0 ? Math.trunc(-0.5 + v * (1 << PRECISION_BITS)) : Math.trunc(0.5 + v * (1 << PRECISION_BITS));
+    }
+    bounds[xx * 2] = xmin;
+    bounds[xx * 2 + 1] = xmax;
+  }
+  return { ksize, bounds, kk };
+}
+
+function clip8(v: number): number {
+  if (v >= (1 << PRECISION_BITS) * 256) return 255;
+  if (v <= 0) return 0;
+  return v >> PRECISION_BITS;
+}
+
+/**
+ * Pillow's `Image.resize((w, h), Image.BICUBIC)` on an RGB image (no reducing_gap): separable,
+ * antialiased (the kernel widens by the scale when shrinking), horizontal pass first into an
+ * 8-bit image of the rows the vertical pass needs, each pass rounding and clipping to uint8 with
+ * Pillow's fixed-point coefficients. Bit-exact with Pillow.
+ */
+export function resizeBicubicPil(img: RgbImage, outW: number, outH: number): RgbImage {
+  const { width: inW, height: inH } = img;
+  if (outW === inW && outH === inH) return { width: inW, height: inH, data: img.data.slice() };
+  const needH = outW !== inW;
+  const needV = outH !== inH;
+  const horiz = precomputeCoeffs(inW, outW);
+  const vert = precomputeCoeffs(inH, outH);
+  const yFirst = vert.bounds[0]!;
+  const yLast = vert.bounds[outH * 2 - 2]! + vert.bounds[outH * 2 - 1]!;
+  let cur = img;
+  let vBounds = vert.bounds;
+  if (needH) {
+    // Only the rows the vertical pass reads are filtered; bounds shift to that band.
+    vBounds = vert.bounds.slice();
+    for (let i = 0; i < outH; i++) vBounds[i * 2] = vBounds[i * 2]! - yFirst;
+    const rows = yLast - yFirst;
+    const tmp = new Uint8Array(outW * rows * 3);
+    const { ksize, bounds, kk } = horiz;
+    const half = 1 << (PRECISION_BITS - 1);
+    for (let y = 0; y < rows; y++) {
+      const rowIn = (y + yFirst) * inW * 3;
+      const rowOut = y * outW * 3;
+      for (let xx = 0; xx < outW; xx++) {
+        const xmin = bounds[xx * 2]!;
+        const xmax = bounds[xx * 2 + 1]!;
+        const kOff = xx * ksize;
+        let s0 = half, s1 = half, s2 = half;
+        for (let x = 0; x < xmax; x++) {
+          const w = kk[kOff + x]!;
+          const p = rowIn + (x + xmin) * 3;
+          s0 += img.data[p]! * w;
+          s1 += img.data[p + 1]! * w;
+          s2 += img.data[p + 2]! * w;
+        }
+        tmp[rowOut + xx * 3] = clip8(s0);
+        tmp[rowOut + xx * 3 + 1] = clip8(s1);
+        tmp[rowOut + xx * 3 + 2] = clip8(s2);
+      }
+    }
+    cur = { width: outW, height: rows, data: tmp };
+  }
+  if (!needV) return cur;
+  const w = cur.width;
+  const out = new Uint8Array(w * outH * 3);
+  const { ksize, kk } = vert;
+  const half = 1 << (PRECISION_BITS - 1);
+  for (let yy = 0; yy < outH; yy++) {
+    const ymin = vBounds[yy * 2]!;
+    const ymax = vBounds[yy * 2 + 1]!;
+    const kOff = yy * ksize;
+    for (let xx = 0; xx < w; xx++) {
+      let s0 = half, s1 = half, s2 = half;
+      for (let y = 0; y < ymax; y++) {
+        const wgt = kk[kOff + y]!;
+        const p = ((y + ymin) * w + xx) * 3;
+        s0 += cur.data[p]! * wgt;
+        s1 += cur.data[p + 1]! * wgt;
+        s2 += cur.data[p + 2]! * wgt;
+      }
+      const o = (yy * w + xx) * 3;
+      out[o] = clip8(s0); out[o + 1] = clip8(s1); out[o + 2] = clip8(s2);
+    }
+  }
+  return { width: w, height: outH, data: out };
+}
+
+/**
+ * Hugging Face's `get_resize_output_image_size(image, size, default_to_square=False)`: the short
+ * side becomes `size`, the long side `int(size * long / short)` (truncated). Returns [width, height].
+ */
+export function shortestEdgeSize(width: number, height: number, size: number): [number, number] {
+  const short = Math.min(width, height);
+  const long = Math.max(width, height);
+  const newLong = Math.trunc((size * long) / short);
+  return width <= height ? [size, newLong] : [newLong, size];
+}
+
+// ---------------------------------------------------------------------------------------------
+// The whole pipeline
+
+/**
+ * LLaVA-1.5's pixel_values for one image: optional `expand2square` with background
+ * `int(m * 255)` per channel, then CLIPImageProcessor: PIL bicubic resize of the shortest side to
+ * `size`, centre crop `size` x `size` (offsets `(H - size) // 2`, `(W - size) // 2`), rescale by
+ * 1/255 (in float64, then float32, as HF's `rescale`), normalise `(x - mean) / std` in float32.
+ *
+ * @returns CHW float32, length 3 * size * size.
+ */
+export function preprocessLlava(img: RgbImage, opts: LlavaPreprocessOptions): Float32Array {
+  const { size, mean, std } = opts;
+  if (!Number.isInteger(size) || size < 1) throw new KilnError(`image size must be a positive integer, got ${size}`);
+  if (img.width < 1 || img.height < 1) throw new KilnError(`cannot preprocess an empty image (${img.width}x${img.height})`);
+  let cur = img;
+  if (opts.padToSquare) {
+    const bg: [number, number, number] = [Math.trunc(mean[0] * 255), Math.trunc(mean[1] * 255), Math.trunc(mean[2] * 255)];
+    cur = expandToSquare(cur, bg);
+  }
+  const [rw, rh] = shortestEdgeSize(cur.width, cur.height, size);
+  cur = resizeBicubicPil(cur, rw, rh);
+  const top = Math.floor((cur.height - size) / 2);
+  const left = Math.floor((cur.width - size) / 2);
+  const out = new Float32Array(3 * size * size);
+  const scale = 1 / 255;
+  const f = Math.fround;
+  const m32 = mean.map(f) as [number, number, number];
+  const s32 = std.map(f) as [number, number, number];
+  for (let c = 0; c < 3; c++) {
+    const plane = c * size * size;
+    for (let y = 0; y < size; y++) {
+      for (let x = 0; x < size; x++) {
+        const v = cur.data[((y + top) * cur.width + (x + left)) * 3 + c]!;
+        out[plane + y * size + x] = f(f(f(v * scale) - m32[c]!) / s32[c]!);
+      }
+    }
+  }
+  return out;
+}

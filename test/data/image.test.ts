@@ -1,0 +1,53 @@
+// Unit checks of data/image.ts that need no golden files: error paths and geometry.
+// test/data/image-golden.test.ts compares against PIL / CLIPImageProcessor output.
+import { describe, expect, it } from 'vitest';
+import { encode as encodePng } from 'fast-png';
+import { decodeImage, loadImageFile } from '../../data/image-node.js';
+import { expandToSquare, preprocessLlava, shortestEdgeSize, CLIP_MEAN, CLIP_STD } from '../../data/image.js';
+import { KilnError } from '../../runtime/errors.js';
+
+async function rejects(p: Promise<unknown>, ...parts: string[]): Promise<KilnError> {
+  const e = await p.then(() => undefined, (err: unknown) => err);
+  expect(e).toBeInstanceOf(KilnError);
+  for (const part of parts) expect((e as KilnError).message).toContain(part);
+  return e as KilnError;
+}
+
+describe('decodeImage errors name the source', () => {
+  it('rejects bytes that are not an image', async () => {
+    await rejects(decodeImage(new TextEncoder().encode('hello'), 'rec7/cat.png'), 'rec7/cat.png', 'not an image');
+    await rejects(decodeImage(new Uint8Array(0), 'empty.jpg'), 'empty.jpg', 'empty');
+  });
+  it('rejects a truncated PNG and a truncated JPEG', async () => {
+    const png = encodePng({ width: 4, height: 3, data: new Uint8Array(36), channels: 3, depth: 8 });
+    await rejects(decodeImage(png.subarray(0, 40), 'a.png'), 'a.png', 'broken PNG');
+    const jpegStart = new Uint8Array([0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10, 0x4a, 0x46]);
+    await rejects(decodeImage(jpegStart, 'b.jpg'), 'b.jpg', 'broken JPEG');
+  });
+  it('names a missing file', async () => {
+    await rejects(loadImageFile('/nonexistent/dir/x.png'), '/nonexistent/dir/x.png', 'no such file');
+  });
+});
+
+describe('geometry', () => {
+  it('expand2square pastes at (long - short) // 2', () => {
+    const img = { width: 3, height: 6, data: new Uint8Array(54).fill(9) };
+    const sq = expandToSquare(img, [1, 2, 3]);
+    expect(sq.width).toBe(6);
+    // columns 0 and 4..5 are background, 1..3 the image; (6 - 3) // 2 = 1
+    expect(Array.from(sq.data.subarray(0, 6))).toEqual([1, 2, 3, 9, 9, 9]);
+    expect(Array.from(sq.data.subarray(9, 18))).toEqual([9, 9, 9, 1, 2, 3, 1, 2, 3]);
+  });
+  it('shortest edge follows int(size * long / short)', () => {
+    expect(shortestEdgeSize(500, 333, 336)).toEqual([504, 336]);
+    expect(shortestEdgeSize(333, 500, 336)).toEqual([336, 504]);
+  });
+  it('the padding normalises to (int(m*255)/255 - m) / s when padded', () => {
+    // 2 x 40 padded to 40 x 40 needs no resize at size 40, so the corner is pure background.
+    const img = { width: 2, height: 40, data: new Uint8Array(240).fill(200) };
+    const out = preprocessLlava(img, { size: 40, mean: CLIP_MEAN, std: CLIP_STD, padToSquare: true });
+    expect(out.length).toBe(3 * 1600);
+    // corner pixel is pure background: int(0.48145466 * 255) = 122
+    expect(out[0]).toBeCloseTo((122 / 255 - CLIP_MEAN[0]) / CLIP_STD[0], 6);
+  });
+});
