@@ -4,6 +4,7 @@ import { runCheck } from './check.js';
 import { runLoss } from './loss.js';
 import { runPlan } from './plan.js';
 import { runOps } from './ops.js';
+import { runData } from './data.js';
 
 export interface Command {
   summary: string;
@@ -14,5 +15,6 @@ export const commands: Record<string, Command> = {
   check: { summary: 'check a spec and print its parameters (names, shapes, counts, trainable/frozen)', run: runCheck },
   ops: { summary: 'list the functions a spec can call', run: runOps },
   loss: { summary: 'compute the loss terms (and gradients) of a checkpoint on a batch', run: runLoss },
+  data: { summary: 'show what training sees: templated prompts with scored spans, input_ids, labels; --dump a batch', run: runData },
   plan: { summary: 'print the device memory plan of a step (weights, activations, gradients, peak)', run: runPlan },
 };

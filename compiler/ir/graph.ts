@@ -4,9 +4,7 @@
 import type { Span } from '../syntax/ast.js';
 import type { Dim } from './dims.js';
 
-import type { DType } from '../../runtime/tensor.js';
-
-export type { DType };
+export type DType = 'f32' | 'f16' | 'bf16' | 'i32' | 'bool';
 
 export interface TensorType {
   readonly dtype: DType;

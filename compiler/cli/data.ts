@@ -1,0 +1,246 @@
+// `kiln data`: what training will see, record by record: the templated prompt with its scored
+// spans marked, input_ids, labels, and every record left out or cut, with the reason.
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { UsageError, type CheckedModel } from '../check/index.js';
+import { configGet } from '../check/config.js';
+import type { ConfigRecord, Value } from '../check/values.js';
+import { KilnError } from '../../runtime/errors.js';
+import { writeSafetensors } from '../../runtime/safetensors.js';
+import { openBuiltin, isBuiltin, type BuiltinData } from '../../data/builtin.js';
+import { collate } from '../../data/batch.js';
+import { emptySummary, prepareSamples, type DataSummary, type Sample } from '../../data/dataset.js';
+import { IGNORE_INDEX, IMAGE_PLACEHOLDER, renderConversation } from '../../data/encode.js';
+import { parseJsonText, type LlavaRecord, type RecordIssue } from '../../data/llava-json.js';
+import { folderImageLoader, readConversations, readTokenizerDir, writeTokenizerDir } from '../../data/node.js';
+import type { TemplateName } from '../../data/template.js';
+import { loadTokenizer, type TextTokenizer } from '../../data/tokenizer.js';
+import { buildWordLevel } from '../../data/wordlevel.js';
+import type { RgbImage } from '../../data/image.js';
+import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
+import { checkpointOverrides } from './loss.js';
+import type { Output } from './output.js';
+import { loadAndCheck } from './spec.js';
+
+export const dataHelp = `usage: kiln data SPEC --data FILE|DIR|builtin:shapes [options]
+
+Shows what training sees, record by record: the templated prompt with the scored spans in ⟦ ⟧,
+input_ids, labels, and the records left out or truncated and why.
+  --data FILE|DIR     a LLaVA conversation JSON, or a folder holding one and its images;
+                      builtin:shapes[?stage=1|2&split=train|heldout|all&seed=N&size=N] for the
+                      built-in dataset (default stage 2, train split, seed 0, 1200 pictures)
+  --image-folder DIR  where record images are (default: the JSON file's folder)
+  --checkpoint DIR    checkpoint folder: its config.json sets the dims, its tokenizer.json is used
+  --tokenizer DIR     folder with tokenizer.json (and tokenizer_config.json); default: the
+                      checkpoint's; without either, a word-level vocabulary built from the data
+  --template NAME     vicuna_v1, mistral, or auto (default): the checkpoint config's model type
+                      (llama: vicuna_v1, mistral: mistral), else the tokenizer's chat_template,
+                      else by the spec config's name
+  --limit N           only the first N records of the file
+  --max-length N      longest sequence after the image splice (default 2048, LLaVA-1.5's);
+                      longer ones are truncated and counted
+  --on-bad-image skip|fail  a missing or unreadable image: leave the record out and count it,
+                      or stop with an error naming file and record (default fail)
+  --dump FILE         write pixel_values, input_ids, labels of the used records as safetensors
+                      (right-padded; the layout kiln loss --batch reads)
+  --save-tokenizer DIR  write the tokenizer used (tokenizer.json, tokenizer_config.json)
+${specHelp}`;
+
+const dataOptions = {
+  ...specOptions,
+  checkpoint: { type: 'string' },
+  tokenizer: { type: 'string' },
+  template: { type: 'string' },
+  data: { type: 'string' },
+  'image-folder': { type: 'string' },
+  limit: { type: 'string' },
+  'max-length': { type: 'string' },
+  'on-bad-image': { type: 'string' },
+  dump: { type: 'string' },
+  'save-tokenizer': { type: 'string' },
+} as const;
+
+const NO_SPAN = { file: '<kiln data>', start: 0, end: 0, line: 0, col: 0 };
+
+/** A numeric value of the checked config by dotted path (`vision.patches`). */
+function configNumber(model: CheckedModel, path: string): number {
+  let cur: Value | ConfigRecord = model.config;
+  for (const part of path.split('.')) {
+    if (!('entries' in cur)) throw new UsageError(`config ${model.configName}: ${path} is not a record path`);
+    cur = configGet(cur, part, NO_SPAN);
+  }
+  if (!('kind' in cur) || cur.kind !== 'num' || typeof cur.value !== 'number') throw new UsageError(`config ${model.configName}: ${path} is not a number`);
+  return cur.value;
+}
+
+function positiveInt(flag: string, v: string | undefined, dflt: number): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`${flag} ${v}: expected a positive integer`);
+  return n;
+}
+
+/** --template auto: the checkpoint's model type, else the tokenizer's chat_template, else the spec config's name. */
+function chooseTemplate(flag: string | undefined, checkpoint: string | undefined, tok: TextTokenizer | null, configName: string): TemplateName {
+  if (flag === 'vicuna_v1' || flag === 'mistral') return flag;
+  if (flag !== undefined && flag !== 'auto') throw new UsageError(`--template ${flag}: expected vicuna_v1, mistral or auto`);
+  if (checkpoint && existsSync(join(checkpoint, 'config.json'))) {
+    const type = (parseJsonText(readFileSync(join(checkpoint, 'config.json'), 'utf8'), join(checkpoint, 'config.json')) as Record<string, unknown>)['model_type'];
+    if (typeof type === 'string' && /mistral/i.test(type)) return 'mistral';
+    if (typeof type === 'string' && /llama|vicuna/i.test(type)) return 'vicuna_v1';
+  }
+  if (tok?.chatTemplate) return 'chat_template';
+  return /mistral/i.test(configName) ? 'mistral' : 'vicuna_v1';
+}
+
+function escape(text: string): string {
+  return text.replaceAll('\n', '\\n').replaceAll('\t', '\\t');
+}
+
+/** The prompt with the characters of scored tokens inside ⟦ ⟧ (the tokenizer's BOS shown in front). */
+export function markScored(s: Sample, tok: TextTokenizer): string {
+  const e = s.encoded;
+  const scoredChar = new Uint8Array(e.prompt.length);
+  e.spans.forEach((sp, i) => {
+    if (e.labels[i] !== IGNORE_INDEX) scoredChar.fill(1, sp.start, sp.end);
+  });
+  let out = '';
+  let open = false;
+  for (let i = 0; i < e.prompt.length; i++) {
+    if (scoredChar[i] && !open) {
+      out += '⟦';
+      open = true;
+    } else if (!scoredChar[i] && open) {
+      out += '⟧';
+      open = false;
+    }
+    out += e.prompt[i];
+  }
+  if (open) out += '⟧';
+  const prefix = e.spans.length > 0 && e.spans[0]!.end === 0 && e.inputIds[0] !== undefined && tok.prefixIds.includes(e.inputIds[0]) ? tok.idToToken(e.inputIds[0]) : '';
+  return escape(prefix + out);
+}
+
+function issueLines(title: string, list: readonly RecordIssue[]): string[] {
+  if (list.length === 0) return [];
+  return [`${title} (${list.length}):`, ...list.map((i) => `  record ${i.index} (id ${i.id}): ${i.reason}`)];
+}
+
+function summaryLines(s: DataSummary, malformedTotal: number): string[] {
+  const lines = [
+    `${s.records + malformedTotal} records: ${s.used} used, ${malformedTotal} malformed, ${s.badImage.length} skipped for their image, ` +
+      `${s.allMasked.length} with every label masked (left out), ${s.tooLong.length} too long (left out), ${s.truncated.length} truncated`,
+  ];
+  lines.push(...issueLines('malformed', s.malformed), ...issueLines('skipped: bad image', s.badImage), ...issueLines('left out: every label masked', s.allMasked));
+  lines.push(...issueLines('left out: too long', s.tooLong), ...issueLines('truncated', s.truncated));
+  return lines;
+}
+
+function baselineLines(b: BuiltinData): string[] {
+  const train = b.all.filter((s) => s.split === 'train').length;
+  const held = b.all.length - train;
+  const q = b.baseline;
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  return [
+    `${b.name}: ${b.all.length} pictures (${train} train, ${held} held-out), stage ${b.stage}, showing split ${b.split}`,
+    `image-blind baseline (most frequent train answer per question type) on the ${q.total} held-out questions: ${pct(q.accuracy)}`,
+    ...Object.entries(q.perType).map(([t, e]) => `  ${t.padEnd(8)} "${e.answer}" ${e.correct}/${e.total} = ${pct(e.accuracy)}`),
+  ];
+}
+
+export async function runData(argv: readonly string[], out: Output): Promise<number> {
+  const { values, positionals } = parse(argv, dataOptions);
+  if (values.help) {
+    out.stdout(dataHelp);
+    return 0;
+  }
+  const spec = onePositional(positionals, 'SPEC (a .kiln file)');
+  if (!values.data) throw new UsageError('--data FILE|DIR|builtin:shapes is required');
+  const onBad = values['on-bad-image'] ?? 'fail';
+  if (onBad !== 'skip' && onBad !== 'fail') throw new UsageError(`--on-bad-image ${onBad}: expected skip or fail`);
+  const limit = values.limit === undefined ? Infinity : positiveInt('--limit', values.limit, 1);
+  const maxLength = positiveInt('--max-length', values['max-length'], 2048);
+  if (values.template !== undefined && !['vicuna_v1', 'mistral', 'auto'].includes(values.template)) {
+    throw new UsageError(`--template ${values.template}: expected vicuna_v1, mistral or auto`);
+  }
+  if (isBuiltin(values.data) && values['image-folder']) throw new UsageError('--image-folder does not apply to a built-in dataset');
+
+  const model = loadAndCheck(spec, checkOptions(values, checkpointOverrides(values.checkpoint)), out);
+  const imageSize = configNumber(model, 'vision.image_size');
+  const imageTokens = configNumber(model, 'vision.patches');
+  const vocab = configNumber(model, 'text.vocab');
+
+  // The records and where their images come from.
+  let records: LlavaRecord[];
+  let malformed: RecordIssue[];
+  let loadImage: (name: string) => Promise<RgbImage>;
+  let builtin: BuiltinData | null = null;
+  if (isBuiltin(values.data)) {
+    builtin = openBuiltin(values.data);
+    records = builtin.records;
+    malformed = [];
+    loadImage = builtin.loadImage;
+  } else {
+    const src = readConversations(values.data, values['image-folder']);
+    records = src.parsed.records;
+    malformed = src.parsed.malformed;
+    loadImage = folderImageLoader(src.imageFolder);
+  }
+  // The word-level vocabulary (when one is built) comes from every record of the data, both
+  // splits and stages of builtin:shapes, so --limit and --data ...?split= never change the ids.
+  const vocabRecords: { turns: LlavaRecord['turns'] }[] = builtin ? builtin.all.flatMap((s) => [{ turns: s.caption }, { turns: s.qa }]) : records;
+  records = records.filter((r) => r.index < limit);
+  malformed = malformed.filter((r) => r.index < limit);
+
+  // The tokenizer: --tokenizer, the checkpoint's, or a word-level vocabulary of this data.
+  const tokDir = values.tokenizer ?? (values.checkpoint && existsSync(join(values.checkpoint, 'tokenizer.json')) ? values.checkpoint : undefined);
+  let tok: TextTokenizer | null = tokDir ? readTokenizerDir(tokDir) : null;
+  const template = chooseTemplate(values.template, values.checkpoint, tok, model.configName);
+  let built: ReturnType<typeof buildWordLevel> | null = null;
+  if (!tok) {
+    if (template === 'chat_template') throw new UsageError('a chat_template needs a tokenizer folder (--tokenizer DIR)');
+    // Texts as the template renders them, so the template's own words are in the vocabulary.
+    const eosOnly = { eosToken: '</s>' } as TextTokenizer;
+    const texts = vocabRecords.map((r) => renderConversation(r.turns, eosOnly, template).text.replaceAll(IMAGE_PLACEHOLDER, ' '));
+    built = buildWordLevel(texts);
+    tok = loadTokenizer(built.tokenizerJson, built.tokenizerConfig, 'word-level vocabulary of the data');
+  }
+  if (tok.vocabSize > vocab) {
+    throw new KilnError(`the tokenizer has ${tok.vocabSize} ids but the model's vocabulary (text.vocab) is ${vocab}`, { file: tok.source });
+  }
+  if (values['save-tokenizer']) {
+    if (!built) throw new UsageError('--save-tokenizer writes a vocabulary built from the data; this run uses an existing tokenizer.json');
+    writeTokenizerDir(values['save-tokenizer'], built);
+  }
+
+  const { samples, summary } = await prepareSamples(
+    records,
+    { tokenizer: tok, encode: { template, maxLength, imageTokens }, imageSize, loadImage, onBadImage: onBad },
+    emptySummary(malformed),
+  );
+
+  if (values.json) {
+    for (const s of samples) out.stdout(JSON.stringify({ id: s.id, input_ids: [...s.encoded.inputIds], labels: [...s.encoded.labels], image: s.image }));
+    const { records: n, used, malformed: m, badImage, allMasked, tooLong, truncated } = summary;
+    out.stdout(JSON.stringify({ summary: { records: n + m.length, used, malformed: m, bad_image: badImage, all_masked: allMasked, too_long: tooLong, truncated } }));
+  } else {
+    const lines: string[] = [`template ${template}, tokenizer ${tok.source} (${tok.vocabSize} ids, pad ${tok.padId}), image ${imageSize}px = ${imageTokens} positions, max length ${maxLength}`];
+    if (builtin) lines.push(...baselineLines(builtin));
+    for (const s of samples) {
+      const e = s.encoded;
+      const nScored = e.labels.filter((l) => l !== IGNORE_INDEX).length;
+      lines.push('', `record ${s.index} (id ${s.id}${s.image ? `, image ${s.image}` : ', text only'}): ${e.inputIds.length} ids, ${nScored} scored${e.truncated ? `, truncated from ${e.fullLength}` : ''}`);
+      lines.push(`  ${markScored(s, tok)}`, `  input_ids ${JSON.stringify([...e.inputIds])}`, `  labels    ${JSON.stringify([...e.labels])}`);
+    }
+    lines.push('', ...summaryLines(summary, malformed.length));
+    out.stdout(lines.join('\n'));
+  }
+  if (values.dump) {
+    if (samples.length === 0) throw new KilnError('no record is usable, so there is nothing to dump', { file: values.dump });
+    const batch = collate(samples, { padId: tok.padId, imageSize });
+    mkdirSync(dirname(values.dump), { recursive: true });
+    writeSafetensors(values.dump, new Map([['pixel_values', batch.pixelValues], ['input_ids', batch.inputIds], ['labels', batch.labels]]));
+    if (!values.json) out.stdout(`wrote ${samples.length} rows (${batch.inputIds.shape.join('x')} ids) to ${values.dump}`);
+  }
+  return 0;
+}
