@@ -1,0 +1,91 @@
+// data/image.ts against PIL 12.3 / transformers 5.18 CLIPImageProcessor + LLaVA's expand2square, on
+// the files test/golden/images/make_images.py wrote (see test/golden/images/README.md).
+//
+// Tolerances: every PNG, YCbCr and greyscale JPEG must be bit-exact, decode and pixel_values both
+// (the decoders and the resampler reproduce PIL's integer arithmetic; nothing is approximated).
+// CMYK JPEGs are the one exception: libjpeg cannot convert CMYK to RGB, so mozjpeg's decoder
+// refuses them and jpeg-js decodes them; its IDCT and its CMYK->RGB rounding differ from
+// libjpeg+Pillow's by at most 1 level per sample (measured: 1 on the golden file and on four
+// larger CMYK JPEGs at quality 50..95, ~6% of samples off by one). PIL's bicubic resample can
+// grow a 1-level input difference to 2 levels (its kernel's absolute weights sum to > 1 per pass),
+// so after resizing the bound is 2 levels, i.e. 2 / 255 / min(std) = 0.0300 in normalised units.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { loadImageFile } from '../../data/image-node.js';
+import { CLIP_MEAN, CLIP_STD, normalizeClip } from '../../data/image.js';
+import { KilnError } from '../../runtime/errors.js';
+import { readSafetensors } from '../../runtime/safetensors.js';
+import { IMAGES_DIR, compareAll, formatResults, readMeta, type ImageResult } from '../golden/images/compare.js';
+
+const CMYK_LEVELS = 1;
+const CMYK_RESIZED_LEVELS = 2;
+// two float32 values 2 levels apart differ by 2/255/std up to their own rounding (~1e-7 each)
+const F32_SLACK = 1e-6;
+const levelsToNormalised = (levels: number): number => levels / 255 / Math.min(...CLIP_STD);
+
+describe('decode and preprocess vs PIL + CLIPImageProcessor', () => {
+  let results: ImageResult[];
+  beforeAll(async () => {
+    results = await compareAll();
+    console.log(formatResults(results));
+  });
+
+  it('covers every kind the issue names', () => {
+    const modes = new Set(results.map((r) => r.mode));
+    for (const m of ['RGB', 'RGBA', 'P', 'L', 'I;16', 'CMYK']) expect(modes).toContain(m);
+    const names = results.map((r) => r.name);
+    for (const n of ['palette_trns_png', 'grey16_png', 'cmyk_jpg', 'exif_rotated_jpg', 'wide_jpg', 'tall_png', 'large_jpg']) expect(names).toContain(n);
+  });
+
+  it('PNG, YCbCr and greyscale JPEG: bit-exact decode, 28 px and 336 px pixel_values', () => {
+    for (const r of results.filter((x) => x.mode !== 'CMYK')) {
+      expect({ name: r.name, rgb: r.rgbExact, pv28: r.pv28Exact, pv336: r.pv336Exact }).toEqual({ name: r.name, rgb: true, pv28: true, pv336: true });
+      if (r.pv28NopadMax !== undefined) expect(r.pv28NopadMax, r.name).toBe(0);
+      if (r.crop336MaxLevels !== undefined) expect(r.crop336MaxLevels, r.name).toBe(0);
+      if (r.pv336Max !== undefined) expect(r.pv336Max, r.name).toBe(0);
+    }
+  });
+
+  it(`CMYK JPEG: decode within ${CMYK_LEVELS} level, pixel_values within ${CMYK_RESIZED_LEVELS} levels`, () => {
+    const r = results.find((x) => x.mode === 'CMYK')!;
+    expect(r.rgbMaxLevels).toBeLessThanOrEqual(CMYK_LEVELS);
+    expect(r.crop336MaxLevels).toBeLessThanOrEqual(CMYK_RESIZED_LEVELS);
+    expect(r.pv336Max).toBeLessThanOrEqual(levelsToNormalised(CMYK_RESIZED_LEVELS) + F32_SLACK);
+    expect(r.pv28Max).toBeLessThanOrEqual(levelsToNormalised(CMYK_RESIZED_LEVELS) + F32_SLACK);
+  });
+
+  it('EXIF orientation is ignored, as PIL.Image.open does', () => {
+    const r = results.find((x) => x.name === 'exif_rotated_jpg')!;
+    expect(r.rgbExact).toBe(true);
+  });
+});
+
+describe('normalisation', () => {
+  it('equals HF rescale + normalize for all 256 levels, bit for bit', () => {
+    const lut = readSafetensors(join(IMAGES_DIR, 'expected.safetensors')).get('lut336')!.data;
+    const levels = new Uint8Array(256 * 3);
+    for (let v = 0; v < 256; v++) levels.fill(v, v * 3, v * 3 + 3);
+    const out = normalizeClip({ width: 256, height: 1, data: levels }, CLIP_MEAN, CLIP_STD);
+    expect(Array.from(out)).toEqual(Array.from(lut));
+  });
+});
+
+describe('files PIL refuses are refused, naming the file', () => {
+  const meta = readMeta();
+  it.each(Object.entries(meta.broken))('%s', async (_name, b) => {
+    const path = join(IMAGES_DIR, b.file);
+    const err = await loadImageFile(path).then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(KilnError);
+    expect((err as KilnError).file).toBe(path);
+    expect((err as KilnError).message).toMatch(/broken (PNG|JPEG) file|not an image/);
+  });
+});
+
+describe('data/image.ts stays browser-safe', () => {
+  it('imports nothing from Node', () => {
+    const src = readFileSync(join(IMAGES_DIR, '../../../data/image.ts'), 'utf8');
+    expect(src).not.toMatch(/from ['"]node:/);
+    expect(src).not.toMatch(/require\(/);
+  });
+});

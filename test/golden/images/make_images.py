@@ -1,0 +1,280 @@
+#!/usr/bin/env python3
+"""Golden images for data/image.ts: what PIL and Hugging Face's CLIPImageProcessor make of them.
+
+Run by hand (never in CI; Kiln itself never depends on Python):
+
+    python3 -m venv /tmp/gvenv
+    /tmp/gvenv/bin/pip install --no-index --find-links /opt/pypi/files \
+        --find-links /opt/pypi-more/files --find-links /opt/wheels \
+        "torch==2.13.0+cpu" "transformers==5.18.0" safetensors numpy pillow
+    /tmp/gvenv/bin/python test/golden/images/make_images.py          # (re)writes the files here
+    /tmp/gvenv/bin/python test/golden/images/make_images.py --check  # recompute, compare, write nothing
+
+It writes, in this folder:
+  src/<name>.png|jpg          the source images, one per kind PIL distinguishes (see CASES)
+  src/broken_*.{png,jpg}      files PIL refuses (Kiln must refuse them too, naming the file)
+  expected.safetensors        per image <name>:
+      <name>.rgb          U8 [H, W, 3]   Image.open(f).convert("RGB")
+      <name>.pv28         F32 [3, 28, 28] LLaVA-1.5 pixel_values at the tiny model's image size
+                                         (expand2square + CLIPImageProcessor, size/crop 28)
+      <name>.pv28_nopad   F32 [3, 28, 28] CLIPImageProcessor alone (image_aspect_ratio != "pad")
+      (<name>.rgb is left out for NO_RGB, <name>.pv28_nopad stored for NOPAD only)
+      lut336              F32 [3, 256]   the 336 processor's output for level v in channel c
+  crops/<file>.png            for the images in CROP336 only (to keep the folder small): the uint8
+                              RGB image the 336 processor normalises (after expand2square, PIL
+                              bicubic resize, centre crop), saved losslessly
+  expected.json               versions, sizes, and for every image the SHA-256 of its RGB decode
+                              (uint8 HWC), of the 336 pixel_values and of the 28 ones (float32
+                              CHW, C order).
+
+The script checks, for every image, that the 336 processor's pixel_values equal lut336[c][crop]
+bit for bit, where crop is the uint8 image after expand2square + resize + centre crop (computed
+with HF's own resize/center_crop): so "Kiln's uint8 crop == crop336" plus "Kiln's normalisation
+== lut336" is the same statement as "Kiln's float32 pixel_values == HF's", and the SHA-256 lets the
+test make that statement for the images whose crop is not stored.
+
+expand2square is transcribed from LLaVA-1.5 (haotian-liu/LLaVA, llava/mm_utils.py), as is the
+background `tuple(int(x*255) for x in image_processor.image_mean)`. The processor config is
+openai/clip-vit-large-patch14-336's preprocessor_config.json (crop_size 336, shortest_edge 336,
+resample 3 = bicubic, OpenAI CLIP mean/std, do_convert_rgb) and the same at 28.
+"""
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import struct
+import sys
+import zlib
+
+import numpy as np
+import PIL
+from PIL import Image, features
+import transformers
+from transformers import CLIPImageProcessorPil
+from safetensors.numpy import save_file, load_file
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.join(HERE, "src")
+MEAN = [0.48145466, 0.4578275, 0.40821073]
+STD = [0.26862954, 0.26130258, 0.27577711]
+CROP336 = ["large_jpg", "cmyk_jpg"]
+NOPAD = ["rgb_png", "wide_jpg", "tall_png", "large_jpg"]
+NO_RGB = ["large_jpg"]  # 518 KB raw: its decode is checked by SHA-256 only
+
+
+def expand2square(pil_img, background_color):
+    # LLaVA-1.5, llava/mm_utils.py
+    width, height = pil_img.size
+    if width == height:
+        return pil_img
+    elif width > height:
+        result = Image.new(pil_img.mode, (width, width), background_color)
+        result.paste(pil_img, (0, (width - height) // 2))
+        return result
+    else:
+        result = Image.new(pil_img.mode, (height, height), background_color)
+        result.paste(pil_img, ((height - width) // 2, 0))
+        return result
+
+
+def processor(size):
+    return CLIPImageProcessorPil(
+        size={"shortest_edge": size}, crop_size={"height": size, "width": size}, resample=3,
+        do_resize=True, do_center_crop=True, do_rescale=True, rescale_factor=1 / 255,
+        do_normalize=True, image_mean=MEAN, image_std=STD, do_convert_rgb=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Source images. Content: smooth gradients (what bicubic sees), hard edges (overshoot and clipping),
+# and noise (JPEG's high frequencies), from a fixed seed.
+
+def content(h, w, seed, noise=12.0):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    r = 128 + 100 * np.sin(x / max(w, 1) * 5 + seed) * np.cos(y / max(h, 1) * 3)
+    g = 255 * (x + y) / (w + h)
+    b = 128 + 120 * np.cos((x - y) / 7.0)
+    img = np.stack([r, g, b], -1)
+    # a few hard-edged rectangles, some saturated
+    for _ in range(4):
+        y0, x0 = rng.integers(0, h), rng.integers(0, w)
+        img[y0:y0 + max(2, h // 5), x0:x0 + max(2, w // 4)] = rng.choice([0, 255, 40, 220], 3)
+    img += rng.normal(0, noise, img.shape)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def png_chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def write_png_raw(width, height, depth, color_type, rows, plte=None, trns=None):
+    """A PNG from already-packed scanlines, for layouts PIL does not write (2-bit grey, 16-bit RGB,
+    16-bit grey+alpha, a palette shorter than the indices used)."""
+    raw = b"".join(b"\x00" + r for r in rows)
+    out = b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0))
+    if plte is not None:
+        out += png_chunk(b"PLTE", plte)
+    if trns is not None:
+        out += png_chunk(b"tRNS", trns)
+    return out + png_chunk(b"IDAT", zlib.compress(raw, 9)) + png_chunk(b"IEND", b"")
+
+
+def make_sources():
+    """name -> file bytes (name ends with the format, e.g. rgba_png)."""
+    files = {}
+
+    def pil_bytes(img, fmt, **kw):
+        buf = io.BytesIO()
+        img.save(buf, fmt, **kw)
+        return buf.getvalue()
+
+    files["rgb_png"] = pil_bytes(Image.fromarray(content(37, 45, 1)), "PNG")
+    rgba = np.concatenate([content(45, 37, 2), np.random.default_rng(3).integers(0, 256, (45, 37, 1), dtype=np.uint8)], -1)
+    rgba[::3, ::2, 3] = 0  # colour under alpha 0 must survive: convert("RGB") drops alpha, it does not blend
+    files["rgba_png"] = pil_bytes(Image.fromarray(rgba, "RGBA"), "PNG")
+    pal = Image.fromarray(content(29, 41, 4)).quantize(colors=12, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    files["palette_trns_png"] = pil_bytes(pal, "PNG", transparency=bytes([0, 255, 128] + [255] * 9), bits=4)
+    files["grey_png"] = pil_bytes(Image.fromarray(content(40, 30, 5)[..., 1], "L"), "PNG")
+    g16 = (content(27, 33, 6)[..., 0].astype(np.uint16) * 257)
+    g16[:, ::3] //= 300  # some values below 256, where "I;16" -> RGB does not clip
+    files["grey16_png"] = pil_bytes(Image.frombytes("I;16", (33, 27), g16.astype("<u2").tobytes()), "PNG")
+    # 2-bit grey (Pillow's "L;2" unpacker), a short palette, 16-bit RGB and 16-bit grey+alpha
+    rng = np.random.default_rng(7)
+    v2 = rng.integers(0, 4, (9, 11))
+    rows2 = [bytes(np.packbits(np.unpackbits(r.astype(np.uint8)[:, None], axis=1)[:, 6:].reshape(-1))) for r in v2]
+    files["grey2bit_png"] = write_png_raw(11, 9, 2, 0, rows2)
+    idx = rng.integers(0, 6, (7, 10)).astype(np.uint8)  # indices 4 and 5 are past a 4-entry PLTE
+    files["palette_short_png"] = write_png_raw(10, 7, 8, 3, [bytes(r) for r in idx], plte=bytes([10, 20, 30, 200, 100, 50, 0, 255, 0, 255, 255, 255]))
+    rgb16 = rng.integers(0, 65536, (6, 8, 3)).astype(">u2")
+    files["rgb16_png"] = write_png_raw(8, 6, 16, 2, [r.tobytes() for r in rgb16])
+    la16 = rng.integers(0, 65536, (6, 5, 2)).astype(">u2")
+    files["la16_png"] = write_png_raw(5, 6, 16, 4, [r.tobytes() for r in la16])
+    files["tall_png"] = pil_bytes(Image.fromarray(content(70, 24, 8)), "PNG")
+
+    files["wide_jpg"] = pil_bytes(Image.fromarray(content(30, 80, 9)), "JPEG", quality=90, subsampling="4:2:0")
+    files["rgb444_jpg"] = pil_bytes(Image.fromarray(content(27, 35, 10)), "JPEG", quality=85, subsampling="4:4:4")
+    files["rgb422_jpg"] = pil_bytes(Image.fromarray(content(27, 35, 11)), "JPEG", quality=85, subsampling="4:2:2")
+    files["grey_jpg"] = pil_bytes(Image.fromarray(content(33, 41, 12)[..., 2], "L"), "JPEG", quality=90)
+    cmyk = Image.fromarray(content(36, 48, 13)).convert("CMYK")
+    files["cmyk_jpg"] = pil_bytes(cmyk, "JPEG", quality=90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 CW to display; PIL's open() does not apply it
+    files["exif_rotated_jpg"] = pil_bytes(Image.fromarray(content(32, 48, 14)), "JPEG", quality=90, exif=exif.tobytes())
+    big = content(360, 480, 15, noise=3.0)
+    files["large_jpg"] = pil_bytes(Image.fromarray(big), "JPEG", quality=80, subsampling="4:2:0", progressive=True)
+    return files
+
+
+def make_broken(files):
+    return {
+        "broken_truncated_jpg": files["large_jpg"][: len(files["large_jpg"]) // 2],
+        "broken_truncated_png": files["tall_png"][: len(files["tall_png"]) // 2],
+        "broken_text_png": b"this is not an image\n",
+    }
+
+
+def filename(name):
+    stem, ext = name.rsplit("_", 1)
+    return f"{stem}.{ext}"
+
+
+# ---------------------------------------------------------------------------------------------
+
+def sha(a):
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def expected_for(name, data, p336, p28):
+    img = Image.open(io.BytesIO(data))
+    mode = img.mode
+    rgb = img.convert("RGB")
+    bg = tuple(int(x * 255) for x in MEAN)
+    sq = expand2square(rgb, bg)
+    pv336 = p336.preprocess(sq, return_tensors="np")["pixel_values"][0]
+    pv28 = p28.preprocess(sq, return_tensors="np")["pixel_values"][0]
+    pv28_nopad = p28.preprocess(rgb, return_tensors="np")["pixel_values"][0]
+    # The uint8 image the 336 processor normalises, by HF's own resize and center_crop.
+    chw = np.transpose(np.array(sq), (2, 0, 1))
+    from transformers.image_processing_utils import SizeDict
+    crop = p336.center_crop(p336.resize(chw, SizeDict(shortest_edge=336), resample=3), SizeDict(height=336, width=336))
+    assert crop.dtype == np.uint8 and crop.shape == (3, 336, 336), (crop.dtype, crop.shape)
+    return mode, np.array(rgb), pv336.astype(np.float32), pv28.astype(np.float32), pv28_nopad.astype(np.float32), np.transpose(crop, (1, 2, 0))
+
+
+def lut(p):
+    """The processor's output for every level in every channel (a 16x16 image holding 0..255)."""
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    img = np.stack([levels] * 3, 0)
+    out = p.normalize(p.rescale(img, 1 / 255), MEAN, STD)
+    return out.reshape(3, 256).astype(np.float32)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--check", action="store_true", help="recompute and compare with the stored files; write nothing")
+    args = ap.parse_args()
+    p336, p28 = processor(336), processor(28)
+    files = make_sources()
+    broken = make_broken(files)
+    tensors = {}
+    crops = {}
+    meta = {"pillow": PIL.__version__, "libjpeg_turbo": features.version("libjpeg_turbo"), "transformers": transformers.__version__,
+            "numpy": np.__version__, "mean": MEAN, "std": STD, "background": [int(x * 255) for x in MEAN], "images": {}, "broken": {}}
+    L336 = lut(p336)
+    tensors["lut336"] = L336
+    for name, data in files.items():
+        mode, rgb, pv336, pv28, pv28_nopad, crop = expected_for(name, data, p336, p28)
+        # pixel_values == lut[c][crop] bit for bit: the uint8 crop carries all of HF's output.
+        via_lut = np.stack([L336[c][crop[..., c]] for c in range(3)], 0)
+        if not np.array_equal(via_lut.view(np.uint32), pv336.view(np.uint32)):
+            print(f"FAIL {name}: 336 pixel_values are not lut336[crop]", file=sys.stderr)
+            sys.exit(1)
+        if name not in NO_RGB:
+            tensors[f"{name}.rgb"] = rgb
+        tensors[f"{name}.pv28"] = pv28
+        if name in NOPAD:
+            tensors[f"{name}.pv28_nopad"] = pv28_nopad
+        if name in CROP336:
+            crops[name] = crop
+        meta["images"][name] = {"file": "src/" + filename(name), "mode": mode, "width": rgb.shape[1], "height": rgb.shape[0],
+                                "sha256_rgb": sha(rgb), "sha256_pv336": sha(pv336), "sha256_pv28": sha(pv28),
+                                "crop336": f"crops/{filename(name)}.png" if name in CROP336 else None}
+    for name, data in broken.items():
+        try:
+            Image.open(io.BytesIO(data)).convert("RGB")
+            print(f"FAIL {name}: PIL reads it", file=sys.stderr)
+            sys.exit(1)
+        except Exception as e:  # PIL's own complaint, for the record
+            meta["broken"][name] = {"file": "src/" + filename(name), "pil_error": f"{type(e).__name__}: {e}"}
+
+    if args.check:
+        stored = load_file(os.path.join(HERE, "expected.safetensors"))
+        bad = [k for k in tensors if k not in stored or not np.array_equal(stored[k], tensors[k])]
+        for name, crop in crops.items():
+            if not np.array_equal(np.array(Image.open(os.path.join(HERE, "crops", filename(name) + ".png"))), crop):
+                bad.append(f"crops/{filename(name)}.png")
+        for name, data in {**files, **broken}.items():
+            with open(os.path.join(SRC, filename(name)), "rb") as f:
+                if f.read() != data:
+                    bad.append(filename(name))
+        print("check:", "ok" if not bad else f"differs: {bad}")
+        sys.exit(1 if bad else 0)
+
+    os.makedirs(SRC, exist_ok=True)
+    os.makedirs(os.path.join(HERE, "crops"), exist_ok=True)
+    for name, crop in crops.items():
+        Image.fromarray(crop).save(os.path.join(HERE, "crops", filename(name) + ".png"), optimize=True)
+    for name, data in {**files, **broken}.items():
+        with open(os.path.join(SRC, filename(name)), "wb") as f:
+            f.write(data)
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, os.path.join(HERE, "expected.safetensors"))
+    with open(os.path.join(HERE, "expected.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+        f.write("\n")
+    print("wrote", len(files), "images,", len(broken), "broken files")
+
+
+if __name__ == "__main__":
+    main()
