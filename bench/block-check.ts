@@ -1,7 +1,7 @@
 // Checks that the tfjs peer computes the same block as bench/block.kiln: same loss and gradients
 // as Kiln's reference executor on the same random weights. Run: node bin/run-ts.js bench/block-check.ts
 import { differentiate } from '../compiler/passes/autodiff.js';
-import { runReference } from '../runtime/reference.js';
+import { runReference } from '../compiler/exec/reference.js';
 import { tfjsBlock } from './block-tfjs.js';
 import { blockSetup } from './block-setup.js';
 

@@ -2,8 +2,8 @@
 // loss, every gradient read back): Kiln compiling bench/block.kiln against tfjs-webgpu running
 // the same block with tf.variableGrads, on the same dawn.node device, same weights.
 import { differentiate } from '../compiler/passes/autodiff.js';
-import type { KilnDevice } from '../runtime/webgpu/device.js';
-import { WebGpuExecutor } from '../runtime/webgpu/executor.js';
+import type { KilnDevice } from '../runtime/node/device.js';
+import { WebGpuExecutor } from '../compiler/exec/webgpu.js';
 import { blockSetup } from './block-setup.js';
 import { tfjsBlock } from './block-tfjs.js';
 import { timeRuns } from './matmul.js';

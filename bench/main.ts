@@ -2,7 +2,7 @@
 // With --json, stdout carries exactly one JSON object ({adapter, versions, <section>: ...});
 // everything else (progress, library chatter) goes to stderr.
 import { createRequire } from 'node:module';
-import { getDevice, type KilnDevice } from '../runtime/webgpu/device.js';
+import { getDevice, type KilnDevice } from '../runtime/node/device.js';
 import { benchMatmul, loadTfjs } from './matmul.js';
 import { benchBlock } from './block.js';
 import { benchTinyStep } from './tiny-step.js';

@@ -5,7 +5,7 @@
 // so a kernel that silently did nothing cannot post a good number.
 import { matmulWGSL } from '../compiler/codegen/matmul.js';
 import { bindAll, dispatch, getPipeline, readFloat32, uploadBuffer, createStorageBuffer } from '../runtime/webgpu/buffers.js';
-import { getGPU, gpuStep, type KilnDevice } from '../runtime/webgpu/device.js';
+import { getGPU, gpuStep, type KilnDevice } from '../runtime/node/device.js';
 
 export interface MatmulRow {
   n: number;

@@ -7,12 +7,12 @@ import { loadSpec } from '../compiler/syntax/load.js';
 import { checkModel } from '../compiler/check/index.js';
 import { differentiate } from '../compiler/passes/autodiff.js';
 import { momentName, withAdamW } from '../compiler/passes/optimizer.js';
-import { initParams, seededRandom } from '../runtime/init.js';
+import { initParams, seededRandom } from '../compiler/exec/init.js';
 import { adamwStepInputs } from '../runtime/optim/schedule.js';
 import type { HostTensor } from '../runtime/tensor.js';
 import { numel } from '../runtime/tensor.js';
-import type { KilnDevice } from '../runtime/webgpu/device.js';
-import { WebGpuExecutor } from '../runtime/webgpu/executor.js';
+import type { KilnDevice } from '../runtime/node/device.js';
+import { WebGpuExecutor } from '../compiler/exec/webgpu.js';
 import { timeRuns } from './matmul.js';
 
 export interface TinyStepResult {

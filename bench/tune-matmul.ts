@@ -3,7 +3,7 @@
 // per tile; best-of because the machine is shared and noise only ever slows a run down.
 import type { MatmulTile } from '../compiler/codegen/matmul.js';
 import { bindAll, createStorageBuffer, dispatch, getPipeline, uploadBuffer } from '../runtime/webgpu/buffers.js';
-import { getDevice } from '../runtime/webgpu/device.js';
+import { getDevice } from '../runtime/node/device.js';
 
 const [shape, ...tiles] = process.argv.slice(2);
 const [M, N, K, t] = (shape ?? '1024,1024,1024').split(',');

@@ -12,11 +12,14 @@
 // Decoded dtypes: F32, F64 -> f32; F16, BF16 -> f16/bf16 held as Float32Array (runtime/tensor.ts);
 // I64, U64, U32 -> i32 when every value fits (else an error); I32, I16, U16, I8, U8 -> i32;
 // BOOL -> bool. The F8 types are recognised (a header with them is valid) but cannot be loaded.
-import * as fs from 'node:fs';
-import * as nodePath from 'node:path';
-import { randomBytes } from 'node:crypto';
-import { KilnError, describeFsError } from './errors.js';
+//
+// This module works on bytes only (browser-safe); reading and writing files is in
+// runtime/node/safetensors-file.ts.
+import { KilnError } from './errors.js';
+import { f16ToF32Table, f32BitsToBf16, f32BitsToF16 } from './f16.js';
 import { numel, type HostTensor } from './tensor.js';
+
+export { f16BitsToF32, f32BitsToBf16, f32BitsToF16 } from './f16.js';
 
 /** The Rust crate's limit: a longer header is a corrupt length field, not a real file. */
 export const MAX_HEADER_BYTES = 100_000_000;
@@ -47,7 +50,7 @@ export interface SafetensorsFile {
 // Typed-array views reinterpret bytes in host order; every Node platform in use is little-endian,
 // and a big-endian host would silently byte-swap every weight, so it is refused instead.
 const HOST_LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-function requireLittleEndian(file: string): void {
+export function requireLittleEndian(file: string): void {
   if (!HOST_LE) throw new KilnError('safetensors needs a little-endian host', { file });
 }
 
@@ -55,7 +58,8 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-function headerLength(first8: Uint8Array, fileSize: number, file: string): number {
+/** The header's byte length from the first 8 bytes, checked against the file size. */
+export function headerLength(first8: Uint8Array, fileSize: number, file: string): number {
   if (fileSize < 8) throw new KilnError(`not a safetensors file: ${fileSize} bytes, shorter than the 8-byte header length`, { file });
   const n = new DataView(first8.buffer, first8.byteOffset, 8).getBigUint64(0, true);
   if (n > BigInt(MAX_HEADER_BYTES)) throw new KilnError(`not a safetensors file: header length ${n} is over the ${MAX_HEADER_BYTES}-byte limit`, { file });
@@ -139,60 +143,6 @@ export function parseHeader(
   return { metadata, entries };
 }
 
-let f16Table: Float32Array | undefined;
-function f16ToF32Table(): Float32Array {
-  if (f16Table) return f16Table;
-  const t = new Float32Array(65536);
-  const bits = new Uint32Array(t.buffer);
-  for (let h = 0; h < 65536; h++) {
-    const sign = (h & 0x8000) << 16;
-    const exp = (h >> 10) & 0x1f;
-    const mant = h & 0x3ff;
-    // Subnormal halves are normal floats: mant * 2^-24 is exact in f32.
-    if (exp === 0) t[h] = (sign ? -1 : 1) * mant * 2 ** -24;
-    else if (exp === 31) bits[h] = sign | 0x7f800000 | (mant << 13);
-    else bits[h] = sign | ((exp + 112) << 23) | (mant << 13);
-  }
-  return (f16Table = t);
-}
-
-export function f16BitsToF32(h: number): number {
-  return f16ToF32Table()[h & 0xffff]!;
-}
-
-/** f32 bit pattern -> f16 bit pattern, round to nearest even, overflow to inf, NaN kept quiet. */
-export function f32BitsToF16(x: number): number {
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant !== 0 ? 0x200 | (mant >>> 13) : 0);
-  const e = exp - 112;
-  if (e >= 31) return sign | 0x7c00;
-  let h: number, rem: number, half: number;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    h = mant >>> shift;
-    rem = mant & ((1 << shift) - 1);
-    half = 1 << (shift - 1);
-  } else {
-    h = (e << 10) | (mant >>> 13);
-    rem = mant & 0x1fff;
-    half = 0x1000;
-  }
-  // A carry out of the mantissa bumps the exponent, which is the correctly rounded result
-  // (including rounding up to inf or from the largest subnormal to the smallest normal).
-  if (rem > half || (rem === half && (h & 1) === 1)) h++;
-  return sign | h;
-}
-
-/** f32 bit pattern -> bf16 bit pattern, round to nearest even, NaN kept quiet. */
-export function f32BitsToBf16(x: number): number {
-  if ((x & 0x7fffffff) >>> 0 > 0x7f800000) return ((x >>> 16) | 0x40) & 0xffff;
-  return ((x >>> 0) + 0x7fff + ((x >>> 16) & 1)) >>> 16;
-}
-
 /** A view of `raw` as T, copying only when its offset is not aligned for T. */
 function viewAs<T>(ctor: { new (b: ArrayBufferLike, o: number, n: number): T; BYTES_PER_ELEMENT: number }, raw: Uint8Array): T {
   const r = raw.byteOffset % ctor.BYTES_PER_ELEMENT === 0 ? raw : raw.slice();
@@ -202,7 +152,7 @@ function viewAs<T>(ctor: { new (b: ArrayBufferLike, o: number, n: number): T; BY
 const SMALL_INTS = { I16: Int16Array, U16: Uint16Array, I8: Int8Array, U8: Uint8Array, U32: Uint32Array } as const;
 
 /** Decodes one tensor's bytes. `owned`: raw is a fresh buffer the result may keep. */
-function decode(e: TensorEntry, raw: Uint8Array, owned: boolean, file: string): HostTensor {
+export function decodeTensor(e: TensorEntry, raw: Uint8Array, owned: boolean, file: string): HostTensor {
   requireLittleEndian(file);
   const shape = [...e.shape];
   const n = numel(shape);
@@ -263,71 +213,8 @@ export function parseSafetensors(bytes: Uint8Array, file = '<buffer>'): Map<stri
   const base = 8 + n;
   const { entries } = parseHeader(bytes.subarray(8, base), bytes.length - base, file);
   const out = new Map<string, HostTensor>();
-  for (const e of entries.values()) out.set(e.name, decode(e, bytes.subarray(base + e.begin, base + e.end), false, file));
+  for (const e of entries.values()) out.set(e.name, decodeTensor(e, bytes.subarray(base + e.begin, base + e.end), false, file));
   return out;
-}
-
-function withFd<T>(path: string, flags: string, f: (fd: number) => T): T {
-  let fd: number;
-  try {
-    fd = fs.openSync(path, flags);
-  } catch (e) {
-    throw new KilnError(`cannot open: ${describeFsError(e)}`, { file: path, cause: e });
-  }
-  try {
-    return f(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-/** Fills `buf` from `position`; a short read means the file changed under us. */
-function readAt(fd: number, buf: Uint8Array, position: number, path: string, tensor?: string): void {
-  let done = 0;
-  while (done < buf.length) {
-    let got: number;
-    try {
-      got = fs.readSync(fd, buf, done, Math.min(buf.length - done, 1 << 30), position + done);
-    } catch (e) {
-      throw new KilnError(`cannot read: ${describeFsError(e)}`, { file: path, tensor, cause: e });
-    }
-    if (got === 0) throw new KilnError('file ended early (was it changed after it was opened?)', { file: path, tensor });
-    done += got;
-  }
-}
-
-/** Reads and validates the header only; tensors load one at a time with `load(name)`. */
-export function openSafetensors(path: string): SafetensorsFile {
-  const { header, dataStart } = withFd(path, 'r', (fd) => {
-    const st = fs.fstatSync(fd);
-    if (st.isDirectory()) throw new KilnError('cannot read: is a directory, not a file', { file: path });
-    const size = st.size;
-    const first8 = new Uint8Array(8);
-    if (size >= 8) readAt(fd, first8, 0, path);
-    const n = headerLength(first8, size, path);
-    const headerBytes = new Uint8Array(n);
-    readAt(fd, headerBytes, 8, path);
-    return { header: parseHeader(headerBytes, size - 8 - n, path), dataStart: 8 + n };
-  });
-  return {
-    path,
-    metadata: header.metadata,
-    names: [...header.entries.keys()],
-    entries: header.entries,
-    load(name: string): HostTensor {
-      const e = header.entries.get(name);
-      if (e === undefined) throw new KilnError('no such tensor in the file', { file: path, tensor: name });
-      const raw = new Uint8Array(e.end - e.begin);
-      withFd(path, 'r', (fd) => readAt(fd, raw, dataStart + e.begin, path, name));
-      return decode(e, raw, true, path);
-    },
-  };
-}
-
-/** Reads every tensor of a file. */
-export function readSafetensors(path: string): Map<string, HostTensor> {
-  const f = openSafetensors(path);
-  return new Map(f.names.map((name) => [name, f.load(name)]));
 }
 
 export interface WriteOptions {
@@ -351,22 +238,18 @@ function encode(t: HostTensor, st: SafetensorsDtype): Uint8Array {
   return bytesOf(out);
 }
 
-function writeAll(fd: number, bytes: Uint8Array): void {
-  for (let done = 0; done < bytes.length; ) done += fs.writeSync(fd, bytes, done, Math.min(bytes.length - done, 1 << 30));
-}
 
 /**
- * Writes atomically: a temp file in the same folder, fsync, rename over `path`, so a crash leaves
- * the old file or the new one, never half of one. The header is space-padded so the data starts
- * at a multiple of 8, and tensors are laid out widest item first, as the Rust crate does, so
- * every tensor is aligned for a zero-copy view.
+ * A whole safetensors file as byte chunks (8-byte length, space-padded header, tensors widest
+ * item first as the Rust crate lays them out, so every tensor is aligned for a zero-copy view).
+ * `file` names the destination in errors.
  */
-export function writeSafetensors(path: string, tensors: ReadonlyMap<string, HostTensor>, opts: WriteOptions = {}): void {
-  requireLittleEndian(path);
+export function serializeSafetensors(tensors: ReadonlyMap<string, HostTensor>, opts: WriteOptions = {}, file = '<buffer>'): Uint8Array[] {
+  requireLittleEndian(file);
   const plan = [...tensors].map(([name, t]) => {
-    if (name === '__metadata__') throw new KilnError('a tensor cannot be named __metadata__', { file: path, tensor: name });
+    if (name === '__metadata__') throw new KilnError('a tensor cannot be named __metadata__', { file, tensor: name });
     if (t.data.length !== numel(t.shape)) {
-      throw new KilnError(`shape [${t.shape.join(', ')}] holds ${numel(t.shape)} values but the data has ${t.data.length}`, { file: path, tensor: name });
+      throw new KilnError(`shape [${t.shape.join(', ')}] holds ${numel(t.shape)} values but the data has ${t.data.length}`, { file, tensor: name });
     }
     const fl = opts.dtype ?? t.dtype;
     const st: SafetensorsDtype =
@@ -386,27 +269,5 @@ export function writeSafetensors(path: string, tensors: ReadonlyMap<string, Host
   padded.set(json);
   const prefix = new Uint8Array(8);
   new DataView(prefix.buffer).setBigUint64(0, BigInt(padded.length), true);
-
-  const dir = nodePath.dirname(path);
-  const tmp = nodePath.join(dir, `.${nodePath.basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
-  try {
-    withFd(tmp, 'w', (fd) => {
-      writeAll(fd, prefix);
-      writeAll(fd, padded);
-      for (const p of plan) writeAll(fd, encode(p.t, p.st));
-      fs.fsyncSync(fd);
-    });
-    fs.renameSync(tmp, path);
-  } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    if (e instanceof KilnError) throw new KilnError(e.detail.replace(/^cannot open/, 'cannot write'), { file: path, cause: e });
-    throw new KilnError(`cannot write: ${describeFsError(e)}`, { file: path, cause: e });
-  }
-  // Make the rename itself durable; not every platform can fsync a directory, and the data is
-  // already safe, so a failure here is not worth failing the save for.
-  try {
-    withFd(dir, 'r', (fd) => fs.fsyncSync(fd));
-  } catch {
-    /* best effort */
-  }
+  return [prefix, padded, ...plan.map((p) => encode(p.t, p.st))];
 }

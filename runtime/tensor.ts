@@ -1,7 +1,9 @@
 // Host tensors: what the reference executor computes with and what checkpoints, batches and
 // read-backs hold. Float dtypes are held as Float32Array (f32 semantics, as PyTorch computes) or
 // Float64Array (the f64 reference used by gradient checks); i32 and bool as Int32Array.
-import type { DType } from '../compiler/ir/graph.js';
+
+/** Element types of tensors. f16 and bf16 are held on the host as Float32Array. */
+export type DType = 'f32' | 'f16' | 'bf16' | 'i32' | 'bool';
 
 export type TensorData = Float32Array | Float64Array | Int32Array;
 

@@ -6,7 +6,7 @@ import { UsageError, type CheckedModel } from '../check/index.js';
 import { configGet } from '../check/config.js';
 import type { ConfigRecord, Value } from '../check/values.js';
 import { KilnError } from '../../runtime/errors.js';
-import { writeSafetensors } from '../../runtime/safetensors.js';
+import { writeSafetensors } from '../../runtime/node/safetensors-file.js';
 import { openBuiltin, isBuiltin, type BuiltinData } from '../../data/builtin.js';
 import { collate } from '../../data/batch.js';
 import { emptySummary, prepareSamples, type DataSummary, type Sample } from '../../data/dataset.js';

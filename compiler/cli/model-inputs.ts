@@ -3,9 +3,9 @@
 import type { CheckedModel } from '../check/index.js';
 import { shapeToString } from '../ir/dims.js';
 import { KilnError } from '../../runtime/errors.js';
-import { loadParams, openCheckpointDir, paramRequests, tiedEmbeddingAliases } from '../../runtime/checkpoint/load.js';
-import type { CheckpointSource } from '../../runtime/checkpoint/load.js';
-import { readSafetensors } from '../../runtime/safetensors.js';
+import { loadParams, openCheckpointDir, paramRequests, tiedEmbeddingAliases } from '../checkpoint/load.js';
+import type { CheckpointSource } from '../checkpoint/load.js';
+import { readSafetensors } from '../../runtime/node/safetensors-file.js';
 import type { HostTensor } from '../../runtime/tensor.js';
 
 export interface InputPaths {

@@ -4,7 +4,9 @@
 import type { Span } from '../syntax/ast.js';
 import type { Dim } from './dims.js';
 
-export type DType = 'f32' | 'f16' | 'bf16' | 'i32' | 'bool';
+import type { DType } from '../../runtime/tensor.js';
+
+export type { DType };
 
 export interface TensorType {
   readonly dtype: DType;

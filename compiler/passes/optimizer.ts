@@ -10,6 +10,7 @@
 // step serves every step.
 import { GraphBuilder } from '../ir/builder.js';
 import type { Graph } from '../ir/graph.js';
+import { STEP_INPUTS, momentName } from '../../runtime/optim/schedule.js';
 
 export interface AdamWHyper {
   beta1: number;
@@ -18,9 +19,7 @@ export interface AdamWHyper {
   weightDecay: number;
 }
 
-/** Names of the step-scalar inputs and of each parameter's state inputs. */
-export const STEP_INPUTS = { lr: 'step.lr', bc1: 'step.bc1', sqrtBc2: 'step.sqrt_bc2' } as const;
-export const momentName = (which: 'm' | 'v', param: string): string => `adamw.${which}:${param}`;
+export { STEP_INPUTS, momentName };
 
 export function withAdamW(graph: Graph, hyper: AdamWHyper): Graph {
   if (graph.gradients.length === 0) throw new Error('withAdamW: differentiate the graph first');

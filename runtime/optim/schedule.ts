@@ -1,6 +1,5 @@
 // Learning-rate schedules as the Hugging Face trainer computes them, and the per-step scalars
 // the AdamW graph (compiler/passes/optimizer.ts) takes as inputs.
-import { STEP_INPUTS } from '../../compiler/passes/optimizer.js';
 import type { HostTensor } from '../tensor.js';
 
 export interface Schedule {
@@ -18,6 +17,14 @@ export function learningRate(base: number, s: Schedule, t: number): number {
   if (s.kind === 'linear') return base * Math.max(0, 1 - progress);
   return base * Math.max(0, 0.5 * (1 + Math.cos(Math.PI * progress)));
 }
+
+/**
+ * Names of AdamW's step-scalar inputs and of each parameter's moment state; the compiler's
+ * optimiser pass (compiler/passes/optimizer.ts) and the runtime agree on them here.
+ */
+export const STEP_INPUTS = { lr: 'step.lr', bc1: 'step.bc1', sqrtBc2: 'step.sqrt_bc2' } as const;
+/** The state tensor holding AdamW moment `which` of parameter `param`. */
+export const momentName = (which: 'm' | 'v', param: string): string => `adamw.${which}:${param}`;
 
 const scalar = (v: number): HostTensor => ({ dtype: 'f32', shape: [], data: Float32Array.of(v) });
 

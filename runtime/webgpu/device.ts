@@ -1,5 +1,5 @@
-// WebGPU device acquisition, in one place for Node (dawn.node via the `webgpu` package) and
-// browsers (navigator.gpu). Kernels are tuned against what the adapter really offers, so the device
+// WebGPU device acquisition, in one place for Node (dawn.node via the `webgpu` package, which
+// runtime/node/device.ts plugs in) and browsers (navigator.gpu). Kernels are tuned against what the adapter really offers, so the device
 // is requested with the adapter's own limits and optional features instead of the spec defaults
 // (which would cap storage bindings at 128 MiB and workgroup memory at 16 KiB everywhere).
 import { KilnError } from '../errors.js';
@@ -60,17 +60,19 @@ export async function getGPU(): Promise<GPU> {
     gpuInstance = nav.gpu;
     return gpuInstance;
   }
-  const isNode = typeof process !== 'undefined' && process.versions?.node !== undefined;
-  if (!isNode) throw new KilnError(`WebGPU is not available in this browser (no navigator.gpu). ${HOW_TO_GET_ONE}`);
-  let mod: typeof import('webgpu');
-  try {
-    mod = await import('webgpu');
-  } catch (err) {
-    throw new KilnError(`cannot load the 'webgpu' package (dawn.node): ${String(err)}. Run \`npm ci\`.`, { cause: err });
-  }
-  Object.assign(globalThis, mod.globals);
-  gpuInstance = mod.create([]);
+  if (!gpuProvider) throw new KilnError(`WebGPU is not available here (no navigator.gpu). ${HOW_TO_GET_ONE}`);
+  gpuInstance = await gpuProvider();
   return gpuInstance;
+}
+
+let gpuProvider: (() => Promise<GPU>) | undefined;
+
+/**
+ * Where the GPU object comes from when there is no navigator.gpu: the Node entry
+ * (runtime/node/device.ts) registers dawn.node here, so this module never names a Node package.
+ */
+export function setGpuProvider(provider: () => Promise<GPU>): void {
+  gpuProvider = provider;
 }
 
 function whereNow(): string {

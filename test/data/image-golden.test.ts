@@ -15,7 +15,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { loadImageFile } from '../../data/image-node.js';
 import { CLIP_MEAN, CLIP_STD, normalizeClip } from '../../data/image.js';
 import { KilnError } from '../../runtime/errors.js';
-import { readSafetensors } from '../../runtime/safetensors.js';
+import { readSafetensors } from '../../runtime/node/safetensors-file.js';
 import { IMAGES_DIR, compareAll, formatResults, readMeta, type ImageResult } from '../golden/images/compare.js';
 
 const CMYK_LEVELS = 1;

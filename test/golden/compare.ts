@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { main } from '../../compiler/cli/main.js';
 import { Output } from '../../compiler/cli/output.js';
-import { readSafetensors } from '../../runtime/safetensors.js';
+import { readSafetensors } from '../../runtime/node/safetensors-file.js';
 
 export const GOLDEN_CASES = ['llama_b2', 'mistral_gqa', 'llama_vmw'] as const;
 

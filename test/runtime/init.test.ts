@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { loadSpec } from '../../compiler/syntax/load.js';
 import { checkModel } from '../../compiler/check/index.js';
-import { initParams, seededRandom } from '../../runtime/init.js';
+import { initParams, seededRandom } from '../../compiler/exec/init.js';
 
 describe('parameter initialisation', () => {
   it('follows each parameter\'s initialiser, reproducibly from a seed', () => {

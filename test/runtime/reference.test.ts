@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { GraphBuilder } from '../../compiler/ir/builder.js';
 import { addDims, subDims } from '../../compiler/ir/dims.js';
-import { bindSymbols, runReference } from '../../runtime/reference.js';
+import { bindSymbols, runReference } from '../../compiler/exec/reference.js';
 import { B, T, host, input, param } from '../compiler/ops/harness.js';
 
 function feeds(o: Record<string, ReturnType<typeof host>>): Map<string, ReturnType<typeof host>> {

@@ -4,15 +4,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { KilnError } from '../../runtime/errors.js';
-import {
-  f16BitsToF32,
-  f32BitsToBf16,
-  f32BitsToF16,
-  openSafetensors,
-  parseSafetensors,
-  readSafetensors,
-  writeSafetensors,
-} from '../../runtime/safetensors.js';
+import { f16BitsToF32, f32BitsToBf16, f32BitsToF16, parseSafetensors } from '../../runtime/safetensors.js';
+import { openSafetensors, readSafetensors, writeSafetensors } from '../../runtime/node/safetensors-file.js';
 import type { HostTensor } from '../../runtime/tensor.js';
 import { expectKilnError } from '../helpers/errors.js';
 

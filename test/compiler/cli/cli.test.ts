@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { main } from '../../../compiler/cli/main.js';
 import { Output } from '../../../compiler/cli/output.js';
-import { readSafetensors, writeSafetensors } from '../../../runtime/safetensors.js';
+import { readSafetensors, writeSafetensors } from '../../../runtime/node/safetensors-file.js';
 
 async function kiln(...argv: string[]) {
   const out = new Output(true);

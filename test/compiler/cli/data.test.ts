@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { main } from '../../../compiler/cli/main.js';
 import { Output } from '../../../compiler/cli/output.js';
-import { readSafetensors } from '../../../runtime/safetensors.js';
+import { readSafetensors } from '../../../runtime/node/safetensors-file.js';
 
 async function kiln(...argv: string[]) {
   const out = new Output(true);

@@ -4,7 +4,7 @@
 // operand layout allows it.
 import { describe, expect, it } from 'vitest';
 import { matmulWGSL, type MatmulSpec, type MatmulTile } from '../../../compiler/codegen/matmul.js';
-import { getDevice } from '../../../runtime/webgpu/device.js';
+import { getDevice } from '../../../runtime/node/device.js';
 import { runKernel } from '../../../runtime/webgpu/buffers.js';
 import { GraphBuilder } from '../../../compiler/ir/builder.js';
 import { input } from '../ops/harness.js';

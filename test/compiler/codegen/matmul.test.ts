@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { matmulWGSL, chooseMatmulTile, type MatmulSpec, type MatmulTile } from '../../../compiler/codegen/matmul.js';
-import { getDevice } from '../../../runtime/webgpu/device.js';
+import { getDevice } from '../../../runtime/node/device.js';
 import { runKernel, type HostArray, type OutputSpec } from '../../../runtime/webgpu/buffers.js';
 
 function rand(n: number, seed: number): Float32Array {

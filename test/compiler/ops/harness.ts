@@ -7,7 +7,7 @@ import { sym, type Dim } from '../../../compiler/ir/dims.js';
 import type { Attrs, DType, Graph, TensorType } from '../../../compiler/ir/graph.js';
 import { getOp } from '../../../compiler/ops/registry.js';
 import { differentiate } from '../../../compiler/passes/autodiff.js';
-import { runReference } from '../../../runtime/reference.js';
+import { runReference } from '../../../compiler/exec/reference.js';
 import type { HostTensor } from '../../../runtime/tensor.js';
 
 export const B = sym('B');

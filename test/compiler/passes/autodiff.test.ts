@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { GraphBuilder } from '../../../compiler/ir/builder.js';
 import { reachable, type Graph } from '../../../compiler/ir/graph.js';
 import { differentiate } from '../../../compiler/passes/autodiff.js';
-import { runReference } from '../../../runtime/reference.js';
+import { runReference } from '../../../compiler/exec/reference.js';
 import type { HostTensor } from '../../../runtime/tensor.js';
 import { host, input, param } from '../ops/harness.js';
 

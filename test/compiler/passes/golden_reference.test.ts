@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { relFrobenius } from '../../golden/compare.js';
 import { describe, expect, it } from 'vitest';
 import { differentiate } from '../../../compiler/passes/autodiff.js';
-import { runReference } from '../../../runtime/reference.js';
+import { runReference } from '../../../compiler/exec/reference.js';
 import { parseSafetensors } from '../../../runtime/safetensors.js';
 import type { HostTensor } from '../../../runtime/tensor.js';
 import { buildMiniVwlmm, type MiniConfig } from './mini_vwlmm.js';

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Graph } from '../../../compiler/ir/graph.js';
 import { differentiate } from '../../../compiler/passes/autodiff.js';
-import { runReference } from '../../../runtime/reference.js';
+import { runReference } from '../../../compiler/exec/reference.js';
 import type { HostTensor } from '../../../runtime/tensor.js';
 import { host } from '../ops/harness.js';
 import { IMAGE_TOKEN, TINY, buildMiniVwlmm, type MiniConfig } from './mini_vwlmm.js';

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { decode as decodePng } from 'fast-png';
 import { loadImageFile } from '../../../data/image-node.js';
 import { CLIP_MEAN, CLIP_STD, llavaResizeCrop, normalizeClip, preprocessLlava, type RgbImage } from '../../../data/image.js';
-import { readSafetensors } from '../../../runtime/safetensors.js';
+import { readSafetensors } from '../../../runtime/node/safetensors-file.js';
 
 export const IMAGES_DIR = dirname(fileURLToPath(import.meta.url));
 

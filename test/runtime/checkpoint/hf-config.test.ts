@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { clipConfigOverrides, llavaConfigOverrides, parseHfConfig, readHfConfig } from '../../../runtime/checkpoint/hf-config.js';
+import { clipConfigOverrides, llavaConfigOverrides, parseHfConfig, readHfConfig } from '../../../compiler/checkpoint/hf-config.js';
 import { expectKilnError } from '../../helpers/errors.js';
 
 let dir: string;

@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ParamInfo } from '../../../compiler/ir/graph.js';
 import { KilnError } from '../../../runtime/errors.js';
-import { writeSafetensors } from '../../../runtime/safetensors.js';
+import { writeSafetensors } from '../../../runtime/node/safetensors-file.js';
 import type { HostTensor } from '../../../runtime/tensor.js';
 import {
   checkpointFromTensors,
@@ -16,7 +16,7 @@ import {
   planParams,
   tiedEmbeddingAliases,
   type ParamRequest,
-} from '../../../runtime/checkpoint/load.js';
+} from '../../../compiler/checkpoint/load.js';
 import { expectKilnError } from '../../helpers/errors.js';
 
 let root: string;

@@ -1,8 +1,8 @@
 // Runs a graph on WebGPU and on the reference executor and measures how far apart they are.
 import type { Graph } from '../../../compiler/ir/graph.js';
-import { runReference } from '../../../runtime/reference.js';
-import { getDevice } from '../../../runtime/webgpu/device.js';
-import { WebGpuExecutor, type ExecutorOptions } from '../../../runtime/webgpu/executor.js';
+import { runReference } from '../../../compiler/exec/reference.js';
+import { getDevice } from '../../../runtime/node/device.js';
+import { WebGpuExecutor, type ExecutorOptions } from '../../../compiler/exec/webgpu.js';
 import type { HostTensor } from '../../../runtime/tensor.js';
 
 export interface Compared {

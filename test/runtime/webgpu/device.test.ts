@@ -1,6 +1,6 @@
 // The smoke test CI relies on to prove real WebGPU runs: a device, a compiled shader, exact results.
 import { describe, expect, it, vi } from 'vitest';
-import { getDevice, gpuStep, throwPendingError } from '../../../runtime/webgpu/device.js';
+import { getDevice, gpuStep, throwPendingError } from '../../../runtime/node/device.js';
 import { runKernel, uploadBuffer, readInt32 } from '../../../runtime/webgpu/buffers.js';
 import { KilnError } from '../../../runtime/errors.js';
 
@@ -69,7 +69,7 @@ fn main(@builtin(global_invocation_id) id: vec3u) {
     const saved = Object.getOwnPropertyDescriptor(globalThis, 'navigator');
     Object.defineProperty(globalThis, 'navigator', { value: { gpu: { requestAdapter: async () => null } }, configurable: true });
     try {
-      const fresh = await import('../../../runtime/webgpu/device.js');
+      const fresh = await import('../../../runtime/node/device.js');
       await expect(fresh.getDevice()).rejects.toThrow(/no WebGPU adapter found.*npm run setup.*--enable-unsafe-webgpu/);
     } finally {
       if (saved) Object.defineProperty(globalThis, 'navigator', saved);

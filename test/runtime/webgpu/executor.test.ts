@@ -4,8 +4,8 @@
 import { describe, expect, it } from 'vitest';
 import { GraphBuilder } from '../../../compiler/ir/builder.js';
 import { KilnError } from '../../../runtime/errors.js';
-import { getDevice } from '../../../runtime/webgpu/device.js';
-import { WebGpuExecutor } from '../../../runtime/webgpu/executor.js';
+import { getDevice } from '../../../runtime/node/device.js';
+import { WebGpuExecutor } from '../../../compiler/exec/webgpu.js';
 import { input, param } from '../../compiler/ops/harness.js';
 import { f32, runBoth, uniform, worst } from './compare.js';
 

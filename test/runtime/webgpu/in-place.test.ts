@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { GraphBuilder } from '../../../compiler/ir/builder.js';
 import { fuse } from '../../../compiler/passes/fuse.js';
-import { inPlaceUpdates } from '../../../runtime/webgpu/in-place.js';
+import { inPlaceUpdates } from '../../../compiler/passes/in-place.js';
 
 function setup(kind: 'elementwise' | 'matmul-operand') {
   const b = new GraphBuilder();

@@ -8,12 +8,12 @@ import type { Graph } from '../../../compiler/ir/graph.js';
 import { differentiate } from '../../../compiler/passes/autodiff.js';
 import { fuse } from '../../../compiler/passes/fuse.js';
 import { opsWithoutKernels } from '../../../compiler/passes/lower.js';
-import { runReference } from '../../../runtime/reference.js';
+import { runReference } from '../../../compiler/exec/reference.js';
 import type { HostTensor } from '../../../runtime/tensor.js';
 import { IMAGE_TOKEN, TINY, buildMiniVwlmm } from '../../compiler/passes/mini_vwlmm.js';
 import { f32, i32, uniform } from './compare.js';
-import { getDevice } from '../../../runtime/webgpu/device.js';
-import { WebGpuExecutor } from '../../../runtime/webgpu/executor.js';
+import { getDevice } from '../../../runtime/node/device.js';
+import { WebGpuExecutor } from '../../../compiler/exec/webgpu.js';
 
 function feedsFor(g: Graph, batch: number, tokens: number): Map<string, HostTensor> {
   const feeds = new Map<string, HostTensor>();

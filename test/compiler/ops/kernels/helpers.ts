@@ -5,7 +5,7 @@ import { expect } from 'vitest';
 import { getOp } from '../../../../compiler/ops/registry.js';
 import type { Attrs, DType } from '../../../../compiler/ir/graph.js';
 import { wrapPlain, type DeviceTraits } from '../../../../compiler/codegen/kernel.js';
-import { getDevice, gpuStep } from '../../../../runtime/webgpu/device.js';
+import { getDevice, gpuStep } from '../../../../runtime/node/device.js';
 import { bindAll, createStorageBuffer, dispatch, getPipeline, readBuffer, uploadBuffer } from '../../../../runtime/webgpu/buffers.js';
 import { numel, type HostTensor } from '../../../../runtime/tensor.js';
 import { runOpOnGpu, traitsOf } from '../../../helpers/gpu-op.js';

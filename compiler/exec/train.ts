@@ -1,10 +1,10 @@
 // A training loop's state on the host: parameters, AdamW moments and the step counter, advanced
 // by any executor that can run a graph with `updates` (the reference executor or WebGPU).
-import type { Graph } from '../../compiler/ir/graph.js';
-import { momentName, type AdamWHyper } from '../../compiler/passes/optimizer.js';
-import type { HostTensor } from '../tensor.js';
-import { numel } from '../tensor.js';
-import { adamwStepInputs } from './schedule.js';
+import type { Graph } from '../ir/graph.js';
+import { momentName, type AdamWHyper } from '../passes/optimizer.js';
+import type { HostTensor } from '../../runtime/tensor.js';
+import { numel } from '../../runtime/tensor.js';
+import { adamwStepInputs } from '../../runtime/optim/schedule.js';
 
 export type RunGraph = (graph: Graph, feeds: ReadonlyMap<string, HostTensor>, wanted: readonly number[]) => Promise<Map<number, HostTensor>> | Map<number, HostTensor>;
 

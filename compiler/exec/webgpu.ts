@@ -3,18 +3,18 @@
 // code), every buffer and bind group is made once per compiled program, parameters are uploaded
 // once, and a run is one command encoder: all dispatches, then copies of the requested values
 // only. Failures become KilnErrors naming the step; a lost device rejects, it never hangs.
-import { reachable, type Graph } from '../../compiler/ir/graph.js';
-import type { DeviceTraits } from '../../compiler/codegen/kernel.js';
-import { fuse, type FusedProgram, type FuseOptions } from '../../compiler/passes/fuse.js';
-import { lowerProgram, type CompiledProgram } from '../../compiler/passes/lower.js';
-import { mib } from '../../compiler/passes/plan-report.js';
-import type { BindingRef } from '../../compiler/codegen/fused.js';
-import { bindSymbols } from '../reference.js';
-import { KilnError } from '../errors.js';
-import { inPlaceUpdates, type UpdateRef } from './in-place.js';
-import { isFloat, numel, type HostTensor } from '../tensor.js';
-import { f16BitsToF32, f32BitsToF16 } from '../safetensors.js';
-import { gpuStep, type KilnDevice } from './device.js';
+import { reachable, type Graph } from '../ir/graph.js';
+import type { DeviceTraits } from '../codegen/kernel.js';
+import { fuse, type FusedProgram, type FuseOptions } from '../passes/fuse.js';
+import { lowerProgram, type CompiledProgram } from '../passes/lower.js';
+import { mib } from '../passes/plan-report.js';
+import type { BindingRef } from '../codegen/fused.js';
+import { bindSymbols } from './reference.js';
+import { KilnError } from '../../runtime/errors.js';
+import { inPlaceUpdates, type UpdateRef } from '../passes/in-place.js';
+import { isFloat, numel, type HostTensor } from '../../runtime/tensor.js';
+import { f16BitsToF32, f32BitsToF16 } from '../../runtime/f16.js';
+import { gpuStep, type KilnDevice } from '../../runtime/webgpu/device.js';
 
 const STORAGE = 0x80;
 const COPY_SRC = 0x04;

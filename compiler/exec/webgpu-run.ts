@@ -1,8 +1,8 @@
 // One-shot WebGPU runs for the CLI: is there an adapter, and evaluate these values once.
-import type { Graph } from '../../compiler/ir/graph.js';
-import type { HostTensor } from '../tensor.js';
-import { getDevice } from './device.js';
-import { WebGpuExecutor, type ExecutorOptions } from './executor.js';
+import type { Graph } from '../ir/graph.js';
+import type { HostTensor } from '../../runtime/tensor.js';
+import { getDevice } from '../../runtime/node/device.js';
+import { WebGpuExecutor, type ExecutorOptions } from './webgpu.js';
 
 /** Whether a WebGPU device can be had here (Dawn in Node, navigator.gpu in browsers). */
 export async function webgpuAvailable(): Promise<boolean> {

@@ -31,10 +31,11 @@
 //              { dir: checkpointDir, unused }]
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
-import type { DType, ParamInfo } from '../../compiler/ir/graph.js';
-import { KilnError, describeFsError } from '../errors.js';
-import { f16BitsToF32, f32BitsToBf16, f32BitsToF16, openSafetensors, type SafetensorsDtype, type SafetensorsFile } from '../safetensors.js';
-import { isFloat, type HostTensor } from '../tensor.js';
+import type { DType, ParamInfo } from '../ir/graph.js';
+import { KilnError, describeFsError } from '../../runtime/errors.js';
+import { f16BitsToF32, f32BitsToBf16, f32BitsToF16, type SafetensorsDtype, type SafetensorsFile } from '../../runtime/safetensors.js';
+import { openSafetensors } from '../../runtime/node/safetensors-file.js';
+import { isFloat, type HostTensor } from '../../runtime/tensor.js';
 
 export interface TensorInfo {
   readonly dtype: SafetensorsDtype;

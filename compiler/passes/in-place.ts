@@ -8,10 +8,10 @@
 //      kernel only where the element being stored is: by elementwise members at s's own shape,
 //      and in a matmul or custom kernel only in the epilogue (a prologue feeds the template's
 //      loads, which may read any element, including ones already overwritten).
-import type { Graph } from '../../compiler/ir/graph.js';
-import { shapesEqual } from '../../compiler/ir/dims.js';
-import type { FusedProgram } from '../../compiler/passes/fuse.js';
-import { categoryOf } from '../../compiler/passes/fusion-rules.js';
+import type { Graph } from '../ir/graph.js';
+import { shapesEqual } from '../ir/dims.js';
+import type { FusedProgram } from './fuse.js';
+import { categoryOf } from './fusion-rules.js';
 
 export interface UpdateRef {
   readonly node: number;

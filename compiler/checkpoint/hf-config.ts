@@ -17,7 +17,7 @@
 // MistralConfig's sliding_window (4096 by default) is not mapped: the spec's attention is fully
 // causal, which is the same computation for sequences up to the window.
 import * as fs from 'node:fs';
-import { KilnError, describeFsError } from '../errors.js';
+import { KilnError, describeFsError } from '../../runtime/errors.js';
 
 export type ConfigOverrides = Map<string, number | boolean | string>;
 

@@ -1,10 +1,10 @@
 // Parameter values from the spec's initialisers (`init normal(0.02)`, `zeros`, ...), with a
 // seeded generator so that a run is reproducible: what `kiln train` starts from without a
 // checkpoint, and what tests and benchmarks use for models nobody has weights for.
-import type { ParamInfo } from '../compiler/ir/graph.js';
-import { evalShape } from '../compiler/ir/dims.js';
-import type { HostTensor } from './tensor.js';
-import { numel } from './tensor.js';
+import type { ParamInfo } from '../ir/graph.js';
+import { evalShape } from '../ir/dims.js';
+import type { HostTensor } from '../../runtime/tensor.js';
+import { numel } from '../../runtime/tensor.js';
 
 /** xoshiro128** seeded by splitmix32: fast, good enough for initialisation, identical everywhere. */
 export function seededRandom(seed: number): () => number {

@@ -1,12 +1,12 @@
 // Runs any graph on the CPU with the ops' reference implementations: the semantics every
 // backend is checked against. f32 precision rounds each op's output to f32 as PyTorch does;
 // f64 keeps doubles throughout for gradient checks against finite differences.
-import { dimToString, evalDim, isSymDim, shapeToString, type Dim, type SymbolBindings } from '../compiler/ir/dims.js';
-import type { AttrValue, Attrs, DType, Graph, Node } from '../compiler/ir/graph.js';
-import { reachable } from '../compiler/ir/graph.js';
-import { getOp } from '../compiler/ops/registry.js';
-import type { ReferenceContext } from '../compiler/ops/types.js';
-import { isFloat, numel, type HostTensor, type TensorData } from './tensor.js';
+import { dimToString, evalDim, isSymDim, shapeToString, type Dim, type SymbolBindings } from '../ir/dims.js';
+import type { AttrValue, Attrs, DType, Graph, Node } from '../ir/graph.js';
+import { reachable } from '../ir/graph.js';
+import { getOp } from '../ops/registry.js';
+import type { ReferenceContext } from '../ops/types.js';
+import { isFloat, numel, type HostTensor, type TensorData } from '../../runtime/tensor.js';
 
 export interface ReferenceOptions {
   readonly precision: 'f32' | 'f64';
