@@ -174,9 +174,6 @@ function readJpegHeader(bytes: Uint8Array, source: string): JpegHeader {
     }
     // SOF0..SOF15 except DHT (c4), JPG (c8), DAC (cc).
     if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
-      if (marker !== 0xc0 && marker !== 0xc1 && marker !== 0xc2) {
-        fail(source, `unsupported JPEG coding (SOF${marker - 0xc0}): only baseline, extended and progressive Huffman JPEGs are read`);
-      }
       const h: JpegHeader = { precision: bytes[seg]!, components: bytes[seg + 5]! };
       if (adobeTransform !== undefined) h.adobeTransform = adobeTransform;
       return h;
@@ -231,7 +228,7 @@ function mozjpeg(): Promise<MozJpegModule> {
 
 async function decodeJpeg(bytes: Uint8Array, source: string): Promise<RgbImage> {
   const header = readJpegHeader(bytes, source);
-  if (header.precision !== 8) fail(source, `unsupported JPEG: ${header.precision}-bit samples (Pillow reads 8-bit only)`);
+  if (header.precision !== 8) fail(source, `unsupported JPEG: ${header.precision}-bit samples (only 8-bit JPEGs are read)`);
   if (header.components === 4) return decodeCmykJpeg(bytes, source, header);
   if (header.components !== 1 && header.components !== 3) {
     fail(source, `unsupported JPEG: ${header.components} colour components`);

@@ -41,6 +41,7 @@ describe('decode and preprocess vs PIL + CLIPImageProcessor', () => {
   it('PNG, YCbCr and greyscale JPEG: bit-exact decode, 28 px and 336 px pixel_values', () => {
     for (const r of results.filter((x) => x.mode !== 'CMYK')) {
       expect({ name: r.name, rgb: r.rgbExact, pv28: r.pv28Exact, pv336: r.pv336Exact }).toEqual({ name: r.name, rgb: true, pv28: true, pv336: true });
+      expect(r.crop28MaxLevels, r.name).toBe(0);
       if (r.pv28NopadMax !== undefined) expect(r.pv28NopadMax, r.name).toBe(0);
       if (r.crop336MaxLevels !== undefined) expect(r.crop336MaxLevels, r.name).toBe(0);
       if (r.pv336Max !== undefined) expect(r.pv336Max, r.name).toBe(0);
@@ -50,6 +51,7 @@ describe('decode and preprocess vs PIL + CLIPImageProcessor', () => {
   it(`CMYK JPEG: decode within ${CMYK_LEVELS} level, pixel_values within ${CMYK_RESIZED_LEVELS} levels`, () => {
     const r = results.find((x) => x.mode === 'CMYK')!;
     expect(r.rgbMaxLevels).toBeLessThanOrEqual(CMYK_LEVELS);
+    expect(r.crop28MaxLevels).toBeLessThanOrEqual(CMYK_RESIZED_LEVELS);
     expect(r.crop336MaxLevels).toBeLessThanOrEqual(CMYK_RESIZED_LEVELS);
     expect(r.pv336Max).toBeLessThanOrEqual(levelsToNormalised(CMYK_RESIZED_LEVELS) + F32_SLACK);
     expect(r.pv28Max).toBeLessThanOrEqual(levelsToNormalised(CMYK_RESIZED_LEVELS) + F32_SLACK);
@@ -63,7 +65,7 @@ describe('decode and preprocess vs PIL + CLIPImageProcessor', () => {
 
 describe('normalisation', () => {
   it('equals HF rescale + normalize for all 256 levels, bit for bit', () => {
-    const lut = readSafetensors(join(IMAGES_DIR, 'expected.safetensors')).get('lut336')!.data;
+    const lut = readSafetensors(join(IMAGES_DIR, 'expected.safetensors')).get('lut')!.data;
     const levels = new Uint8Array(256 * 3);
     for (let v = 0; v < 256; v++) levels.fill(v, v * 3, v * 3 + 3);
     const out = normalizeClip({ width: 256, height: 1, data: levels }, CLIP_MEAN, CLIP_STD);

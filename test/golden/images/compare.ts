@@ -1,6 +1,7 @@
 // Compares data/image.ts with the files make_images.py wrote (PIL + HF CLIPImageProcessor), per
 // image: the RGB decode (uint8 levels), the 28 px pixel_values with and without expand2square
-// (normalised units), and the 336 px pixel_values (bit-exact by SHA-256; where the uint8 crop is
+// (normalised units; HF's values rebuilt bit-exactly from the stored uint8 crop and the
+// processor's 256-level table), and the 336 px pixel_values (bit-exact by SHA-256; where the uint8 crop is
 // stored, also the max error in levels and in normalised units). Used by image-golden.test.ts;
 // `node bin/run-ts.js test/golden/images/compare.ts` prints the table.
 import { createHash } from 'node:crypto';
@@ -36,6 +37,8 @@ export interface ImageResult {
   rgbExact: boolean;
   /** max |Kiln - PIL| of the RGB decode in uint8 levels (when PIL's decode is stored). */
   rgbMaxLevels?: number;
+  /** max |Kiln - HF| of the uint8 crop at 28 px with expand2square, in levels. */
+  crop28MaxLevels?: number;
   /** max |Kiln - HF| of pixel_values at 28 px with expand2square, normalised units. */
   pv28Max: number;
   pv28Exact: boolean;
@@ -57,37 +60,49 @@ function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return m;
 }
 
+/** HF's pixel_values from a stored uint8 crop: lut[c][crop] (make_images.py checks it is bit-exact). */
+function viaLut(crop: ArrayLike<number>, lut: ArrayLike<number>, size: number): Float32Array {
+  const n = size * size;
+  const out = new Float32Array(3 * n);
+  for (let c = 0; c < 3; c++) for (let i = 0; i < n; i++) out[c * n + i] = lut[c * 256 + crop[i * 3 + c]!]!;
+  return out;
+}
+
 export async function compareAll(): Promise<ImageResult[]> {
   const meta = readMeta();
   const golden = readSafetensors(join(IMAGES_DIR, 'expected.safetensors'));
-  const lut = golden.get('lut336')!.data;
+  const lut = golden.get('lut')!.data;
   const opts = (size: number, padToSquare: boolean) => ({ size, mean: CLIP_MEAN, std: CLIP_STD, padToSquare });
   const results: ImageResult[] = [];
   for (const [name, m] of Object.entries(meta.images)) {
     const img = await loadImageFile(join(IMAGES_DIR, m.file));
+    const sameSize = img.width === m.width && img.height === m.height;
     const r: ImageResult = {
       name, mode: m.mode,
-      rgbExact: img.width === m.width && img.height === m.height && sha(img.data) === m.sha256_rgb,
+      rgbExact: sameSize && sha(img.data) === m.sha256_rgb,
       pv28Max: 0, pv28Exact: false, pv336Exact: false,
     };
     const rgb = golden.get(`${name}.rgb`);
-    if (rgb !== undefined) r.rgbMaxLevels = img.width === m.width && img.height === m.height ? maxAbs(img.data, rgb.data) : Infinity;
-    const pv28 = preprocessLlava(img, opts(28, true));
-    r.pv28Max = maxAbs(pv28, golden.get(`${name}.pv28`)!.data);
+    if (rgb !== undefined) r.rgbMaxLevels = sameSize ? maxAbs(img.data, rgb.data) : Infinity;
+
+    const crop28 = llavaResizeCrop(img, opts(28, true));
+    const pv28 = normalizeClip(crop28, CLIP_MEAN, CLIP_STD);
+    const theirs28 = golden.get(`${name}.crop28`)!.data;
+    r.crop28MaxLevels = maxAbs(crop28.data, theirs28);
+    r.pv28Max = maxAbs(pv28, viaLut(theirs28, lut, 28));
     r.pv28Exact = sha(pv28) === m.sha256_pv28;
-    const nopad = golden.get(`${name}.pv28_nopad`);
-    if (nopad !== undefined) r.pv28NopadMax = maxAbs(preprocessLlava(img, opts(28, false)), nopad.data);
-    const crop = llavaResizeCrop(img, opts(336, true));
-    const pv336 = normalizeClip(crop, CLIP_MEAN, CLIP_STD);
+    const nopad = golden.get(`${name}.crop28_nopad`);
+    if (nopad !== undefined) {
+      r.pv28NopadMax = maxAbs(preprocessLlava(img, opts(28, false)), viaLut(nopad.data, lut, 28));
+    }
+
+    const crop336 = llavaResizeCrop(img, opts(336, true));
+    const pv336 = normalizeClip(crop336, CLIP_MEAN, CLIP_STD);
     r.pv336Exact = sha(pv336) === m.sha256_pv336;
     if (m.crop336 !== null) {
       const theirs = decodePng(readFileSync(join(IMAGES_DIR, m.crop336)));
-      r.crop336MaxLevels = maxAbs(crop.data, theirs.data);
-      // HF's pixel_values are lut336[c][crop] bit for bit (make_images.py checks it).
-      const n = 336 * 336;
-      const hf = new Float32Array(3 * n);
-      for (let c = 0; c < 3; c++) for (let i = 0; i < n; i++) hf[c * n + i] = lut[c * 256 + theirs.data[i * 3 + c]!]!;
-      r.pv336Max = maxAbs(pv336, hf);
+      r.crop336MaxLevels = maxAbs(crop336.data, theirs.data);
+      r.pv336Max = maxAbs(pv336, viaLut(theirs.data, lut, 336));
     }
     results.push(r);
   }
@@ -97,11 +112,12 @@ export async function compareAll(): Promise<ImageResult[]> {
 /** One line per image, for the test log and the README. */
 export function formatResults(rs: ImageResult[]): string {
   const f = (x: number | undefined, digits = 2): string => (x === undefined ? '-' : x === 0 ? '0' : x.toExponential(digits));
-  const lines = ['image              mode  rgb(levels)  pv28 max     pv28 nopad   pv336 exact  crop336(levels)  pv336 max'];
+  const lines = ['image              mode  rgb(levels)  crop28(levels) pv28 max     pv28 nopad   pv336 exact  crop336(levels)  pv336 max'];
   for (const r of rs) {
     lines.push([
       r.name.padEnd(18), r.mode.padEnd(5),
       (r.rgbExact ? 'exact' : r.rgbMaxLevels === undefined ? 'DIFFERS' : String(r.rgbMaxLevels)).padEnd(12),
+      String(r.crop28MaxLevels).padEnd(14),
       (r.pv28Exact ? 'exact' : f(r.pv28Max)).padEnd(12),
       f(r.pv28NopadMax).padEnd(12),
       String(r.pv336Exact).padEnd(12),

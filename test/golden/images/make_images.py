@@ -14,24 +14,23 @@ It writes, in this folder:
   src/<name>.png|jpg          the source images, one per kind PIL distinguishes (see CASES)
   src/broken_*.{png,jpg}      files PIL refuses (Kiln must refuse them too, naming the file)
   expected.safetensors        per image <name>:
-      <name>.rgb          U8 [H, W, 3]   Image.open(f).convert("RGB")
-      <name>.pv28         F32 [3, 28, 28] LLaVA-1.5 pixel_values at the tiny model's image size
-                                         (expand2square + CLIPImageProcessor, size/crop 28)
-      <name>.pv28_nopad   F32 [3, 28, 28] CLIPImageProcessor alone (image_aspect_ratio != "pad")
-      (<name>.rgb is left out for NO_RGB, <name>.pv28_nopad stored for NOPAD only)
-      lut336              F32 [3, 256]   the 336 processor's output for level v in channel c
+      <name>.rgb          U8 [H, W, 3]   Image.open(f).convert("RGB") (not for NO_RGB: SHA-256 only)
+      <name>.crop28       U8 [28, 28, 3] the uint8 image the processor normalises at the tiny
+                                         model's image size 28, after expand2square + CLIPImageProcessor
+                                         resize + centre crop
+      <name>.crop28_nopad U8 [28, 28, 3] the same without expand2square (for NOPAD only)
+      lut                 F32 [3, 256]   the processor's output (rescale + normalize) for level v in
+                                         channel c (the same at 28 and 336)
   crops/<file>.png            for the images in CROP336 only (to keep the folder small): the uint8
-                              RGB image the 336 processor normalises (after expand2square, PIL
-                              bicubic resize, centre crop), saved losslessly
+                              RGB crop at 336, saved losslessly
   expected.json               versions, sizes, and for every image the SHA-256 of its RGB decode
-                              (uint8 HWC), of the 336 pixel_values and of the 28 ones (float32
-                              CHW, C order).
+                              (uint8 HWC), of the 336 and of the 28 pixel_values (float32 CHW, C order).
 
-The script checks, for every image, that the 336 processor's pixel_values equal lut336[c][crop]
+The script checks, for every image and size, that the processor's pixel_values equal lut[c][crop]
 bit for bit, where crop is the uint8 image after expand2square + resize + centre crop (computed
-with HF's own resize/center_crop): so "Kiln's uint8 crop == crop336" plus "Kiln's normalisation
-== lut336" is the same statement as "Kiln's float32 pixel_values == HF's", and the SHA-256 lets the
-test make that statement for the images whose crop is not stored.
+with HF's own resize/center_crop): so "Kiln's uint8 crop == the stored crop" plus "Kiln's
+normalisation == lut" is the same statement as "Kiln's float32 pixel_values == HF's", and the
+SHA-256 lets the test make that statement for the 336 crops that are not stored.
 
 expand2square is transcribed from LLaVA-1.5 (haotian-liu/LLaVA, llava/mm_utils.py), as is the
 background `tuple(int(x*255) for x in image_processor.image_mean)`. The processor config is
@@ -53,6 +52,7 @@ import PIL
 from PIL import Image, features
 import transformers
 from transformers import CLIPImageProcessorPil
+from transformers.image_processing_utils import SizeDict
 from safetensors.numpy import save_file, load_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -121,6 +121,20 @@ def write_png_raw(width, height, depth, color_type, rows, plte=None, trns=None):
     return out + png_chunk(b"IDAT", zlib.compress(raw, 9)) + png_chunk(b"IEND", b"")
 
 
+def write_png_adam7(rgb):
+    """An 8-bit RGB PNG with Adam7 interlacing (PIL reads it but does not write it)."""
+    h, w, _ = rgb.shape
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+    raw = b""
+    for x0, y0, dx, dy in passes:
+        sub = rgb[y0::dy, x0::dx]
+        if sub.size == 0:
+            continue
+        raw += b"".join(b"\x00" + row.tobytes() for row in sub)
+    out = b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 1))
+    return out + png_chunk(b"IDAT", zlib.compress(raw, 9)) + png_chunk(b"IEND", b"")
+
+
 def make_sources():
     """name -> file bytes (name ends with the format, e.g. rgba_png)."""
     files = {}
@@ -152,7 +166,15 @@ def make_sources():
     la16 = rng.integers(0, 65536, (6, 5, 2)).astype(">u2")
     files["la16_png"] = write_png_raw(5, 6, 16, 4, [r.tobytes() for r in la16])
     files["tall_png"] = pil_bytes(Image.fromarray(content(70, 24, 8)), "PNG")
+    la = content(19, 23, 16)
+    files["la8_png"] = pil_bytes(Image.fromarray(np.stack([la[..., 0], la[..., 1]], -1), "LA"), "PNG")
+    files["bw1_png"] = pil_bytes(Image.fromarray(content(17, 21, 17)[..., 0] > 128), "PNG")
+    files["palette1_png"] = pil_bytes(Image.fromarray(content(13, 19, 18)).quantize(colors=2, dither=Image.Dither.NONE), "PNG", bits=1)
+    files["grey_trns_png"] = pil_bytes(Image.fromarray(content(15, 18, 19)[..., 2], "L"), "PNG", transparency=128)
+    files["rgb_trns_png"] = pil_bytes(Image.fromarray(content(15, 18, 20)), "PNG", transparency=(255, 255, 255))
+    files["interlaced_png"] = write_png_adam7(content(11, 13, 21))
 
+    files["restart_jpg"] = pil_bytes(Image.fromarray(content(40, 52, 22)), "JPEG", quality=90, restart_marker_rows=1)
     files["wide_jpg"] = pil_bytes(Image.fromarray(content(30, 80, 9)), "JPEG", quality=90, subsampling="4:2:0")
     files["rgb444_jpg"] = pil_bytes(Image.fromarray(content(27, 35, 10)), "JPEG", quality=85, subsampling="4:4:4")
     files["rgb422_jpg"] = pil_bytes(Image.fromarray(content(27, 35, 11)), "JPEG", quality=85, subsampling="4:2:2")
@@ -192,15 +214,16 @@ def expected_for(name, data, p336, p28):
     rgb = img.convert("RGB")
     bg = tuple(int(x * 255) for x in MEAN)
     sq = expand2square(rgb, bg)
-    pv336 = p336.preprocess(sq, return_tensors="np")["pixel_values"][0]
-    pv28 = p28.preprocess(sq, return_tensors="np")["pixel_values"][0]
-    pv28_nopad = p28.preprocess(rgb, return_tensors="np")["pixel_values"][0]
-    # The uint8 image the 336 processor normalises, by HF's own resize and center_crop.
-    chw = np.transpose(np.array(sq), (2, 0, 1))
-    from transformers.image_processing_utils import SizeDict
-    crop = p336.center_crop(p336.resize(chw, SizeDict(shortest_edge=336), resample=3), SizeDict(height=336, width=336))
-    assert crop.dtype == np.uint8 and crop.shape == (3, 336, 336), (crop.dtype, crop.shape)
-    return mode, np.array(rgb), pv336.astype(np.float32), pv28.astype(np.float32), pv28_nopad.astype(np.float32), np.transpose(crop, (1, 2, 0))
+    out = {}
+    for key, proc, size, image in [("336", p336, 336, sq), ("28", p28, 28, sq), ("28_nopad", p28, 28, rgb)]:
+        pv = proc.preprocess(image, return_tensors="np")["pixel_values"][0]
+        assert pv.dtype == np.float32
+        # The uint8 image the processor normalises, by HF's own resize and center_crop.
+        crop = proc.center_crop(proc.resize(np.transpose(np.array(image), (2, 0, 1)), SizeDict(shortest_edge=size), resample=3),
+                                SizeDict(height=size, width=size))
+        assert crop.dtype == np.uint8 and crop.shape == (3, size, size), (crop.dtype, crop.shape)
+        out[key] = (pv, np.transpose(crop, (1, 2, 0)))
+    return mode, np.array(rgb), out
 
 
 def lut(p):
@@ -222,24 +245,26 @@ def main():
     crops = {}
     meta = {"pillow": PIL.__version__, "libjpeg_turbo": features.version("libjpeg_turbo"), "transformers": transformers.__version__,
             "numpy": np.__version__, "mean": MEAN, "std": STD, "background": [int(x * 255) for x in MEAN], "images": {}, "broken": {}}
-    L336 = lut(p336)
-    tensors["lut336"] = L336
+    L = lut(p336)
+    assert np.array_equal(L.view(np.uint32), lut(p28).view(np.uint32))
+    tensors["lut"] = L
     for name, data in files.items():
-        mode, rgb, pv336, pv28, pv28_nopad, crop = expected_for(name, data, p336, p28)
+        mode, rgb, out = expected_for(name, data, p336, p28)
         # pixel_values == lut[c][crop] bit for bit: the uint8 crop carries all of HF's output.
-        via_lut = np.stack([L336[c][crop[..., c]] for c in range(3)], 0)
-        if not np.array_equal(via_lut.view(np.uint32), pv336.view(np.uint32)):
-            print(f"FAIL {name}: 336 pixel_values are not lut336[crop]", file=sys.stderr)
-            sys.exit(1)
+        for key, (pv, crop) in out.items():
+            via_lut = np.stack([L[c][crop[..., c]] for c in range(3)], 0)
+            if not np.array_equal(via_lut.view(np.uint32), pv.view(np.uint32)):
+                print(f"FAIL {name}: {key} pixel_values are not lut[crop]", file=sys.stderr)
+                sys.exit(1)
         if name not in NO_RGB:
             tensors[f"{name}.rgb"] = rgb
-        tensors[f"{name}.pv28"] = pv28
+        tensors[f"{name}.crop28"] = out["28"][1]
         if name in NOPAD:
-            tensors[f"{name}.pv28_nopad"] = pv28_nopad
+            tensors[f"{name}.crop28_nopad"] = out["28_nopad"][1]
         if name in CROP336:
-            crops[name] = crop
+            crops[name] = out["336"][1]
         meta["images"][name] = {"file": "src/" + filename(name), "mode": mode, "width": rgb.shape[1], "height": rgb.shape[0],
-                                "sha256_rgb": sha(rgb), "sha256_pv336": sha(pv336), "sha256_pv28": sha(pv28),
+                                "sha256_rgb": sha(rgb), "sha256_pv336": sha(out["336"][0]), "sha256_pv28": sha(out["28"][0]),
                                 "crop336": f"crops/{filename(name)}.png" if name in CROP336 else None}
     for name, data in broken.items():
         try:
