@@ -14,8 +14,9 @@
 //     num_hidden_layers 12, num_attention_heads 12, num_channels 3, image_size 224,
 //     patch_size 32, layer_norm_eps 1e-5, hidden_act quick_gelu.
 // Note the HF rms_norm_eps default (1e-6) differs from Vicuna's file (1e-5): real files set it.
-// MistralConfig's sliding_window (4096 by default) is not mapped: the spec's attention is fully
-// causal, which is the same computation for sequences up to the window.
+// sliding_window (mistral, llava_mistral): MistralConfig's default is 4096 when the key is absent;
+// null means no window (text.sliding_window 0). LlamaConfig has no sliding window and LLaMA's
+// attention ignores the key, so for llama types it is not read, as transformers does.
 import * as fs from 'node:fs';
 import { KilnError, describeFsError } from '../../runtime/errors.js';
 
@@ -33,7 +34,7 @@ const LLAMA_DEFAULTS = {
   rope_theta: 10000,
   tie_word_embeddings: false,
 };
-const MISTRAL_DEFAULTS = { ...LLAMA_DEFAULTS, intermediate_size: 14336, num_key_value_heads: 8 };
+const MISTRAL_DEFAULTS = { ...LLAMA_DEFAULTS, intermediate_size: 14336, num_key_value_heads: 8, sliding_window: 4096 };
 
 const TEXT_MODEL_TYPES: Record<string, Json> = {
   llama: LLAMA_DEFAULTS,
@@ -178,6 +179,10 @@ export function llavaConfigOverrides(json: unknown, file: string): ConfigOverrid
   out.set('text.eps', f.positive('rms_norm_eps'));
   out.set('text.rope_theta', ropeTheta);
   out.set('text.tie_word_embeddings', f.bool('tie_word_embeddings'));
+  if (modelType === 'mistral' || modelType === 'llava_mistral') {
+    // null is "no window" here, not "the default": Fields.raw would read it as absent.
+    out.set('text.sliding_window', obj.sliding_window === null ? 0 : f.int('sliding_window'));
+  }
   out.set('projector_hidden', hidden);
   if (f.present('mm_hidden_size')) out.set('vision.width', f.int('mm_hidden_size'));
   if (f.present('mm_vision_select_layer')) {

@@ -1,7 +1,9 @@
 // Scaled dot-product attention as HF's eager LLaMA/CLIP attention computes it:
 // softmax(q k^T * scale + mask) v, q [B, Hq, T, D], k [B, Hkv, S, D], v [B, Hkv, S, Dv]. Grouped
 // KV heads as repeat_kv: query head h reads kv head floor(h / (Hq / Hkv)). The causal mask is
-// aligned to the end: query t sees keys j <= t + (S - T). The VJP is attention_grad (one op per
+// aligned to the end: query t sees keys j <= t + (S - T). A sliding window W (Mistral's
+// sliding_window, as transformers' masking_utils defines it: kv_idx > q_idx - W) keeps only the
+// last W of those: j > t + (S - T) - W, so each row sees at most W keys, itself included. The VJP is attention_grad (one op per
 // cotangent, each recomputing the softmax) so a fused kernel can later replace it whole.
 import { divDims, dimsEqual, dimToString, isConst, shapeToString } from '../ir/dims.js';
 import type { Attrs, TensorType } from '../ir/graph.js';
@@ -27,7 +29,11 @@ export function attentionInfer(op: string, q: TensorType, k: TensorType, v: Tens
   const group = divDims(Hq, k.shape[1]!);
   if (group === null || (isConst(group) && group < 1))
     fail(`${op}: q has ${dimToString(Hq)} heads, not a multiple of the ${dimToString(k.shape[1]!)} kv heads of k`, 1);
-  attrBool(op, attrs, 'causal', false);
+  const causal = attrBool(op, attrs, 'causal', false);
+  const window = attrs['window'] ?? 0;
+  if (typeof window !== 'number' || !Number.isSafeInteger(window) || window < 0)
+    fail(`${op}: window must be a whole number of keys >= 0 (0: no window), got ${JSON.stringify(window)}`);
+  if (window > 0 && !causal) fail(`${op}: a sliding window (window = ${window}) needs causal = true`);
   const scale = attrs['scale'];
   if (scale !== undefined && scale !== null && typeof scale !== 'number') fail(`${op}: scale must be a number or null`);
 }
@@ -42,13 +48,20 @@ export interface AttentionDims {
   Dv: number;
   scale: number;
   causal: boolean;
+  /** sliding window in keys (causal only); 0: none. */
+  window: number;
 }
 
 export function attentionDims(q: HostTensor, k: HostTensor, v: HostTensor, attrs: Attrs): AttentionDims {
   const [B, Hq, T, D] = q.shape as [number, number, number, number];
   const [, Hkv, S] = k.shape as [number, number, number];
   const scale = typeof attrs['scale'] === 'number' ? attrs['scale'] : 1 / Math.sqrt(D);
-  return { B, Hq, Hkv, T, S, D, Dv: v.shape[3]!, scale, causal: attrs['causal'] === true };
+  return { B, Hq, Hkv, T, S, D, Dv: v.shape[3]!, scale, causal: attrs['causal'] === true, window: windowOf(attrs) };
+}
+
+/** The attention's sliding window (0: none); only meaningful with causal = true. */
+export function windowOf(attrs: Attrs): number {
+  return attrs['causal'] === true && typeof attrs['window'] === 'number' ? attrs['window'] : 0;
 }
 
 /**
@@ -73,20 +86,21 @@ export function forEachRow(
       for (let t = 0; t < d.T; t++) {
         const qo = ((b * d.Hq + h) * d.T + t) * d.D;
         const last = d.causal ? Math.min(d.S - 1, t + d.S - d.T) : d.S - 1;
+        const first = d.window > 0 ? Math.max(0, t + d.S - d.T - d.window + 1) : 0;
         let m = -Infinity;
-        for (let j = 0; j <= last; j++) {
+        for (let j = first; j <= last; j++) {
           let s = 0;
           for (let i = 0; i < d.D; i++) s += qs[qo + i]! * ks[ko + j * d.D + i]!;
           p[j] = s * d.scale;
           m = Math.max(m, p[j]!);
         }
         let z = 0;
-        for (let j = 0; j <= last; j++) {
+        for (let j = first; j <= last; j++) {
           p[j] = Math.exp(p[j]! - m);
           z += p[j]!;
         }
         // A row that sees no key at all (T > S, causal) attends to nothing: zeros, not NaN.
-        for (let j = 0; j < d.S; j++) p[j] = j <= last ? p[j]! / z : 0;
+        for (let j = 0; j < d.S; j++) p[j] = j >= first && j <= last ? p[j]! / z : 0;
         visit(p, qo, ko, vo, b, h, t);
       }
     }
@@ -96,8 +110,8 @@ export const attentionOp: OpDef = {
   name: 'attention',
   surface: {
     inputs: ['q', 'k', 'v'],
-    attrs: { causal: { type: 'bool', default: false }, scale: { type: 'number', default: null } },
-    doc: 'attention(q, k, v, causal = false, scale = null): softmax(q k^T * scale) v, q [B, Hq, T, D], k/v [B, Hkv, S, D]; scale null: 1/sqrt(D)',
+    attrs: { causal: { type: 'bool', default: false }, scale: { type: 'number', default: null }, window: { type: 'int', default: 0 } },
+    doc: 'attention(q, k, v, causal = false, scale = null, window = 0): softmax(q k^T * scale) v, q [B, Hq, T, D], k/v [B, Hkv, S, D]; scale null: 1/sqrt(D); window W > 0 (causal): each query sees its last W keys',
   },
   infer(inputs, attrs) {
     expectArity('attention', inputs, 3);
@@ -107,7 +121,7 @@ export const attentionOp: OpDef = {
   },
   vjp(b, node, g) {
     const ins = [...node.inputs, g];
-    const attrs = { causal: attrBool('attention', node.attrs, 'causal', false), scale: node.attrs['scale'] ?? null };
+    const attrs = { causal: attrBool('attention', node.attrs, 'causal', false), scale: node.attrs['scale'] ?? null, window: node.attrs['window'] ?? 0 };
     return (['q', 'k', 'v'] as const).map((wrt) => b.add('attention_grad', ins, { ...attrs, wrt }));
   },
   reference([q, k, v], attrs, out, ctx) {

@@ -96,6 +96,10 @@ CASES = {
         weight_seed=1234, batch_seed=777,
     ),
 }
+# mistral_gqa's files (same seeds: identical weights, CLIP and batch) with Mistral's sliding window
+# of 4 positions: the spliced rows have 15, so the window masks most of each row's past
+# (transformers' masking_utils: query i sees keys j with i - 4 < j <= i).
+CASES["mistral_swa"] = dict(CASES["mistral_gqa"], sliding_window=4)
 
 # Tiny CLIP text tower for the full-CLIPModel case (its values are irrelevant, Kiln must skip it).
 CLIP_TEXT = dict(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
@@ -118,7 +122,7 @@ def text_hf_config(case):
     if case["arch"] == "llama":
         cfg = LlamaConfig(attention_bias=False, mlp_bias=False, pretraining_tp=1, **common)
     else:
-        cfg = MistralConfig(sliding_window=None, **common)
+        cfg = MistralConfig(sliding_window=case.get("sliding_window"), **common)
     cfg._attn_implementation = "eager"
     assert cfg.rope_parameters == {"rope_theta": t["rope_theta"], "rope_type": "default"}, cfg.rope_parameters
     return cfg
@@ -176,7 +180,7 @@ def llava_config_json(case):
         "vocab_size": t["vocab"],
     }
     if not llama:
-        cfg["sliding_window"] = None
+        cfg["sliding_window"] = case.get("sliding_window")
     return cfg
 
 
@@ -565,6 +569,8 @@ def ind_losses(case, W, clip, pixels, ids, labels):
     Bn, L, _ = x.shape
     h = x
     causal = torch.triu(torch.ones(L, L, dtype=torch.bool), 1)
+    if case.get("sliding_window"):  # also mask keys j <= i - W: query i keeps its last W positions
+        causal = causal | torch.tril(torch.ones(L, L, dtype=torch.bool), -case["sliding_window"])
     for i in range(t["layers"]):
         p = f"model.layers.{i}."
         a = ind_rms(h, W[p + "input_layernorm.weight"], t["eps"])
@@ -663,7 +669,8 @@ def case_config(case, hf):
         "arch": case["arch"],
         "text": dict(vocab=t["vocab"], hidden=t["hidden"], layers=t["layers"], heads=t["heads"],
                      kv_heads=t["kv_heads"], head_dim=t["hidden"] // t["heads"], ffn=t["ffn"],
-                     rope_theta=t["rope_theta"], eps=t["eps"], tie_word_embeddings=False),
+                     rope_theta=t["rope_theta"], eps=t["eps"], tie_word_embeddings=False,
+                     **({"sliding_window": case["sliding_window"]} if "sliding_window" in case else {})),
         "vision": dict(image_size=v["image_size"], patch=v["patch"], channels=3, width=v["width"],
                        layers=v["layers"], heads=v["heads"], head_dim=v["width"] // v["heads"], mlp=v["mlp"],
                        eps=v["eps"], select_layer=-2, grid=grid, patches=grid * grid,

@@ -8,14 +8,16 @@
 // shuffle), so a key costs each lane (D + Dv) / L loads instead of D + Dv. Scores live in
 // registers (L per lane); the online softmax keeps a running max m and sum l and rescales the
 // output accumulator by exp(m_old - m_new). With L = 1 a lane owns one row and walks the keys
-// one at a time. Rows that see no key (causal, T > S) get 0, as the reference defines.
+// one at a time. Rows that see no key (causal, T > S) get 0, as the reference defines. A sliding
+// window gives each row a first key too (lo): the key loop starts at the block's first row's,
+// and keys before a lane's own lo are masked like those past its lim.
 //
 // What lavapipe needs besides: the q row is reloaded per key block rather than held (a lane's
 // vectors cost 4 SIMD registers per vec4 there), the accumulator row is a per-lane array in
 // workgroup memory (laneArrays), and loops over the head dim have opaque bounds: unrolled, these
 // kernels took tens of seconds to compile for D = 128.
 import type { Attrs } from '../../ir/graph.js';
-import type { AttentionDims } from '../attention.js';
+import { windowOf, type AttentionDims } from '../attention.js';
 import type { KernelBody, LowerContext } from '../../codegen/kernel.js';
 import { body, chooseLanes, entry, f32, laneArrays, NEG_BIG, OPAQUE_ZERO, type LaneArray, type Lanes } from './lanes.js';
 
@@ -42,7 +44,7 @@ export function attDims(ctx: LowerContext): Att {
   const L = lanes.L;
   const nbt = Math.ceil(T / L);
   const G = Hq / Hkv;
-  return { B, Hq, Hkv, G, T, S, D, Dv, scale, causal: attrs['causal'] === true, lanes, L, nbt, nblk: G * nbt, budget: ctx.device.workgroupMemoryBytes };
+  return { B, Hq, Hkv, G, T, S, D, Dv, scale, causal: attrs['causal'] === true, window: windowOf(attrs), lanes, L, nbt, nblk: G * nbt, budget: ctx.device.workgroupMemoryBytes };
 }
 
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
@@ -88,18 +90,35 @@ export function rowOffsets(a: Att, blk: string): string {
   let go = ((b * ${a.Hq}u + h) * ${a.T}u + tc) * ${a.Dv}u;`;
 }
 
-/** Keys row t sees (causal: j <= t + S - T), as an expression. */
+/** Keys row t sees end before this (causal: j <= t + S - T), as an expression. */
 function limOf(a: Att, t: string): string {
   return a.causal ? `u32(clamp(i32(${t}) + ${a.S - a.T + 1}i, 0i, ${a.S}i))` : `${a.S}u`;
 }
 
+/** The first key row t sees (sliding window W: j > t + S - T - W), as an expression. */
+function loOf(a: Att, t: string): string {
+  return a.window > 0 ? `u32(clamp(i32(${t}) + ${a.S - a.T - a.window + 1}i, 0i, ${a.S}i))` : '0u';
+}
+
 /**
- * Statements after rowOffsets: `lim` (keys the lane's row sees) and `jend` (keys any row of the
- * block sees: the key loop's bound, uniform over the group).
+ * Statements after rowOffsets: `lo` and `lim` (the keys the lane's row sees: lo <= j < lim),
+ * `jbeg` and `jend` (keys any row of the block sees: the key loop's bounds, uniform over the
+ * group).
  */
 export function keyRange(a: Att): string {
   const tmax = `min(t0 + ${a.L - 1}u, ${Math.max(a.T - 1, 0)}u)`;
-  return `  let lim = ${limOf(a, 't')};\n  let jend = ${a.L === 1 ? 'lim' : limOf(a, tmax)};`;
+  return `  let lim = ${limOf(a, 't')};\n  let jend = ${a.L === 1 ? 'lim' : limOf(a, tmax)};
+  let lo = ${loOf(a, 't')};\n  let jbeg = ${a.L === 1 ? 'lo' : loOf(a, 't0')};`;
+}
+
+/** `ok` for key `j` of the lane's row. */
+function seesKey(a: Att, j: string): string {
+  return a.window > 0 ? `${j} < lim && ${j} >= lo` : `${j} < lim`;
+}
+
+/** `causal` / `causal window W`, for kernel labels. */
+export function maskLabel(a: Att): string {
+  return a.causal ? ` causal${a.window > 0 ? ` window ${a.window}` : ''}` : '';
 }
 
 /** kvh, b, kb (k head offset), vb (v head offset) from the (batch, kv head) index `bk`. */
@@ -125,7 +144,7 @@ export function scoreBlock(a: Att): string {
       let qc = k_ld0(qo, c);
 ${range(L).map((j) => `      s${j} += dot(qc, ${lanes.bcast('kv', j)});`).join('\n')}`,
     )}`,
-    ...range(L).map((j) => `    s${j} *= ${f32(a.scale)};\n    let ok${j} = j0 + ${j}u < lim;`),
+    ...range(L).map((j) => `    s${j} *= ${f32(a.scale)};\n    let ok${j} = ${seesKey(a, `j0 + ${j}u`)};`),
   ].join('\n');
 }
 
@@ -175,7 +194,7 @@ export function statsPass(a: Att, withDelta: boolean): string {
   return `  var m = ${NEG_BIG};
   var l = 0.0;
   var u = 0.0;
-  for (var j0 = 0u; j0 < jend; j0 += ${a.L}u) {
+  for (var j0 = jbeg; j0 < jend; j0 += ${a.L}u) {
 ${scoreBlock(a)}
 ${onlineUpdate(a)}
 ${withDelta ? `${dpBlock(a)}\n    u = u * corr + ${sum(a.L, (j) => `p${j} * dp${j}`)};` : ''}
@@ -198,7 +217,7 @@ ${rowOffsets(a, `grp % ${a.nblk}u`)}
 ${keyRange(a)}
 ${stmts(arr.at)}`;
   const code = `${loaders(a, n)}\n${arr.module}\n${entry(a.lanes, groups, main)}`;
-  return body(ctx, `${label} ${a.B}x${a.Hq}/${a.Hkv}x${a.T}x${a.S}x${a.D}/${a.Dv}${a.causal ? ' causal' : ''}`, a.lanes, groups, code);
+  return body(ctx, `${label} ${a.B}x${a.Hq}/${a.Hkv}x${a.T}x${a.S}x${a.D}/${a.Dv}${maskLabel(a)}`, a.lanes, groups, code);
 }
 
 /** attention: q (0), k (1), v (2) -> [B, Hq, T, Dv]. */
@@ -208,7 +227,7 @@ export function lowerAttention(ctx: LowerContext): KernelBody {
   return rowKernel(ctx, a, 'attention', 3, [{ name: 'acc', type: 'vec4<f32>', n }], (at) => `  ${forC(n, `      ${at('acc', 'c')} = vec4<f32>();`)}
   var m = ${NEG_BIG};
   var l = 0.0;
-  for (var j0 = 0u; j0 < jend; j0 += ${a.L}u) {
+  for (var j0 = jbeg; j0 < jend; j0 += ${a.L}u) {
 ${scoreBlock(a)}
 ${onlineUpdate(a)}
     ${forC(
@@ -229,7 +248,7 @@ export function lowerAttentionGradQ(ctx: LowerContext): KernelBody {
   const n = v4(a.D);
   return rowKernel(ctx, a, 'attention_grad q', 4, [{ name: 'dq', type: 'vec4<f32>', n }], (at) => `${statsPass(a, true)}
   ${forC(n, `      ${at('dq', 'c')} = vec4<f32>();`)}
-  for (var j0 = 0u; j0 < jend; j0 += ${a.L}u) {
+  for (var j0 = jbeg; j0 < jend; j0 += ${a.L}u) {
 ${scoreBlock(a)}
 ${dpBlock(a)}
 ${range(a.L).map((j) => `    let ds${j} = select(0.0, exp(s${j} - lse) * (dp${j} - delta), ok${j});`).join('\n')}

@@ -14,7 +14,7 @@
 // repeats the statistics pass.
 import type { KernelBody, LowerContext } from '../../codegen/kernel.js';
 import { body, entry, f32, laneArrays, touch } from './lanes.js';
-import { attDims, dpBlockKeys, forC, headOffsets, keyRange, loaders, rowOffsets, statsPass, storeVec, v4, type Att } from './attention.js';
+import { attDims, dpBlockKeys, forC, headOffsets, keyRange, loaders, maskLabel, rowOffsets, statsPass, storeVec, v4, type Att } from './attention.js';
 
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 const sum = (n: number, f: (j: number) => string): string => range(n).map(f).join(' + ');
@@ -49,7 +49,9 @@ export function lowerAttentionGradKV(ctx: LowerContext, wrt: 'k' | 'v'): KernelB
   );
   const at = arr.at;
   const vis = (rr: number): string =>
-    `t0 + ${rr}u < ${a.T}u && j < ${a.S}u${a.causal ? ` && i32(j) <= i32(t0 + ${rr}u) + ${a.S - a.T}i` : ''}`;
+    `t0 + ${rr}u < ${a.T}u && j < ${a.S}u${a.causal ? ` && i32(j) <= i32(t0 + ${rr}u) + ${a.S - a.T}i` : ''}${
+      a.window > 0 ? ` && i32(j) > i32(t0 + ${rr}u) + ${a.S - a.T - a.window}i` : ''
+    }`;
   const bc = (e: string, rr: number): string => lanes.bcast(e, rr);
   // Lanes = keys: scores of the lane's key against the block's rows, whose q chunks come from
   // the lanes that load them.
@@ -65,7 +67,11 @@ ${range(L).map((rr) => `      let ds${rr} = p${rr} * (dp${rr} - ${bc('delL', rr)
       ${forC(v4(a.D), `        let qc = k_ld0(qo, c);\n        ${at('acc', 'c')} += ${sum(L, (rr) => `ds${rr} * ${bc('qc', rr)}`)};`)}`
     : `      ${forC(v4(a.Dv), `        let gc = k_ld3(go, c);\n        ${at('acc', 'c')} += ${sum(L, (rr) => `p${rr} * ${bc('gc', rr)}`)};`)}`
 }`;
-  const skip = a.causal ? `\n      if (i32(min(t0 + ${L - 1}u, ${Math.max(a.T - 1, 0)}u)) + ${a.S - a.T}i < i32(j0)) { continue; }` : '';
+  // Row blocks that see none of this key block: all keys after the last row's, or (window) all
+  // before the first row's first key.
+  const skip =
+    (a.causal ? `\n      if (i32(min(t0 + ${L - 1}u, ${Math.max(a.T - 1, 0)}u)) + ${a.S - a.T}i < i32(j0)) { continue; }` : '') +
+    (a.window > 0 ? `\n      if (i32(j0 + ${L - 1}u) <= i32(t0) + ${a.S - a.T - a.window}i) { continue; }` : '');
   const stmts = `${isK ? '' : touch([2])}
 ${arr.local}
   let part = grp % ${F}u;
@@ -97,6 +103,6 @@ ${phase2}
       ${storeVec((c) => at('acc', c), W, isK ? `kb + j * ${a.D}u` : `vb + j * ${a.Dv}u`, isK ? f32(a.scale) : '1.0')}
     }
   }`;
-  const label = `attention_grad ${wrt} ${a.B}x${a.Hq}/${a.Hkv}x${a.T}x${a.S}x${a.D}/${a.Dv}${a.causal ? ' causal' : ''} parts ${F}${once ? '' : ` chunks ${CH}`}`;
+  const label = `attention_grad ${wrt} ${a.B}x${a.Hq}/${a.Hkv}x${a.T}x${a.S}x${a.D}/${a.Dv}${maskLabel(a)} parts ${F}${once ? '' : ` chunks ${CH}`}`;
   return body(ctx, label, lanes, groups, `${loaders(a, 4)}\n${arr.module}\n${entry(lanes, groups, stmts)}`);
 }

@@ -27,6 +27,14 @@ describe('rope and attention shape rules', () => {
       'attention: q must be [B, heads, seq, head_dim], got f32[B, 4, 16]',
     );
   });
+
+  it('a sliding window is a whole number of keys and needs causal attention', () => {
+    const qkv = [t('f32', [B, 2, T, 8]), t('f32', [B, 2, T, 8]), t('f32', [B, 2, T, 8])];
+    expect(infer('attention', qkv, { causal: true, window: 4 })).toEqual(t('f32', [B, 2, T, 8]));
+    expect(() => infer('attention', qkv, { causal: false, window: 4 })).toThrow('attention: a sliding window (window = 4) needs causal = true');
+    expect(() => infer('attention', qkv, { causal: true, window: -1 })).toThrow('attention: window must be a whole number of keys >= 0 (0: no window), got -1');
+    expect(() => infer('attention', qkv, { causal: true, window: 2.5 })).toThrow('window must be a whole number');
+  });
 });
 
 describe('rope and attention reference values', () => {
@@ -75,6 +83,40 @@ describe('rope and attention reference values', () => {
   });
 });
 
+describe('sliding-window attention keeps what transformers keeps', () => {
+  // masking_utils.sliding_window_causal_mask_function(W): kv_idx <= q_idx and kv_idx > q_idx - W.
+  // With scores all 0 the output is the mean of the values a row sees, which names the keys kept.
+  it('window 2 over 4 positions: each row sees itself and the one before', () => {
+    const b = new GraphBuilder();
+    const q = input(b, 'q', 'f32', [1, 1, 4, 1]);
+    const k = input(b, 'k', 'f32', [1, 1, 4, 1]);
+    const v = input(b, 'v', 'f32', [1, 1, 4, 1]);
+    const w2 = b.add('attention', [q, k, v], { causal: true, window: 2 });
+    const w9 = b.add('attention', [q, k, v], { causal: true, window: 9 });
+    const plain = b.add('attention', [q, k, v], { causal: true });
+    const zeros = host('f32', [1, 1, 4, 1], [0, 0, 0, 0]);
+    const feeds = { q: zeros, k: zeros, v: host('f32', [1, 1, 4, 1], [1, 10, 100, 1000]) };
+    const g = b.build();
+    const near = (got: ArrayLike<number>, want: number[]) => want.forEach((e, i) => expect(got[i]).toBeCloseTo(e, 12));
+    near(run(g, feeds, w2), [1, 5.5, 55, 550]);
+    // A window at least the sequence is plain causal attention.
+    near(run(g, feeds, w9), [1, 5.5, 37, 277.75]);
+    near(run(g, feeds, plain), [1, 5.5, 37, 277.75]);
+  });
+
+  it('T < S (a cached prefix): the window is aligned to the end like the causal mask', () => {
+    const b = new GraphBuilder();
+    const q = input(b, 'q', 'f32', [1, 1, 2, 1]);
+    const k = input(b, 'k', 'f32', [1, 1, 5, 1]);
+    const v = input(b, 'v', 'f32', [1, 1, 5, 1]);
+    const o = b.add('attention', [q, k, v], { causal: true, window: 3 });
+    const feeds = { q: host('f32', [1, 1, 2, 1], [0, 0]), k: host('f32', [1, 1, 5, 1], [0, 0, 0, 0, 0]), v: host('f32', [1, 1, 5, 1], [1, 2, 4, 8, 16]) };
+    // Query 0 is position 3: keys 1..3; query 1 is position 4: keys 2..4.
+    const got = run(b.build(), feeds, o);
+    [14 / 3, 28 / 3].forEach((e, i) => expect(got[i]).toBeCloseTo(e, 12));
+  });
+});
+
 describe('rope and attention gradients (finite differences, f64)', () => {
   it('rope', () => {
     fc.assert(
@@ -85,7 +127,7 @@ describe('rope and attention gradients (finite differences, f64)', () => {
     );
   });
 
-  it('attention: causal or not, grouped heads, S != T, explicit scale', () => {
+  it('attention: causal or not, sliding window or not, grouped heads, S != T, explicit scale', () => {
     fc.assert(
       fc.property(
         fc.constantFrom([2, 1], [2, 2], [1, 1]),
@@ -94,9 +136,10 @@ describe('rope and attention gradients (finite differences, f64)', () => {
         fc.integer({ min: 1, max: 3 }),
         fc.boolean(),
         fc.constantFrom(null, 0.7),
+        fc.integer({ min: 0, max: 3 }),
         fc.tuple(values(36), values(36), values(36)),
         cotangent,
-        ([hq, hkv], tt, extra, d, causal, scale, [qs, ks, vs], c) => {
+        ([hq, hkv], tt, extra, d, causal, scale, window, [qs, ks, vs], c) => {
           const s = tt + extra;
           gradCheck(
             {
@@ -105,7 +148,7 @@ describe('rope and attention gradients (finite differences, f64)', () => {
                 k: [[1, hkv!, s, d], ks.slice(0, hkv! * s * d)],
                 v: [[1, hkv!, s, d], vs.slice(0, hkv! * s * d)],
               },
-              build: (b, v) => b.add('attention', [v['q']!, v['k']!, v['v']!], { causal, scale }),
+              build: (b, v) => b.add('attention', [v['q']!, v['k']!, v['v']!], { causal, scale, window: causal ? window : 0 }),
             },
             c,
           );

@@ -73,6 +73,16 @@ describe('LLaVA configs', () => {
     expect(llavaConfigOverrides({ model_type: 'mistral' }, 'c.json').get('text.eps')).toBe(1e-6);
   });
 
+  it('maps Mistral sliding_window: absent is MistralConfig\'s 4096, null is none (0); LLaMA ignores it', () => {
+    const sw = (json: object) => llavaConfigOverrides(json, 'c.json').get('text.sliding_window');
+    expect(sw({ model_type: 'llava_mistral' })).toBe(4096);
+    expect(sw({ model_type: 'llava_mistral', sliding_window: null })).toBe(0);
+    expect(sw({ model_type: 'mistral', sliding_window: 4 })).toBe(4);
+    expect(sw({ model_type: 'llava_llama', sliding_window: 4 })).toBeUndefined();
+    expect(() => sw({ model_type: 'mistral', sliding_window: 0 })).toThrow('field "sliding_window" must be a positive integer, got 0');
+    expect(() => sw({ model_type: 'mistral', sliding_window: 'wide' })).toThrow('field "sliding_window" must be a positive integer');
+  });
+
   it('takes an explicit head_dim over hidden / heads, and tied embeddings', () => {
     const m = llavaConfigOverrides({ model_type: 'mistral', hidden_size: 5120, head_dim: 128, tie_word_embeddings: true }, 'c.json');
     expect(m.get('text.head_dim')).toBe(128);

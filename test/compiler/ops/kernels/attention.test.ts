@@ -21,6 +21,8 @@ interface Case {
   D: number;
   Dv: number;
   causal: boolean;
+  /** sliding window (causal only); 0: none. */
+  window?: number;
   scale: number | null;
   seed: number;
   amp?: number;
@@ -60,8 +62,8 @@ async function check(c: Case, variants = VARIANTS): Promise<void> {
   const k = f32t([B, Hkv, S, D], randn(B * Hkv * S * D, c.seed + 1, -amp, amp));
   const v = f32t([B, Hkv, S, Dv], randn(B * Hkv * S * Dv, c.seed + 2));
   const g = f32t([B, Hq, T, Dv], randn(B * Hq * T * Dv, c.seed + 3));
-  const attrs = { causal: c.causal, scale: c.scale };
-  const what = `B${B} Hkv${Hkv} G${G} T${T} S${S} D${D} Dv${Dv}${c.causal ? ' causal' : ''} scale ${c.scale}`;
+  const attrs = { causal: c.causal, scale: c.scale, window: c.causal ? (c.window ?? 0) : 0 };
+  const what = `B${B} Hkv${Hkv} G${G} T${T} S${S} D${D} Dv${Dv}${c.causal ? ' causal' : ''}${attrs.window ? ` window ${attrs.window}` : ''} scale ${c.scale}`;
   const out = outType('attention', [q, k, v], attrs);
   const want = reference('attention', [q, k, v], attrs, out);
   const outScale = reference('attention', [q, k, absT(v)], attrs, out);
@@ -109,6 +111,32 @@ describe('attention kernels', () => {
     await check({ B: 1, Hkv: 2, G: 4, T: 1, S: 21, D: 8, Dv: 8, causal: true, scale: null, seed: 1 }, ['device', 'portable']);
     await check({ B: 2, Hkv: 1, G: 2, T: 13, S: 5, D: 4, Dv: 3, causal: true, scale: null, seed: 2 }, ['device', 'folded']);
   });
+
+  // Mistral's sliding window (attention.ts): windows smaller than the sequence, equal to it and
+  // larger, T = S and T != S, on every variant (the folded one chunks the statistics).
+  it('random shapes with a sliding window smaller or larger than the sequence', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.record({
+          B: fc.integer({ min: 1, max: 2 }),
+          Hkv: fc.integer({ min: 1, max: 2 }),
+          G: fc.integer({ min: 1, max: 3 }),
+          T: fc.integer({ min: 1, max: 40 }),
+          S: fc.integer({ min: 1, max: 40 }),
+          D: fc.integer({ min: 1, max: 9 }),
+          Dv: fc.integer({ min: 1, max: 9 }),
+          causal: fc.constant(true),
+          window: fc.integer({ min: 1, max: 45 }),
+          scale: fc.constantFrom(null, 0.3),
+          seed: fc.integer({ min: 0, max: 2 ** 31 - 1 }),
+        }),
+        (c) => check(c, ['device', 'portable']),
+      ),
+      { numRuns: 3 },
+    );
+    await check({ B: 1, Hkv: 2, G: 2, T: 37, S: 37, D: 5, Dv: 6, causal: true, window: 4, scale: null, seed: 11 }, VARIANTS);
+    await check({ B: 2, Hkv: 1, G: 3, T: 6, S: 29, D: 4, Dv: 4, causal: true, window: 3, scale: null, seed: 12 }, ['device', 'folded']);
+  }, 600_000);
 
   it('a 128-wide head over 300 keys with large scores (online rescaling)', async () => {
     await check({ B: 1, Hkv: 1, G: 2, T: 10, S: 300, D: 128, Dv: 128, causal: true, scale: null, seed: 3, amp: 2.5 }, ['device']);
