@@ -195,6 +195,7 @@ export const wasmApi = (globalThis as unknown as { WebAssembly: WasmApi }).WebAs
 let jpegWasm: WasmModule | undefined;
 let jpegModule: Promise<MozJpegModule> | undefined;
 let jpegErrors: string[] = [];
+const deadJpegModules = new WeakSet<object>();
 
 /**
  * Hand the JPEG decoder its compiled WebAssembly module (`@jsquash/jpeg/codec/dec/mozjpeg_dec.wasm`).
@@ -234,8 +235,13 @@ async function decodeJpeg(bytes: Uint8Array, source: string): Promise<RgbImage> 
     fail(source, `unsupported JPEG: ${header.components} colour components`);
   }
   let module: MozJpegModule;
+  let pending: Promise<MozJpegModule>;
   try {
-    module = await mozjpeg();
+    // Decodes awaiting the same instance may find that an earlier one (a broken file) retired it.
+    do {
+      pending = mozjpeg();
+      module = await pending;
+    } while (deadJpegModules.has(module));
   } catch (e) {
     jpegModule = undefined;
     throw new KilnError(`cannot start the JPEG decoder (WebAssembly): ${(e as Error).message}`, { file: source, cause: e });
@@ -246,8 +252,10 @@ async function decodeJpeg(bytes: Uint8Array, source: string): Promise<RgbImage> 
     const copy = bytes.slice();
     result = module.decode(copy, false) as unknown as ImageDataLike | null;
   } catch (e) {
-    // libjpeg's error_exit ends the wasm program: start a fresh instance next time.
-    jpegModule = undefined;
+    // libjpeg's error_exit calls exit() in the wasm program, leaving its heap mid-decode (no
+    // jpeg_destroy): later decodes get a fresh instance rather than trust this one.
+    deadJpegModules.add(module);
+    if (jpegModule === pending) jpegModule = undefined;
     const why = jpegErrors.join(' ').trim() || (e as Error).message;
     fail(source, `broken JPEG file: ${why}`, e);
   }
@@ -392,6 +400,7 @@ export function resizeBicubicPil(img: RgbImage, outW: number, outH: number): Rgb
     const rows = yLast - yFirst;
     const tmp = new Uint8Array(outW * rows * 3);
     const { ksize, bounds, kk } = horiz;
+    const src = img.data;
     const half = 1 << (PRECISION_BITS - 1);
     for (let y = 0; y < rows; y++) {
       const rowIn = (y + yFirst) * inW * 3;
@@ -401,12 +410,12 @@ export function resizeBicubicPil(img: RgbImage, outW: number, outH: number): Rgb
         const xmax = bounds[xx * 2 + 1]!;
         const kOff = xx * ksize;
         let s0 = half, s1 = half, s2 = half;
-        for (let x = 0; x < xmax; x++) {
+        let p = rowIn + xmin * 3;
+        for (let x = 0; x < xmax; x++, p += 3) {
           const w = kk[kOff + x]!;
-          const p = rowIn + (x + xmin) * 3;
-          s0 += img.data[p]! * w;
-          s1 += img.data[p + 1]! * w;
-          s2 += img.data[p + 2]! * w;
+          s0 += src[p]! * w;
+          s1 += src[p + 1]! * w;
+          s2 += src[p + 2]! * w;
         }
         tmp[rowOut + xx * 3] = clip8(s0);
         tmp[rowOut + xx * 3 + 1] = clip8(s1);
@@ -419,6 +428,8 @@ export function resizeBicubicPil(img: RgbImage, outW: number, outH: number): Rgb
   const w = cur.width;
   const out = new Uint8Array(w * outH * 3);
   const { ksize, kk } = vert;
+  const src = cur.data;
+  const stride = w * 3;
   const half = 1 << (PRECISION_BITS - 1);
   for (let yy = 0; yy < outH; yy++) {
     const ymin = vBounds[yy * 2]!;
@@ -426,12 +437,12 @@ export function resizeBicubicPil(img: RgbImage, outW: number, outH: number): Rgb
     const kOff = yy * ksize;
     for (let xx = 0; xx < w; xx++) {
       let s0 = half, s1 = half, s2 = half;
-      for (let y = 0; y < ymax; y++) {
+      let p = ymin * stride + xx * 3;
+      for (let y = 0; y < ymax; y++, p += stride) {
         const wgt = kk[kOff + y]!;
-        const p = ((y + ymin) * w + xx) * 3;
-        s0 += cur.data[p]! * wgt;
-        s1 += cur.data[p + 1]! * wgt;
-        s2 += cur.data[p + 2]! * wgt;
+        s0 += src[p]! * wgt;
+        s1 += src[p + 1]! * wgt;
+        s2 += src[p + 2]! * wgt;
       }
       const o = (yy * w + xx) * 3;
       out[o] = clip8(s0); out[o + 1] = clip8(s1); out[o + 2] = clip8(s2);

@@ -1,5 +1,8 @@
 // Unit checks of data/image.ts that need no golden files: error paths and geometry.
 // test/data/image-golden.test.ts compares against PIL / CLIPImageProcessor output.
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { encode as encodePng } from 'fast-png';
 import { decodeImage, loadImageFile } from '../../data/image-node.js';
@@ -23,6 +26,18 @@ describe('decodeImage errors name the source', () => {
     await rejects(decodeImage(png.subarray(0, 40), 'a.png'), 'a.png', 'broken PNG');
     const jpegStart = new Uint8Array([0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10, 0x4a, 0x46]);
     await rejects(decodeImage(jpegStart, 'b.jpg'), 'b.jpg', 'broken JPEG');
+  });
+  it('a broken JPEG among concurrent decodes fails alone, and decoding goes on', async () => {
+    const dir = join(dirname(fileURLToPath(import.meta.url)), '../golden/images/src');
+    const files = ['wide.jpg', 'broken_truncated.jpg', 'grey.jpg', 'exif_rotated.jpg', 'large.jpg'];
+    const bytes = files.map((f) => new Uint8Array(readFileSync(join(dir, f))));
+    // a JPEG that libjpeg rejects outright (error_exit, not a warning): sampling factors 0x0
+    const bad = bytes[0]!.slice();
+    const sof = bad.findIndex((b, i) => b === 0xff && bad[i + 1] === 0xc0);
+    bad[sof + 11] = 0;
+    const all = await Promise.allSettled([...bytes.map((b, i) => decodeImage(b, files[i]!)), decodeImage(bad, 'bad.jpg'), decodeImage(bytes[2]!, 'again.jpg')]);
+    expect(all.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
+    expect(String((all[5] as PromiseRejectedResult).reason.message)).toMatch(/^bad\.jpg: broken JPEG file: /);
   });
   it('names a missing file', async () => {
     await rejects(loadImageFile('/nonexistent/dir/x.png'), '/nonexistent/dir/x.png', 'no such file');
