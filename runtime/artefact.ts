@@ -1,0 +1,212 @@
+// The compiled program as data: what `kiln compile` writes and the runtime runs. A manifest
+// (JSON) names the parameters and state tensors every entry shares, and each entry's inputs,
+// outputs, updates, buffers and dispatch list; the WGSL of each kernel is a file of its own.
+// Nothing here holds a closure, so an artefact written to disk is the whole program.
+// Browser-safe: the compiler writes these types (compiler/emit/artefact.ts), the runtime reads
+// them (runtime/webgpu/program.ts).
+import { KilnError } from './errors.js';
+import type { DType } from './tensor.js';
+
+/** The manifest format this runtime reads; any other is refused. */
+export const ARTEFACT_FORMAT = 'kiln-artefact';
+export const ARTEFACT_VERSION = 1;
+export const MANIFEST_FILE = 'manifest.json';
+
+/** A tensor by name, with a concrete shape (symbols already bound at compile time). */
+export interface TensorDecl {
+  readonly name: string;
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+}
+
+export interface ParamDecl extends TensorDecl {
+  readonly trainable: boolean;
+}
+
+/** A tensor the runtime keeps on the device between calls, written by an entry's updates. */
+export interface StateDecl extends TensorDecl {
+  /** 'optimizer': AdamW moments; 'kv-cache': a fixed-capacity cache; 'resident': another input an update writes. */
+  readonly kind: 'optimizer' | 'kv-cache' | 'resident';
+}
+
+/**
+ * A symbol of the model's dims. 'fixed': bound at compile time (`value`; every size in the WGSL
+ * uses it). 'per-call' symbols, read from a uniform, are not produced yet.
+ */
+export interface SymbolDecl {
+  readonly name: string;
+  readonly kind: 'fixed' | 'per-call';
+  readonly value: number;
+  readonly min: number;
+  readonly max: number;
+}
+
+/** Where a buffer's bytes come from: the shared store (by name), the caller, or the entry. */
+export type BufferDecl =
+  | { readonly kind: 'param' | 'state'; readonly name: string; readonly bytes: number }
+  | { readonly kind: 'input' | 'output'; readonly name: string; readonly bytes: number }
+  | { readonly kind: 'temp'; readonly bytes: number };
+
+export interface BindingDecl {
+  /** index into the entry's buffers. */
+  readonly buffer: number;
+  readonly access: 'read' | 'read_write';
+  /** elements from the start of the buffer. */
+  readonly offset: number;
+  /** elements. */
+  readonly length: number;
+  /** bytes per stored element: 4, or 2 for f16 storage. */
+  readonly elementBytes: number;
+}
+
+export interface DispatchDecl {
+  /** the WGSL file, relative to the artefact folder. */
+  readonly kernel: string;
+  readonly label: string;
+  readonly workgroups: readonly [number, number, number];
+  /** binding k of group 0 is bindings[k]; in-place updates appear as read_write aliases of their target. */
+  readonly bindings: readonly BindingDecl[];
+}
+
+export interface OutputDecl extends TensorDecl {
+  readonly buffer: number;
+}
+
+/** An update: after the dispatches, state `name` holds the value in `buffer`. */
+export interface UpdateDecl {
+  readonly name: string;
+  readonly buffer: number;
+  /** written straight into the state's own buffer by its kernel (no copy after the step). */
+  readonly inPlace: boolean;
+}
+
+/** What one compiled step costs (for `npm run bench` and plan reports). */
+export interface EntryStats {
+  readonly dispatches: number;
+  /** ops the step computes: the dispatch count without fusion. */
+  readonly unfusedOps: number;
+  /** device bytes allocated: parameters, inputs, pinned values, intermediate slots. */
+  readonly allocatedBytes: number;
+  /** the fused program's buffered values, each in a buffer of its own (no sharing). */
+  readonly unsharedBytes: number;
+  /** the sum of all values' bytes: every op's output in a buffer of its own (no fusion either). */
+  readonly naiveBytes: number;
+  readonly inPlaceUpdates: number;
+}
+
+export interface EntryManifest {
+  /** fed by the caller on every call. */
+  readonly inputs: readonly TensorDecl[];
+  /** read back when asked for. */
+  readonly outputs: readonly OutputDecl[];
+  readonly updates: readonly UpdateDecl[];
+  readonly buffers: readonly BufferDecl[];
+  readonly dispatches: readonly DispatchDecl[];
+  readonly stats: EntryStats;
+}
+
+export interface Manifest {
+  readonly format: typeof ARTEFACT_FORMAT;
+  readonly version: number;
+  /** where it came from (spec, config, stage): for people, not for the runtime. */
+  readonly source: Readonly<Record<string, string>>;
+  /** 'f16': float tensors are stored as f16 on the device (math in f32). */
+  readonly floatStorage: 'f32' | 'f16';
+  readonly requires: {
+    readonly features: readonly string[];
+    /** GPUSupportedLimits names -> the least value the kernels and buffers need. */
+    readonly limits: Readonly<Record<string, number>>;
+    /** kernels written for exactly this subgroup width (subgroup broadcasts). */
+    readonly subgroupSize?: number;
+  };
+  readonly symbols: readonly SymbolDecl[];
+  readonly params: readonly ParamDecl[];
+  readonly state: readonly StateDecl[];
+  readonly entries: Readonly<Record<string, EntryManifest>>;
+}
+
+/** A manifest and its kernels' WGSL, by file name: in memory, or read from a folder. */
+export interface Artefact {
+  readonly manifest: Manifest;
+  readonly kernels: ReadonlyMap<string, string>;
+}
+
+/** Bytes of one stored element of `dtype` under `floatStorage`. */
+export function storedElementBytes(dtype: DType, floatStorage: 'f32' | 'f16'): number {
+  return floatStorage === 'f16' && (dtype === 'f32' || dtype === 'f16' || dtype === 'bf16') ? 2 : 4;
+}
+
+/** Parses and checks a manifest's text; every problem names `file` and the field. */
+export function parseManifest(text: string, file = MANIFEST_FILE): Manifest {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new KilnError(`corrupted manifest: not valid JSON (${(e as Error).message})`, { file, cause: e });
+  }
+  const bad = (what: string): KilnError => new KilnError(`corrupted manifest: ${what}`, { file });
+  if (!isRecord(json)) throw bad('not a JSON object');
+  if (json['format'] !== ARTEFACT_FORMAT) throw bad(`format is ${JSON.stringify(json['format'])}, expected "${ARTEFACT_FORMAT}"`);
+  if (json['version'] !== ARTEFACT_VERSION)
+    throw new KilnError(`artefact format version ${JSON.stringify(json['version'])}; this runtime reads version ${ARTEFACT_VERSION} (compile it again with this Kiln)`, { file });
+  const m = json as unknown as Manifest;
+  if (m.floatStorage !== 'f32' && m.floatStorage !== 'f16') throw bad(`floatStorage ${JSON.stringify(m.floatStorage)}`);
+  if (!isRecord(m.requires) || !Array.isArray(m.requires.features) || !isRecord(m.requires.limits)) throw bad('requires must hold features and limits');
+  for (const key of ['symbols', 'params', 'state'] as const) if (!Array.isArray(m[key])) throw bad(`${key} is not a list`);
+  for (const t of [...m.params, ...m.state]) checkTensor(t, bad);
+  if (!isRecord(m.entries)) throw bad('entries is not an object');
+  for (const [name, e] of Object.entries(m.entries)) {
+    const where = `entry '${name}'`;
+    if (!isRecord(e)) throw bad(`${where} is not an object`);
+    for (const key of ['inputs', 'outputs', 'updates', 'buffers', 'dispatches'] as const) if (!Array.isArray(e[key])) throw bad(`${where}: ${key} is not a list`);
+    const entry = e as unknown as EntryManifest;
+    const nb = entry.buffers.length;
+    const index = (b: unknown, what: string): void => {
+      if (!Number.isInteger(b) || (b as number) < 0 || (b as number) >= nb) throw bad(`${where}: ${what} names buffer ${JSON.stringify(b)}, which does not exist`);
+    };
+    entry.buffers.forEach((b, k) => {
+      if (!isRecord(b) || !Number.isInteger(b.bytes) || b.bytes < 0) throw bad(`${where}: buffer ${k} has no byte size`);
+    });
+    for (const t of entry.inputs) checkTensor(t, bad);
+    for (const o of entry.outputs) {
+      checkTensor(o, bad);
+      index(o.buffer, `output ${o.name}`);
+    }
+    for (const u of entry.updates) index(u.buffer, `update of ${u.name}`);
+    entry.dispatches.forEach((d, s) => {
+      if (!isRecord(d) || typeof d.kernel !== 'string' || !Array.isArray(d.bindings) || !Array.isArray(d.workgroups) || d.workgroups.length !== 3)
+        throw bad(`${where}: dispatch ${s} needs kernel, workgroups [x, y, z] and bindings`);
+      for (const b of d.bindings) index(b.buffer, `dispatch ${s} (${d.label})`);
+    });
+  }
+  return m;
+}
+
+function checkTensor(t: unknown, bad: (what: string) => KilnError): void {
+  if (!isRecord(t) || typeof t.name !== 'string' || typeof t.dtype !== 'string' || !Array.isArray(t.shape) || !t.shape.every((d) => Number.isInteger(d) && d >= 0))
+    throw bad(`tensor ${JSON.stringify(isRecord(t) ? t.name : t)} needs a name, a dtype and a shape of whole numbers`);
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/**
+ * What the manifest needs that the device lacks, one phrase each (empty: it can run). `features`
+ * and `limits` are the device's; `subgroupSize` its fixed subgroup width, if any.
+ */
+export function missingCapabilities(
+  m: Manifest,
+  device: { readonly features: ReadonlySet<string> | { has(f: string): boolean }; readonly limits: Readonly<Record<string, unknown>>; readonly subgroupSize: number | undefined },
+): string[] {
+  const missing: string[] = [];
+  for (const f of m.requires.features) if (!device.features.has(f)) missing.push(`feature ${f}`);
+  for (const [name, need] of Object.entries(m.requires.limits)) {
+    const have = device.limits[name];
+    if (typeof have !== 'number') missing.push(`limit ${name} (the device does not report it)`);
+    else if (have < need) missing.push(`limit ${name} >= ${need} (the device has ${have})`);
+  }
+  const sg = m.requires.subgroupSize;
+  if (sg !== undefined && device.subgroupSize !== sg) missing.push(`subgroup size ${sg} (the device has ${device.subgroupSize ?? 'no fixed size'})`);
+  return missing;
+}

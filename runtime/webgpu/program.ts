@@ -1,0 +1,401 @@
+// Runs compiled artefacts on WebGPU. A TensorStore holds parameters and state on the device,
+// keyed by checkpoint name, and every entry of every artefact loaded over it reads and writes
+// those same buffers: after `train_step`, `loss` sees the new weights with no copy and no
+// upload. An entry is a flat dispatch list over numbered buffers; running it is: write the
+// inputs, encode the dispatches, copy the updates that were not written in place, copy out the
+// requested outputs. Pipelines (deduplicated by code, per device) and bind groups are made once
+// when the artefact is loaded. Failures are KilnErrors naming the step; a lost device rejects.
+import {
+  missingCapabilities,
+  storedElementBytes,
+  type Artefact,
+  type EntryManifest,
+  type EntryStats,
+  type Manifest,
+  type TensorDecl,
+} from '../artefact.js';
+import { KilnError } from '../errors.js';
+import { f16ArrayToF32, f32ArrayToF16 } from '../f16.js';
+import { parseSafetensors } from '../safetensors.js';
+import { isFloat, numel, type DType, type HostTensor } from '../tensor.js';
+import { gpuStep, type KilnDevice } from './device.js';
+
+const STORAGE = 0x80;
+const COPY_SRC = 0x04;
+const COPY_DST = 0x08;
+const MAP_READ = 0x01;
+const COMPUTE = 0x4;
+
+/** Buffer sizes are whole 4-byte words and never zero (a zero-sized binding is invalid). */
+export const paddedBytes = (bytes: number): number => Math.max(4, Math.ceil(bytes / 4) * 4);
+
+const MIB = 1024 * 1024;
+const sizeText = (bytes: number): string => (bytes >= 1024 * MIB ? `${(bytes / 1024 / MIB).toFixed(2)} GiB` : `${(bytes / MIB).toFixed(2)} MiB`);
+
+/** Rejects when the device is lost, so no await on the GPU can hang past a device loss. */
+export function unlessLost<T>(kd: KilnDevice, what: string, p: Promise<T>): Promise<T> {
+  const lost = kd.device.lost.then((info) => {
+    throw new KilnError(`WebGPU device lost during ${what}: ${info.message || info.reason}`);
+  });
+  return Promise.race([p, lost]);
+}
+
+/** A host tensor as the bytes its device buffer holds (f16 bits when floats are stored as f16). */
+export function deviceArray(t: HostTensor, floatStorage: 'f32' | 'f16'): Float32Array | Int32Array | Uint16Array {
+  if (isFloat(t.dtype) && floatStorage === 'f16') return f32ArrayToF16(t.data);
+  if (isFloat(t.dtype)) return t.data instanceof Float32Array ? t.data : Float32Array.from(t.data);
+  return t.data instanceof Int32Array ? t.data : Int32Array.from(t.data);
+}
+
+/** Device bytes (as read back) as a host tensor. */
+function hostTensor(raw: ArrayBuffer, dtype: DType, shape: readonly number[], floatStorage: 'f32' | 'f16'): HostTensor {
+  const len = numel(shape);
+  const data = !isFloat(dtype)
+    ? new Int32Array(raw.slice(0, len * 4))
+    : floatStorage === 'f16'
+      ? f16ArrayToF32(new Uint16Array(raw, 0, len), len)
+      : new Float32Array(raw.slice(0, len * 4));
+  return { dtype, shape: [...shape], data };
+}
+
+const sameShape = (a: readonly number[], b: readonly number[]): boolean => a.length === b.length && a.every((d, i) => d === b[i]);
+const describe = (t: { dtype: DType; shape: readonly number[] }): string => `${t.dtype}[${t.shape.join(', ')}]`;
+
+interface StoreEntry {
+  readonly decl: TensorDecl;
+  readonly buffer: GPUBuffer;
+  /** the host tensor last written, so writing the same object again sends nothing. */
+  written?: HostTensor;
+}
+
+/**
+ * Parameters and state on the device, by checkpoint name (moments by `adamw.m:<param>`), shared
+ * by every entry loaded over it. Buffers are created when an artefact declares the tensor.
+ */
+export class TensorStore {
+  private readonly tensors = new Map<string, StoreEntry>();
+
+  constructor(
+    readonly kd: KilnDevice,
+    readonly floatStorage: 'f32' | 'f16' = 'f32',
+  ) {}
+
+  /** Declares a tensor (idempotent); a second declaration with another dtype or shape is an error. */
+  declare(decl: TensorDecl): void {
+    const have = this.tensors.get(decl.name);
+    if (have) {
+      if (have.decl.dtype !== decl.dtype || !sameShape(have.decl.shape, decl.shape))
+        throw new KilnError(`declared as ${describe(have.decl)} and again as ${describe(decl)}`, { tensor: decl.name });
+      return;
+    }
+    const bytes = numel(decl.shape) * storedElementBytes(decl.dtype, this.floatStorage);
+    const maxBuffer = this.kd.limits.maxBufferSize;
+    if (bytes > maxBuffer) throw new KilnError(`needs ${sizeText(bytes)}, more than this device's largest buffer (${sizeText(maxBuffer)})`, { tensor: decl.name });
+    const buffer = this.kd.device.createBuffer({ size: paddedBytes(bytes), usage: STORAGE | COPY_SRC | COPY_DST, label: `kiln ${decl.name}` });
+    this.tensors.set(decl.name, { decl, buffer });
+  }
+
+  has(name: string): boolean {
+    return this.tensors.has(name);
+  }
+
+  names(): string[] {
+    return [...this.tensors.keys()];
+  }
+
+  /** The device buffer of `name`. */
+  buffer(name: string): GPUBuffer {
+    const e = this.tensors.get(name);
+    if (!e) throw new KilnError('not a parameter or state tensor of this store', { tensor: name });
+    return e.buffer;
+  }
+
+  /**
+   * Writes host values into the store, checking each against its declaration (a mismatch names
+   * the tensor). The same object written again is not sent again; `forget()` makes it send.
+   */
+  write(values: ReadonlyMap<string, HostTensor>, origin?: string): void {
+    for (const [name, t] of values) {
+      const e = this.tensors.get(name);
+      if (!e) throw new KilnError('is not a parameter or state tensor of the compiled program', { file: origin, tensor: name });
+      if (e.written === t) continue;
+      const d = e.decl;
+      const dtypeOk = t.dtype === d.dtype || (isFloat(t.dtype) && isFloat(d.dtype));
+      if (!dtypeOk || !sameShape(t.shape, d.shape)) throw new KilnError(`the program expects ${describe(d)}, got ${describe(t)}`, { file: origin, tensor: name });
+      this.kd.device.queue.writeBuffer(e.buffer, 0, deviceArray(t, this.floatStorage));
+      e.written = t;
+    }
+  }
+
+  /**
+   * Loads weights from safetensors bytes (a file's contents, an ArrayBuffer, a fetched body).
+   * Every tensor in the file must be declared here with its shape; with `complete`, every
+   * declared parameter in `required` must be in the file.
+   */
+  loadSafetensors(bytes: Uint8Array | ArrayBuffer, opts: { file?: string; required?: readonly string[] } = {}): void {
+    const file = opts.file ?? '<safetensors bytes>';
+    const tensors = parseSafetensors(bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes), file);
+    for (const name of opts.required ?? []) if (!tensors.has(name)) throw new KilnError('the compiled program needs this tensor; the file lacks it', { file, tensor: name });
+    this.write(tensors, file);
+  }
+
+  /** Forgets which host tensors were written, so writing them again sends their (changed) data. */
+  forget(): void {
+    for (const e of this.tensors.values()) delete e.written;
+  }
+
+  /** Reads tensors back from the device (checkpoints, tests): an explicit, awaited copy. */
+  async read(names: readonly string[]): Promise<Map<string, HostTensor>> {
+    const device = this.kd.device;
+    const out = new Map<string, HostTensor>();
+    await gpuStep(device, `reading back ${names.length} tensors`, async () => {
+      for (const name of names) {
+        const e = this.tensors.get(name);
+        if (!e) throw new KilnError('not a parameter or state tensor on the device', { tensor: name });
+        const bytes = paddedBytes(numel(e.decl.shape) * storedElementBytes(e.decl.dtype, this.floatStorage));
+        const st = device.createBuffer({ size: bytes, usage: MAP_READ | COPY_DST, label: `kiln read ${name}` });
+        const enc = device.createCommandEncoder();
+        enc.copyBufferToBuffer(e.buffer, 0, st, 0, bytes);
+        device.queue.submit([enc.finish()]);
+        try {
+          await unlessLost(this.kd, `reading ${name}`, st.mapAsync(MAP_READ));
+          out.set(name, hostTensor(st.getMappedRange(), e.decl.dtype, e.decl.shape, this.floatStorage));
+        } finally {
+          if (st.mapState === 'mapped') st.unmap();
+          st.destroy();
+        }
+      }
+    });
+    return out;
+  }
+
+  destroy(): void {
+    for (const e of this.tensors.values()) e.buffer.destroy();
+    this.tensors.clear();
+  }
+}
+
+// Pipelines by WGSL, per device: layers repeat the same kernels, and tests compile the same ones.
+const pipelineCache = new WeakMap<GPUDevice, Map<string, Promise<GPUComputePipeline>>>();
+
+function pipelineFor(device: GPUDevice, code: string, access: readonly ('read' | 'read_write')[], label: string): Promise<GPUComputePipeline> {
+  let cache = pipelineCache.get(device);
+  if (!cache) pipelineCache.set(device, (cache = new Map()));
+  const key = `${access.join(',')}\n${code}`;
+  let p = cache.get(key);
+  if (!p) {
+    // Explicit layouts: 'auto' would drop a binding the shader never touches (an unused load<k>).
+    const bgl = device.createBindGroupLayout({
+      entries: access.map((a, k) => ({ binding: k, visibility: COMPUTE, buffer: { type: a === 'read' ? 'read-only-storage' : 'storage' } })),
+    });
+    const layout = device.createPipelineLayout({ bindGroupLayouts: [bgl] });
+    const module = device.createShaderModule({ code, label });
+    p = device.createComputePipelineAsync({ layout, compute: { module, entryPoint: 'main' }, label });
+    p.catch(() => cache.delete(key));
+    cache.set(key, p);
+  }
+  return p;
+}
+
+interface LoadedEntry {
+  readonly name: string;
+  readonly manifest: EntryManifest;
+  readonly pipelines: readonly GPUComputePipeline[];
+  readonly bindGroups: readonly GPUBindGroup[];
+  readonly buffers: readonly GPUBuffer[];
+  readonly owned: readonly GPUBuffer[];
+}
+
+export interface ProgramOptions {
+  /** the store to share (another artefact's); default: a new one. */
+  readonly store?: TensorStore;
+  /** submit and check each dispatch on its own, so a failure names its kernel (slow; debugging). */
+  readonly stepByStep?: boolean;
+  /** names the artefact in errors (its folder). */
+  readonly origin?: string;
+}
+
+/** What `run` returns: the requested outputs by name. */
+export type EntryOutputs = Map<string, HostTensor>;
+
+/**
+ * An artefact loaded on a device: its entries ready to run over one TensorStore. Refuses an
+ * artefact the device cannot run (a missing feature or limit is named) and kernels that are
+ * missing from the artefact (the file is named).
+ */
+export class ArtefactProgram {
+  readonly store: TensorStore;
+  private readonly entries = new Map<string, LoadedEntry>();
+
+  private constructor(
+    readonly kd: KilnDevice,
+    readonly manifest: Manifest,
+    store: TensorStore,
+    private readonly opts: ProgramOptions,
+  ) {
+    this.store = store;
+  }
+
+  /** Loads every entry of `artefact` (or only `entries`), creating its pipelines, buffers and bind groups. */
+  static async load(kd: KilnDevice, artefact: Artefact, opts: ProgramOptions & { entries?: readonly string[] } = {}): Promise<ArtefactProgram> {
+    const m = artefact.manifest;
+    const missing = missingCapabilities(m, { features: kd.device.features, limits: kd.limits as unknown as Record<string, unknown>, subgroupSize: kd.subgroupSize });
+    if (missing.length > 0) throw new KilnError(`this artefact needs ${missing.join(', ')}, which ${kd.adapterName} lacks`, { file: opts.origin });
+    const store = opts.store ?? new TensorStore(kd, m.floatStorage);
+    if (store.floatStorage !== m.floatStorage) throw new KilnError(`the artefact stores floats as ${m.floatStorage}, the shared store as ${store.floatStorage}`, { file: opts.origin });
+    for (const t of [...m.params, ...m.state]) store.declare(t);
+    const program = new ArtefactProgram(kd, m, store, opts);
+    for (const name of opts.entries ?? Object.keys(m.entries)) {
+      const e = m.entries[name];
+      if (!e) throw new KilnError(`no entry '${name}' (it has ${Object.keys(m.entries).join(', ')})`, { file: opts.origin });
+      program.entries.set(name, await program.loadEntry(name, e, artefact.kernels));
+    }
+    return program;
+  }
+
+  /** The entry names loaded. */
+  entryNames(): string[] {
+    return [...this.entries.keys()];
+  }
+
+  stats(entry: string): EntryStats {
+    return this.entry(entry).manifest.stats;
+  }
+
+  private entry(name: string): LoadedEntry {
+    const e = this.entries.get(name);
+    if (!e) throw new KilnError(`no entry '${name}' loaded (loaded: ${this.entryNames().join(', ')})`, { file: this.opts.origin });
+    return e;
+  }
+
+  private async loadEntry(name: string, e: EntryManifest, kernels: ReadonlyMap<string, string>): Promise<LoadedEntry> {
+    const device = this.kd.device;
+    const maxBuffer = this.kd.limits.maxBufferSize;
+    const maxBindings = this.kd.limits.maxStorageBuffersPerShaderStage;
+    e.dispatches.forEach((d, s) => {
+      if (!kernels.has(d.kernel)) throw new KilnError(`kernel file missing (entry '${name}', step ${s}: ${d.label})`, { file: d.kernel });
+      if (d.bindings.length > maxBindings) throw new KilnError(`step ${s} (${d.label}) needs ${d.bindings.length} storage bindings; this device allows ${maxBindings}`);
+    });
+    e.buffers.forEach((b) => {
+      if (b.kind !== 'param' && b.kind !== 'state' && b.bytes > maxBuffer) {
+        const what = b.kind === 'temp' ? `an intermediate buffer of entry '${name}'` : `${b.kind} ${b.name}`;
+        throw new KilnError(`${what} needs ${sizeText(b.bytes)}, more than this device's largest buffer (${sizeText(maxBuffer)})`);
+      }
+    });
+    const pipelines = await gpuStep(device, `compiling ${e.dispatches.length} kernels`, () =>
+      Promise.all(
+        e.dispatches.map((d, s) =>
+          pipelineFor(
+            device,
+            kernels.get(d.kernel)!,
+            d.bindings.map((b) => b.access),
+            `step ${s}: ${d.label}`,
+          ),
+        ),
+      ),
+    );
+    const owned: GPUBuffer[] = [];
+    const temps = e.buffers.filter((b) => b.kind === 'temp').reduce((a, b) => a + b.bytes, 0);
+    const buffers = await gpuStep(device, `allocating the buffers of entry '${name}' (${sizeText(temps)} of intermediates)`, () =>
+      e.buffers.map((b, k) => {
+        if (b.kind === 'param' || b.kind === 'state') return this.store.buffer(b.name);
+        const buf = device.createBuffer({ size: paddedBytes(b.bytes), usage: STORAGE | COPY_SRC | COPY_DST, label: `kiln ${name} ${b.kind} ${'name' in b ? b.name : k}` });
+        owned.push(buf);
+        return buf;
+      }),
+    );
+    const bindGroups: GPUBindGroup[] = [];
+    for (const [s, d] of e.dispatches.entries()) {
+      bindGroups.push(
+        await gpuStep(device, `binding step ${s}: ${d.label}`, () =>
+          device.createBindGroup({
+            layout: pipelines[s]!.getBindGroupLayout(0),
+            entries: d.bindings.map((b, binding) => ({ binding, resource: { buffer: buffers[b.buffer]!, offset: b.offset * b.elementBytes, size: paddedBytes(b.length * b.elementBytes) } })),
+          }),
+        ),
+      );
+    }
+    return { name, manifest: e, pipelines, bindGroups, buffers, owned };
+  }
+
+  /**
+   * Runs `entry`: `inputs` by name (every input the entry declares; parameters and state come
+   * from the store), then reads back the outputs named in `read` (default: all). Updates are
+   * applied to the store after the dispatches, in the same submission.
+   */
+  async run(entry: string, inputs: ReadonlyMap<string, HostTensor>, read?: readonly string[]): Promise<EntryOutputs> {
+    const e = this.entry(entry);
+    const m = e.manifest;
+    const device = this.kd.device;
+    const floatStorage = this.manifest.floatStorage;
+    const wanted = read === undefined ? m.outputs : read.map((n) => m.outputs.find((o) => o.name === n) ?? fail(`entry '${entry}' has no output '${n}'`));
+    await gpuStep(device, 'uploading the inputs', () => {
+      const inputBuffer = new Map(m.buffers.flatMap((b, k) => (b.kind === 'input' ? [[b.name, k] as const] : [])));
+      for (const decl of m.inputs) {
+        const t = inputs.get(decl.name);
+        if (!t) throw new KilnError(`input ${decl.name}: no value was fed`);
+        const dtypeOk = t.dtype === decl.dtype || (isFloat(t.dtype) && isFloat(decl.dtype));
+        if (!dtypeOk || !sameShape(t.shape, decl.shape)) throw new KilnError(`input ${decl.name}: expected ${describe(decl)}, got ${describe(t)}`);
+        device.queue.writeBuffer(e.buffers[inputBuffer.get(decl.name)!]!, 0, deviceArray(t, floatStorage));
+      }
+    });
+    const encodeRange = (from: number, to: number): GPUCommandEncoder => {
+      const enc = device.createCommandEncoder({ label: `kiln ${entry}` });
+      const pass = enc.beginComputePass();
+      for (let s = from; s < to; s++) {
+        const w = m.dispatches[s]!.workgroups;
+        pass.setPipeline(e.pipelines[s]!);
+        pass.setBindGroup(0, e.bindGroups[s]!);
+        pass.dispatchWorkgroups(w[0], w[1], w[2]);
+      }
+      pass.end();
+      return enc;
+    };
+    if (this.opts.stepByStep) {
+      for (let s = 0; s < m.dispatches.length; s++) {
+        await gpuStep(device, `step ${s}: ${m.dispatches[s]!.label}`, async () => {
+          device.queue.submit([encodeRange(s, s + 1).finish()]);
+          await unlessLost(this.kd, `step ${s}`, device.queue.onSubmittedWorkDone());
+        });
+      }
+    }
+    const what = `running ${m.dispatches.length} kernels and reading back ${wanted.length} values`;
+    return gpuStep(device, what, async () => {
+      const enc = this.opts.stepByStep ? device.createCommandEncoder() : encodeRange(0, m.dispatches.length);
+      // After every kernel has read the old values: the new ones replace them.
+      for (const u of m.updates) {
+        if (u.inPlace) continue;
+        const target = this.store.buffer(u.name);
+        enc.copyBufferToBuffer(e.buffers[u.buffer]!, 0, target, 0, paddedBytes(m.buffers[u.buffer]!.bytes));
+      }
+      const staging = wanted.map((o) => {
+        const bytes = paddedBytes(numel(o.shape) * storedElementBytes(o.dtype, floatStorage));
+        const st = device.createBuffer({ size: bytes, usage: MAP_READ | COPY_DST, label: `kiln read-back ${o.name}` });
+        enc.copyBufferToBuffer(e.buffers[o.buffer]!, 0, st, 0, bytes);
+        return st;
+      });
+      device.queue.submit([enc.finish()]);
+      try {
+        await unlessLost(this.kd, what, Promise.all(staging.map((s) => s.mapAsync(MAP_READ))));
+        const out: EntryOutputs = new Map();
+        wanted.forEach((o, k) => out.set(o.name, hostTensor(staging[k]!.getMappedRange(), o.dtype, o.shape, floatStorage)));
+        return out;
+      } finally {
+        for (const s of staging) {
+          if (s.mapState === 'mapped') s.unmap();
+          s.destroy();
+        }
+      }
+    });
+  }
+
+  /** Frees the entries' own buffers (the store stays: other programs may share it). */
+  destroy(): void {
+    for (const e of this.entries.values()) for (const b of e.owned) b.destroy();
+    this.entries.clear();
+  }
+}
+
+function fail(message: string): never {
+  throw new KilnError(message);
+}
