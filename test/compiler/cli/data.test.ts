@@ -96,3 +96,24 @@ describe('kiln data', () => {
     expect(skip.stdout).toMatch(/record 0 \(id x\): image gone\.png/);
   });
 });
+
+describe('kiln data --template auto', () => {
+  it("uses the tokenizer's chat_template when no checkpoint config names the model type", async () => {
+    const dir = tmp();
+    writeFileSync(join(dir, 'c.json'), JSON.stringify([{ id: 'q', conversations: [{ from: 'human', value: 'Count the objects.' }, { from: 'gpt', value: 'There are four.' }] }]));
+    const r = await kiln('data', 'models/vwlmm.kiln', '--config', 'tiny', '--tokenizer', 'test/golden/text/mistral', '--data', join(dir, 'c.json'));
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toMatch(/^template chat_template/);
+    // this vocabulary has a token "▁[/INST]The" that straddles prompt and answer: it is scored,
+    // as its characters overlap the answer (the golden labels do the same)
+    expect(r.stdout).toContain('<s>[INST] Count the objects.⟦ [/INST]There are four.</s>⟧');
+    const m = await kiln('data', 'models/vwlmm.kiln', '--config', 'tiny', '--tokenizer', 'test/golden/text/mistral', '--template', 'mistral', '--data', join(dir, 'c.json'), '--json');
+    const chat = await kiln('data', 'models/vwlmm.kiln', '--config', 'tiny', '--tokenizer', 'test/golden/text/mistral', '--data', join(dir, 'c.json'), '--json');
+    // Same text, different ids, as in transformers (golden cases mistral/mistral vs
+    // mistral/chat_template): the tokenizer's BOS leaves "[INST]" at the start of the text, where
+    // Metaspace prepends "▁"; the template writes "<s>" into the text, after which it does not.
+    const first = (out: string) => (JSON.parse(out.split('\n')[0]!) as { input_ids: number[] }).input_ids.slice(0, 3);
+    expect(first(m.stdout)).toEqual([1, 368, 600]);
+    expect(first(chat.stdout)).toEqual([1, 303, 348]);
+  });
+});
