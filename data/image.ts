@@ -65,7 +65,34 @@ export async function decodeImage(bytes: Uint8Array, source: string): Promise<Rg
   if (format === 'png') return decodePng(bytes, source);
   if (format === 'jpeg') return decodeJpeg(bytes, source);
   if (bytes.length === 0) throw new KilnError('not an image: the file is empty', { file: source });
+  const other = otherImageFormat(bytes);
+  if (other !== undefined) fail(source, `a ${other} image: Kiln reads PNG and JPEG only (convert it, e.g. to PNG)`);
   throw new KilnError('not an image Kiln can read: expected a PNG or JPEG file (by its first bytes)', { file: source });
+}
+
+/** Formats PIL would open that Kiln does not, by signature, so the error can say which. */
+function otherImageFormat(b: Uint8Array): string | undefined {
+  const ascii = (from: number, to: number): string => String.fromCharCode(...b.subarray(from, to));
+  if (ascii(0, 6) === 'GIF87a' || ascii(0, 6) === 'GIF89a') return 'GIF';
+  if (ascii(0, 4) === 'RIFF' && ascii(8, 12) === 'WEBP') return 'WebP';
+  if (ascii(0, 2) === 'BM') return 'BMP';
+  if (ascii(0, 4) === 'II*\0' || ascii(0, 4) === 'MM\0*') return 'TIFF';
+  if (ascii(4, 12) === 'ftypheic' || ascii(4, 12) === 'ftypheix' || ascii(4, 12) === 'ftypmif1') return 'HEIC';
+  if (ascii(4, 12) === 'ftypavif') return 'AVIF';
+  return undefined;
+}
+
+/**
+ * Pillow's decompression-bomb limit: `Image.open` raises DecompressionBombError above
+ * 2 * MAX_IMAGE_PIXELS = 2 * (1024 * 1024 * 1024 // 4 // 3) pixels, so such an image never reached
+ * LLaVA's training; Kiln refuses it before allocating.
+ */
+export const MAX_IMAGE_PIXELS = 2 * Math.floor(1024 * 1024 * 1024 / 4 / 3);
+
+function checkPixels(width: number, height: number, source: string): void {
+  if (width * height > MAX_IMAGE_PIXELS) {
+    fail(source, `image too large: ${width}x${height} = ${width * height} pixels, over Pillow's limit of ${MAX_IMAGE_PIXELS} (a decompression bomb to PIL)`);
+  }
 }
 
 function fail(source: string, what: string, cause?: unknown): never {
@@ -73,6 +100,11 @@ function fail(source: string, what: string, cause?: unknown): never {
 }
 
 function decodePng(bytes: Uint8Array, source: string): RgbImage {
+  // IHDR is the first chunk: width and height at bytes 16..23, big-endian.
+  if (bytes.length >= 24) {
+    const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    checkPixels(dv.getUint32(16), dv.getUint32(20), source);
+  }
   let png: DecodedPng;
   try {
     png = decodePngFile(bytes, { checkCrc: true });
@@ -174,6 +206,10 @@ function readJpegHeader(bytes: Uint8Array, source: string): JpegHeader {
     }
     // SOF0..SOF15 except DHT (c4), JPG (c8), DAC (cc).
     if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
+      if (seg + 6 > bytes.length) fail(source, 'broken JPEG file: truncated frame header');
+      const height = (bytes[seg + 1]! << 8) | bytes[seg + 2]!;
+      const width = (bytes[seg + 3]! << 8) | bytes[seg + 4]!;
+      checkPixels(width, height, source);
       const h: JpegHeader = { precision: bytes[seg]!, components: bytes[seg + 5]! };
       if (adobeTransform !== undefined) h.adobeTransform = adobeTransform;
       return h;

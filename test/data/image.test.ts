@@ -39,6 +39,22 @@ describe('decodeImage errors name the source', () => {
     expect(all.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
     expect(String((all[5] as PromiseRejectedResult).reason.message)).toMatch(/^bad\.jpg: broken JPEG file: /);
   });
+  it('says which format a non-PNG/JPEG image is', async () => {
+    await rejects(decodeImage(new TextEncoder().encode('GIF89a\x01\x00\x01\x00'), 'ocr/123.jpg'), 'ocr/123.jpg', 'a GIF image', 'PNG and JPEG only');
+    await rejects(decodeImage(new TextEncoder().encode('RIFF\x00\x00\x00\x00WEBPVP8 '), 'x.webp'), 'a WebP image');
+  });
+  it('refuses images over Pillow\'s decompression-bomb limit before decoding them', async () => {
+    // 20000 x 10000 = 2e8 pixels > 178956970: PIL raises DecompressionBombError
+    const png = encodePng({ width: 1, height: 1, data: new Uint8Array(3), channels: 3, depth: 8 }).slice();
+    new DataView(png.buffer).setUint32(16, 20000);
+    new DataView(png.buffer).setUint32(20, 10000);
+    await rejects(decodeImage(png, 'bomb.png'), 'bomb.png', 'image too large', '178956970');
+    const dir = join(dirname(fileURLToPath(import.meta.url)), '../golden/images/src');
+    const jpg = new Uint8Array(readFileSync(join(dir, 'wide.jpg')));
+    const sof = jpg.findIndex((b, i) => b === 0xff && jpg[i + 1] === 0xc0);
+    jpg.set([0xff, 0xff, 0x40, 0x00], sof + 5); // height 65535, width 16384
+    await rejects(decodeImage(jpg, 'bomb.jpg'), 'bomb.jpg', 'image too large');
+  });
   it('names a missing file', async () => {
     await rejects(loadImageFile('/nonexistent/dir/x.png'), '/nonexistent/dir/x.png', 'no such file');
   });

@@ -8,7 +8,7 @@ Run by hand (never in CI; Kiln itself never depends on Python):
         --find-links /opt/pypi-more/files --find-links /opt/wheels \
         "torch==2.13.0+cpu" "transformers==5.18.0" safetensors numpy pillow
     /tmp/gvenv/bin/python test/golden/images/make_images.py          # (re)writes the files here
-    /tmp/gvenv/bin/python test/golden/images/make_images.py --check  # recompute, compare, write nothing
+    /tmp/gvenv/bin/python test/golden/images/make_images.py --check  # recompute from src/, compare, write nothing
 
 It writes, in this folder:
   src/<name>.png|jpg          the source images, one per kind PIL distinguishes (see CASES)
@@ -241,6 +241,17 @@ def main():
     p336, p28 = processor(336), processor(28)
     files = make_sources()
     broken = make_broken(files)
+    regenerated_differ = []
+    if args.check:
+        # Expected values from the stored sources, so that --check under another Pillow/transformers
+        # tests that version against the stored expectations (the encoders may write other bytes).
+        for group in (files, broken):
+            for name in group:
+                with open(os.path.join(SRC, filename(name)), "rb") as f:
+                    stored_bytes = f.read()
+                if stored_bytes != group[name]:
+                    regenerated_differ.append(filename(name))
+                group[name] = stored_bytes
     tensors = {}
     crops = {}
     meta = {"pillow": PIL.__version__, "libjpeg_turbo": features.version("libjpeg_turbo"), "transformers": transformers.__version__,
@@ -280,10 +291,8 @@ def main():
         for name, crop in crops.items():
             if not np.array_equal(np.array(Image.open(os.path.join(HERE, "crops", filename(name) + ".png"))), crop):
                 bad.append(f"crops/{filename(name)}.png")
-        for name, data in {**files, **broken}.items():
-            with open(os.path.join(SRC, filename(name)), "rb") as f:
-                if f.read() != data:
-                    bad.append(filename(name))
+        if regenerated_differ:
+            print("note: this Pillow encodes these sources to other bytes (not an error):", regenerated_differ)
         print("check:", "ok" if not bad else f"differs: {bad}")
         sys.exit(1 if bad else 0)
 
