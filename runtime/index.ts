@@ -8,3 +8,5 @@ export * from './safetensors.js';
 export * from './optim/schedule.js';
 export * from './webgpu/device.js';
 export * from './webgpu/buffers.js';
+export * from './artefact.js';
+export * from './webgpu/program.js';

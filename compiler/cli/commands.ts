@@ -5,6 +5,7 @@ import { runLoss } from './loss.js';
 import { runPlan } from './plan.js';
 import { runOps } from './ops.js';
 import { runData } from './data.js';
+import { runCompile } from './compile.js';
 
 export interface Command {
   summary: string;
@@ -16,5 +17,6 @@ export const commands: Record<string, Command> = {
   ops: { summary: 'list the functions a spec can call', run: runOps },
   loss: { summary: 'compute the loss terms (and gradients) of a checkpoint on a batch', run: runLoss },
   data: { summary: 'show what training sees: templated prompts with scored spans, input_ids, labels; --dump a batch', run: runData },
+  compile: { summary: 'write the model\'s entries (loss, grads, train_step) as an artefact: manifest + WGSL kernels', run: runCompile },
   plan: { summary: 'print the device memory plan of a step (weights, activations, gradients, peak)', run: runPlan },
 };

@@ -40,7 +40,8 @@ const planOptions = {
   rules: { type: 'boolean' },
 } as const;
 
-function positiveInt(flag: string, v: string | undefined, fallback: number): number {
+/** A flag's positive integer value, or `fallback` when it is absent. */
+export function positiveInt(flag: string, v: string | undefined, fallback: number): number {
   if (v === undefined) return fallback;
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${flag} ${v}: expected a positive integer`);

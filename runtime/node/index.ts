@@ -3,3 +3,4 @@
 export * from '../index.js';
 export * from './device.js';
 export * from './safetensors-file.js';
+export * from './artefact-files.js';

@@ -1,0 +1,80 @@
+// `kiln compile`: the model's entries as an artefact folder (manifest.json + kernels/*.wgsl)
+// that the runtime runs without the compiler. Compiling twice writes the same bytes.
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { UsageError } from '../check/index.js';
+import { DEFAULT_TRAITS } from '../codegen/kernel.js';
+import { artefactFiles, compileArtefact } from '../emit/artefact.js';
+import { DEFAULT_ENTRIES, defaultEntries } from '../emit/entries.js';
+import { writeArtefact } from '../../runtime/node/artefact-files.js';
+import { MANIFEST_FILE } from '../../runtime/artefact.js';
+import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
+import type { Output } from './output.js';
+import { DEFAULT_BATCH, DEFAULT_SEQ, positiveInt } from './plan.js';
+import { loadAndCheck } from './spec.js';
+
+export const compileHelp = `usage: kiln compile SPEC --out DIR [options]
+
+Compiles the model's entries into DIR: manifest.json (format version, required features and
+limits, symbols, parameters by checkpoint name, optimiser state, and per entry its inputs,
+outputs, updates, buffers and dispatch list) and one WGSL file per kernel in DIR/kernels/.
+Kernels are sized for WebGPU's default limits, so any adapter runs them.
+  --out DIR          the artefact folder (its manifest and kernels are replaced)
+  --entries LIST     comma-separated, from ${DEFAULT_ENTRIES.join(', ')} (default: all)
+  --dtype f32|f16    float storage (f16 needs shader-f16; math stays f32)
+  --batch-size B     the batch symbol B (default ${DEFAULT_BATCH})
+  --seq T            the sequence symbol T, tokens of input_ids (default ${DEFAULT_SEQ})
+${specHelp}`;
+
+const compileOptions = {
+  ...specOptions,
+  out: { type: 'string' },
+  entries: { type: 'string' },
+  dtype: { type: 'string' },
+  'batch-size': { type: 'string' },
+  seq: { type: 'string' },
+} as const;
+
+export async function runCompile(argv: readonly string[], out: Output): Promise<number> {
+  const { values, positionals } = parse(argv, compileOptions);
+  if (values.help) {
+    out.stdout(compileHelp);
+    return 0;
+  }
+  const spec = onePositional(positionals, 'SPEC (a .kiln file)');
+  if (!values.out) throw new UsageError('--out DIR is required');
+  if (values.dtype !== undefined && values.dtype !== 'f16' && values.dtype !== 'f32') throw new UsageError(`--dtype ${values.dtype}: expected f32 or f16`);
+  const names = values.entries === undefined ? [...DEFAULT_ENTRIES] : values.entries.split(',').map((s) => s.trim());
+  for (const n of names) if (!(DEFAULT_ENTRIES as readonly string[]).includes(n)) throw new UsageError(`--entries: no entry '${n}' (entries: ${DEFAULT_ENTRIES.join(', ')})`);
+  const bindings = new Map([
+    ['B', positiveInt('batch-size', values['batch-size'], DEFAULT_BATCH)],
+    ['T', positiveInt('seq', values.seq, DEFAULT_SEQ)],
+  ]);
+  const model = loadAndCheck(spec, checkOptions(values), out);
+  for (const s of model.graph.symbols) if (!bindings.has(s)) throw new UsageError(`the model's inputs use a symbol ${s} that kiln compile cannot set (only B and T)`);
+  const specs = defaultEntries(model, names);
+  const source: Record<string, string> = { spec, model: model.modelName, config: model.configName };
+  if (model.stage) source['stage'] = model.stage.name;
+  const { artefact } = compileArtefact(specs, {
+    bindings: new Map([...bindings].filter(([k]) => model.graph.symbols.includes(k))),
+    traits: DEFAULT_TRAITS,
+    floatStorage: values.dtype === 'f16' ? 'f16' : 'f32',
+    source,
+  });
+  // A stale kernel from an earlier compile must not sit beside the new manifest.
+  rmSync(join(values.out, 'kernels'), { recursive: true, force: true });
+  const files = artefactFiles(artefact);
+  writeArtefact(values.out, files);
+  const m = artefact.manifest;
+  const entries = Object.entries(m.entries).map(([name, e]) => ({ name, dispatches: e.dispatches.length, inputs: e.inputs.map((i) => i.name), outputs: e.outputs.length, updates: e.updates.length }));
+  if (values.json) {
+    out.stdout(JSON.stringify({ out: values.out, manifest: join(values.out, MANIFEST_FILE), kernels: artefact.kernels.size, params: m.params.length, state: m.state.length, entries }));
+    return 0;
+  }
+  const lines = [
+    `${model.modelName} (config ${model.configName}${model.stage ? `, stage ${model.stage.name}` : ''}) -> ${values.out}: ${artefact.kernels.size} kernels, ${m.params.length} parameters, ${m.state.length} state tensors`,
+    ...entries.map((e) => `  ${e.name.padEnd(10)} ${e.dispatches} dispatches, inputs ${e.inputs.join(', ')}; ${e.outputs} outputs, ${e.updates} updates`),
+  ];
+  out.stdout(lines.join('\n'));
+  return 0;
+}

@@ -1,0 +1,101 @@
+// The artefact as data (CPU only): deterministic output, the manifest's contents, and the
+// refusals the runtime makes before touching a device (format version, corruption, missing
+// kernel files, missing features and limits).
+import { describe, expect, it } from 'vitest';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { artefactFiles, compileArtefact } from '../../../compiler/emit/artefact.js';
+import { defaultEntries } from '../../../compiler/emit/entries.js';
+import { DEFAULT_TRAITS } from '../../../compiler/codegen/kernel.js';
+import { MANIFEST_FILE, missingCapabilities, parseManifest, type Manifest } from '../../../runtime/artefact.js';
+import { readArtefact, writeArtefact } from '../../../runtime/node/artefact-files.js';
+import { expectKilnError } from '../../helpers/errors.js';
+import { miniModel } from '../../helpers/mini-model.js';
+
+const BINDINGS = new Map([
+  ['B', 2],
+  ['T', 3],
+]);
+
+function compileMini() {
+  return compileArtefact(defaultEntries(miniModel()), { bindings: BINDINGS, traits: DEFAULT_TRAITS });
+}
+
+function tmpDir(): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-artefact-'));
+}
+
+describe('compiled artefact', () => {
+  it('is byte-identical when compiled twice', () => {
+    const a = artefactFiles(compileMini().artefact);
+    const b = artefactFiles(compileMini().artefact);
+    expect([...a.keys()]).toEqual([...b.keys()]);
+    for (const [k, v] of a) expect(b.get(k), k).toBe(v);
+  });
+
+  it('names parameters by checkpoint name, AdamW moments as state, and three entries over them', () => {
+    const m = compileMini().artefact.manifest;
+    expect(m.format).toBe('kiln-artefact');
+    expect(m.version).toBe(1);
+    expect(m.params.map((p) => [p.name, p.shape, p.trainable])).toEqual([
+      ['up.weight', [16, 8], true],
+      ['down.weight', [8, 16], true],
+    ]);
+    expect(m.state.map((s) => s.name).sort()).toEqual(['adamw.m:down.weight', 'adamw.m:up.weight', 'adamw.v:down.weight', 'adamw.v:up.weight']);
+    expect(m.symbols).toEqual([
+      { name: 'B', kind: 'fixed', value: 2, min: 2, max: 2 },
+      { name: 'T', kind: 'fixed', value: 3, min: 3, max: 3 },
+    ]);
+    expect(Object.keys(m.entries)).toEqual(['loss', 'grads', 'train_step']);
+    expect(m.entries['loss']!.inputs.map((i) => i.name)).toEqual(['x', 'y']);
+    expect(m.entries['loss']!.updates).toEqual([]);
+    expect(m.entries['grads']!.outputs.map((o) => o.name)).toEqual(['loss', 'loss:mse', 'grad:up.weight', 'grad:down.weight']);
+    const step = m.entries['train_step']!;
+    expect(step.updates.map((u) => u.name).sort()).toEqual([...m.params.map((p) => p.name), ...m.state.map((s) => s.name)].sort());
+    // An in-place update binds its target's store buffer read_write: that is what runs.
+    for (const u of step.updates.filter((x) => x.inPlace)) {
+      const b = step.buffers[u.buffer]!;
+      expect(b.kind === 'param' || b.kind === 'state').toBe(true);
+      expect(step.dispatches.some((d) => d.bindings.some((bd) => bd.buffer === u.buffer && bd.access === 'read_write'))).toBe(true);
+    }
+    for (const e of Object.values(m.entries)) for (const d of e.dispatches) expect(compileMini().artefact.kernels.has(d.kernel)).toBe(true);
+  });
+
+  it('round-trips through a folder, and names a missing kernel file', () => {
+    const dir = tmpDir();
+    const { artefact } = compileMini();
+    writeArtefact(dir, artefactFiles(artefact));
+    const back = readArtefact(dir);
+    expect(back.manifest).toEqual(JSON.parse(JSON.stringify(artefact.manifest)));
+    expect(back.kernels.size).toBe(artefact.kernels.size);
+    const victim = [...artefact.kernels.keys()][1]!;
+    fs.rmSync(path.join(dir, victim));
+    expect(expectKilnError(() => readArtefact(dir), path.join(dir, victim)).file).toBe(path.join(dir, victim));
+    expect(() => readArtefact(dir)).toThrow(/kernel file missing/);
+  });
+
+  it('refuses another format version, naming both', () => {
+    const text = JSON.stringify({ ...compileMini().artefact.manifest, version: 2 });
+    expect(() => parseManifest(text, 'a/manifest.json')).toThrow(/a\/manifest.json: artefact format version 2; this runtime reads version 1/);
+  });
+
+  it('refuses a corrupted manifest, naming the file and what is wrong', () => {
+    const dir = tmpDir();
+    writeArtefact(dir, artefactFiles(compileMini().artefact));
+    const file = path.join(dir, MANIFEST_FILE);
+    fs.writeFileSync(file, fs.readFileSync(file, 'utf8').slice(0, 500));
+    expect(expectKilnError(() => readArtefact(dir), file).file).toBe(file);
+    expect(() => readArtefact(dir)).toThrow(/corrupted manifest: not valid JSON/);
+    const m = JSON.parse(JSON.stringify(compileMini().artefact.manifest)) as { entries: Record<string, { dispatches: { bindings: { buffer: number }[] }[] }> };
+    m.entries['loss']!.dispatches[0]!.bindings[0]!.buffer = 999;
+    expect(() => parseManifest(JSON.stringify(m), 'm.json')).toThrow(/m.json: corrupted manifest: entry 'loss': dispatch 0 .* names buffer 999, which does not exist/);
+    expect(() => parseManifest('[]', 'm.json')).toThrow(/corrupted manifest: not a JSON object/);
+  });
+
+  it('lists the features and limits a device lacks', () => {
+    const m: Manifest = { ...compileMini().artefact.manifest, requires: { features: ['shader-f16'], limits: { maxBufferSize: 1000, maxStorageBuffersPerShaderStage: 12 }, subgroupSize: 8 } };
+    const missing = missingCapabilities(m, { features: new Set<string>(), limits: { maxBufferSize: 4096, maxStorageBuffersPerShaderStage: 8 }, subgroupSize: undefined });
+    expect(missing).toEqual(['feature shader-f16', 'limit maxStorageBuffersPerShaderStage >= 12 (the device has 8)', 'subgroup size 8 (the device has no fixed size)']);
+  });
+});
