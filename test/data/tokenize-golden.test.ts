@@ -38,8 +38,8 @@ function tokenizer(folder: string): TextTokenizer {
 
 describe('tokenisation and labels match transformers + LLaVA (golden)', () => {
   it('covers both legacy values, byte fallback, text-only records and every placeholder position', () => {
-    expect(new Set(expected.cases.map((c) => c.folder))).toEqual(new Set(['llama_legacy', 'llama_nolegacy', 'mistral']));
-    expect(expected.cases.length).toBeGreaterThanOrEqual(80);
+    expect(new Set(expected.cases.map((c) => c.folder))).toEqual(new Set(['llama_legacy', 'llama_nolegacy', 'mistral', 'bytelevel']));
+    expect(expected.cases.length).toBeGreaterThanOrEqual(100);
   });
   for (const c of expected.cases) {
     it(`${c.folder} ${c.template} ${c.placement} ${c.id}`, () => {
@@ -65,5 +65,15 @@ describe('the legacy flag', () => {
     const modern = tokenizer('llama_nolegacy').encode('</s>USER');
     expect(legacy.tokens[1]!.startsWith('▁')).toBe(true);
     expect(modern.tokens[1]!.startsWith('▁')).toBe(false);
+  });
+});
+
+describe('tokenizers whose tokens do not spell the text', () => {
+  it('are refused with a message instead of guessed spans', () => {
+    const tj = readJson(join(DIR, 'bytelevel', 'tokenizer.json')) as Record<string, unknown>;
+    const lowered = { ...tj, normalizer: { type: 'Lowercase' } };
+    expect(() => loadTokenizer(lowered, null, 'lowercasing')).toThrow(/lowercasing: tokenizer.json: normalizer "Lowercase" changes the text/);
+    expect(() => loadTokenizer({ model: { type: 'Unigram', vocab: [] } }, null, 'uni')).toThrow(/model type "Unigram" is not supported/);
+    expect(() => loadTokenizer([], null, 'x')).toThrow(/expected an object with a "model"/);
   });
 });

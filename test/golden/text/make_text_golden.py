@@ -16,6 +16,7 @@ What it builds (deterministic: BPE training in `tokenizers` is deterministic for
                     writes: Prepend+Replace normaliser, <unk>=0 <s>=1 </s>=2, <0x00>..<0xFF> = 3..258),
                     tokenizer_config.json with "legacy": true
   llama_nolegacy/   the same tokenizer.json, "legacy": false
+  bytelevel/        a GPT-2-style byte-level BPE (PreTrainedTokenizerFast: the file is used as it is)
   mistral/          a second BPE tokenizer (other corpus, other size) as Mistral-7B-Instruct ships it:
                     tokenizer_class LlamaTokenizer, no "legacy" key (transformers 5 then uses False),
                     and Mistral's chat_template
@@ -59,7 +60,7 @@ import sys
 
 import tokenizers
 import transformers
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -212,6 +213,22 @@ def tokenizer_config(legacy, chat_template=None):
     return cfg
 
 
+def bytelevel_folder():
+    """A GPT-2-style byte-level BPE (tokenizer_class PreTrainedTokenizerFast: transformers uses the file
+    as it is), BOS from a "<s> $A" post-processor: checks spans over ByteLevel tokens."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=500, show_progress=False, special_tokens=["<s>", "</s>", "<pad>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator((LLAMA_CORPUS + MISTRAL_CORPUS) * 3, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 0)])
+    tj = json.loads(tok.to_str())
+    cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>",
+           "clean_up_tokenization_spaces": False, "model_max_length": 2048}
+    return tj, cfg
+
+
 def build_folders():
     llama = llama_tokenizer_json(*train_bpe(LLAMA_CORPUS, 420))
     mistral = llama_tokenizer_json(*train_bpe(MISTRAL_CORPUS, 380))
@@ -219,6 +236,7 @@ def build_folders():
         "llama_legacy": (llama, tokenizer_config(True)),
         "llama_nolegacy": (llama, tokenizer_config(False)),
         "mistral": (mistral, tokenizer_config(None, MISTRAL_CHAT_TEMPLATE)),
+        "bytelevel": bytelevel_folder(),
     }
 
 
@@ -370,8 +388,9 @@ def make(folder_root):
     cases = []
     for name in folders:
         tok = AutoTokenizer.from_pretrained(os.path.join(scratch, name))
-        assert type(tok).__name__ == "LlamaTokenizer", type(tok)
-        assert tok.legacy == bool(folders[name][1].get("legacy", False))
+        if name != "bytelevel":
+            assert type(tok).__name__ == "LlamaTokenizer", type(tok)
+            assert tok.legacy == bool(folders[name][1].get("legacy", False))
         for template in ["vicuna_v1", "mistral"] + (["chat_template"] if name == "mistral" else []):
             for placement in ["front", "inplace"]:
                 for rec in RECORDS:
@@ -393,6 +412,9 @@ def make(folder_root):
                     case = {"folder": name, "template": template, "placement": placement, "id": rec["id"],
                             "prompt": prompt, "spans": spans, "input_ids": ids, "labels": labels}
                     if template == "vicuna_v1":
+                        if name == "bytelevel":
+                            cases.append(case)
+                            continue
                         llava, mismatch = llava_v1_labels(prompt, ids, tok, has_image)
                         case["llava_v1_labels"] = llava
                         case["llava_v1_mismatch"] = mismatch
@@ -438,7 +460,7 @@ def main():
             with open(path, "w", encoding="utf-8") as f:
                 f.write(text)
     cases = json.loads(files["expected.json"])["cases"]
-    vic = [c for c in cases if c["template"] == "vicuna_v1"]
+    vic = [c for c in cases if c["template"] == "vicuna_v1" and c["folder"] != "bytelevel"]
     print(f"{len(cases)} cases; LLaVA preprocess_v1 arithmetic equals the span labels in "
           f"{sum(c['llava_v1_equal'] for c in vic)}/{len(vic)} Vicuna cases "
           f"({sum(c['llava_v1_mismatch'] for c in vic)} 'tokenization mismatch', every label masked)")
