@@ -8,6 +8,7 @@ import type { AttrValue, DType } from '../ir/graph.js';
 import { getOp, surfaceOps } from '../ops/registry.js';
 import type { AttrSpec } from '../ops/types.js';
 import { suggest } from './config.js';
+import { printExpr } from '../syntax/print.js';
 import type { Evaluator, Scope } from './evaluate.js';
 import type { Value } from './values.js';
 import { describe, num } from './values.js';
@@ -119,6 +120,19 @@ export function callBuiltin(ev: Evaluator, name: string, call: Call, scope: Scop
       }
       return t(ev.ctx.op('fill', [], { value: v.value, shape, dtype }, call.span));
     }
+    case 'py_index': {
+      needArgs(2, 'py_index(i, n): Python\'s index i into n entries (negative counts from the end)');
+      const iv = val(positional[0]!.value);
+      const i = ev.intValue(iv, positional[0]!.span);
+      const n = ev.intValue(val(positional[1]!.value), positional[1]!.span);
+      if (i >= -n && i < n) return num(i < 0 ? n + i : i);
+      const from = iv.kind === 'num' && iv.origin ? `; the value comes from ${iv.origin}` : '';
+      return fail(
+        'config',
+        `${printExpr(positional[0]!.value)} = ${i} is out of range: a Python index into ${n} entries must be in ${-n} .. ${n - 1}${from}`,
+        positional[0]!.span,
+      );
+    }
   }
 
   let def;
@@ -128,7 +142,7 @@ export function callBuiltin(ev: Evaluator, name: string, call: Call, scope: Scop
     def = undefined;
   }
   if (!def?.surface) {
-    const names = [...surfaceOps().map((o) => o.name), 'dim', 'reshape', 'fill'];
+    const names = [...surfaceOps().map((o) => o.name), 'dim', 'reshape', 'fill', 'py_index'];
     return fail('name', `unknown function '${name}'${suggest(name, names)}`, call.callee.span);
   }
   const surface = def.surface;

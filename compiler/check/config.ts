@@ -216,7 +216,8 @@ export function applyOverride(record: ConfigRecord, dotted: string, value: Overr
   }
   if (existing?.kind === 'record') throw new OverrideError(`${origin}: ${cur.name}.${key} is a record; set one of its values instead`);
   const span = existing?.span ?? { file: origin, start: 0, end: 0, line: 1, col: 1 };
-  const v: Value = typeof value === 'number' ? num(value, Number.isInteger(value)) : typeof value === 'boolean' ? { kind: 'bool', value } : { kind: 'str', value };
+  const v: Value =
+    typeof value === 'number' ? { kind: 'num', value, isInt: Number.isInteger(value), origin } : typeof value === 'boolean' ? { kind: 'bool', value } : { kind: 'str', value };
   cur.entries.set(key, { kind: 'done', value: v, span });
 }
 

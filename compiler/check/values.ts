@@ -35,8 +35,12 @@ export interface ModuleInstance {
 
 export type Value =
   | { kind: 'tensor'; id: number }
-  /** a compile-time number or symbolic dim; isInt false for floats. */
-  | { kind: 'num'; value: Dim; isInt: boolean }
+  /**
+   * a compile-time number or symbolic dim; isInt false for floats. origin: where a value set
+   * from outside the spec came from (`--set k=v`, a config.json field), for messages; values
+   * computed from it do not carry it.
+   */
+  | { kind: 'num'; value: Dim; isInt: boolean; origin?: string }
   | { kind: 'str'; value: string }
   | { kind: 'bool'; value: boolean }
   | { kind: 'dtype'; value: DType }

@@ -20,7 +20,16 @@
 import * as fs from 'node:fs';
 import { KilnError, describeFsError } from '../../runtime/errors.js';
 
-export type ConfigOverrides = Map<string, number | boolean | string>;
+/** Spec config keys -> values, with (for messages) the config.json field each was read from. */
+export class ConfigOverrides extends Map<string, number | boolean | string> {
+  /** spec key -> the field's path in the file (`mm_vision_select_layer`, `vision_config.hidden_size`). */
+  readonly fields = new Map<string, string>();
+
+  put(key: string, field: string, value: number | boolean | string): this {
+    this.fields.set(key, field);
+    return this.set(key, value);
+  }
+}
 
 type Json = Record<string, unknown>;
 
@@ -158,7 +167,7 @@ export function llavaConfigOverrides(json: unknown, file: string): ConfigOverrid
   f.expect('mm_vision_select_feature', 'patch', 'the spec drops the class token');
   f.expect('mm_patch_merge_type', 'flat', 'the spec splices the patch features in order');
 
-  const out: ConfigOverrides = new Map();
+  const out = new ConfigOverrides();
   const hidden = f.int('hidden_size');
   const heads = f.int('num_attention_heads');
   const kvHeads = f.present('num_key_value_heads') ? f.int('num_key_value_heads') : heads;
@@ -169,28 +178,28 @@ export function llavaConfigOverrides(json: unknown, file: string): ConfigOverrid
   if (f.present('head_dim')) headDim = f.int('head_dim');
   else if (hidden % heads === 0) headDim = hidden / heads;
   else throw new KilnError(`field "hidden_size" (${hidden}) is not a multiple of num_attention_heads (${heads}) and there is no head_dim`, { file });
-  out.set('text.vocab', f.int('vocab_size'));
-  out.set('text.hidden', hidden);
-  out.set('text.layers', f.int('num_hidden_layers'));
-  out.set('text.heads', heads);
-  out.set('text.kv_heads', kvHeads);
-  out.set('text.head_dim', headDim);
-  out.set('text.ffn', f.int('intermediate_size'));
-  out.set('text.eps', f.positive('rms_norm_eps'));
-  out.set('text.rope_theta', ropeTheta);
-  out.set('text.tie_word_embeddings', f.bool('tie_word_embeddings'));
+  out.put('text.vocab', 'vocab_size', f.int('vocab_size'));
+  out.put('text.hidden', 'hidden_size', hidden);
+  out.put('text.layers', 'num_hidden_layers', f.int('num_hidden_layers'));
+  out.put('text.heads', 'num_attention_heads', heads);
+  out.put('text.kv_heads', 'num_key_value_heads', kvHeads);
+  out.put('text.head_dim', 'head_dim', headDim);
+  out.put('text.ffn', 'intermediate_size', f.int('intermediate_size'));
+  out.put('text.eps', 'rms_norm_eps', f.positive('rms_norm_eps'));
+  out.put('text.rope_theta', 'rope_theta', ropeTheta);
+  out.put('text.tie_word_embeddings', 'tie_word_embeddings', f.bool('tie_word_embeddings'));
   if (modelType === 'mistral' || modelType === 'llava_mistral') {
     // null is "no window" here, not "the default": Fields.raw would read it as absent.
-    out.set('text.sliding_window', obj.sliding_window === null ? 0 : f.int('sliding_window'));
+    out.put('text.sliding_window', 'sliding_window', obj.sliding_window === null ? 0 : f.int('sliding_window'));
   }
-  out.set('projector_hidden', hidden);
-  if (f.present('mm_hidden_size')) out.set('vision.width', f.int('mm_hidden_size'));
+  out.put('projector_hidden', 'hidden_size', hidden);
+  if (f.present('mm_hidden_size')) out.put('vision.width', 'mm_hidden_size', f.int('mm_hidden_size'));
   if (f.present('mm_vision_select_layer')) {
     const v = f.raw('mm_vision_select_layer');
     if (!Number.isSafeInteger(v)) {
       throw new KilnError(`field "mm_vision_select_layer" must be an integer, got ${JSON.stringify(v)}`, { file });
     }
-    out.set('vision.select_layer', v as number);
+    out.put('vision.select_layer', 'mm_vision_select_layer', v as number);
   }
   return out;
 }
@@ -220,16 +229,15 @@ export function clipConfigOverrides(json: unknown, file: string): ConfigOverride
   if (imageSize % patch !== 0) {
     throw new KilnError(`field "${prefix}image_size" (${imageSize}) is not a multiple of patch_size (${patch})`, { file });
   }
-  return new Map<string, number | boolean | string>([
-    ['vision.width', width],
-    ['vision.mlp', f.int('intermediate_size')],
-    ['vision.layers', f.int('num_hidden_layers')],
-    ['vision.heads', heads],
-    ['vision.image_size', imageSize],
-    ['vision.patch', patch],
-    ['vision.channels', f.int('num_channels')],
-    ['vision.eps', f.positive('layer_norm_eps')],
-  ]);
+  return new ConfigOverrides()
+    .put('vision.width', `${prefix}hidden_size`, width)
+    .put('vision.mlp', `${prefix}intermediate_size`, f.int('intermediate_size'))
+    .put('vision.layers', `${prefix}num_hidden_layers`, f.int('num_hidden_layers'))
+    .put('vision.heads', `${prefix}num_attention_heads`, heads)
+    .put('vision.image_size', `${prefix}image_size`, imageSize)
+    .put('vision.patch', `${prefix}patch_size`, patch)
+    .put('vision.channels', `${prefix}num_channels`, f.int('num_channels'))
+    .put('vision.eps', `${prefix}layer_norm_eps`, f.positive('layer_norm_eps'));
 }
 
 /** Parses config.json text and maps it by kind: CLIP when model_type says so or there is a vision_config. */

@@ -47,7 +47,11 @@ export function checkpointOverrides(dir: string | undefined): Override[] {
   if (!dir) return [];
   const path = join(dir, 'config.json');
   if (!existsSync(path)) throw new KilnError('no config.json in the checkpoint folder', { file: dir });
-  return [...readHfConfig(path)].map(([key, value]) => ({ key, value, origin: path, optional: true }));
+  const read = readHfConfig(path);
+  return [...read].map(([key, value]) => {
+    const field = read.fields.get(key);
+    return { key, value, origin: field === undefined ? path : `field "${field}" of ${path}`, optional: true };
+  });
 }
 
 /**

@@ -14,7 +14,10 @@ export async function runOps(argv: readonly string[], out: Output): Promise<numb
     out.stdout(JSON.stringify(ops.map((o) => ({ name: o.name, inputs: o.surface!.inputs, attrs: o.surface!.attrs, doc: o.surface!.doc }))));
     return 0;
   }
-  const builtins = ['dim(x, axis): the size of an axis, as a compile-time dimension', 'x[a:b, i, :]: slicing and indexing (negative bounds count from the end)', 'a + b, a - b, a * b, a / b, a @ b, comparisons: elementwise with broadcasting; numbers become scalars'];
+  const builtins = [
+    'dim(x, axis): the size of an axis, as a compile-time dimension',
+    'py_index(i, n): Python\'s index i into n entries as 0 .. n-1 (negative i counts from the end); out of range is an error',
+    'x[a:b, i, :]: slicing and indexing (negative bounds count from the end)', 'a + b, a - b, a * b, a / b, a @ b, comparisons: elementwise with broadcasting; numbers become scalars'];
   out.stdout([...ops.map((o) => o.surface!.doc), ...builtins].join('\n'));
   return 0;
 }

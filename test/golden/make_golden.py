@@ -765,6 +765,41 @@ def build_case(name, case, write):
     return problems
 
 
+def build_clip_select(write):
+    """LLaVA's mm_vision_select_layer as a Python index into CLIPVisionModel's hidden_states.
+
+    llama_b2's 3-layer CLIP and pixels (read, not rewritten); for every index i in -4 .. 3 the
+    features LLaVA would take, hidden_states[i][:, 1:], indexed by Python itself (float64 run,
+    stored as f32) in clip_select/features.safetensors as `select_<i>`.
+    """
+    src = os.path.join(HERE, "llama_b2")
+    out_dir = os.path.join(HERE, "clip_select")
+    clip = CLIPVisionModel.from_pretrained(os.path.join(src, "clip"), attn_implementation="eager")
+    clip = clip.to(torch.float64).eval()
+    pixels = read_st(os.path.join(src, "batch.safetensors"))["pixel_values"].to(torch.float64)
+    with torch.no_grad():
+        hs = clip(pixels, output_hidden_states=True).hidden_states
+    n = len(hs)
+    assert n == CASES["llama_b2"]["vision"]["layers"] + 1
+    feats = {f"select_{i}": hs[i][:, 1:].to(torch.float32).contiguous() for i in range(-n, n)}
+    problems = []
+    for i in range(-n, n):  # Python's negative index is the positive one n + i
+        if not torch.equal(feats[f"select_{i}"], feats[f"select_{i % n}"]):
+            problems.append(f"select {i} differs from {i % n}")
+    for i in range(n - 1):  # each layer changes the features, so a wrong count shows
+        if torch.equal(feats[f"select_{i}"], feats[f"select_{i + 1}"]):
+            problems.append(f"layers {i} and {i + 1} give the same features")
+    path = os.path.join(out_dir, "features.safetensors")
+    if write:
+        os.makedirs(out_dir, exist_ok=True)
+        save_st(path, feats)
+    else:
+        stored = read_st(path)
+        problems += [f"stored {k} differs" for k, v in feats.items() if not torch.equal(stored[k], v)]
+    print(f"clip_select: {n} hidden states, indices {-n} .. {n - 1}")
+    return [f"clip_select: {p}" for p in problems]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", action="store_true", help="recompute from the stored files and compare, write nothing")
@@ -773,8 +808,11 @@ def main():
     torch.use_deterministic_algorithms(True)
     transformers.logging.set_verbosity_error()
     problems = []
-    for name in args.cases or list(CASES):
-        problems += [f"{name}: {p}" for p in build_case(name, CASES[name], write=not args.check)]
+    for name in args.cases or [*CASES, "clip_select"]:
+        if name == "clip_select":
+            problems += build_clip_select(write=not args.check)
+        else:
+            problems += [f"{name}: {p}" for p in build_case(name, CASES[name], write=not args.check)]
     if problems:
         print("\n".join(["PROBLEMS:"] + problems))
         sys.exit(1)
