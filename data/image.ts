@@ -13,6 +13,7 @@ import type { DecodedPng } from 'fast-png';
 import jpegJs from 'jpeg-js';
 import mozjpegFactory from '@jsquash/jpeg/codec/dec/mozjpeg_dec.js';
 import { KilnError } from '../runtime/errors.js';
+import { JpegFormatError, decodeCmykJpegExact } from './jpeg-cmyk.js';
 
 /** An 8-bit RGB image, row-major, interleaved: `data[(y * width + x) * 3 + c]`, c = R, G, B. */
 export interface RgbImage {
@@ -51,7 +52,8 @@ export function sniffImageFormat(bytes: Uint8Array): 'png' | 'jpeg' | undefined 
  * alpha is dropped, not blended; palette images (with or without tRNS) look up the palette;
  * greyscale is replicated; 16-bit samples keep their high byte, except 16-bit greyscale, which
  * Pillow opens as "I;16" and clips at 255 on conversion (so most 16-bit grey images come out
- * white, as they do in LLaVA's pipeline); Adobe CMYK JPEGs use Pillow's cmyk2rgb; EXIF
+ * white, as they do in LLaVA's pipeline); CMYK JPEGs are inverted and mapped with Pillow's
+ * cmyk2rgb (bit-exact when sequential, within 1 level when progressive: jpeg-js); EXIF
  * orientation is ignored. YCbCr and greyscale JPEGs are decoded by libjpeg-turbo's decompressor
  * (mozjpeg compiled to WebAssembly), the decoder Pillow's wheels embed: same integer IDCT, same
  * fancy upsampling, same colour tables, so the pixels are PIL's.
@@ -314,15 +316,23 @@ async function decodeJpeg(bytes: Uint8Array, source: string): Promise<RgbImage> 
 interface ImageDataLike { width: number; height: number; data: Uint8ClampedArray | Uint8Array }
 
 /**
- * CMYK JPEG: libjpeg cannot convert CMYK to RGB, so mozjpeg's decoder refuses it; jpeg-js reads it.
- * Pillow decodes to CMYK (inverted "CMYK;I" when an Adobe marker is present, as Photoshop writes
- * it) and then maps with cmyk2rgb; jpeg-js's own CMYK->RGB formula is the same product up to
- * rounding. jpeg-js's IDCT and upsampling differ from libjpeg's, so these pixels are within a
- * few levels of PIL's, not identical (test/data/image.test.ts states the measured bound).
+ * CMYK JPEG. libjpeg cannot convert CMYK to RGB, so mozjpeg's decoder (which asks for RGBA)
+ * refuses it. Pillow asks libjpeg for CMYK, inverts it ("CMYK;I", Adobe's convention) and maps
+ * with cmyk2rgb; data/jpeg-cmyk.ts does exactly that for sequential JPEGs whose components share
+ * one sampling factor (what Photoshop and Pillow write). Other CMYK layouts (progressive, mixed
+ * sampling) go to jpeg-js, whose IDCT, upsampling and product rounding are not libjpeg's: within
+ * about a level of PIL's, not identical.
  */
 function decodeCmykJpeg(bytes: Uint8Array, source: string, header: JpegHeader): RgbImage {
+  try {
+    const exact = decodeCmykJpegExact(bytes);
+    if (exact !== undefined) return exact;
+  } catch (e) {
+    if (e instanceof JpegFormatError) fail(source, `broken JPEG file: ${e.message}`, e);
+    throw e;
+  }
   if (header.adobeTransform === undefined) {
-    fail(source, 'unsupported JPEG: 4 colour components without an Adobe marker');
+    fail(source, 'unsupported JPEG: 4 colour components, progressive or subsampled, without an Adobe marker');
   }
   let img: { width: number; height: number; data: Uint8Array };
   try {

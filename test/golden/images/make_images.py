@@ -59,7 +59,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(HERE, "src")
 MEAN = [0.48145466, 0.4578275, 0.40821073]
 STD = [0.26862954, 0.26130258, 0.27577711]
-CROP336 = ["large_jpg", "cmyk_jpg"]
+CROP336 = ["large_jpg", "cmyk_progressive_jpg"]
 NOPAD = ["rgb_png", "wide_jpg", "tall_png", "large_jpg"]
 NO_RGB = ["large_jpg"]  # 518 KB raw: its decode is checked by SHA-256 only
 
@@ -181,6 +181,13 @@ def make_sources():
     files["grey_jpg"] = pil_bytes(Image.fromarray(content(33, 41, 12)[..., 2], "L"), "JPEG", quality=90)
     cmyk = Image.fromarray(content(36, 48, 13)).convert("CMYK")
     files["cmyk_jpg"] = pil_bytes(cmyk, "JPEG", quality=90)
+    cmyk_r = Image.fromarray(content(24, 40, 23)).convert("CMYK")
+    files["cmyk_restart_jpg"] = pil_bytes(cmyk_r, "JPEG", quality=85, restart_marker_blocks=3)
+    # progressive CMYK goes to jpeg-js (tolerance 1 level); Pillow's subsampling option on CMYK
+    # samples component 0 at 2x2 / 2x1 and the rest at 1x1: the others get libjpeg's fancy upsampling
+    files["cmyk_progressive_jpg"] = pil_bytes(Image.fromarray(content(36, 44, 24, noise=4.0)).convert("CMYK"), "JPEG", quality=90, progressive=True)
+    files["cmyk_mixed_jpg"] = pil_bytes(Image.fromarray(content(30, 34, 25)).convert("CMYK"), "JPEG", quality=90, subsampling="4:2:0")
+    files["cmyk422_jpg"] = pil_bytes(Image.fromarray(content(21, 27, 26)).convert("CMYK"), "JPEG", quality=90, subsampling="4:2:2")
     exif = Image.Exif()
     exif[0x0112] = 6  # Orientation: rotate 90 CW to display; PIL's open() does not apply it
     files["exif_rotated_jpg"] = pil_bytes(Image.fromarray(content(32, 48, 14)), "JPEG", quality=90, exif=exif.tobytes())
@@ -193,6 +200,7 @@ def make_broken(files):
     return {
         "broken_truncated_jpg": files["large_jpg"][: len(files["large_jpg"]) // 2],
         "broken_truncated_png": files["tall_png"][: len(files["tall_png"]) // 2],
+        "broken_truncated_cmyk_jpg": files["cmyk_jpg"][: len(files["cmyk_jpg"]) * 2 // 3],
         "broken_text_png": b"this is not an image\n",
     }
 
