@@ -30,6 +30,17 @@ export class KilnError extends Error {
   }
 }
 
+/**
+ * No usable WebGPU adapter (or the dawn.node package cannot load). The CLI exits 3 for it when
+ * WebGPU was asked for explicitly; without --backend it falls back to the reference executor.
+ */
+export class NoAdapterError extends KilnError {
+  constructor(detail: string, context: KilnErrorContext = {}) {
+    super(detail, context);
+    this.name = 'NoAdapterError';
+  }
+}
+
 /** A Node fs error as one line ("no such file or directory"), without the syscall noise. */
 export function describeFsError(err: unknown): string {
   const e = err as { code?: unknown; message?: unknown };

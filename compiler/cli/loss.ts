@@ -7,13 +7,17 @@ import type { Override } from '../check/index.js';
 import { differentiate } from '../passes/autodiff.js';
 import { KilnError } from '../../runtime/errors.js';
 import { readHfConfig } from '../checkpoint/hf-config.js';
-import { loadModelInputs } from './model-inputs.js';
+import { loadModelParams } from './model-inputs.js';
+import { checkOutputPath } from './output-path.js';
+import { inputContract } from '../passes/input-contract.js';
+import { validateBatch } from '../../runtime/validate.js';
+import { getDevice } from '../../runtime/node/device.js';
 import { runReference } from '../exec/reference.js';
 import { runOnWebGpu, webgpuAvailable } from '../exec/webgpu-run.js';
 import { fuse } from '../passes/fuse.js';
 import { opsWithoutKernels } from '../passes/lower.js';
 import type { Graph } from '../ir/graph.js';
-import { writeSafetensors } from '../../runtime/node/safetensors-file.js';
+import { readSafetensors, writeSafetensors } from '../../runtime/node/safetensors-file.js';
 import type { HostTensor } from '../../runtime/tensor.js';
 import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
 import type { Output } from './output.js';
@@ -64,6 +68,53 @@ async function chooseBackend(flag: string | undefined, graph: Graph, wanted: rea
   return (await webgpuAvailable()) ? 'webgpu' : 'cpu';
 }
 
+/** What computed a run's numbers: printed beside them, since f16 storage and backends differ. */
+export interface RunInfo {
+  readonly backend: 'cpu' | 'webgpu';
+  /** the WebGPU adapter ("vendor architecture description"); the cpu reference names itself. */
+  readonly adapter: string;
+  /** how float tensors were stored: f16 halves memory and keeps ~3 significant digits. */
+  readonly storage: 'f32' | 'f16';
+}
+
+export interface EvaluateOptions {
+  readonly backend: 'cpu' | 'webgpu';
+  readonly storage?: 'f32' | 'f16';
+  /** the batch file, for error messages. */
+  readonly file?: string;
+}
+
+/**
+ * Evaluates `wanted` of `graph` on one batch: validates the batch against the graph's input
+ * contract first (runtime/validate.ts; before any backend sees it, so both backends refuse the
+ * same batches with the same message), then runs the reference executor or WebGPU. `params` are
+ * the checkpoint tensors by name, `batch` the batch file's tensors by name. Throws KilnError.
+ */
+export async function evaluateBatch(
+  graph: Graph,
+  params: ReadonlyMap<string, HostTensor>,
+  batch: ReadonlyMap<string, HostTensor>,
+  wanted: readonly number[],
+  opts: EvaluateOptions,
+): Promise<{ results: Map<number, HostTensor>; info: RunInfo }> {
+  const where = opts.file === undefined ? {} : { file: opts.file };
+  const feeds = new Map([...params, ...validateBatch(inputContract(graph), batch, where)]);
+  const storage = opts.storage ?? 'f32';
+  try {
+    if (opts.backend === 'cpu') return { results: runReference(graph, feeds, wanted, { precision: 'f32' }), info: { backend: 'cpu', adapter: 'host CPU, reference executor', storage } };
+    const adapter = (await getDevice()).adapterName;
+    return { results: await runOnWebGpu(graph, feeds, wanted, { storage }), info: { backend: 'webgpu', adapter, storage } };
+  } catch (e) {
+    if (e instanceof KilnError) throw e;
+    throw new KilnError((e as Error).message, where);
+  }
+}
+
+/** Significant digits a stored float carries: f32 has a 24-bit significand, f16 an 11-bit one. */
+export function significantDigits(storage: 'f32' | 'f16'): number {
+  return Math.ceil((storage === 'f16' ? 11 : 24) * Math.log10(2));
+}
+
 export async function runLoss(argv: readonly string[], out: Output): Promise<number> {
   const { values, positionals } = parse(argv, lossOptions);
   if (values.help) {
@@ -75,28 +126,31 @@ export async function runLoss(argv: readonly string[], out: Output): Promise<num
   if (!values.batch) throw new UsageError('--batch FILE is required');
   if (values.backend !== undefined && values.backend !== 'cpu' && values.backend !== 'webgpu')
     throw new UsageError(`--backend ${values.backend}: expected webgpu or cpu`);
+  if (values.dtype !== undefined && values.dtype !== 'f32' && values.dtype !== 'f16') throw new UsageError(`--dtype ${values.dtype}: expected f32 or f16`);
+  if (values.dtype === 'f16' && values.backend === 'cpu') throw new UsageError('--dtype f16 needs --backend webgpu (the reference computes in f32)');
+  if (values.grads) checkOutputPath('--grads', values.grads);
+  // WebGPU asked for explicitly: no adapter is exit 3 before anything is read (NoAdapterError).
+  if (values.backend === 'webgpu' || values.dtype === 'f16') await getDevice();
 
   const overrides = [...checkpointOverrides(values.checkpoint), ...checkpointOverrides(values['vision-tower'])];
   const model = loadAndCheck(spec, checkOptions(values, overrides), out);
   if (model.graph.totalLoss === null) throw new UsageError(`model ${model.modelName} declares no loss`);
   const graph = values.grads ? differentiate(model.graph) : model.graph;
-  const feeds = loadModelInputs(model, { checkpoint: values.checkpoint, visionTower: values['vision-tower'], batch: values.batch });
+  // The batch first: a bad batch is refused before the checkpoint is read or anything runs.
+  const batch = readSafetensors(values.batch);
+  validateBatch(inputContract(graph), batch, { file: values.batch });
+  const params = loadModelParams(model, { checkpoint: values.checkpoint, visionTower: values['vision-tower'] });
 
   const wanted = [graph.totalLoss!, ...graph.losses.map((l) => l.node), ...graph.gradients.map((g) => g.node)];
-  let results: Map<number, HostTensor>;
-  if (values.dtype !== undefined && values.dtype !== 'f32' && values.dtype !== 'f16') throw new UsageError(`--dtype ${values.dtype}: expected f32 or f16`);
+  const storage = values.dtype === 'f16' ? 'f16' : 'f32';
   const backend = values.dtype === 'f16' ? 'webgpu' : await chooseBackend(values.backend, graph, wanted);
-  if (values.dtype === 'f16' && values.backend === 'cpu') throw new UsageError('--dtype f16 needs --backend webgpu (the reference computes in f32)');
-  try {
-    results =
-      backend === 'webgpu'
-        ? await runOnWebGpu(graph, feeds, wanted, { storage: values.dtype === 'f16' ? 'f16' : 'f32' })
-        : runReference(graph, feeds, wanted, { precision: 'f32' });
-  } catch (e) {
-    if (e instanceof KilnError) throw e;
-    throw new KilnError((e as Error).message, { file: values.batch });
-  }
-  const scalar = (id: number) => results.get(id)!.data[0]!;
+  const { results, info } = await evaluateBatch(graph, params, batch, wanted, { backend, storage, file: values.batch });
+  // f16 storage rounds every stored value: print only the digits it keeps, not an f32's eight.
+  const digits = significantDigits(info.storage);
+  const scalar = (id: number) => {
+    const v = results.get(id)!.data[0]!;
+    return Number.isFinite(v) && info.storage === 'f16' ? Number(v.toPrecision(digits)) : v;
+  };
   const terms = Object.fromEntries(graph.losses.map((l) => [l.name, scalar(l.node)]));
   if (values.grads) {
     const grads = new Map(graph.gradients.map((g) => [g.name, results.get(g.node)!]));
@@ -104,10 +158,12 @@ export async function runLoss(argv: readonly string[], out: Output): Promise<num
     writeSafetensors(values.grads, grads, { dtype: 'f32' });
   }
   if (values.json) {
-    out.stdout(JSON.stringify({ loss: scalar(graph.totalLoss!), terms }));
+    out.stdout(JSON.stringify({ loss: scalar(graph.totalLoss!), terms, backend: info.backend, adapter: info.adapter, storage: info.storage, significant_digits: digits }));
   } else {
-    const lines = [`loss ${scalar(graph.totalLoss!).toPrecision(8)}`];
-    for (const l of graph.losses) lines.push(`  ${l.name.padEnd(8)} ${scalar(l.node).toPrecision(8)}  (weight ${l.weight})`);
+    const fmt = (v: number) => v.toPrecision(digits);
+    const lines = [`loss ${fmt(scalar(graph.totalLoss!))}`];
+    for (const l of graph.losses) lines.push(`  ${l.name.padEnd(8)} ${fmt(scalar(l.node))}  (weight ${l.weight})`);
+    lines.push(`backend ${info.backend} (${info.adapter}), ${info.storage} storage${info.storage === 'f16' ? `: ${digits} significant digits` : ''}`);
     if (values.grads) lines.push(`gradients of ${graph.gradients.length} trainable parameters written to ${values.grads}`);
     out.stdout(lines.join('\n'));
   }

@@ -1,8 +1,9 @@
 // The `kiln` command line: parses arguments, runs one command, and turns every failure into a
-// message and an exit code (1: bad spec or input file, 2: bad usage). No stack traces.
+// message and an exit code (1: bad spec or input file, 2: bad usage, 3: no usable WebGPU adapter
+// for --backend webgpu). No stack traces.
 import { DiagnosticError, renderDiagnostics } from '../diagnostics.js';
 import { UsageError } from '../check/index.js';
-import { KilnError } from '../../runtime/errors.js';
+import { KilnError, NoAdapterError } from '../../runtime/errors.js';
 import { commands, type Command } from './commands.js';
 import { Output } from './output.js';
 
@@ -41,6 +42,10 @@ export function report(e: unknown, out: Output): number {
   if (e instanceof UsageError) {
     out.stderr(`kiln: ${e.message}`);
     return 2;
+  }
+  if (e instanceof NoAdapterError) {
+    out.stderr(`error: ${e.message}`);
+    return 3;
   }
   if (e instanceof KilnError) {
     out.stderr(`error: ${e.message}`);

@@ -1,12 +1,13 @@
 // Everything a run needs besides the graph: parameter tensors from the checkpoint folders (the
 // vision tower from its own folder when given) and the batch's input tensors, validated.
 import type { CheckedModel } from '../check/index.js';
-import { shapeToString } from '../ir/dims.js';
+import { inputContract } from '../passes/input-contract.js';
 import { KilnError } from '../../runtime/errors.js';
 import { loadParams, openCheckpointDir, paramRequests, tiedEmbeddingAliases } from '../checkpoint/load.js';
 import type { CheckpointSource } from '../checkpoint/load.js';
 import { readSafetensors } from '../../runtime/node/safetensors-file.js';
 import type { HostTensor } from '../../runtime/tensor.js';
+import { validateBatch } from '../../runtime/validate.js';
 
 export interface InputPaths {
   checkpoint: string;
@@ -14,8 +15,17 @@ export interface InputPaths {
   batch: string;
 }
 
-/** Parameters and the batch's inputs, as the model declares them (derived graphs add their own). */
-export function loadModelInputs(model: CheckedModel, paths: InputPaths): Map<string, HostTensor> {
+/**
+ * The batch file's tensors, checked against the model's input contract (runtime/validate.ts):
+ * every backend, and training and generation, feed what this returns. Throws a KilnError naming
+ * the file, the tensor and the offending value's row and column.
+ */
+export function loadBatch(model: CheckedModel, path: string): Map<string, HostTensor> {
+  return validateBatch(inputContract(model.graph), readSafetensors(path), { file: path });
+}
+
+/** The parameters the model declares, from the checkpoint folders (the tower from its own folder when given). */
+export function loadModelParams(model: CheckedModel, paths: Omit<InputPaths, 'batch'>): Map<string, HostTensor> {
   const graph = model.graph;
   const sources: CheckpointSource[] = [];
   if (paths.visionTower) {
@@ -30,23 +40,11 @@ export function loadModelInputs(model: CheckedModel, paths: InputPaths): Map<str
   const tied = model.config.entries.get('text');
   const tie = tied?.kind === 'record' && tied.record.entries.get('tie_word_embeddings');
   const aliases = tie && tie.kind === 'done' && tie.value.kind === 'bool' && tie.value.value ? tiedEmbeddingAliases : [];
-  const { tensors } = loadParams(paramRequests(graph.params), sources, { aliases });
+  return new Map(loadParams(paramRequests(graph.params), sources, { aliases }).tensors);
+}
 
-  const feeds = new Map<string, HostTensor>(tensors);
-  const batch = readSafetensors(paths.batch);
-  for (const input of graph.inputs) {
-    const t = batch.get(input.name);
-    const declared = graph.nodes[input.node]!.type;
-    if (!t) throw new KilnError(`missing input tensor (the batch has ${[...batch.keys()].join(', ') || 'nothing'})`, { file: paths.batch, tensor: input.name });
-    if (t.shape.length !== declared.shape.length) {
-      throw new KilnError(`expected ${declared.dtype}${shapeToString(declared.shape)}, got ${t.dtype}[${t.shape.join(', ')}]`, { file: paths.batch, tensor: input.name });
-    }
-    // Half-precision pixels widen losslessly; anything else must match the declared dtype.
-    const widened = declared.dtype === 'f32' && (t.dtype === 'f16' || t.dtype === 'bf16') ? { ...t, dtype: 'f32' as const } : t;
-    if (widened.dtype !== declared.dtype) throw new KilnError(`expected dtype ${declared.dtype}, got ${t.dtype}`, { file: paths.batch, tensor: input.name });
-    feeds.set(input.name, widened);
-  }
-  const extra = [...batch.keys()].filter((k) => !graph.inputs.some((i) => i.name === k));
-  if (extra.length > 0) throw new KilnError(`unexpected tensors ${extra.join(', ')}; the model's inputs are ${graph.inputs.map((i) => i.name).join(', ')}`, { file: paths.batch });
-  return feeds;
+/** Parameters and the validated batch, as the model declares them (derived graphs add their own). */
+export function loadModelInputs(model: CheckedModel, paths: InputPaths): Map<string, HostTensor> {
+  const batch = loadBatch(model, paths.batch);
+  return new Map([...loadModelParams(model, paths), ...batch]);
 }

@@ -4,6 +4,7 @@
 import type { Attrs, TensorType } from '../ir/graph.js';
 import type { HostTensor } from '../../runtime/tensor.js';
 import type { OpDef } from './types.js';
+import { describePosition } from '../../runtime/validate.js';
 import { alloc, logSumExp } from './util/ref.js';
 import { checkRows } from './util/loss.js';
 import { attrInt, expectArity, expectInt } from './util/shape.js';
@@ -22,7 +23,7 @@ export function forEachLabel(op: string, logits: HostTensor, labels: HostTensor,
   for (let r = 0; r < labels.data.length; r++) {
     const label = labels.data[r]!;
     if (label === ignore) continue;
-    if (label < 0 || label >= V) throw new Error(`${op}: label ${label} at position ${r} is out of range for ${V} classes (ignore_index ${ignore})`);
+    if (label < 0 || label >= V) throw new Error(`${op}: label ${label} at ${describePosition(labels.shape, r)} is out of range for ${V} classes (ignore_index ${ignore})`);
     n++;
     visit(r, label, logSumExp(logits.data, r * V, V, 1));
   }

@@ -1,12 +1,14 @@
 // Row gather: weight [V, D] at ids [...] -> [..., D] (torch.nn.functional.embedding).
 import type { TensorType } from '../ir/graph.js';
 import type { OpDef } from './types.js';
+import { describePosition } from '../../runtime/validate.js';
 import { alloc } from './util/ref.js';
 import { expectArity, expectFloat, expectInt, expectRank } from './util/shape.js';
 import { body, entry, product, singleLanes } from './wgsl/lanes.js';
 
-export function checkId(op: string, id: number, vocab: number, at: number): void {
-  if (id < 0 || id >= vocab) throw new Error(`${op}: id ${id} at position ${at} is out of range for a vocabulary of ${vocab}`);
+/** Throws, in the words of the host check (runtime/validate.ts), when ids[at] is no row of the table. */
+export function checkId(op: string, id: number, vocab: number, shape: readonly number[], at: number): void {
+  if (id < 0 || id >= vocab) throw new Error(`${op}: id ${id} at ${describePosition(shape, at)} is out of range for a vocabulary of ${vocab}`);
 }
 
 export const embeddingOp: OpDef = {
@@ -30,7 +32,7 @@ export const embeddingOp: OpDef = {
     const is = ids!.data;
     for (let n = 0; n < is.length; n++) {
       const id = is[n]!;
-      checkId('embedding', id, V, n);
+      checkId('embedding', id, V, ids!.shape, n);
       y.data.set(w!.data.subarray(id * D, (id + 1) * D), n * D);
     }
     return y;

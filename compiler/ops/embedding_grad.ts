@@ -26,7 +26,7 @@ export const embeddingGradOp: OpDef = {
     const gs = g!.data;
     for (let n = 0; n < is.length; n++) {
       const id = is[n]!;
-      checkId('embedding_grad', id, V, n);
+      checkId('embedding_grad', id, V, ids!.shape, n);
       for (let i = 0; i < D; i++) acc[id * D + i]! += gs[n * D + i]!;
     }
     const y = alloc(ctx, out.dtype, out.shape);

@@ -1,6 +1,6 @@
 // The Node side of device acquisition: dawn.node (the `webgpu` package) as the GPU when there is
 // no navigator.gpu. Importing this module registers it; everything else is runtime/webgpu/device.ts.
-import { KilnError } from '../errors.js';
+import { NoAdapterError } from '../errors.js';
 import { setGpuProvider } from '../webgpu/device.js';
 
 setGpuProvider(async () => {
@@ -8,7 +8,7 @@ setGpuProvider(async () => {
   try {
     mod = await import('webgpu');
   } catch (err) {
-    throw new KilnError(`cannot load the 'webgpu' package (dawn.node): ${String(err)}. Run \`npm ci\`.`, { cause: err });
+    throw new NoAdapterError(`cannot load the 'webgpu' package (dawn.node): ${String(err)}. Run \`npm ci\`.`, { cause: err });
   }
   Object.assign(globalThis, mod.globals);
   return mod.create([]);

@@ -2,7 +2,7 @@
 // runtime/node/device.ts plugs in) and browsers (navigator.gpu). Kernels are tuned against what the adapter really offers, so the device
 // is requested with the adapter's own limits and optional features instead of the spec defaults
 // (which would cap storage bindings at 128 MiB and workgroup memory at 16 KiB everywhere).
-import { KilnError } from '../errors.js';
+import { KilnError, NoAdapterError } from '../errors.js';
 
 export interface KilnDevice {
   readonly device: GPUDevice;
@@ -60,7 +60,7 @@ export async function getGPU(): Promise<GPU> {
     gpuInstance = nav.gpu;
     return gpuInstance;
   }
-  if (!gpuProvider) throw new KilnError(`WebGPU is not available here (no navigator.gpu). ${HOW_TO_GET_ONE}`);
+  if (!gpuProvider) throw new NoAdapterError(`WebGPU is not available here (no navigator.gpu). ${HOW_TO_GET_ONE}`);
   gpuInstance = await gpuProvider();
   return gpuInstance;
 }
@@ -87,7 +87,7 @@ function describeAdapter(adapter: GPUAdapter): string {
 async function acquire(): Promise<KilnDevice> {
   const gpu = await getGPU();
   const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
-  if (!adapter) throw new KilnError(`no WebGPU adapter found. ${HOW_TO_GET_ONE}`);
+  if (!adapter) throw new NoAdapterError(`no WebGPU adapter found. ${HOW_TO_GET_ONE}`);
 
   const requiredLimits: Record<string, number> = {};
   for (const name of LIMITS_TO_REQUEST) {
