@@ -53,7 +53,7 @@ export function sniffImageFormat(bytes: Uint8Array): 'png' | 'jpeg' | undefined 
  * greyscale is replicated; 16-bit samples keep their high byte, except 16-bit greyscale, which
  * Pillow opens as "I;16" and clips at 255 on conversion (so most 16-bit grey images come out
  * white, as they do in LLaVA's pipeline); CMYK JPEGs are inverted and mapped with Pillow's
- * cmyk2rgb (bit-exact when sequential, within 1 level when progressive: jpeg-js); EXIF
+ * cmyk2rgb (YCCK JPEGs, rare, go to jpeg-js: within about a level, untested); EXIF
  * orientation is ignored. YCbCr and greyscale JPEGs are decoded by libjpeg-turbo's decompressor
  * (mozjpeg compiled to WebAssembly), the decoder Pillow's wheels embed: same integer IDCT, same
  * fancy upsampling, same colour tables, so the pixels are PIL's.
@@ -318,10 +318,9 @@ interface ImageDataLike { width: number; height: number; data: Uint8ClampedArray
 /**
  * CMYK JPEG. libjpeg cannot convert CMYK to RGB, so mozjpeg's decoder (which asks for RGBA)
  * refuses it. Pillow asks libjpeg for CMYK, inverts it ("CMYK;I", Adobe's convention) and maps
- * with cmyk2rgb; data/jpeg-cmyk.ts does exactly that for sequential JPEGs whose components share
- * one sampling factor (what Photoshop and Pillow write). Other CMYK layouts (progressive, mixed
- * sampling) go to jpeg-js, whose IDCT, upsampling and product rounding are not libjpeg's: within
- * about a level of PIL's, not identical.
+ * with cmyk2rgb; data/jpeg-cmyk.ts does exactly that (sequential and progressive Huffman,
+ * integral sampling factors). YCCK and other layouts it leaves go to jpeg-js, whose IDCT,
+ * upsampling and product rounding are not libjpeg's: close to PIL's, not identical.
  */
 function decodeCmykJpeg(bytes: Uint8Array, source: string, header: JpegHeader): RgbImage {
   try {

@@ -218,6 +218,7 @@ export function decodeCmykJpegExact(data: Uint8Array): { width: number; height: 
   let comps: Component[] = [];
   let maxH = 1, maxV = 1, mcusX = 0, mcusY = 0;
   let frameSeen = false;
+  let progressive = false;
   let pos = 2;
   const u16 = (p: number): number => ((data[p]! << 8) | data[p + 1]!) >>> 0;
   const need = (p: number): void => { if (p > data.length) throw new JpegFormatError('truncated JPEG file'); };
@@ -262,9 +263,10 @@ export function decodeCmykJpegExact(data: Uint8Array): { width: number; height: 
       case 0xee:
         if (len >= 14 && String.fromCharCode(...data.subarray(seg, seg + 5)) === 'Adobe') adobeTransform = data[seg + 11]!;
         break;
-      case 0xc0: case 0xc1: {
+      case 0xc0: case 0xc1: case 0xc2: {
         if (frameSeen) throw new JpegFormatError('two frame headers');
         frameSeen = true;
+        progressive = marker === 0xc2;
         if (data[seg] !== 8) return undefined;
         height = u16(seg + 1);
         width = u16(seg + 3);
@@ -298,14 +300,91 @@ export function decodeCmykJpegExact(data: Uint8Array): { width: number; height: 
           if (c === undefined) throw new JpegFormatError(`scan names component ${id}, not in the frame`);
           c.dc = dcTables[tables >> 4];
           c.ac = acTables[tables & 15];
-          if (c.dc === undefined || c.ac === undefined) throw new JpegFormatError('scan uses an undefined Huffman table');
           c.pred = 0;
           scomps.push(c);
         }
         const ss = data[seg + 1 + 2 * ns]!, se = data[seg + 2 + 2 * ns]!, ahal = data[seg + 3 + 2 * ns]!;
-        if (ss !== 0 || se !== 63 || ahal !== 0) return undefined;
+        const ah = ahal >> 4, al = ahal & 15;
+        if (!progressive && (ss !== 0 || se !== 63 || ahal !== 0)) throw new JpegFormatError('sequential scan with a spectral selection');
+        if (progressive && (se > 63 || ss > se || (ss === 0 && se !== 0) || (ss > 0 && ns !== 1) || al > 13)) {
+          throw new JpegFormatError('invalid progressive scan parameters');
+        }
+        // Only the tables this scan reads must exist (progressive AC scans carry no DC table).
+        const needDc = ss === 0 && ah === 0, needAc = ss > 0 || !progressive;
+        if (scomps.some((c) => (needDc && c.dc === undefined) || (needAc && c.ac === undefined))) {
+          throw new JpegFormatError('scan uses an undefined Huffman table');
+        }
         const br = new BitReader(data, end);
-        const decodeBlock = (c: Component, row: number, col: number): void => {
+        let eobrun = 0;
+        // jdphuff.c: the four kinds of progressive scan, on coefficients kept between scans.
+        const decodeProgressive = (c: Component, row: number, col: number): void => {
+          const off = (row * c.bw + col) * 64;
+          const co = c.coefs;
+          if (ss === 0) {
+            if (ah === 0) {
+              const t = br.decode(c.dc!);
+              if (t > 16) throw new JpegFormatError('corrupt JPEG data: bad DC difference');
+              c.pred += t === 0 ? 0 : extend(br.receive(t), t);
+              co[off] = c.pred * (1 << al);
+            } else if (br.bit()) co[off] = co[off]! | (1 << al);
+            return;
+          }
+          if (ah === 0) {
+            if (eobrun > 0) { eobrun--; return; }
+            for (let k = ss; k <= se; k++) {
+              const rs = br.decode(c.ac!);
+              const r = rs >> 4, sz = rs & 15;
+              if (sz !== 0) {
+                k += r;
+                if (k > 63) throw new JpegFormatError('corrupt JPEG data: coefficient index past 63');
+                co[off + ZIGZAG[k]!] = extend(br.receive(sz), sz) * (1 << al);
+              } else if (r === 15) {
+                k += 15;
+              } else {
+                eobrun = (1 << r) - 1 + (r ? br.receive(r) : 0);
+                break;
+              }
+            }
+            return;
+          }
+          const p1 = 1 << al, m1 = -1 << al;
+          const refine = (pos: number): void => {
+            const v = co[pos]!;
+            if (br.bit() && (v & p1) === 0) co[pos] = v >= 0 ? v + p1 : v + m1;
+          };
+          let k = ss;
+          if (eobrun === 0) {
+            for (; k <= se; k++) {
+              const rs = br.decode(c.ac!);
+              let r = rs >> 4;
+              let sz = rs & 15;
+              if (sz !== 0) {
+                sz = br.bit() ? p1 : m1;
+              } else if (r !== 15) {
+                eobrun = (1 << r) + (r ? br.receive(r) : 0);
+                break;
+              }
+              do {
+                const pos = off + ZIGZAG[k]!;
+                if (co[pos] !== 0) refine(pos);
+                else if (--r < 0) break;
+                k++;
+              } while (k <= se);
+              if (sz !== 0) {
+                if (k > 63) throw new JpegFormatError('corrupt JPEG data: coefficient index past 63');
+                co[off + ZIGZAG[k]!] = sz;
+              }
+            }
+          }
+          if (eobrun > 0) {
+            for (; k <= se; k++) {
+              const pos = off + ZIGZAG[k]!;
+              if (co[pos] !== 0) refine(pos);
+            }
+            eobrun--;
+          }
+        };
+        const decodeBlock = progressive ? decodeProgressive : (c: Component, row: number, col: number): void => {
           const off = (row * c.bw + col) * 64;
           const t = br.decode(c.dc!);
           if (t > 16) throw new JpegFormatError('corrupt JPEG data: bad DC difference');
@@ -335,6 +414,7 @@ export function decodeCmykJpegExact(data: Uint8Array): { width: number; height: 
             br.restart(rst);
             rst = (rst + 1) & 7;
             for (const c of scomps) c.pred = 0;
+            eobrun = 0;
           }
           const my = Math.floor(u / unitsX), mx = u % unitsX;
           if (single) decodeBlock(scomps[0]!, my, mx);

@@ -1,15 +1,10 @@
 // data/image.ts against PIL 12.3 / transformers 5.18 CLIPImageProcessor + LLaVA's expand2square, on
 // the files test/golden/images/make_images.py wrote (see test/golden/images/README.md).
 //
-// Tolerances: every image must be bit-exact, decode and pixel_values both (the decoders and the
-// resampler reproduce libjpeg-turbo's and Pillow's integer arithmetic; nothing is approximated),
-// except progressive CMYK JPEGs. libjpeg cannot convert CMYK to RGB, so mozjpeg's decoder refuses
-// CMYK; data/jpeg-cmyk.ts decodes sequential CMYK exactly, and progressive CMYK goes to jpeg-js,
-// whose IDCT and CMYK->RGB rounding differ from libjpeg+Pillow's by at most 1 level per sample
-// (measured: 1 on the golden file and on four larger CMYK JPEGs at quality 50..95, ~6% of samples
-// off by one). PIL's bicubic resample can grow a 1-level input difference to 2 levels (its
-// kernel's absolute weights sum to > 1 per pass), so after resizing the bound is 2 levels, i.e.
-// 2 / 255 / min(std) = 0.0300 in normalised units.
+// Tolerance: none. Every image must be bit-exact, decode and pixel_values both: the decoders and
+// the resampler reproduce libjpeg-turbo's and Pillow's integer arithmetic (mozjpeg for YCbCr and
+// greyscale JPEGs, data/jpeg-cmyk.ts for CMYK, Pillow's unpackers for PNG, Resample.c for the
+// resize, numpy's float32 for the normalisation); nothing is approximated.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -18,14 +13,6 @@ import { CLIP_MEAN, CLIP_STD, normalizeClip } from '../../data/image.js';
 import { KilnError } from '../../runtime/errors.js';
 import { readSafetensors } from '../../runtime/node/safetensors-file.js';
 import { IMAGES_DIR, compareAll, formatResults, readMeta, type ImageResult } from '../golden/images/compare.js';
-
-/** decoded by jpeg-js, not libjpeg's arithmetic: the only images with a tolerance. */
-const APPROXIMATE = ['cmyk_progressive_jpg'];
-const CMYK_LEVELS = 1;
-const CMYK_RESIZED_LEVELS = 2;
-// two float32 values 2 levels apart differ by 2/255/std up to their own rounding (~1e-7 each)
-const F32_SLACK = 1e-6;
-const levelsToNormalised = (levels: number): number => levels / 255 / Math.min(...CLIP_STD);
 
 describe('decode and preprocess vs PIL + CLIPImageProcessor', () => {
   let results: ImageResult[];
@@ -38,27 +25,16 @@ describe('decode and preprocess vs PIL + CLIPImageProcessor', () => {
     const modes = new Set(results.map((r) => r.mode));
     for (const m of ['RGB', 'RGBA', 'P', 'L', 'I;16', 'CMYK']) expect(modes).toContain(m);
     const names = results.map((r) => r.name);
-    for (const n of ['palette_trns_png', 'grey16_png', 'cmyk_jpg', 'cmyk_mixed_jpg', 'exif_rotated_jpg', 'wide_jpg', 'tall_png', 'large_jpg', ...APPROXIMATE]) expect(names).toContain(n);
+    for (const n of ['palette_trns_png', 'grey16_png', 'cmyk_jpg', 'cmyk_mixed_jpg', 'exif_rotated_jpg', 'wide_jpg', 'tall_png', 'large_jpg', 'cmyk_progressive_jpg']) expect(names).toContain(n);
   });
 
-  it('every PNG and JPEG kind but progressive CMYK: bit-exact decode, 28 px and 336 px pixel_values', () => {
-    for (const r of results.filter((x) => !APPROXIMATE.includes(x.name))) {
+  it('every PNG and JPEG kind: bit-exact decode, 28 px and 336 px pixel_values', () => {
+    for (const r of results) {
       expect({ name: r.name, rgb: r.rgbExact, pv28: r.pv28Exact, pv336: r.pv336Exact }).toEqual({ name: r.name, rgb: true, pv28: true, pv336: true });
       expect(r.crop28MaxLevels, r.name).toBe(0);
       if (r.pv28NopadMax !== undefined) expect(r.pv28NopadMax, r.name).toBe(0);
       if (r.crop336MaxLevels !== undefined) expect(r.crop336MaxLevels, r.name).toBe(0);
       if (r.pv336Max !== undefined) expect(r.pv336Max, r.name).toBe(0);
-    }
-  });
-
-  it(`progressive CMYK JPEG (jpeg-js): decode within ${CMYK_LEVELS} level, pixel_values within ${CMYK_RESIZED_LEVELS} levels`, () => {
-    for (const name of APPROXIMATE) {
-      const r = results.find((x) => x.name === name)!;
-      expect(r.rgbMaxLevels, name).toBeLessThanOrEqual(CMYK_LEVELS);
-      expect(r.crop28MaxLevels, name).toBeLessThanOrEqual(CMYK_RESIZED_LEVELS);
-      expect(r.crop336MaxLevels, name).toBeLessThanOrEqual(CMYK_RESIZED_LEVELS);
-      expect(r.pv336Max, name).toBeLessThanOrEqual(levelsToNormalised(CMYK_RESIZED_LEVELS) + F32_SLACK);
-      expect(r.pv28Max, name).toBeLessThanOrEqual(levelsToNormalised(CMYK_RESIZED_LEVELS) + F32_SLACK);
     }
   });
 
