@@ -27,6 +27,8 @@ export interface ParamDecl extends TensorDecl {
 export interface StateDecl extends TensorDecl {
   /** 'optimizer': AdamW moments; 'kv-cache': a fixed-capacity cache; 'resident': another input an update writes. */
   readonly kind: 'optimizer' | 'kv-cache' | 'resident';
+  /** a KV cache's fixed capacity: the size of its position axis (entries write slices of it at run-time positions). */
+  readonly capacity?: { readonly axis: number; readonly size: number };
 }
 
 /**

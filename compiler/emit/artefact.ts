@@ -46,6 +46,8 @@ export interface CompileOptions {
   readonly fuse?: FuseOptions;
   /** storage bindings one kernel may use (the device's maxStorageBuffersPerShaderStage). */
   readonly maxBindings?: number;
+  /** state inputs that are KV caches, with their position axis (the manifest records the capacity). */
+  readonly kvCaches?: ReadonlyMap<string, number>;
   /** provenance for the manifest (spec, config, stage). */
   readonly source?: Readonly<Record<string, string>>;
 }
@@ -92,7 +94,7 @@ export function compileArtefact(specs: readonly EntrySpec[], opts: CompileOption
   const manifests: Record<string, EntryManifest> = {};
   for (const spec of specs) {
     if (entries.has(spec.name)) throw new KilnError(`entry '${spec.name}' is listed twice`);
-    const e = compileEntry(spec, opts.bindings, traits, floatStorage, { ...(opts.maxBindings === undefined ? {} : { maxBindings: opts.maxBindings }), ...opts.fuse }, kernels, params, state);
+    const e = compileEntry(spec, opts.bindings, traits, floatStorage, { ...(opts.maxBindings === undefined ? {} : { maxBindings: opts.maxBindings }), ...opts.fuse }, kernels, params, state, opts.kvCaches ?? new Map());
     entries.set(spec.name, e);
     manifests[spec.name] = e.manifest;
   }
@@ -119,6 +121,7 @@ function compileEntry(
   kernels: KernelFiles,
   params: Map<string, ParamDecl>,
   state: Map<string, StateDecl>,
+  kvCaches: ReadonlyMap<string, number>,
 ): CompiledEntry {
   const graph = spec.graph;
   const byName = new Map(graph.nodes.filter((n) => n.op === 'param' || n.op === 'input').map((n) => [String(n.attrs['name']), n.id]));
@@ -167,7 +170,11 @@ function compileEntry(
       bufferOf.set(v.node, shared('param', name, v.bytes));
     } else if (v.kind === 'input' && stateNames.has(sourceName(graph, v.node))) {
       const name = sourceName(graph, v.node);
-      mergeDecl(state, { ...decl(v.node, name), kind: name.startsWith(momentName('m', '')) || name.startsWith(momentName('v', '')) ? 'optimizer' : 'resident' });
+      const d = decl(v.node, name);
+      const axis = kvCaches.get(name);
+      if (axis !== undefined && (axis < 0 || axis >= d.shape.length)) throw new KilnError(`KV cache axis ${axis} is not an axis of ${d.dtype}[${d.shape.join(', ')}]`, { tensor: name });
+      const kind = axis !== undefined ? 'kv-cache' : name.startsWith(momentName('m', '')) || name.startsWith(momentName('v', '')) ? 'optimizer' : 'resident';
+      mergeDecl(state, { ...d, kind, ...(axis !== undefined ? { capacity: { axis, size: d.shape[axis]! } } : {}) });
       bufferOf.set(v.node, shared('state', name, v.bytes));
     } else if (v.kind === 'input') {
       const name = sourceName(graph, v.node);

@@ -14,6 +14,7 @@ import { crossEntropyGradOp } from './cross_entropy_grad.js';
 import { embeddingOp } from './embedding.js';
 import { embeddingGradOp } from './embedding_grad.js';
 import { fillOp } from './fill.js';
+import { iotaOp } from './iota.js';
 import { klDivOp } from './kl_div.js';
 import { klDivGradOp } from './kl_div_grad.js';
 import { layerNormOp } from './layer_norm.js';
@@ -49,6 +50,7 @@ function ops(): Map<string, OpDef> {
     inputOp,
     paramOp,
     fillOp,
+    iotaOp,
     ...unaryOps,
     unaryGrad,
     castOp,

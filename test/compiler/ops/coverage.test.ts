@@ -28,6 +28,7 @@ const CASES: Record<string, Case> = {
   input: { ok: [[], { name: 'ids', dtype: 'i32', shape: [B, T] }], want: i(B, T), bad: [[], { name: 'ids', dtype: 'i64', shape: [B] }], error: 'input: attribute dtype must be one of' },
   param: { ok: [[], { name: 'w', dtype: 'f32', shape: [4, 8] }], want: f(4, 8), bad: [[f(1)], { name: 'w', dtype: 'f32', shape: [4] }], error: 'param: expects 0 inputs, got 1' },
   fill: { ok: [[], { value: 1, shape: [B], dtype: 'f32' }], want: f(B), bad: [[], { value: 'x', shape: [B] }], error: 'fill: value must be a number' },
+  iota: { ok: [[], { n: T }], want: i(T), bad: [[], { n: 4, dtype: 'bool' }], error: 'iota: dtype bool has no positions past 1' },
   cast: { ok: [[x], { dtype: 'bf16' }], want: t('bf16', [B, T, 8]), bad: [[x], {}], error: 'cast: attribute dtype must be one of' },
   where: { ok: [[t('bool', [B, T, 1]), x, f()], {}], want: x, bad: [[x, x, x], {}], error: 'where: cond must be i32 or bool' },
   stop_gradient: { ok: [[x], {}], want: x, bad: [[x, x], {}], error: 'stop_gradient: expects 1 input, got 2' },
