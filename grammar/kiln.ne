@@ -21,7 +21,7 @@ import moo from 'moo';
 export const KEYWORDS = [
   'import', 'config', 'extends', 'module', 'model', 'param', 'sub', 'repeat', 'input', 'forward',
   'let', 'for', 'in', 'return', 'output', 'loss', 'weight', 'init', 'ckpt', 'checkpoint', 'from',
-  'unused', 'train', 'freeze', 'stage', 'trainable', 'optimizer', 'schedule',
+  'unused', 'tie', 'when', 'train', 'freeze', 'stage', 'trainable', 'optimizer', 'schedule',
   'f32', 'f16', 'bf16', 'i32', 'bool',
 ];
 
@@ -278,7 +278,7 @@ NameList -> Name {% one %} | NameList "," Name {% push %}
 Members -> null {% empty %} | MemberList {% id %}
 MemberList -> Member {% one %} | MemberList %sep Member {% push %}
 Member -> Param {% id %} | Sub {% id %} | Repeat {% id %} | Input {% id %} | Forward {% id %}
-  | Checkpoint {% id %} | Unused {% id %} | Train {% id %}
+  | Checkpoint {% id %} | Unused {% id %} | Tie {% id %} | Train {% id %}
 
 Param -> "param" Name ":" Type Init Ckpt
   {% ([k, name, , type, init, ckpt]) => stmt('param', { name, type, init, ckpt }, k, lastOf(type, init, ckpt)) %}
@@ -294,6 +294,8 @@ Forward -> "forward" ForwardParams Block {% ([k, params, b]) => stmt('forward', 
 ForwardParams -> null {% nul %} | ParamList {% id %}
 Checkpoint -> "checkpoint" Name "from" Str {% ([k, sub, , prefix]) => stmt('checkpoint', { sub, prefix }, k, prefix) %}
 Unused -> "unused" StrList {% ([k, l]) => stmt('unused', { patterns: l }, k, l.item) %}
+Tie -> "tie" Path "=" Path {% ([k, param, , to]) => stmt('tie', { param, to, when: null }, k, to) %}
+  | "tie" Path "=" Path "when" Expr {% ([k, param, , to, , when]) => stmt('tie', { param, to, when }, k, when) %}
 
 Type -> DType "[" Dims "]" {% ([d, , dims, c]) => ({ kind: 'tensor_type', dtype: d.text, dims, span: sp(d, c) }) %}
 DType -> "f32" {% id %} | "f16" {% id %} | "bf16" {% id %} | "i32" {% id %} | "bool" {% id %}

@@ -15,10 +15,28 @@ export interface PendingParam {
   span: Span;
 }
 
+/** An active `tie`: the parameter at spec path `param` is the one at `to`. */
+export interface PendingTie {
+  to: string;
+  span: Span;
+  used: boolean;
+}
+
+/** A parameter that a `tie` made another: checkpoint names of both. */
+export interface TiedParam {
+  /** the tied parameter's own checkpoint name (`lm_head.weight`): no tensor, no gradient of its own. */
+  name: string;
+  /** the parameter it is (`model.embed_tokens.weight`). */
+  to: string;
+}
+
 export class BuildContext {
   readonly builder = new GraphBuilder();
   readonly params: PendingParam[] = [];
   readonly paramNames = new Map<string, Span>();
+  /** active ties by the tied parameter's spec path. */
+  readonly ties = new Map<string, PendingTie>();
+  readonly tied: TiedParam[] = [];
   depth = 0;
 
   constructor(readonly modules: ReadonlyMap<string, ModuleDecl>) {}

@@ -5,7 +5,8 @@ import { fail } from '../diagnostics.js';
 import type { Graph, ParamInfo } from '../ir/graph.js';
 import { applyOverride, flatKeys, instantiateConfig, OverrideError, suggest } from './config.js';
 import type { OverrideValue } from './config.js';
-import { BuildContext } from './context.js';
+import { BuildContext, type TiedParam } from './context.js';
+import { describe } from './values.js';
 import { Scope } from './evaluate.js';
 import { Instantiator } from './instantiate.js';
 import type { StageInfo } from './train.js';
@@ -45,6 +46,8 @@ export interface CheckedModel {
   components: string[];
   checkpointSources: CheckpointSource[];
   unused: string[];
+  /** parameters a `tie` made another (no tensor or gradient of their own), by checkpoint name. */
+  tied: TiedParam[];
   stage: StageInfo | null;
   stages: string[];
 }
@@ -96,7 +99,18 @@ export function checkModel(files: readonly SpecFile[], opts: CheckOptions = {}):
   const inst = new Instantiator(ctx);
   if (model.params.length !== 1) fail('arity', `a model takes exactly one parameter, its config: model ${model.name.name}(c)`, model.name.span);
   const args = new Map<string, Value>([[model.params[0]!.name, config]]);
+  // Ties are decided by the config alone, before any parameter exists.
+  const configScope = new Scope(null);
+  configScope.define(model.params[0]!.name, config);
+  for (const m of model.members) {
+    if (m.kind !== 'tie') continue;
+    const on = m.when === null ? { kind: 'bool' as const, value: true } : inst.ev.expr(m.when, configScope);
+    if (on.kind !== 'bool') fail('type', `tie ... when: expected a boolean, got ${describe(on)}`, m.when!.span);
+    const param = m.param.parts.map((p) => p.name).join('.');
+    if (on.value) ctx.ties.set(param, { to: m.to.parts.map((p) => p.name).join('.'), span: m.span, used: false });
+  }
   const top = inst.instantiate(model, args, '', '');
+  for (const [param, tie] of ctx.ties) if (!tie.used) fail('name', `tie: '${param}' is not a parameter of ${model.name.name}`, tie.span);
 
   const forwardScope = new Scope(inst.memberScope(top));
   const symbols: string[] = [];
@@ -142,7 +156,8 @@ export function checkModel(files: readonly SpecFile[], opts: CheckOptions = {}):
   }
   ctx.builder.totalLoss = total;
 
-  const paths = ctx.params.map((p) => p.path);
+  // A tied parameter's path still names it in `trainable` and `freeze`; the tensor is its target's.
+  const paths = [...ctx.params.map((p) => p.path), ...ctx.ties.keys()];
   const plan = resolveTrain(model, opts.stage, paths, inst.ev, forwardScope);
   const params: ParamInfo[] = ctx.params.map((p) => ({
     name: p.name,
@@ -167,5 +182,16 @@ export function checkModel(files: readonly SpecFile[], opts: CheckOptions = {}):
     }
   }
   const components = [...new Set(params.map((p) => p.component))];
-  return { graph: ctx.builder.build(), modelName: model.name.name, configName, config, components, checkpointSources, unused, stage: plan.stage, stages: plan.stages };
+  return {
+    graph: ctx.builder.build(),
+    modelName: model.name.name,
+    configName,
+    config,
+    components,
+    checkpointSources,
+    unused,
+    tied: ctx.tied,
+    stage: plan.stage,
+    stages: plan.stages,
+  };
 }

@@ -3,10 +3,10 @@
 import type { Arg, Expr, ModuleDecl, Span, TensorTypeExpr } from '../syntax/ast.js';
 import { fail } from '../diagnostics.js';
 import type { Dim } from '../ir/dims.js';
-import { isConst, sym } from '../ir/dims.js';
-import type { Initializer } from '../ir/graph.js';
+import { isConst, shapesEqual, shapeToString, sym } from '../ir/dims.js';
+import type { DType, Initializer } from '../ir/graph.js';
 import { suggest } from './config.js';
-import type { BuildContext } from './context.js';
+import type { BuildContext, PendingTie } from './context.js';
 import { Evaluator, Scope } from './evaluate.js';
 import type { ModuleInstance, Value } from './values.js';
 import { describe, num } from './values.js';
@@ -53,6 +53,11 @@ export class Instantiator {
         case 'param': {
           const name = ckpt + (m.ckpt ? m.ckpt.value : m.name.name);
           const shape = this.dims(m.type, scope, false);
+          const tie = this.ctx.ties.get(join(m.name.name));
+          if (tie) {
+            inst.members.set(m.name.name, { kind: 'tensor', id: this.tiedTo(tie, join(m.name.name), name, m.type.dtype, shape) });
+            break;
+          }
           const prior = this.ctx.paramNames.get(name);
           if (prior) fail('name', `two parameters load from the checkpoint name '${name}'`, m.span, [{ message: 'the other one', span: prior }]);
           this.ctx.paramNames.set(name, m.span);
@@ -91,6 +96,19 @@ export class Instantiator {
       }
     }
     return inst;
+  }
+
+  /** The node of the parameter a tie makes `path` (checkpoint `name`) be; it must match in dtype and shape. */
+  private tiedTo(tie: PendingTie, path: string, name: string, dtype: DType, shape: readonly Dim[]): number {
+    const target = this.ctx.params.find((p) => p.path === tie.to);
+    if (!target) return fail('name', `tie: '${tie.to}' is not a parameter declared before '${path}'`, tie.span);
+    const t = this.ctx.builder.type(target.node);
+    if (t.dtype !== dtype || !shapesEqual(t.shape, shape)) {
+      fail('shape', `tie: ${path} is ${dtype}${shapeToString(shape)} but ${tie.to} is ${t.dtype}${shapeToString(t.shape)}`, tie.span);
+    }
+    tie.used = true;
+    this.ctx.tied.push({ name, to: target.name });
+    return target.node;
   }
 
   memberScope(inst: ModuleInstance): Scope {

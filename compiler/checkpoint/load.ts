@@ -16,8 +16,10 @@
 //       glob patterns (`*` matches any run of characters, dots included) of file tensors that
 //       are expected and ignored; each pattern is tried on the file name and the mapped name.
 //     options.aliases: {param, from} pairs: when no source has `param`, use tensor `from` (a
-//       parameter-space name). Tied embeddings: `tiedEmbeddingAliases` when the config.json
-//       says tie_word_embeddings (HF then saves no lm_head.weight).
+//       parameter-space name).
+//     options.tied: {name, to} pairs of a spec's active `tie`s (CheckedModel.tied): `name` is no
+//       parameter (HF saves no lm_head.weight for tied embeddings); when a file has it anyway it
+//       must equal `to` bit for bit (loadParams checks; an error names the tensor otherwise).
 //     options.optional: glob patterns of parameters that may be absent (heads the checkpoint
 //       predates, filled by their initialiser); they are listed in `absent`.
 //   Errors (KilnError, in this order): missing tensors (up to 5 named, with the folder and the
@@ -193,8 +195,6 @@ export interface TensorAlias {
   readonly from: string;
 }
 
-/** LLaMA-style tied embeddings: the LM head reads the token embedding matrix. */
-export const tiedEmbeddingAliases: readonly TensorAlias[] = [{ param: 'lm_head.weight', from: 'model.embed_tokens.weight' }];
 
 export interface CheckpointSource {
   readonly dir: string | CheckpointView;
@@ -203,8 +203,15 @@ export interface CheckpointSource {
   readonly unused?: readonly string[];
 }
 
+/** A parameter-space name that is another parameter (a spec's `tie`). */
+export interface TiedName {
+  readonly name: string;
+  readonly to: string;
+}
+
 export interface LoadOptions {
   readonly aliases?: readonly TensorAlias[];
+  readonly tied?: readonly TiedName[];
   readonly optional?: readonly string[];
 }
 
@@ -219,6 +226,8 @@ export interface PlannedParam {
 
 export interface LoadPlan {
   readonly params: readonly PlannedParam[];
+  /** file tensors under a tied name, to compare with the parameter they are tied to. */
+  readonly tiedPresent: readonly { readonly tie: TiedName; readonly source: CheckpointView; readonly tensor: string }[];
   /** optional parameters no source has. */
   readonly absent: readonly string[];
 }
@@ -300,12 +309,17 @@ export function planParams(params: readonly ParamRequest[], sources: readonly Ch
   // parameter-space name -> (source, file name); earlier sources win.
   const found = new Map<string, { view: CheckpointView; tensor: string }>();
   const extras: { view: CheckpointView; names: string[] }[] = [];
+  const tiedByName = new Map((options.tied ?? []).map((t) => [t.name, t]));
+  const tiedPresent: { tie: TiedName; source: CheckpointView; tensor: string }[] = [];
   for (const src of opened) {
     const names: string[] = [];
     for (const name of src.view.names) {
       const mapped = mapName(name, src.from, src.to);
+      const tie = mapped === undefined ? undefined : tiedByName.get(mapped);
       if (mapped !== undefined && wanted.has(mapped)) {
         if (!found.has(mapped)) found.set(mapped, { view: src.view, tensor: name });
+      } else if (tie !== undefined) {
+        tiedPresent.push({ tie, source: src.view, tensor: name });
       } else if (!src.unused(name) && !(mapped !== undefined && src.unused(mapped))) {
         names.push(name);
       }
@@ -346,10 +360,23 @@ export function planParams(params: readonly ParamRequest[], sources: readonly Ch
       { file: extra.view.label, tensor: extra.names[0] },
     );
   }
-  return { params: planned, absent };
+  return { params: planned, absent, tiedPresent };
 }
 
 export function loadParams(params: readonly ParamRequest[], sources: readonly CheckpointSource[], options: LoadOptions = {}): LoadedParams {
   const plan = planParams(params, sources, options);
-  return { tensors: new Map(plan.params.map((p) => [p.param.name, p.load()])), absent: plan.absent };
+  const tensors = new Map(plan.params.map((p) => [p.param.name, p.load()]));
+  for (const { tie, source, tensor } of plan.tiedPresent) {
+    const target = tensors.get(tie.to);
+    const file = source.load(tensor);
+    const same = target !== undefined && file.shape.length === target.shape.length && file.shape.every((d, i) => d === target.shape[i]) &&
+      file.data.length === target.data.length && file.data.every((x, i) => Object.is(x, target.data[i]));
+    if (!same) {
+      throw new KilnError(`the model ties '${tie.name}' to '${tie.to}' (one tensor), but the checkpoint's '${tensor}' differs from '${tie.to}'`, {
+        file: source.info(tensor)?.file ?? source.label,
+        tensor,
+      });
+    }
+  }
+  return { tensors, absent: plan.absent };
 }

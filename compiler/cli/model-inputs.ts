@@ -3,7 +3,7 @@
 import type { CheckedModel } from '../check/index.js';
 import { inputContract } from '../passes/input-contract.js';
 import { KilnError } from '../../runtime/errors.js';
-import { loadParams, openCheckpointDir, paramRequests, tiedEmbeddingAliases } from '../checkpoint/load.js';
+import { loadParams, openCheckpointDir, paramRequests } from '../checkpoint/load.js';
 import type { CheckpointSource } from '../checkpoint/load.js';
 import { readSafetensors } from '../../runtime/node/safetensors-file.js';
 import type { HostTensor } from '../../runtime/tensor.js';
@@ -37,10 +37,8 @@ export function loadModelParams(model: CheckedModel, paths: Omit<InputPaths, 'ba
     sources.push({ dir: view, prefixFrom: prefixed ? declared.filePrefix : '', prefixTo: declared.ckptPrefix, unused: model.unused });
   }
   sources.push({ dir: openCheckpointDir(paths.checkpoint), unused: model.unused });
-  const tied = model.config.entries.get('text');
-  const tie = tied?.kind === 'record' && tied.record.entries.get('tie_word_embeddings');
-  const aliases = tie && tie.kind === 'done' && tie.value.kind === 'bool' && tie.value.value ? tiedEmbeddingAliases : [];
-  return new Map(loadParams(paramRequests(graph.params), sources, { aliases }).tensors);
+  // Which parameters are one tensor is the spec's `tie` (e.g. tie_word_embeddings), not ours.
+  return new Map(loadParams(paramRequests(graph.params), sources, { tied: model.tied }).tensors);
 }
 
 /** Parameters and the validated batch, as the model declares them (derived graphs add their own). */

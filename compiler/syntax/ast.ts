@@ -219,6 +219,19 @@ export interface UnusedDecl {
   span: Span;
 }
 
+/**
+ * `tie lm_head.weight = model.embed_tokens.weight when c.text.tie_word_embeddings`: the first
+ * parameter is the second (one tensor, one gradient, loaded under the second's checkpoint name)
+ * when the condition, a config boolean, holds (always without `when`).
+ */
+export interface TieDecl {
+  kind: 'tie';
+  param: Path;
+  to: Path;
+  when: Expr | null;
+  span: Span;
+}
+
 /** A dotted path naming a submodule or parameter: `model.layers`, `vm_head`. */
 export interface Path {
   parts: Ident[];
@@ -244,7 +257,7 @@ export interface TrainDecl {
   span: Span;
 }
 
-export type ModuleMember = ParamDecl | SubDecl | RepeatDecl | InputDecl | ForwardDecl | CheckpointDecl | UnusedDecl | TrainDecl;
+export type ModuleMember = ParamDecl | SubDecl | RepeatDecl | InputDecl | ForwardDecl | CheckpointDecl | UnusedDecl | TieDecl | TrainDecl;
 
 /** `module` (reusable, has forward(args)) or `model` (an entry point: inputs, outputs, losses). */
 export interface ModuleDecl {

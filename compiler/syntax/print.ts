@@ -80,6 +80,8 @@ function printMember(m: ModuleMember): string[] {
       return [`checkpoint ${m.sub.name} from ${printString(m.prefix)}`];
     case 'unused':
       return [`unused ${m.patterns.map(printString).join(', ')}`];
+    case 'tie':
+      return [`tie ${printPath(m.param)} = ${printPath(m.to)}${m.when ? ` when ${printExpr(m.when)}` : ''}`];
     case 'train': {
       const freeze = m.freeze.length ? [`freeze ${m.freeze.map(printPath).join(', ')}`] : [];
       const stages = m.stages.flatMap((s) => block(`stage ${s.name.name}`, s.items.map(printStageItem)));

@@ -72,7 +72,7 @@ describe('parseSpec on the models', () => {
       kind: 'for',
       variable: { name: 'i' },
       from: { kind: 'number', value: 0 },
-      to: { kind: 'binary', op: '+' },
+      to: { kind: 'call', callee: { kind: 'name', name: 'py_index' }, args: [{ value: { kind: 'member' } }, { value: { kind: 'binary', op: '+' } }] },
       body: [{ kind: 'assign', name: { name: 'h' }, value: { kind: 'call', callee: { kind: 'index' } } }],
     });
     expect(stripSpans(tower.body[2])).toEqual({

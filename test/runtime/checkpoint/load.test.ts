@@ -14,7 +14,6 @@ import {
   openCheckpointDir,
   paramRequests,
   planParams,
-  tiedEmbeddingAliases,
   type ParamRequest,
 } from '../../../compiler/checkpoint/load.js';
 import { expectKilnError } from '../../helpers/errors.js';
@@ -207,12 +206,25 @@ describe('loadParams', () => {
     );
   });
 
-  it('ties lm_head.weight to the embeddings only through an alias', () => {
+  it('fills a parameter from another tensor only through an alias', () => {
     const dir = folder({ 'model.safetensors': { 'model.embed_tokens.weight': f32([3, 2], 40) } });
     const params = [req('model.embed_tokens.weight', [3, 2]), req('lm_head.weight', [3, 2])];
     expectKilnError(() => loadParams(params, [{ dir }]), "tensor 'lm_head.weight'", 'missing');
-    const { tensors } = loadParams(params, [{ dir }], { aliases: tiedEmbeddingAliases });
+    const { tensors } = loadParams(params, [{ dir }], { aliases: [{ param: 'lm_head.weight', from: 'model.embed_tokens.weight' }] });
     expect(Array.from(tensors.get('lm_head.weight')!.data)).toEqual(Array.from(tensors.get('model.embed_tokens.weight')!.data));
+  });
+
+  it('a tied name in the file must equal the tensor it is tied to', () => {
+    const params = [req('model.embed_tokens.weight', [3, 2])];
+    const tied = [{ name: 'lm_head.weight', to: 'model.embed_tokens.weight' }];
+    const same = folder({ 'model.safetensors': { 'model.embed_tokens.weight': f32([3, 2], 40), 'lm_head.weight': f32([3, 2], 40) } });
+    expect([...loadParams(params, [{ dir: same }], { tied }).tensors.keys()]).toEqual(['model.embed_tokens.weight']);
+    const absent = folder({ 'model.safetensors': { 'model.embed_tokens.weight': f32([3, 2], 40) } });
+    expect([...loadParams(params, [{ dir: absent }], { tied }).tensors.keys()]).toEqual(['model.embed_tokens.weight']);
+    const differs = folder({ 'model.safetensors': { 'model.embed_tokens.weight': f32([3, 2], 40), 'lm_head.weight': f32([3, 2], 41) } });
+    expectKilnError(() => loadParams(params, [{ dir: differs }], { tied }), "tensor 'lm_head.weight'", "the model ties 'lm_head.weight' to 'model.embed_tokens.weight' (one tensor), but the checkpoint's 'lm_head.weight' differs");
+    // Without the tie it is an unknown tensor.
+    expectKilnError(() => loadParams(params, [{ dir: same }]), 'matches no parameter');
   });
 
   it('leaves optional parameters absent for their initialisers', () => {
