@@ -10,10 +10,9 @@
 
 import { decode as decodePngFile } from 'fast-png';
 import type { DecodedPng } from 'fast-png';
-import jpegJs from 'jpeg-js';
 import mozjpegFactory from '@jsquash/jpeg/codec/dec/mozjpeg_dec.js';
 import { KilnError } from '../runtime/errors.js';
-import { JpegFormatError, decodeCmykJpegExact } from './jpeg-cmyk.js';
+import { JpegFormatError, JpegUnsupportedError, decodeCmykJpegExact } from './jpeg-cmyk.js';
 
 /** An 8-bit RGB image, row-major, interleaved: `data[(y * width + x) * 3 + c]`, c = R, G, B. */
 export interface RgbImage {
@@ -52,8 +51,8 @@ export function sniffImageFormat(bytes: Uint8Array): 'png' | 'jpeg' | undefined 
  * alpha is dropped, not blended; palette images (with or without tRNS) look up the palette;
  * greyscale is replicated; 16-bit samples keep their high byte, except 16-bit greyscale, which
  * Pillow opens as "I;16" and clips at 255 on conversion (so most 16-bit grey images come out
- * white, as they do in LLaVA's pipeline); CMYK JPEGs are inverted and mapped with Pillow's
- * cmyk2rgb (YCCK JPEGs, rare, go to jpeg-js: within about a level, untested); EXIF
+ * white, as they do in LLaVA's pipeline); CMYK and YCCK JPEGs are inverted and mapped with
+ * Pillow's cmyk2rgb (data/jpeg-cmyk.ts, libjpeg's arithmetic); EXIF
  * orientation is ignored. YCbCr and greyscale JPEGs are decoded by libjpeg-turbo's decompressor
  * (mozjpeg compiled to WebAssembly), the decoder Pillow's wheels embed: same integer IDCT, same
  * fancy upsampling, same colour tables, so the pixels are PIL's.
@@ -186,14 +185,11 @@ function decodePng(bytes: Uint8Array, source: string): RgbImage {
 interface JpegHeader {
   components: number;
   precision: number;
-  /** the Adobe APP14 transform flag, when the marker is present. */
-  adobeTransform?: number;
 }
 
 /** Walks the markers up to the first SOF; throws on a file that ends or breaks before it. */
 function readJpegHeader(bytes: Uint8Array, source: string): JpegHeader {
   let i = 2;
-  let adobeTransform: number | undefined;
   while (i + 4 <= bytes.length) {
     if (bytes[i] !== 0xff) fail(source, `broken JPEG file: no marker at byte ${i}`);
     const marker = bytes[i + 1]!;
@@ -203,18 +199,13 @@ function readJpegHeader(bytes: Uint8Array, source: string): JpegHeader {
     const len = (bytes[i + 2]! << 8) | bytes[i + 3]!;
     if (len < 2 || i + 2 + len > bytes.length) fail(source, 'broken JPEG file: truncated header');
     const seg = i + 4;
-    if (marker === 0xee && len >= 14 && String.fromCharCode(...bytes.subarray(seg, seg + 5)) === 'Adobe') {
-      adobeTransform = bytes[seg + 11]!;
-    }
     // SOF0..SOF15 except DHT (c4), JPG (c8), DAC (cc).
     if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
       if (seg + 6 > bytes.length) fail(source, 'broken JPEG file: truncated frame header');
       const height = (bytes[seg + 1]! << 8) | bytes[seg + 2]!;
       const width = (bytes[seg + 3]! << 8) | bytes[seg + 4]!;
       checkPixels(width, height, source);
-      const h: JpegHeader = { precision: bytes[seg]!, components: bytes[seg + 5]! };
-      if (adobeTransform !== undefined) h.adobeTransform = adobeTransform;
-      return h;
+      return { precision: bytes[seg]!, components: bytes[seg + 5]! };
     }
     i += 2 + len;
   }
@@ -268,7 +259,7 @@ function mozjpeg(): Promise<MozJpegModule> {
 async function decodeJpeg(bytes: Uint8Array, source: string): Promise<RgbImage> {
   const header = readJpegHeader(bytes, source);
   if (header.precision !== 8) fail(source, `unsupported JPEG: ${header.precision}-bit samples (only 8-bit JPEGs are read)`);
-  if (header.components === 4) return decodeCmykJpeg(bytes, source, header);
+  if (header.components === 4) return decodeCmykJpeg(bytes, source);
   if (header.components !== 1 && header.components !== 3) {
     fail(source, `unsupported JPEG: ${header.components} colour components`);
   }
@@ -318,28 +309,16 @@ interface ImageDataLike { width: number; height: number; data: Uint8ClampedArray
 /**
  * CMYK JPEG. libjpeg cannot convert CMYK to RGB, so mozjpeg's decoder (which asks for RGBA)
  * refuses it. Pillow asks libjpeg for CMYK, inverts it ("CMYK;I", Adobe's convention) and maps
- * with cmyk2rgb; data/jpeg-cmyk.ts does exactly that (sequential and progressive Huffman,
- * integral sampling factors). YCCK and other layouts it leaves go to jpeg-js, whose IDCT,
- * upsampling and product rounding are not libjpeg's: close to PIL's, not identical.
+ * with cmyk2rgb; data/jpeg-cmyk.ts does exactly that.
  */
-function decodeCmykJpeg(bytes: Uint8Array, source: string, header: JpegHeader): RgbImage {
+function decodeCmykJpeg(bytes: Uint8Array, source: string): RgbImage {
   try {
-    const exact = decodeCmykJpegExact(bytes);
-    if (exact !== undefined) return exact;
+    return decodeCmykJpegExact(bytes);
   } catch (e) {
     if (e instanceof JpegFormatError) fail(source, `broken JPEG file: ${e.message}`, e);
+    if (e instanceof JpegUnsupportedError) fail(source, `unsupported JPEG: ${e.message}`, e);
     throw e;
   }
-  if (header.adobeTransform === undefined) {
-    fail(source, 'unsupported JPEG: 4 colour components, progressive or subsampled, without an Adobe marker');
-  }
-  let img: { width: number; height: number; data: Uint8Array };
-  try {
-    img = jpegJs.decode(bytes, { useTArray: true, formatAsRGBA: false, tolerantDecoding: false, maxMemoryUsageInMB: 2048 });
-  } catch (e) {
-    fail(source, `broken JPEG file: ${(e as Error).message}`, e);
-  }
-  return { width: img.width, height: img.height, data: img.data };
 }
 
 // ---------------------------------------------------------------------------------------------

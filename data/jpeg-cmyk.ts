@@ -1,15 +1,15 @@
-// Baseline CMYK/YCCK JPEG decoding with libjpeg's arithmetic, for the one JPEG kind libjpeg-based
+// CMYK and YCCK JPEG decoding with libjpeg's arithmetic, for the one JPEG kind the libjpeg-based
 // decoders in npm refuse (they all ask libjpeg for RGB, which it cannot make from CMYK). Pillow asks
-// libjpeg for CMYK instead (out_color_space JCS_CMYK): Huffman decoding and the islow integer IDCT
-// (jidctint.c) with no colour step, then inverts
-// ("CMYK;I") and converts with cmyk2rgb (Convert.c). This file does exactly that for sequential
-// Huffman CMYK JPEGs with integral sampling factors (fancy upsampling as libjpeg-turbo);
-// anything else (progressive, YCCK, 12-bit, arithmetic coding) returns undefined and the caller falls back to
-// an approximate decoder.
+// libjpeg for CMYK instead (out_color_space JCS_CMYK): Huffman decoding (jdhuff.c, jdphuff.c), the
+// islow integer IDCT (jidctint.c), fancy upsampling (jdsample.c), for YCCK the YCC->CMYK step
+// (jdcolor.c); then Pillow inverts ("CMYK;I") and converts with cmyk2rgb (Convert.c). This file
+// does exactly that for sequential and progressive Huffman JPEGs with integral sampling ratios.
 // Browser-safe: no Node imports.
 
-/** Why a file could not be decoded (the caller names the file). */
+/** The file is broken: why (the caller names the file). */
 export class JpegFormatError extends Error {}
+/** The file is a valid JPEG of a kind this decoder does not read: which (the caller names the file). */
+export class JpegUnsupportedError extends Error {}
 
 const ZIGZAG = new Int32Array([
   0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14, 21,
@@ -196,6 +196,30 @@ function idctIslow(coef: Int16Array, off: number, q: Int32Array, out: Uint8Array
   }
 }
 
+/** jdcolor.c's build_ycc_rgb_table (SCALEBITS 16) and ycck_cmyk_convert, in place on Y, Cb, Cr. */
+function yccToCmyk(planes: Plane[], width: number, height: number): void {
+  const fix = (x: number): number => Math.floor(x * 65536 + 0.5);
+  const crR = new Int32Array(256), cbB = new Int32Array(256), crG = new Float64Array(256), cbG = new Float64Array(256);
+  for (let i = 0; i < 256; i++) {
+    const x = i - 128;
+    crR[i] = Math.floor((fix(1.402) * x + 32768) / 65536);
+    cbB[i] = Math.floor((fix(1.772) * x + 32768) / 65536);
+    crG[i] = -fix(0.71414) * x;
+    cbG[i] = -fix(0.34414) * x + 32768;
+  }
+  const clamp = (v: number): number => (v < 0 ? 0 : v > 255 ? 255 : v);
+  const [py, pb, pr] = planes as [Plane, Plane, Plane];
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const iy = y * py.width + x, ib = y * pb.width + x, ir = y * pr.width + x;
+      const yy = py.data[iy]!, cb = pb.data[ib]!, cr = pr.data[ir]!;
+      py.data[iy] = clamp(255 - (yy + crR[cr]!));
+      pb.data[ib] = clamp(255 - (yy + Math.floor((cbG[cb]! + crG[cr]!) / 65536)));
+      pr.data[ir] = clamp(255 - (yy + cbB[cb]!));
+    }
+  }
+}
+
 /** Pillow's MULDIV255: a * b / 255 rounded, in integers. */
 function muldiv255(a: number, b: number): number {
   const t = a * b + 128;
@@ -203,12 +227,12 @@ function muldiv255(a: number, b: number): number {
 }
 
 /**
- * Decode a sequential (baseline or extended, Huffman) 4-component JPEG to RGB as Pillow does.
- * Returns undefined for layouts this decoder does not cover (progressive, non-integral
- * sampling ratios, YCCK, 12-bit, arithmetic coding): the caller decodes those another way.
+ * Decode a 4-component (CMYK or YCCK) Huffman JPEG, sequential or progressive, to RGB exactly as
+ * Pillow's `Image.open(f).convert("RGB")` does.
  * @throws JpegFormatError on corrupt or truncated data.
+ * @throws JpegUnsupportedError on 12-bit, arithmetic-coded or lossless files and fractional sampling.
  */
-export function decodeCmykJpegExact(data: Uint8Array): { width: number; height: number; data: Uint8Array } | undefined {
+export function decodeCmykJpegExact(data: Uint8Array): { width: number; height: number; data: Uint8Array } {
   const qt: Int32Array[] = [];
   const dcTables: Huffman[] = [];
   const acTables: Huffman[] = [];
@@ -267,12 +291,12 @@ export function decodeCmykJpegExact(data: Uint8Array): { width: number; height: 
         if (frameSeen) throw new JpegFormatError('two frame headers');
         frameSeen = true;
         progressive = marker === 0xc2;
-        if (data[seg] !== 8) return undefined;
+        if (data[seg] !== 8) throw new JpegUnsupportedError(`${data[seg]}-bit samples (only 8-bit JPEGs are read)`);
         height = u16(seg + 1);
         width = u16(seg + 3);
         const n = data[seg + 5]!;
-        // YCCK (Adobe transform 2) is left to the fallback: no encoder here writes one to test with.
-        if (n !== 4 || width === 0 || height === 0 || adobeTransform === 2) return undefined;
+        if (n !== 4) throw new JpegUnsupportedError(`${n} components where 4 (CMYK) were expected`);
+        if (width === 0 || height === 0) throw new JpegFormatError(`image size ${width}x${height}`);
         comps = [];
         for (let c = 0; c < n; c++) {
           const b = seg + 6 + 3 * c;
@@ -280,7 +304,9 @@ export function decodeCmykJpegExact(data: Uint8Array): { width: number; height: 
         }
         maxH = Math.max(...comps.map((c) => c.h));
         maxV = Math.max(...comps.map((c) => c.v));
-        if (comps.some((c) => c.h < 1 || c.v < 1 || c.h > 4 || c.v > 4 || maxH % c.h !== 0 || maxV % c.v !== 0)) return undefined;
+        if (comps.some((c) => c.h < 1 || c.v < 1 || c.h > 4 || c.v > 4)) throw new JpegFormatError('sampling factors outside 1..4');
+        // libjpeg refuses fractional ratios too ("Fractional sampling not implemented yet"), so PIL does.
+        if (comps.some((c) => maxH % c.h !== 0 || maxV % c.v !== 0)) throw new JpegUnsupportedError('fractional sampling ratios between components');
         mcusX = Math.ceil(width / (8 * maxH));
         mcusY = Math.ceil(height / (8 * maxV));
         for (const c of comps) {
@@ -430,7 +456,9 @@ export function decodeCmykJpegExact(data: Uint8Array): { width: number; height: 
         continue;
       }
       default:
-        if (marker >= 0xc2 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) return undefined;
+        if (marker >= 0xc3 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
+          throw new JpegUnsupportedError(`CMYK with ${marker === 0xc3 || marker === 0xc7 || marker === 0xcb || marker === 0xcf ? 'lossless' : 'arithmetic'} coding (SOF${marker - 0xc0})`);
+        }
     }
     pos = end;
   }
@@ -448,9 +476,10 @@ export function decodeCmykJpegExact(data: Uint8Array): { width: number; height: 
     return upsample(plane, stride, dw, dh, maxH / c.h, maxV / c.v);
   });
 
-  // libjpeg's colour step for out_color_space JCS_CMYK from CMYK is none (YCCK never gets here);
-  // then Pillow: "CMYK;I" stores 255 - sample, and cmyk2rgb maps with nk = 255 - K:
-  // out = nk - MULDIV255(C, nk).
+  // libjpeg's colour step for out_color_space JCS_CMYK: none from CMYK; from YCCK (Adobe
+  // transform 2) ycck_cmyk_convert with jdcolor.c's fixed-point tables. Then Pillow: "CMYK;I"
+  // stores 255 - sample, and cmyk2rgb maps with nk = 255 - K: out = nk - MULDIV255(C, nk).
+  if (adobeTransform === 2) yccToCmyk(planes, width, height);
   const out = new Uint8Array(width * height * 3);
   const [p0, p1, p2, p3] = planes as [Plane, Plane, Plane, Plane];
   for (let y = 0; y < height; y++) {

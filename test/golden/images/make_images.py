@@ -135,6 +135,89 @@ def write_png_adam7(rgb):
     return out + png_chunk(b"IDAT", zlib.compress(raw, 9)) + png_chunk(b"IEND", b"")
 
 
+def encode_jpeg_4(width, height, samp, adobe_transform, seed, q=3):
+    """A baseline 4-component JPEG with any sampling factors and Adobe transform, for layouts PIL
+    does not write (YCCK, component 0 at 1x2 or 4x1, rows of <= 2 subsampled samples). The sample
+    planes are arbitrary test data at each component's own resolution; what they decode to is
+    whatever PIL says. Huffman tables: every used symbol gets an 8-bit code."""
+    maxh, maxv = max(h for h, _ in samp), max(v for _, v in samp)
+    mcusx, mcusy = -(-width // (8 * maxh)), -(-height // (8 * maxv))
+    T = np.array([[np.sqrt(2 / 8) * (np.sqrt(0.5) if u == 0 else 1) * np.cos((2 * x + 1) * u * np.pi / 16) for x in range(8)] for u in range(8)])
+    zz = [0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14, 21,
+          28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61,
+          54, 47, 55, 62, 63]
+    planes = []
+    for ci, (h, v) in enumerate(samp):
+        dw, dh = -(-width * h // maxh), -(-height * v // maxv)
+        plane = content(dh, dw, seed + ci)[..., ci % 3].astype(np.float64)
+        pw, ph = mcusx * h * 8, mcusy * v * 8
+        planes.append(np.pad(plane, ((0, ph - dh), (0, pw - dw)), mode="edge"))
+    symbols = []  # (table, symbol, extra bits, extra length) in stream order; None = restart of nothing
+    preds = [0] * 4
+    def cat(x):
+        return 0 if x == 0 else int(abs(x)).bit_length()
+    def bits_of(x, n):
+        return x if x >= 0 else x + (1 << n) - 1
+    for my in range(mcusy):
+        for mx in range(mcusx):
+            for ci, (h, v) in enumerate(samp):
+                for by in range(v):
+                    for bx in range(h):
+                        r0, c0 = (my * v + by) * 8, (mx * h + bx) * 8
+                        blk = planes[ci][r0:r0 + 8, c0:c0 + 8] - 128
+                        coef = np.rint(T @ blk @ T.T / q).astype(int).reshape(64)
+                        d = coef[0] - preds[ci]
+                        preds[ci] = coef[0]
+                        symbols.append(("dc", cat(d), bits_of(d, cat(d)), cat(d)))
+                        run = 0
+                        last = max([k for k in range(1, 64) if coef[zz[k]] != 0], default=0)
+                        for k in range(1, last + 1):
+                            a = coef[zz[k]]
+                            if a == 0:
+                                run += 1
+                                continue
+                            while run > 15:
+                                symbols.append(("ac", 0xF0, 0, 0))
+                                run -= 16
+                            symbols.append(("ac", (run << 4) | cat(a), bits_of(a, cat(a)), cat(a)))
+                            run = 0
+                        if last < 63:
+                            symbols.append(("ac", 0x00, 0, 0))
+    tables = {}
+    dht = b""
+    for cls, name in ((0, "dc"), (1, "ac")):
+        used = sorted({sym for t, sym, _, _ in symbols if t == name})
+        assert len(used) <= 255
+        tables[name] = {sym: i for i, sym in enumerate(used)}
+        counts = [0] * 16
+        counts[7] = len(used)
+        dht += bytes([cls << 4]) + bytes(counts) + bytes(used)
+    acc, nbits, out = 0, 0, bytearray()
+    def put(value, n):
+        nonlocal acc, nbits
+        for i in range(n - 1, -1, -1):
+            acc = (acc << 1) | ((value >> i) & 1)
+            nbits += 1
+            if nbits == 8:
+                out.append(acc)
+                if acc == 0xFF:
+                    out.append(0)
+                acc, nbits = 0, 0
+    for t, sym, extra, n in symbols:
+        put(tables[t][sym], 8)
+        put(extra, n)
+    if nbits:
+        put((1 << (8 - nbits)) - 1, 8 - nbits)
+    seg = lambda m, body: bytes([0xFF, m]) + struct.pack(">H", len(body) + 2) + body
+    data = b"\xff\xd8"
+    data += seg(0xEE, b"Adobe" + struct.pack(">HHHB", 100, 0, 0, adobe_transform))
+    data += seg(0xDB, bytes([0]) + bytes([q] * 64))
+    data += seg(0xC0, struct.pack(">BHHB", 8, height, width, 4) + b"".join(bytes([ci + 1, (h << 4) | v, 0]) for ci, (h, v) in enumerate(samp)))
+    data += seg(0xC4, dht)
+    data += seg(0xDA, bytes([4]) + b"".join(bytes([ci + 1, 0x00]) for ci in range(4)) + bytes([0, 63, 0]))
+    return data + bytes(out) + b"\xff\xd9"
+
+
 def make_sources():
     """name -> file bytes (name ends with the format, e.g. rgba_png)."""
     files = {}
@@ -183,11 +266,16 @@ def make_sources():
     files["cmyk_jpg"] = pil_bytes(cmyk, "JPEG", quality=90)
     cmyk_r = Image.fromarray(content(24, 40, 23)).convert("CMYK")
     files["cmyk_restart_jpg"] = pil_bytes(cmyk_r, "JPEG", quality=85, restart_marker_blocks=3)
-    # progressive CMYK goes to jpeg-js (tolerance 1 level); Pillow's subsampling option on CMYK
-    # samples component 0 at 2x2 / 2x1 and the rest at 1x1: the others get libjpeg's fancy upsampling
+    # Pillow's subsampling option on CMYK samples component 0 at 2x2 / 2x1 and the rest at 1x1: the
+    # others get libjpeg's fancy upsampling
     files["cmyk_progressive_jpg"] = pil_bytes(Image.fromarray(content(36, 44, 24, noise=4.0)).convert("CMYK"), "JPEG", quality=90, progressive=True)
     files["cmyk_mixed_jpg"] = pil_bytes(Image.fromarray(content(30, 34, 25)).convert("CMYK"), "JPEG", quality=90, subsampling="4:2:0")
     files["cmyk422_jpg"] = pil_bytes(Image.fromarray(content(21, 27, 26)).convert("CMYK"), "JPEG", quality=90, subsampling="4:2:2")
+    # written by hand (encode_jpeg_4): YCCK, and sampling layouts Pillow cannot write
+    files["ycck_jpg"] = encode_jpeg_4(28, 20, [(1, 1)] * 4, 2, 27)
+    files["cmyk12_jpg"] = encode_jpeg_4(22, 19, [(1, 2), (1, 1), (1, 1), (1, 1)], 0, 28)
+    files["cmyk41_jpg"] = encode_jpeg_4(37, 11, [(4, 1), (1, 1), (1, 1), (1, 1)], 0, 29)
+    files["cmyk_narrow_jpg"] = encode_jpeg_4(4, 13, [(2, 2), (1, 1), (1, 1), (1, 1)], 0, 30)
     exif = Image.Exif()
     exif[0x0112] = 6  # Orientation: rotate 90 CW to display; PIL's open() does not apply it
     files["exif_rotated_jpg"] = pil_bytes(Image.fromarray(content(32, 48, 14)), "JPEG", quality=90, exif=exif.tobytes())
