@@ -240,7 +240,12 @@ export async function runData(argv: readonly string[], out: Output): Promise<num
     const batch = collate(samples, { padId: tok.padId, imageSize });
     mkdirSync(dirname(values.dump), { recursive: true });
     writeSafetensors(values.dump, new Map([['pixel_values', batch.pixelValues], ['input_ids', batch.inputIds], ['labels', batch.labels]]));
-    if (!values.json) out.stdout(`wrote ${samples.length} rows (${batch.inputIds.shape.join('x')} ids) to ${values.dump}`);
+    if (!values.json) {
+      out.stdout(`wrote ${samples.length} rows (${batch.inputIds.shape.join('x')} ids) to ${values.dump}`);
+      // LLaVA feeds text-only rows with a zero image; the VW-LMM spec's splice needs the placeholder once per row.
+      const textOnly = samples.filter((s) => s.pixelValues === null).length;
+      if (textOnly > 0) out.stdout(`note: ${textOnly} text-only rows (zero pixels, no -200): kiln loss's splice takes rows with one image each`);
+    }
   }
   return 0;
 }

@@ -2,6 +2,7 @@
 // and no core file may import them, even indirectly through data/.
 import { readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { bundleRuntime } from '../../scripts/bundle-runtime.js';
 
 const NODE_ONLY = new Set(['node.ts', 'image-node.ts']);
 
@@ -17,5 +18,13 @@ describe('data/ is browser-safe', () => {
       expect(imports.filter((i) => i.startsWith('./') && NODE_ONLY.has(i.slice(2).replace(/\.js$/, '.ts'))), f).toEqual([]);
       expect(imports.filter((i) => /runtime\/(safetensors|checkpoint)/.test(i)), f).toEqual([]);
     }
+  });
+
+  it('bundles for the browser (esbuild, platform browser) with no compiler and no node: module', async () => {
+    const r = await bundleRuntime('data/index.ts');
+    expect(r.forbidden).toEqual([]);
+    expect(r.inputs).toContain('data/batch.ts');
+    expect(r.inputs.some((i) => i.includes('@huggingface/tokenizers'))).toBe(true);
+    expect(r.inputs.some((i) => i.startsWith('data/node') || i.startsWith('data/image-node'))).toBe(false);
   });
 });
