@@ -31,6 +31,7 @@ input_ids, labels, and the records left out or truncated and why.
                       built-in dataset (default stage 2, train split, seed 0, 1200 pictures)
   --image-folder DIR  where record images are (default: the JSON file's folder)
   --checkpoint DIR    checkpoint folder: its config.json sets the dims, its tokenizer.json is used
+  --vision-tower DIR  Hugging Face CLIP folder: its config.json sets the image size
   --tokenizer DIR     folder with tokenizer.json (and tokenizer_config.json); default: the
                       checkpoint's; without either, a word-level vocabulary built from the data
   --template NAME     vicuna_v1, mistral, or auto (default): the checkpoint config's model type
@@ -49,6 +50,7 @@ ${specHelp}`;
 const dataOptions = {
   ...specOptions,
   checkpoint: { type: 'string' },
+  'vision-tower': { type: 'string' },
   tokenizer: { type: 'string' },
   template: { type: 'string' },
   data: { type: 'string' },
@@ -87,7 +89,8 @@ function chooseTemplate(flag: string | undefined, checkpoint: string | undefined
   if (checkpoint && existsSync(join(checkpoint, 'config.json'))) {
     const type = (parseJsonText(readFileSync(join(checkpoint, 'config.json'), 'utf8'), join(checkpoint, 'config.json')) as Record<string, unknown>)['model_type'];
     if (typeof type === 'string' && /mistral/i.test(type)) return 'mistral';
-    if (typeof type === 'string' && /llama|vicuna/i.test(type)) return 'vicuna_v1';
+    // The VW-LMM release's Vicuna config says model_type "llava" (LLaVA-1.5's own Llama class).
+    if (typeof type === 'string' && /llama|vicuna|^llava$/i.test(type)) return 'vicuna_v1';
   }
   if (tok?.chatTemplate) return 'chat_template';
   return /mistral/i.test(configName) ? 'mistral' : 'vicuna_v1';
@@ -165,7 +168,8 @@ export async function runData(argv: readonly string[], out: Output): Promise<num
   }
   if (isBuiltin(values.data) && values['image-folder']) throw new UsageError('--image-folder does not apply to a built-in dataset');
 
-  const model = loadAndCheck(spec, checkOptions(values, checkpointOverrides(values.checkpoint)), out);
+  const overrides = [...checkpointOverrides(values.checkpoint), ...checkpointOverrides(values['vision-tower'])];
+  const model = loadAndCheck(spec, checkOptions(values, overrides), out);
   const imageSize = configNumber(model, 'vision.image_size');
   const imageTokens = configNumber(model, 'vision.patches');
   const vocab = configNumber(model, 'text.vocab');

@@ -116,4 +116,14 @@ describe('kiln data --template auto', () => {
     expect(first(m.stdout)).toEqual([1, 368, 600]);
     expect(first(chat.stdout)).toEqual([1, 303, 348]);
   });
+
+  it("picks the template from the checkpoint's model type", async () => {
+    const llama = await kiln('data', 'models/vwlmm.kiln', '--config', 'tiny', '--checkpoint', join(G, 'llava'), '--data', 'builtin:shapes', '--limit', '1');
+    const mistral = await kiln('data', 'models/vwlmm.kiln', '--config', 'tiny', '--checkpoint', 'test/golden/mistral_gqa/llava', '--vision-tower', 'test/golden/mistral_gqa/clip', '--data', 'builtin:shapes', '--limit', '1');
+    expect(llama.stdout).toMatch(/^template vicuna_v1/);
+    expect(mistral.stderr).toBe('');
+    expect(mistral.stdout).toMatch(/^template mistral, .* image 30px = 9 positions/);
+    expect(mistral.stdout).toMatch(/<s>\[INST\] <image>\\nare the objects small or large \? \[\/INST\]⟦\w+<\/s>⟧/);
+  });
 });
+
