@@ -96,7 +96,9 @@ class BitReader {
       l++;
       if (l > 16) throw new JpegFormatError('corrupt JPEG data: bad Huffman code');
     }
-    return h.values[h.valptr[l]! + code - h.mincode[l]!]!;
+    const v = h.values[h.valptr[l]! + code - h.mincode[l]!];
+    if (v === undefined) throw new JpegFormatError('corrupt JPEG data: bad Huffman code');
+    return v;
   }
   /** Drop the bits left in the byte and move past an RSTn marker. */
   restart(expected: number): void {

@@ -55,6 +55,24 @@ describe('decodeImage errors name the source', () => {
     jpg.set([0xff, 0xff, 0x40, 0x00], sof + 5); // height 65535, width 16384
     await rejects(decodeImage(jpg, 'bomb.jpg'), 'bomb.jpg', 'image too large');
   });
+  it('corrupted JPEGs (YCbCr, CMYK, YCCK) and PNGs decode or fail with a KilnError, never anything else', async () => {
+    const dir = join(dirname(fileURLToPath(import.meta.url)), '../golden/images/src');
+    let seed = 12345;
+    const rand = (n: number): number => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n; };
+    for (const f of ['cmyk.jpg', 'cmyk_progressive.jpg', 'ycck.jpg', 'wide.jpg', 'palette_trns.png', 'grey16.png', 'interlaced.png']) {
+      const orig = new Uint8Array(readFileSync(join(dir, f)));
+      for (let t = 0; t < 60; t++) {
+        const b = orig.slice();
+        for (let k = 0; k < 1 + rand(4); k++) b[rand(b.length)] = rand(256);
+        const cut = t % 3 === 0 ? b.subarray(0, 20 + rand(b.length - 20)) : b;
+        const err = await decodeImage(cut, f).then(() => undefined, (e: unknown) => e);
+        if (err !== undefined) {
+          expect(err, `${f} try ${t}`).toBeInstanceOf(KilnError);
+          expect((err as KilnError).file).toBe(f);
+        }
+      }
+    }
+  });
   it('names a missing file', async () => {
     await rejects(loadImageFile('/nonexistent/dir/x.png'), '/nonexistent/dir/x.png', 'no such file');
   });
