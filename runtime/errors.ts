@@ -51,6 +51,7 @@ export function describeFsError(err: unknown): string {
     ENOTDIR: 'a parent is not a directory',
     ENOSPC: 'no space left on the device',
     EROFS: 'read-only file system',
+    EPERM: 'operation not permitted',
   };
   if (typeof e.code === 'string' && reasons[e.code] !== undefined) return reasons[e.code]!;
   return typeof e.message === 'string' ? e.message : String(err);

@@ -126,7 +126,7 @@ export function callBuiltin(ev: Evaluator, name: string, call: Call, scope: Scop
       const i = ev.intValue(iv, positional[0]!.span);
       const n = ev.intValue(val(positional[1]!.value), positional[1]!.span);
       if (i >= -n && i < n) return num(i < 0 ? n + i : i);
-      const from = iv.kind === 'num' && iv.origin ? `; the value comes from ${iv.origin}` : '';
+      const from = iv.kind === 'num' && iv.from ? `; the value comes from ${iv.from.join(' and ')}` : '';
       return fail(
         'config',
         `${printExpr(positional[0]!.value)} = ${i} is out of range: a Python index into ${n} entries must be in ${-n} .. ${n - 1}${from}`,

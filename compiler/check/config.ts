@@ -5,7 +5,7 @@ import type { ConfigDecl, ConfigItem, Expr, Ident, Span } from '../syntax/ast.js
 import { fail } from '../diagnostics.js';
 import { addDims, divDims, isConst, mulDims, scaleDim, subDims } from '../ir/dims.js';
 import type { ConfigRecord, Value } from './values.js';
-import { describe, num } from './values.js';
+import { describe, num, withOrigins } from './values.js';
 
 export type ConfigTable = ReadonlyMap<string, ConfigDecl>;
 
@@ -13,21 +13,28 @@ function newRecord(name: string, parent: ConfigRecord | null, decl: ConfigDecl |
   return { kind: 'config', name, entries: new Map(), parent, decl };
 }
 
-/** A fresh instance of a config declaration, its base applied first. */
+/**
+ * A fresh instance of a config declaration, its bases applied first (root first). The `extends`
+ * chain is walked with a loop, not recursion, so thousands of links cannot overflow the stack.
+ */
 export function instantiateConfig(decl: ConfigDecl, table: ConfigTable, parent: ConfigRecord | null = null, name = decl.name.name, chain: string[] = []): ConfigRecord {
-  if (chain.includes(decl.name.name)) {
-    fail('config', `config inheritance cycle: ${[...chain, decl.name.name].join(' -> ')}`, decl.name.span);
+  const lineage: ConfigDecl[] = [];
+  const seen = new Set(chain);
+  for (let d: ConfigDecl | undefined = decl; d; ) {
+    if (seen.has(d.name.name)) {
+      fail('config', `config inheritance cycle: ${[...chain, ...lineage.map((l) => l.name.name), d.name.name].join(' -> ')}`, d.name.span);
+    }
+    seen.add(d.name.name);
+    lineage.push(d);
+    if (!d.base) break;
+    const base = table.get(d.base.name);
+    if (!base) fail('name', `unknown config '${d.base.name}'${suggest(d.base.name, [...table.keys()])}`, d.base.span);
+    d = base;
   }
-  const nextChain = [...chain, decl.name.name];
-  let record: ConfigRecord;
-  if (decl.base) {
-    const base = table.get(decl.base.name);
-    if (!base) fail('name', `unknown config '${decl.base.name}'${suggest(decl.base.name, [...table.keys()])}`, decl.base.span);
-    record = instantiateConfig(base, table, parent, name, nextChain);
-  } else {
-    record = newRecord(name, parent, decl);
-  }
-  applyItems(record, decl.items, table, nextChain);
+  const record = newRecord(name, parent, lineage[lineage.length - 1]!);
+  // Nested configs (`vision = clip_vit_l14_336`) see the whole lineage as their chain, for cycles.
+  const nextChain = [...chain, ...lineage.map((l) => l.name.name).reverse()];
+  for (let i = lineage.length - 1; i >= 0; i--) applyItems(record, lineage[i]!.items, table, nextChain);
   return record;
 }
 
@@ -94,6 +101,9 @@ export function configGet(record: ConfigRecord, key: string, span: Span): Value 
       fail('config', `config value ${owner.name}.${key} depends on itself`, entry.span);
     // eslint-disable-next-line no-fallthrough
     case 'lazy': {
+      settleDependencies(owner, key);
+      const now = owner.entries.get(key)!;
+      if (now.kind === 'done') return now.value;
       owner.entries.set(key, { kind: 'evaluating', span: entry.span });
       try {
         const value = evalConfigExpr(entry.expr, entry.scope);
@@ -102,6 +112,78 @@ export function configGet(record: ConfigRecord, key: string, span: Span): Value 
       } catch (e) {
         owner.entries.set(key, entry);
         throw e;
+      }
+    }
+  }
+}
+
+/** The record an expression names without evaluating anything (`c`, `c.text`), else null. */
+function recordOf(e: Expr, scope: ConfigRecord): ConfigRecord | null {
+  if (e.kind === 'name') {
+    const entry = lookupEntry(scope, e.name)?.entries.get(e.name);
+    return entry?.kind === 'record' ? entry.record : null;
+  }
+  if (e.kind === 'member') {
+    const obj = recordOf(e.object, scope);
+    const entry = obj ? lookupEntry(obj, e.property.name)?.entries.get(e.property.name) : undefined;
+    return entry?.kind === 'record' ? entry.record : null;
+  }
+  return null;
+}
+
+/** The config entries an expression reads directly: (owner record, key) pairs. */
+function directDependencies(expr: Expr, scope: ConfigRecord): [ConfigRecord, string][] {
+  const out: [ConfigRecord, string][] = [];
+  const visit = (e: Expr): void => {
+    if (e.kind === 'name') {
+      const owner = lookupEntry(scope, e.name);
+      if (owner) out.push([owner, e.name]);
+    } else if (e.kind === 'member') {
+      const obj = recordOf(e.object, scope);
+      const owner = obj ? lookupEntry(obj, e.property.name) : null;
+      if (owner) out.push([owner, e.property.name]);
+      else visit(e.object);
+    } else if (e.kind === 'unary') visit(e.operand);
+    else if (e.kind === 'binary') {
+      visit(e.left);
+      visit(e.right);
+    } else if (e.kind === 'list') e.items.forEach(visit);
+  };
+  visit(expr);
+  return out;
+}
+
+/**
+ * Evaluates the lazy values `key` depends on, deepest first, with an explicit stack: a chain of
+ * thousands of values (`v2 = v1 + 1`, ...) then evaluates one link at a time instead of
+ * recursing through the whole chain and overflowing the JavaScript stack. Errors (and cycles)
+ * are left for the ordinary evaluation to report, which now recurses only a step or two.
+ */
+function settleDependencies(owner: ConfigRecord, key: string): void {
+  const stack: [ConfigRecord, string][] = [[owner, key]];
+  const expanded = new Set<string>();
+  const id = (r: ConfigRecord, k: string) => `${r.name}\u0000${k}`;
+  const onStack = new Set<string>([id(owner, key)]);
+  while (stack.length > 0) {
+    const [r, k] = stack[stack.length - 1]!;
+    const entry = r.entries.get(k);
+    const pending =
+      entry?.kind === 'lazy' && !expanded.has(id(r, k))
+        ? directDependencies(entry.expr, entry.scope).filter(([dr, dk]) => dr.entries.get(dk)?.kind === 'lazy' && !onStack.has(id(dr, dk)))
+        : [];
+    if (entry?.kind === 'lazy') expanded.add(id(r, k));
+    if (pending.length > 0) {
+      for (const [dr, dk] of pending) onStack.add(id(dr, dk));
+      stack.push(...pending);
+      continue;
+    }
+    stack.pop();
+    onStack.delete(id(r, k));
+    if (stack.length > 0 && r.entries.get(k)?.kind === 'lazy') {
+      try {
+        configGet(r, k, entry!.span);
+      } catch {
+        // reported, with its proper context, when the value that needs it is evaluated
       }
     }
   }
@@ -131,8 +213,8 @@ export function evalConfigExpr(expr: Expr, scope: ConfigRecord): Value {
     }
     case 'unary': {
       const v = evalConfigExpr(expr.operand, scope);
-      if (expr.op === '-' && v.kind === 'num') return num(scaleDim(v.value, -1), v.isInt);
-      if (expr.op === '!' && v.kind === 'bool') return { kind: 'bool', value: !v.value };
+      if (expr.op === '-' && v.kind === 'num') return withOrigins(num(scaleDim(v.value, -1), v.isInt), v);
+      if (expr.op === '!' && v.kind === 'bool') return withOrigins({ kind: 'bool', value: !v.value }, v);
       return fail('config', `cannot apply '${expr.op}' to ${describe(v)}`, expr.span);
     }
     case 'binary':
@@ -144,8 +226,12 @@ export function evalConfigExpr(expr: Expr, scope: ConfigRecord): Value {
   }
 }
 
-/** Arithmetic and comparisons on compile-time values (numbers and symbolic dims). */
+/** Arithmetic and comparisons on compile-time values; the result keeps its operands' origins. */
 export function arith(op: string, a: Value, b: Value, span: Span): Value {
+  return withOrigins(arithBare(op, a, b, span), a, b);
+}
+
+function arithBare(op: string, a: Value, b: Value, span: Span): Value {
   if (a.kind === 'num' && b.kind === 'num') {
     const isInt = a.isInt && b.isInt;
     const x = a.value;
@@ -201,7 +287,7 @@ export function parseOverride(text: string): OverrideValue {
 }
 
 /** Sets `a.b.c` to a literal; the key must exist (a typo is an error, with suggestions). */
-export function applyOverride(record: ConfigRecord, dotted: string, value: OverrideValue, origin: string, mustExist = true): void {
+export function applyOverride(record: ConfigRecord, dotted: string, value: OverrideValue, origin: string, mustExist = true, pristine?: ConfigRecord): void {
   const parts = dotted.split('.');
   let cur = record;
   for (const p of parts.slice(0, -1)) {
@@ -215,13 +301,54 @@ export function applyOverride(record: ConfigRecord, dotted: string, value: Overr
     throw new OverrideError(`${origin}: config ${cur.name} has no value '${key}'${suggest(key, [...cur.entries.keys()], flatKeys(record))}`);
   }
   if (existing?.kind === 'record') throw new OverrideError(`${origin}: ${cur.name}.${key} is a record; set one of its values instead`);
+  if (existing && pristine) checkOverrideKind(pristine, dotted, value, origin);
   const span = existing?.span ?? { file: origin, start: 0, end: 0, line: 1, col: 1 };
+  const from = [origin];
   const v: Value =
-    typeof value === 'number' ? { kind: 'num', value, isInt: Number.isInteger(value), origin } : typeof value === 'boolean' ? { kind: 'bool', value } : { kind: 'str', value };
+    typeof value === 'number' ? { kind: 'num', value, isInt: Number.isInteger(value), from } : typeof value === 'boolean' ? { kind: 'bool', value, from } : { kind: 'str', value, from };
   cur.entries.set(key, { kind: 'done', value: v, span });
 }
 
+/**
+ * An override must be the kind of value the spec has there: a number for a number (an integer
+ * for an integer), a boolean for a boolean. Caught here, `--set text.layers=abc` is a usage
+ * error naming the key, not a type error deep inside the module the value flows into. The
+ * spec's value is evaluated in `pristine`, an untouched instance of the same config, because
+ * evaluating caches results, and the record being overridden must not cache a value computed
+ * from what a later override replaces.
+ */
+function checkOverrideKind(pristine: ConfigRecord, dotted: string, value: OverrideValue, origin: string): void {
+  const parts = dotted.split('.');
+  const span = { file: origin, start: 0, end: 0, line: 1, col: 1 };
+  let owner = pristine;
+  let current: Value;
+  try {
+    for (const p of parts.slice(0, -1)) {
+      const r = configGet(owner, p, span);
+      if (r.kind !== 'config') return;
+      owner = r;
+    }
+    current = configGet(owner, parts[parts.length - 1]!, span);
+  } catch {
+    return; // the spec's own value does not evaluate; the override replaces it
+  }
+  const want =
+    current.kind === 'num' ? (current.isInt ? 'an integer' : 'a number') : current.kind === 'bool' ? 'true or false' : current.kind === 'str' ? 'a string' : null;
+  const ok =
+    current.kind === 'num'
+      ? typeof value === 'number' && Number.isFinite(value) && (!current.isInt || Number.isSafeInteger(value))
+      : current.kind === 'bool'
+        ? typeof value === 'boolean'
+        : current.kind === 'str'
+          ? typeof value === 'string'
+          : true;
+  if (!ok && want) throw new OverrideKindError(`${origin}: ${owner.name}.${parts[parts.length - 1]} must be ${want} (the spec's value is ${describe(current)}), got ${JSON.stringify(value)}`);
+}
+
 export class OverrideError extends Error {}
+
+/** An override of the wrong kind (a string where the spec has an integer): never ignored. */
+export class OverrideKindError extends OverrideError {}
 
 /** Every dotted key of a record, for listing and suggestions. */
 export function flatKeys(record: ConfigRecord, prefix = ''): string[] {

@@ -1,9 +1,10 @@
 // The checker's entry: from parsed files and options to a typed graph, with the parameter
 // table, checkpoint declarations and training plan that the CLI and the runtime need.
 import type { ConfigDecl, ModuleDecl, SpecFile, Span } from '../syntax/ast.js';
-import { fail } from '../diagnostics.js';
+import { DiagnosticError, fail } from '../diagnostics.js';
+import { KilnError } from '../../runtime/errors.js';
 import type { Graph, ParamInfo } from '../ir/graph.js';
-import { applyOverride, flatKeys, instantiateConfig, OverrideError, suggest } from './config.js';
+import { applyOverride, flatKeys, instantiateConfig, OverrideError, OverrideKindError, suggest } from './config.js';
 import type { OverrideValue } from './config.js';
 import { BuildContext, type TiedParam } from './context.js';
 import { describe } from './values.js';
@@ -86,15 +87,41 @@ export function checkModel(files: readonly SpecFile[], opts: CheckOptions = {}):
   if (!opts.model && models.length > 1) throw new UsageError(`${entry.file} declares several models (${models.map((m) => m.name.name).join(', ')}); pass --model NAME`);
 
   const config = instantiateConfig(configDecl, configs);
+  const pristine = instantiateConfig(configDecl, configs);
   for (const o of opts.overrides ?? []) {
     try {
-      applyOverride(config, o.key, o.value, o.origin, true);
+      applyOverride(config, o.key, o.value, o.origin, true, pristine);
     } catch (e) {
       if (!(e instanceof OverrideError)) throw e;
+      // A value of the wrong kind is never skipped: from --set a usage error, from a file bad input.
+      if (e instanceof OverrideKindError) throw o.optional ? new KilnError(e.message) : new UsageError(e.message);
       if (!o.optional) throw new UsageError(`${e.message} (keys: ${flatKeys(config).join(', ')})`);
     }
   }
+  try {
+    return build(model, modules, config, configName, opts);
+  } catch (e) {
+    throw withOverrideNote(e, opts.overrides ?? []);
+  }
+}
 
+/**
+ * A spec error while values from outside the spec are in play: when the message does not already
+ * name its origin, a note lists the --set values and the config.json files, since an error in
+ * models/common.kiln is often caused by one of them.
+ */
+function withOverrideNote(e: unknown, overrides: readonly Override[]): unknown {
+  if (!(e instanceof DiagnosticError) || overrides.length === 0) return e;
+  const sets = overrides.filter((o) => !o.optional).map((o) => o.origin);
+  const files = [...new Set(overrides.filter((o) => o.optional).map((o) => o.origin.replace(/^field ".*" of /, '')))];
+  const parts = [...sets, ...files.map((f) => `the values read from ${f}`)];
+  const message = `config values from outside the spec are in play: ${parts.join('; ')}. If the spec is right, one of them is the cause`;
+  return new DiagnosticError(
+    e.diagnostics.map((d) => (/\(from (--set |field ")/.test(d.message) ? d : { ...d, notes: [...(d.notes ?? []), { message }] })),
+  );
+}
+
+function build(model: ModuleDecl, modules: ReadonlyMap<string, ModuleDecl>, config: ConfigRecord, configName: string, opts: CheckOptions): CheckedModel {
   const ctx = new BuildContext(modules);
   const inst = new Instantiator(ctx);
   if (model.params.length !== 1) fail('arity', `a model takes exactly one parameter, its config: model ${model.name.name}(c)`, model.name.span);

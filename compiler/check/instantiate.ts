@@ -137,7 +137,7 @@ export class Instantiator {
 
   /** Dims of a declared type; unbound names become symbolic dims only where allowed (inputs). */
   dims(type: TensorTypeExpr, scope: Scope, allowSymbols: boolean, symbols?: string[]): Dim[] {
-    return type.dims.map((d) => {
+    const dims = type.dims.map((d) => {
       if (d.kind === 'name' && !scope.has(d.name)) {
         if (!allowSymbols) fail('name', `unknown name '${d.name}' in a parameter shape (parameters have fixed shapes)`, d.span);
         if (symbols && !symbols.includes(d.name)) symbols.push(d.name);
@@ -147,8 +147,19 @@ export class Instantiator {
       if (v.kind !== 'num' || (isConst(v.value) && (!Number.isInteger(v.value) || v.value < 0))) {
         return fail('shape', `a dimension must be a non-negative integer, got ${describe(v)}`, d.span);
       }
+      // Past 2^53 a double no longer counts every integer: the dim (or the counts and byte sizes
+      // built from it) would be silently rounded.
+      if (isConst(v.value) && !Number.isSafeInteger(v.value)) {
+        return fail('shape', `a dimension must be at most 2^53 - 1 (${Number.MAX_SAFE_INTEGER}), got ${describe(v)}`, d.span);
+      }
       return v.value;
     });
+    if (dims.every(isConst)) {
+      const count = dims.reduce<number>((a, d) => a * (d as number), 1);
+      if (!Number.isSafeInteger(count))
+        fail('shape', `a tensor of [${dims.join(', ')}] has ${count.toExponential(3)} elements, more than 2^53 - 1: its sizes cannot be counted exactly`, type.span);
+    }
+    return dims;
   }
 
   initializer(e: Expr | null, scope: Scope): Initializer {

@@ -36,20 +36,36 @@ export interface ModuleInstance {
 export type Value =
   | { kind: 'tensor'; id: number }
   /**
-   * a compile-time number or symbolic dim; isInt false for floats. origin: where a value set
-   * from outside the spec came from (`--set k=v`, a config.json field), for messages; values
-   * computed from it do not carry it.
+   * a compile-time number or symbolic dim; isInt false for floats. `from` names where an
+   * outside value came from (`--set text.heads=5`, a config.json field), kept through arithmetic
+   * so an error far downstream can name the origin, not only the spec line it flowed into.
    */
-  | { kind: 'num'; value: Dim; isInt: boolean; origin?: string }
-  | { kind: 'str'; value: string }
-  | { kind: 'bool'; value: boolean }
+  | { kind: 'num'; value: Dim; isInt: boolean; from?: readonly string[] }
+  | { kind: 'str'; value: string; from?: readonly string[] }
+  | { kind: 'bool'; value: boolean; from?: readonly string[] }
   | { kind: 'dtype'; value: DType }
   | { kind: 'list'; items: Value[] }
   | ConfigRecord
   | ModuleInstance
   | { kind: 'modules'; items: ModuleInstance[]; name: string };
 
+/** The origins of a value set from outside the spec, as a message suffix ('' for spec values). */
+export function originOf(v: Value): string {
+  const from = 'from' in v ? v.from : undefined;
+  return from && from.length > 0 ? ` (from ${from.join(' and ')})` : '';
+}
+
+/** The union of the operands' origins, on a value computed from them. */
+export function withOrigins(v: Value, ...operands: Value[]): Value {
+  const from = [...new Set(operands.flatMap((o) => ('from' in o && o.from ? o.from : [])))];
+  return from.length > 0 && (v.kind === 'num' || v.kind === 'str' || v.kind === 'bool') ? { ...v, from } : v;
+}
+
 export function describe(v: Value): string {
+  return describeBare(v) + originOf(v);
+}
+
+function describeBare(v: Value): string {
   switch (v.kind) {
     case 'tensor':
       return 'a tensor';

@@ -2,17 +2,21 @@
 // them (`text.hidden`, `vision.layers`, ...), applied on top of a spec config so that the graph
 // matches the checkpoint it will load. A field the file leaves out (or sets to null) takes the
 // default of the transformers config class, because that is what transformers itself would build
-// from the same file. Derived spec keys (vision.head_dim, vision.grid, vision.patches) are left to
+// from the same file; except the model's sizes (vocab, hidden, ffn, layers, heads; CLIP's image
+// and patch size too), which transformers always writes (they are not PretrainedConfig keys, so
+// to_diff_dict keeps them): a file without one was not written by transformers, and guessing 4096
+// would only fail later as a shape mismatch far from the cause, so it is an error naming the field. Derived spec keys (vision.head_dim, vision.grid, vision.patches) are left to
 // the spec; text.head_dim is set because HF allows it to differ from hidden / heads.
 //
 // Defaults (transformers LlamaConfig / MistralConfig / CLIPVisionConfig):
-//   llama, llava, llava_llama: vocab_size 32000, hidden_size 4096, intermediate_size 11008,
-//     num_hidden_layers 32, num_attention_heads 32, num_key_value_heads = num_attention_heads,
-//     rms_norm_eps 1e-6, rope_theta 10000, tie_word_embeddings false, hidden_act silu.
-//   mistral, llava_mistral: as llama but intermediate_size 14336, num_key_value_heads 8.
-//   clip_vision_model (and CLIPModel's vision_config): hidden_size 768, intermediate_size 3072,
-//     num_hidden_layers 12, num_attention_heads 12, num_channels 3, image_size 224,
-//     patch_size 32, layer_norm_eps 1e-5, hidden_act quick_gelu.
+//   llama, llava, llava_llama: num_key_value_heads = num_attention_heads, rms_norm_eps 1e-6,
+//     rope_theta 10000, tie_word_embeddings false, hidden_act silu.
+//   mistral, llava_mistral: as llama but num_key_value_heads 8.
+//   clip_vision_model (and CLIPModel's vision_config): num_channels 3, layer_norm_eps 1e-5,
+//     hidden_act quick_gelu.
+// Required (no default): vocab_size, hidden_size, intermediate_size, num_hidden_layers,
+//   num_attention_heads; CLIP: hidden_size, intermediate_size, num_hidden_layers,
+//   num_attention_heads, image_size, patch_size.
 // Note the HF rms_norm_eps default (1e-6) differs from Vicuna's file (1e-5): real files set it.
 // sliding_window (mistral, llava_mistral): MistralConfig's default is 4096 when the key is absent;
 // null means no window (text.sliding_window 0). LlamaConfig has no sliding window and LLaMA's
@@ -34,16 +38,11 @@ export class ConfigOverrides extends Map<string, number | boolean | string> {
 type Json = Record<string, unknown>;
 
 const LLAMA_DEFAULTS = {
-  vocab_size: 32000,
-  hidden_size: 4096,
-  intermediate_size: 11008,
-  num_hidden_layers: 32,
-  num_attention_heads: 32,
   rms_norm_eps: 1e-6,
   rope_theta: 10000,
   tie_word_embeddings: false,
 };
-const MISTRAL_DEFAULTS = { ...LLAMA_DEFAULTS, intermediate_size: 14336, num_key_value_heads: 8, sliding_window: 4096 };
+const MISTRAL_DEFAULTS = { ...LLAMA_DEFAULTS, num_key_value_heads: 8, sliding_window: 4096 };
 
 const TEXT_MODEL_TYPES: Record<string, Json> = {
   llama: LLAMA_DEFAULTS,
@@ -54,13 +53,7 @@ const TEXT_MODEL_TYPES: Record<string, Json> = {
 };
 
 const CLIP_VISION_DEFAULTS: Json = {
-  hidden_size: 768,
-  intermediate_size: 3072,
-  num_hidden_layers: 12,
-  num_attention_heads: 12,
   num_channels: 3,
-  image_size: 224,
-  patch_size: 32,
   layer_norm_eps: 1e-5,
   hidden_act: 'quick_gelu',
 };
@@ -75,6 +68,9 @@ class Fields {
   ) {}
 
   private fail(key: string, want: string, got: unknown): never {
+    if (got === undefined) {
+      throw new KilnError(`field "${this.prefix}${key}" is missing (or null); it must be ${want}, and it has no default: it sets the model's size`, { file: this.file });
+    }
     throw new KilnError(`field "${this.prefix}${key}" must be ${want}, got ${JSON.stringify(got)}`, { file: this.file });
   }
 

@@ -1,7 +1,7 @@
 // `kiln loss`: loads a Hugging Face / LLaVA checkpoint and a batch, runs the model, prints the
 // loss and its terms, and optionally writes the gradient of every trainable parameter.
-import { existsSync, mkdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { UsageError } from '../check/index.js';
 import type { Override } from '../check/index.js';
 import { differentiate } from '../passes/autodiff.js';
@@ -47,15 +47,44 @@ const lossOptions = {
 } as const;
 
 /** config.json values become optional overrides: the spec's config supplies what they lack. */
-export function checkpointOverrides(dir: string | undefined): Override[] {
+export function checkpointOverrides(dir: string | undefined, flag = '--checkpoint'): Override[] {
   if (!dir) return [];
+  if (!existsSync(dir)) throw new KilnError(`${flag} ${dir}: no such folder`);
+  if (!statSync(dir).isDirectory()) throw new KilnError(`${flag} ${dir}: not a folder (give the Hugging Face folder that holds config.json)`);
   const path = join(dir, 'config.json');
-  if (!existsSync(path)) throw new KilnError('no config.json in the checkpoint folder', { file: dir });
+  if (!existsSync(path)) throw new KilnError(`${flag} ${dir}: no config.json in the folder`);
   const read = readHfConfig(path);
   return [...read].map(([key, value]) => {
     const field = read.fields.get(key);
     return { key, value, origin: field === undefined ? path : `field "${field}" of ${path}`, optional: true };
   });
+}
+
+/** model_type of a folder's config.json, or undefined when there is none to read. */
+function modelTypeOf(dir: string | undefined): string | undefined {
+  if (!dir) return undefined;
+  try {
+    const json = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { model_type?: unknown };
+    return typeof json.model_type === 'string' ? json.model_type : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The two folders in the roles their config.json files declare: a CLIP folder given as
+ * --checkpoint, or a LLaVA one as --vision-tower, is named as such (and as swapped when both
+ * are), before the tensors' names make the mistake look like hundreds of missing tensors.
+ */
+export function checkFolderRoles(checkpoint: string, visionTower: string | undefined): void {
+  const isClip = (t: string | undefined) => t === 'clip' || t === 'clip_vision_model';
+  const isText = (t: string | undefined) => t !== undefined && !isClip(t);
+  const ckpt = modelTypeOf(checkpoint);
+  const tower = modelTypeOf(visionTower);
+  if (isClip(ckpt) && isText(tower))
+    throw new UsageError(`--checkpoint and --vision-tower look swapped: ${checkpoint} is a CLIP folder (model_type "${ckpt}") and ${visionTower} a language model one (model_type "${tower}"); pass --checkpoint ${visionTower} --vision-tower ${checkpoint}`);
+  if (isClip(ckpt)) throw new UsageError(`--checkpoint ${checkpoint} is a CLIP folder (model_type "${ckpt}"); give it as --vision-tower, and the LLaVA folder as --checkpoint`);
+  if (isText(tower)) throw new UsageError(`--vision-tower ${visionTower} is not a CLIP folder (model_type "${tower}"); it takes a Hugging Face CLIP folder (CLIPVisionModel or CLIPModel)`);
 }
 
 /**
@@ -132,7 +161,8 @@ export async function runLoss(argv: readonly string[], out: Output): Promise<num
   // WebGPU asked for explicitly: no adapter is exit 3 before anything is read (NoAdapterError).
   if (values.backend === 'webgpu' || values.dtype === 'f16') await getDevice();
 
-  const overrides = [...checkpointOverrides(values.checkpoint), ...checkpointOverrides(values['vision-tower'])];
+  const overrides = [...checkpointOverrides(values.checkpoint), ...checkpointOverrides(values['vision-tower'], '--vision-tower')];
+  checkFolderRoles(values.checkpoint, values['vision-tower']);
   const model = loadAndCheck(spec, checkOptions(values, overrides), out);
   if (model.graph.totalLoss === null) throw new UsageError(`model ${model.modelName} declares no loss`);
   const graph = values.grads ? differentiate(model.graph) : model.graph;
@@ -154,7 +184,6 @@ export async function runLoss(argv: readonly string[], out: Output): Promise<num
   const terms = Object.fromEntries(graph.losses.map((l) => [l.name, scalar(l.node)]));
   if (values.grads) {
     const grads = new Map(graph.gradients.map((g) => [g.name, results.get(g.node)!]));
-    mkdirSync(dirname(values.grads), { recursive: true });
     writeSafetensors(values.grads, grads, { dtype: 'f32' });
   }
   if (values.json) {

@@ -1,5 +1,7 @@
 // Everything a run needs besides the graph: parameter tensors from the checkpoint folders (the
 // vision tower from its own folder when given) and the batch's input tensors, validated.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { CheckedModel } from '../check/index.js';
 import { inputContract } from '../passes/input-contract.js';
 import { KilnError } from '../../runtime/errors.js';
@@ -36,9 +38,29 @@ export function loadModelParams(model: CheckedModel, paths: Omit<InputPaths, 'ba
     const prefixed = view.names.some((n) => n.startsWith(declared.filePrefix));
     sources.push({ dir: view, prefixFrom: prefixed ? declared.filePrefix : '', prefixTo: declared.ckptPrefix, unused: model.unused });
   }
-  sources.push({ dir: openCheckpointDir(paths.checkpoint), unused: model.unused });
+  const main = openCheckpointDir(paths.checkpoint);
+  const separate = model.checkpointSources[0];
+  if (!paths.visionTower && separate && !main.names.some((n) => n.startsWith(separate.ckptPrefix))) {
+    // LLaVA releases keep the CLIP tower in its own folder: say which flag supplies it.
+    const hint = towerHint(paths.checkpoint);
+    throw new KilnError(
+      `the model's ${separate.path} parameters (${separate.ckptPrefix}*) are not in this folder; the tower comes from its own Hugging Face CLIP folder: pass it with --vision-tower DIR${hint}`,
+      { file: paths.checkpoint },
+    );
+  }
+  sources.push({ dir: main, unused: model.unused });
   // Which parameters are one tensor is the spec's `tie` (e.g. tie_word_embeddings), not ours.
   return new Map(loadParams(paramRequests(graph.params), sources, { tied: model.tied }).tensors);
+}
+
+/** ' (config.json's mm_vision_tower says "...")', when the checkpoint's config names its tower. */
+function towerHint(dir: string): string {
+  try {
+    const json = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { mm_vision_tower?: unknown };
+    return typeof json.mm_vision_tower === 'string' ? ` (its config.json's mm_vision_tower says "${json.mm_vision_tower}")` : '';
+  } catch {
+    return '';
+  }
 }
 
 /** Parameters and the validated batch, as the model declares them (derived graphs add their own). */

@@ -1,6 +1,6 @@
 // Output files are checked before any work starts: a path that cannot be written must fail in a
 // second, not after the whole backward pass (which used to end in exit 70 with a bare ENOENT).
-import { closeSync, mkdirSync, openSync, statSync, unlinkSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, statSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { KilnError, describeFsError } from '../../runtime/errors.js';
 
@@ -17,11 +17,18 @@ export function checkOutputPath(flag: string, path: string): void {
     if (e instanceof KilnError) throw e;
   }
   const dir = dirname(path);
-  try {
-    mkdirSync(dir, { recursive: true });
-  } catch (e) {
-    throw fail(`cannot create the folder ${dir}: ${describeFsError(e)}`, e);
+  // One level at a time from the nearest existing folder: Node's recursive mkdir loops forever
+  // under /proc (ENOENT that no parent creation fixes), and this names the level that failed.
+  const missing: string[] = [];
+  for (let d = dir; !existsSync(d) && dirname(d) !== d; d = dirname(d)) missing.unshift(d);
+  for (const d of missing) {
+    try {
+      mkdirSync(d);
+    } catch (e) {
+      throw fail(`cannot create the folder ${d}: ${describeFsError(e)}`, e);
+    }
   }
+  if (!statSync(dir).isDirectory()) throw fail(`${dir} is not a folder`);
   const probe = `${path}.kiln-probe-${process.pid}`;
   try {
     closeSync(openSync(probe, 'wx'));

@@ -51,12 +51,14 @@ describe('LLaVA configs', () => {
     });
   });
 
-  it('fills absent and null fields with the LlamaConfig defaults', () => {
-    const m = llavaConfigOverrides({ model_type: 'llama', hidden_size: 64, num_attention_heads: 4, num_key_value_heads: null }, 'c.json');
-    expect(m.get('text.vocab')).toBe(32000);
-    expect(m.get('text.kv_heads')).toBe(4);
-    expect(m.get('text.head_dim')).toBe(16);
-    expect(m.get('text.ffn')).toBe(11008);
+  const sizes = { vocab_size: 97, hidden_size: 64, intermediate_size: 80, num_hidden_layers: 2, num_attention_heads: 8 };
+
+  it('fills absent and null fields with the LlamaConfig defaults, except the sizes', () => {
+    const m = llavaConfigOverrides({ model_type: 'llama', ...sizes, num_key_value_heads: null }, 'c.json');
+    expect(m.get('text.vocab')).toBe(97);
+    expect(m.get('text.kv_heads')).toBe(8);
+    expect(m.get('text.head_dim')).toBe(8);
+    expect(m.get('text.ffn')).toBe(80);
     expect(m.get('text.eps')).toBe(1e-6);
     expect(m.get('text.rope_theta')).toBe(10000);
     expect(m.get('text.tie_word_embeddings')).toBe(false);
@@ -65,16 +67,21 @@ describe('LLaVA configs', () => {
   });
 
   it('uses the MistralConfig defaults for mistral model types', () => {
-    const m = llavaConfigOverrides({ model_type: 'llava_mistral', rope_theta: 1e6, rms_norm_eps: 1e-5 }, 'c.json');
+    const m = llavaConfigOverrides({ model_type: 'llava_mistral', ...sizes, num_attention_heads: 32, rope_theta: 1e6, rms_norm_eps: 1e-5 }, 'c.json');
     expect(m.get('text.kv_heads')).toBe(8);
-    expect(m.get('text.ffn')).toBe(14336);
     expect(m.get('text.heads')).toBe(32);
     expect(m.get('text.rope_theta')).toBe(1e6);
-    expect(llavaConfigOverrides({ model_type: 'mistral' }, 'c.json').get('text.eps')).toBe(1e-6);
+    expect(llavaConfigOverrides({ model_type: 'mistral', ...sizes }, 'c.json').get('text.eps')).toBe(1e-6);
+  });
+
+  it.each(Object.keys(sizes))('a config.json without %s names the field (no default size is guessed)', (field) => {
+    const json: Record<string, unknown> = { model_type: 'llava_llama', ...sizes };
+    delete json[field];
+    expectKilnError(() => llavaConfigOverrides(json, '/ckpt/config.json'), '/ckpt/config.json', `field "${field}" is missing`, 'no default');
   });
 
   it('maps Mistral sliding_window: absent is MistralConfig\'s 4096, null is none (0); LLaMA ignores it', () => {
-    const sw = (json: object) => llavaConfigOverrides(json, 'c.json').get('text.sliding_window');
+    const sw = (json: object) => llavaConfigOverrides({ ...sizes, ...json }, 'c.json').get('text.sliding_window');
     expect(sw({ model_type: 'llava_mistral' })).toBe(4096);
     expect(sw({ model_type: 'llava_mistral', sliding_window: null })).toBe(0);
     expect(sw({ model_type: 'mistral', sliding_window: 4 })).toBe(4);
@@ -84,13 +91,13 @@ describe('LLaVA configs', () => {
   });
 
   it('takes an explicit head_dim over hidden / heads, and tied embeddings', () => {
-    const m = llavaConfigOverrides({ model_type: 'mistral', hidden_size: 5120, head_dim: 128, tie_word_embeddings: true }, 'c.json');
+    const m = llavaConfigOverrides({ model_type: 'mistral', ...sizes, hidden_size: 5120, num_attention_heads: 32, head_dim: 128, tie_word_embeddings: true }, 'c.json');
     expect(m.get('text.head_dim')).toBe(128);
     expect(m.get('text.tie_word_embeddings')).toBe(true);
   });
 
   it('reads rope_theta from transformers 5 rope_parameters, and accepts default-type scaling', () => {
-    const v5 = { model_type: 'mistral', rope_parameters: { rope_theta: 1e6, rope_type: 'default' } };
+    const v5 = { model_type: 'mistral', ...sizes, rope_parameters: { rope_theta: 1e6, rope_type: 'default' } };
     expect(llavaConfigOverrides(v5, 'c.json').get('text.rope_theta')).toBe(1e6);
     const legacy = { ...vicuna, rope_theta: 5e5, rope_scaling: { rope_type: 'default' } };
     expect(llavaConfigOverrides(legacy, 'c.json').get('text.rope_theta')).toBe(5e5);
@@ -157,22 +164,19 @@ describe('CLIP configs', () => {
     expect(Object.fromEntries(parseHfConfig(JSON.stringify(clipModel), 'c.json'))).toEqual(l14);
   });
 
-  it('uses CLIPVisionConfig defaults (ViT-B/32) for absent fields', () => {
-    expect(Object.fromEntries(clipConfigOverrides({ model_type: 'clip_vision_model' }, 'c.json'))).toEqual({
-      'vision.width': 768,
-      'vision.mlp': 3072,
-      'vision.layers': 12,
-      'vision.heads': 12,
-      'vision.image_size': 224,
-      'vision.patch': 32,
-      'vision.channels': 3,
-      'vision.eps': 1e-5,
-    });
+  it('uses CLIPVisionConfig defaults for num_channels and layer_norm_eps; a size field is required', () => {
+    const { num_channels: _c, layer_norm_eps: _e, ...sized } = clipVision;
+    expect(Object.fromEntries(clipConfigOverrides(sized, 'c.json'))).toEqual(l14);
+    for (const field of ['hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads', 'image_size', 'patch_size']) {
+      const json: Record<string, unknown> = { ...clipVision };
+      delete json[field];
+      expectKilnError(() => clipConfigOverrides(json, '/clip/config.json'), '/clip/config.json', `field "${field}" is missing`);
+    }
   });
 
   it.each<[unknown, ...string[]]>([
     [{ ...clipVision, hidden_act: 'gelu' }, 'hidden_act', 'quick_gelu'],
-    [{ model_type: 'clip', vision_config: { hidden_act: 'gelu' } }, 'vision_config.hidden_act'],
+    [{ model_type: 'clip', vision_config: { ...clipVision, model_type: undefined, hidden_act: 'gelu' } }, 'vision_config.hidden_act'],
     [{ model_type: 'clip', vision_config: 3 }, 'vision_config'],
     [{ ...clipVision, patch_size: 0 }, 'patch_size'],
     [{ ...clipVision, image_size: 330 }, 'image_size', 'patch_size'],
