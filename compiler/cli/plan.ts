@@ -11,11 +11,16 @@ import { rulesTable } from '../passes/fusion-rules.js';
 import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
 import type { Output } from './output.js';
 import { loadAndCheck } from './spec.js';
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { readArtefact } from '../../runtime/node/artefact-files.js';
+import { MANIFEST_FILE, type Manifest } from '../../runtime/artefact.js';
 
 export const DEFAULT_BATCH = 1;
 export const DEFAULT_SEQ = 2048;
 
 export const planHelp = `usage: kiln plan SPEC [--config NAME] [--train] [--dtype f16] [options]
+       kiln plan DIR          the plan an artefact from \`kiln compile\` runs (its manifest)
 
 Prints the device memory plan of one step: weights, activations (intermediates in reused
 buffers), gradients and AdamW state with --train, and the peak; tensors too large for one
@@ -61,6 +66,7 @@ export async function runPlan(argv: readonly string[], out: Output): Promise<num
     return 0;
   }
   const spec = onePositional(positionals, 'SPEC (a .kiln file)');
+  if (existsSync(join(spec, MANIFEST_FILE)) && statSync(spec).isDirectory()) return printArtefactPlan(spec, values.json === true, out);
   if (values.dtype !== undefined && values.dtype !== 'f16' && values.dtype !== 'f32') throw new UsageError(`--dtype ${values.dtype}: expected f32 or f16`);
   const floatBytes = values.dtype === 'f16' ? 2 : 4;
   const bindings = new Map([
@@ -108,6 +114,51 @@ export async function runPlan(argv: readonly string[], out: Output): Promise<num
     }
     lines.push('', `slots: ${plan.slots.map((s) => `${s.id}: ${mib(s.bytes)}`).join(', ')}`);
   }
+  out.stdout(lines.join('\n'));
+  return 0;
+}
+
+/** Per entry: dispatches, and the buffers the runtime will hold, by kind (from the manifest). */
+export function artefactPlan(m: Manifest) {
+  const bytes = (ts: readonly { dtype: string; shape: readonly number[] }[]): number =>
+    ts.reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1) * (m.floatStorage === 'f16' && t.dtype !== 'i32' && t.dtype !== 'bool' ? 2 : 4), 0);
+  return {
+    source: m.source,
+    floatStorage: m.floatStorage,
+    symbols: Object.fromEntries(m.symbols.map((s) => [s.name, s.value])),
+    params: { count: m.params.length, bytes: bytes(m.params) },
+    state: { count: m.state.length, bytes: bytes(m.state) },
+    entries: Object.entries(m.entries).map(([name, e]) => {
+      const of = (kind: string) => {
+        const bs = e.buffers.filter((b) => b.kind === kind);
+        return { count: bs.length, bytes: bs.reduce((a, b) => a + b.bytes, 0) };
+      };
+      return {
+        name,
+        dispatches: e.dispatches.length,
+        inPlaceUpdates: e.updates.filter((u) => u.inPlace).length,
+        copiedUpdates: e.updates.filter((u) => !u.inPlace).length,
+        buffers: { input: of('input'), output: of('output'), temp: of('temp') },
+      };
+    }),
+  };
+}
+
+function printArtefactPlan(dir: string, json: boolean, out: Output): number {
+  const p = artefactPlan(readArtefact(dir).manifest);
+  if (json) {
+    out.stdout(JSON.stringify(p));
+    return 0;
+  }
+  const lines = [
+    `${dir}: ${Object.entries(p.source).map(([k, v]) => `${k} ${v}`).join(', ')}; ${Object.entries(p.symbols).map(([k, v]) => `${k} = ${v}`).join(', ')}; ${p.floatStorage} storage`,
+    `  parameters ${p.params.count} (${mib(p.params.bytes)}), state ${p.state.count} (${mib(p.state.bytes)}), shared by every entry`,
+    ...p.entries.map(
+      (e) =>
+        `  ${e.name.padEnd(10)} ${String(e.dispatches).padStart(4)} dispatches; inputs ${mib(e.buffers.input.bytes)}, outputs ${mib(e.buffers.output.bytes)}, ` +
+        `intermediates ${mib(e.buffers.temp.bytes)} in ${e.buffers.temp.count} buffers; updates ${e.inPlaceUpdates} in place, ${e.copiedUpdates} copied`,
+    ),
+  ];
   out.stdout(lines.join('\n'));
   return 0;
 }

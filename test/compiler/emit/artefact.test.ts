@@ -99,3 +99,26 @@ describe('compiled artefact', () => {
     expect(missing).toEqual(['feature shader-f16', 'limit maxStorageBuffersPerShaderStage >= 12 (the device has 8)', 'subgroup size 8 (the device has no fixed size)']);
   });
 });
+
+describe('kiln compile and kiln plan DIR', () => {
+  it('writes the artefact, and plan reads back what it will run', async () => {
+    const { main } = await import('../../../compiler/cli/main.js');
+    const { Output } = await import('../../../compiler/cli/output.js');
+    const dir = tmpDir();
+    const spec = path.join(dir, 'mini.kiln');
+    fs.writeFileSync(spec, (await import('../../helpers/mini-model.js')).MINI_SPEC);
+    const out = new Output(true);
+    expect(await main(['compile', spec, '--out', path.join(dir, 'a'), '--batch-size', '2', '--seq', '3', '--entries', 'loss,train_step'], out), out.err.join('\n')).toBe(0);
+    expect(out.out.join('\n')).toMatch(/train_step +\d+ dispatches/);
+    const plan = new Output(true);
+    expect(await main(['plan', path.join(dir, 'a'), '--json'], plan)).toBe(0);
+    const p = JSON.parse(plan.out[0]!) as { symbols: Record<string, number>; entries: { name: string; dispatches: number; inPlaceUpdates: number; copiedUpdates: number }[] };
+    expect(p.symbols).toEqual({ B: 2, T: 3 });
+    const m = readArtefact(path.join(dir, 'a')).manifest;
+    expect(p.entries.map((e) => [e.name, e.dispatches])).toEqual(Object.entries(m.entries).map(([n, e]) => [n, e.dispatches.length]));
+    expect(p.entries[1]!.inPlaceUpdates + p.entries[1]!.copiedUpdates).toBe(6);
+    const bad = new Output(true);
+    expect(await main(['compile', spec, '--out', path.join(dir, 'b'), '--entries', 'decode'], bad)).toBe(2);
+    expect(bad.err.join('\n')).toContain("--entries: no entry 'decode'");
+  });
+});
