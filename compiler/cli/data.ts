@@ -37,6 +37,8 @@ input_ids, labels, and the records left out or truncated and why.
   --template NAME     vicuna_v1, mistral, or auto (default): the checkpoint config's model type
                       (llama: vicuna_v1, mistral: mistral), else the tokenizer's chat_template,
                       else by the spec config's name
+  --image-placement front|inplace  front (default): <image> moved to the start of the first turn
+                      as LLaVA's preprocess_multimodal does in training; inplace: left where it is
   --limit N           only the first N records of the file
   --max-length N      longest sequence after the image splice (default 2048, LLaVA-1.5's);
                       longer ones are truncated and counted
@@ -58,6 +60,7 @@ const dataOptions = {
   limit: { type: 'string' },
   'max-length': { type: 'string' },
   'on-bad-image': { type: 'string' },
+  'image-placement': { type: 'string' },
   dump: { type: 'string' },
   'save-tokenizer': { type: 'string' },
 } as const;
@@ -163,6 +166,8 @@ export async function runData(argv: readonly string[], out: Output): Promise<num
   if (onBad !== 'skip' && onBad !== 'fail') throw new UsageError(`--on-bad-image ${onBad}: expected skip or fail`);
   const limit = values.limit === undefined ? Infinity : positiveInt('--limit', values.limit, 1);
   const maxLength = positiveInt('--max-length', values['max-length'], 2048);
+  const placement = values['image-placement'] ?? 'front';
+  if (placement !== 'front' && placement !== 'inplace') throw new UsageError(`--image-placement ${placement}: expected front or inplace`);
   if (values.template !== undefined && !['vicuna_v1', 'mistral', 'auto'].includes(values.template)) {
     throw new UsageError(`--template ${values.template}: expected vicuna_v1, mistral or auto`);
   }
@@ -219,7 +224,7 @@ export async function runData(argv: readonly string[], out: Output): Promise<num
 
   const { samples, summary } = await prepareSamples(
     records,
-    { tokenizer: tok, encode: { template, maxLength, imageTokens }, imageSize, loadImage, onBadImage: onBad },
+    { tokenizer: tok, encode: { template, maxLength, imageTokens, imagePlacement: placement }, imageSize, loadImage, onBadImage: onBad },
     emptySummary(malformed),
   );
 

@@ -1,6 +1,6 @@
 // `kiln data` as a user meets it: what it prints, exit codes, and a dumped batch that
 // `kiln loss` accepts.
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -124,6 +124,19 @@ describe('kiln data --template auto', () => {
     expect(mistral.stderr).toBe('');
     expect(mistral.stdout).toMatch(/^template mistral, .* image 30px = 9 positions/);
     expect(mistral.stdout).toMatch(/<s>\[INST\] <image>\\nare the objects small or large \? \[\/INST\]⟦\w+<\/s>⟧/);
+  });
+
+  it('keeps <image> where the text has it with --image-placement inplace', async () => {
+    const dir = tmp();
+    writeFileSync(join(dir, 'x.png'), readFileSync('test/golden/images/src/rgb.png'));
+    writeFileSync(join(dir, 'd.json'), JSON.stringify([{ id: 'm', image: 'x.png', conversations: [{ from: 'human', value: 'look at <image> now' }, { from: 'gpt', value: 'red' }] }]));
+    const base = ['data', 'models/vwlmm.kiln', '--config', 'tiny', '--data', dir];
+    const front = await kiln(...base);
+    const inplace = await kiln(...base, '--image-placement', 'inplace');
+    // LLaVA removes the placeholder and strips the ends only: the two spaces stay
+    expect(front.stdout).toContain('USER: <image>\\nlook at  now ASSISTANT:');
+    expect(inplace.stdout).toContain('USER: look at <image> now ASSISTANT:');
+    expect((await kiln(...base, '--image-placement', 'middle')).code).toBe(2);
   });
 });
 
