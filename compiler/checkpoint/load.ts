@@ -3,8 +3,8 @@
 //   openCheckpointDir(dir): CheckpointView
 //     A Hugging Face folder with `model.safetensors`, or sharded with `model.safetensors.index.json`
 //     (weight_map: tensor name -> shard file), or one .safetensors file. Only headers are read;
-//     `load(name)` reads one tensor. The index is authoritative: a shard tensor it does not list
-//     is not in the view, as transformers' index describes the checkpoint.
+//     `load(name)` reads one tensor. Every tensor of the shards the index names is in the view,
+//     as transformers loads them; one the weight_map omits adds a line to `warnings`.
 //
 //   planParams(params, sources, options): LoadPlan      (validates, reads no tensor data)
 //   loadParams(params, sources, options): LoadedParams  (planParams, then loads every tensor)
@@ -52,11 +52,14 @@ export interface CheckpointView {
   readonly names: readonly string[];
   info(name: string): TensorInfo | undefined;
   load(name: string): HostTensor;
+  /** what the folder does that transformers accepts with a warning (a shard tensor the index omits). */
+  readonly warnings?: readonly string[];
 }
 
-function fromFiles(label: string, where: ReadonlyMap<string, SafetensorsFile>): CheckpointView {
+function fromFiles(label: string, where: ReadonlyMap<string, SafetensorsFile>, warnings: readonly string[] = []): CheckpointView {
   return {
     label,
+    warnings,
     names: [...where.keys()],
     info(name) {
       const f = where.get(name);
@@ -103,7 +106,17 @@ function readIndex(dir: string, indexPath: string): CheckpointView {
     }
     where.set(name, file);
   }
-  return fromFiles(dir, where);
+  // transformers reads every tensor of the shards the index names (hub.py: the shard files are
+  // set(weight_map.values())), listed or not: so does Kiln, and says which the index misses.
+  const warnings: string[] = [];
+  for (const [shard, file] of shards) {
+    for (const name of file.names) {
+      if (where.has(name)) continue;
+      where.set(name, file);
+      warnings.push(`${indexPath}: tensor '${name}' is in shard '${shard}' but not in the index's weight_map; loaded from the shard, as transformers does`);
+    }
+  }
+  return fromFiles(dir, where, warnings);
 }
 
 export function openCheckpointDir(dir: string): CheckpointView {

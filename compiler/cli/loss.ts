@@ -169,7 +169,7 @@ export async function runLoss(argv: readonly string[], out: Output): Promise<num
   // The batch first: a bad batch is refused before the checkpoint is read or anything runs.
   const batch = readSafetensors(values.batch);
   validateBatch(inputContract(graph), batch, { file: values.batch });
-  const params = loadModelParams(model, { checkpoint: values.checkpoint, visionTower: values['vision-tower'] });
+  const params = loadModelParams(model, { checkpoint: values.checkpoint, visionTower: values['vision-tower'] }, (w) => out.stderr(`warning: ${w}`));
 
   const wanted = [graph.totalLoss!, ...graph.losses.map((l) => l.node), ...graph.gradients.map((g) => g.node)];
   const storage = values.dtype === 'f16' ? 'f16' : 'f32';

@@ -27,7 +27,7 @@ export function loadBatch(model: CheckedModel, path: string): Map<string, HostTe
 }
 
 /** The parameters the model declares, from the checkpoint folders (the tower from its own folder when given). */
-export function loadModelParams(model: CheckedModel, paths: Omit<InputPaths, 'batch'>): Map<string, HostTensor> {
+export function loadModelParams(model: CheckedModel, paths: Omit<InputPaths, 'batch'>, warn: (message: string) => void = () => {}): Map<string, HostTensor> {
   const graph = model.graph;
   const sources: CheckpointSource[] = [];
   if (paths.visionTower) {
@@ -49,6 +49,7 @@ export function loadModelParams(model: CheckedModel, paths: Omit<InputPaths, 'ba
     );
   }
   sources.push({ dir: main, unused: model.unused });
+  for (const src of sources) if (typeof src.dir !== 'string') for (const w of src.dir.warnings ?? []) warn(w);
   // Which parameters are one tensor is the spec's `tie` (e.g. tie_word_embeddings), not ours.
   return new Map(loadParams(paramRequests(graph.params), sources, { tied: model.tied }).tensors);
 }

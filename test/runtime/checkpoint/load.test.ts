@@ -61,7 +61,12 @@ describe('openCheckpointDir', () => {
       }),
     });
     const v = openCheckpointDir(dir);
-    expect(v.names).toEqual(['a.weight', 'b.weight']);
+    // c.weight is in a shard the index names but not in its weight_map: transformers loads it.
+    expect(v.names).toEqual(['a.weight', 'b.weight', 'c.weight']);
+    expect(v.warnings).toEqual([
+      `${path.join(dir, 'model.safetensors.index.json')}: tensor 'c.weight' is in shard 'model-00002-of-00002.safetensors' but not in the index's weight_map; loaded from the shard, as transformers does`,
+    ]);
+    expect(v.info('c.weight')!.file).toBe(path.join(dir, 'model-00002-of-00002.safetensors'));
     expect(v.info('b.weight')!.file).toBe(path.join(dir, 'model-00002-of-00002.safetensors'));
     expect(Array.from(v.load('b.weight').data)).toEqual([5, 6, 7]);
   });
