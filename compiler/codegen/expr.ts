@@ -70,6 +70,14 @@ export function sigmoidWGSL(x: string): string {
   return `(1.0 / (1.0 + exp(-(${x}))))`;
 }
 
+/**
+ * Whether the f32 `x` (an identifier) is NaN, as a bit test: WGSL lets compilers assume floats
+ * are finite, so `x != x` may be folded to false; integer tests on the bits may not.
+ */
+export function isNanWGSL(x: string): string {
+  return `((bitcast<u32>(${x}) & 0x7fffffffu) > 0x7f800000u)`;
+}
+
 /** i32 0/1 from a WGSL bool expression. */
 export function boolToI32(cond: string): string {
   return `select(i32(0), i32(1), ${cond})`;

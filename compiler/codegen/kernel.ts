@@ -129,5 +129,7 @@ export function wrapPlain(body: KernelBody, inputs: readonly PlainBinding[], out
   const t = wgslType(output.dtype);
   decls.push(`@group(0) @binding(${inputs.length}) var<storage, read_write> out: array<${st}>;`);
   decls.push(`fn store(i: u32, v: ${t}) { out[i] = ${st}(v); }`);
+  // inf/NaN literals read a private var (codegen/expr.ts SPECIAL_VALUES), as the fused generator adds.
+  if (body.code.includes('kf_bits')) decls.push('var<private> kf_bits: vec3<u32> = vec3<u32>(0x7f800000u, 0xff800000u, 0x7fc00000u);');
   return [...[...enables].map((e) => `enable ${e};`), ...decls, LINEAR_ID, body.code].join('\n');
 }

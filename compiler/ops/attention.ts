@@ -66,13 +66,16 @@ export function windowOf(attrs: Attrs): number {
 
 /**
  * Visits every query row with its softmax probabilities (f64, length S; masked keys get 0).
- * qo: offset of the query row, ko/vo: offsets of the kv head's first key/value row.
+ * qo: offset of the query row, ko/vo: offsets of the kv head's first key/value row; the row
+ * sees keys first..end-1 (causal mask and sliding window). Masked keys take no part at all (as in the fused kernels and torch's
+ * flash attention): a NaN in a key or value the row cannot see does not reach it. Every key it
+ * sees does, even with probability 0 (0 * NaN is NaN, as in torch's P @ V).
  */
 export function forEachRow(
   q: HostTensor,
   k: HostTensor,
   d: AttentionDims,
-  visit: (p: Float64Array, qo: number, ko: number, vo: number, b: number, h: number, t: number) => void,
+  visit: (p: Float64Array, qo: number, ko: number, vo: number, b: number, h: number, t: number, first: number, end: number) => void,
 ): void {
   const p = new Float64Array(d.S);
   const group = d.Hq / d.Hkv;
@@ -101,7 +104,7 @@ export function forEachRow(
         }
         // A row that sees no key at all (T > S, causal) attends to nothing: zeros, not NaN.
         for (let j = 0; j < d.S; j++) p[j] = j >= first && j <= last ? p[j]! / z : 0;
-        visit(p, qo, ko, vo, b, h, t);
+        visit(p, qo, ko, vo, b, h, t, first, last + 1);
       }
     }
 }
@@ -129,11 +132,10 @@ export const attentionOp: OpDef = {
     const y = alloc(ctx, out.dtype, out.shape);
     const vs = v!.data;
     const acc = new Float64Array(d.Dv);
-    forEachRow(q!, k!, d, (p, qo, _ko, vo) => {
+    forEachRow(q!, k!, d, (p, qo, _ko, vo, _b, _h, _t, first, end) => {
       acc.fill(0);
-      for (let j = 0; j < d.S; j++) {
+      for (let j = first; j < end; j++) {
         const pj = p[j]!;
-        if (pj === 0) continue;
         for (let i = 0; i < d.Dv; i++) acc[i]! += pj * vs[vo + j * d.Dv + i]!;
       }
       const oo = (qo / d.D) * d.Dv;

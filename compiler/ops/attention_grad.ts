@@ -37,26 +37,27 @@ export const attentionGradOp: OpDef = {
     const vs = v!.data;
     const gs = g!.data;
     const ds = new Float64Array(d.S);
-    forEachRow(q!, k!, d, (p, qo, ko, vo) => {
+    // Only the keys a row sees, each of them even at probability 0 (forEachRow: NaN reaches
+    // what it reaches in the forward).
+    forEachRow(q!, k!, d, (p, qo, ko, vo, _b, _h, _t, first, end) => {
       const go = (qo / d.D) * d.Dv;
       if (wrt === 'v') {
-        for (let j = 0; j < d.S; j++) {
+        for (let j = first; j < end; j++) {
           const pj = p[j]!;
-          if (pj !== 0) for (let i = 0; i < d.Dv; i++) acc[vo + j * d.Dv + i]! += pj * gs[go + i]!;
+          for (let i = 0; i < d.Dv; i++) acc[vo + j * d.Dv + i]! += pj * gs[go + i]!;
         }
         return;
       }
       // dP_j = g . v_j; rowsum(g * O) = sum_j P_j dP_j.
       let dot = 0;
-      for (let j = 0; j < d.S; j++) {
+      for (let j = first; j < end; j++) {
         let s = 0;
-        if (p[j]! !== 0) for (let i = 0; i < d.Dv; i++) s += gs[go + i]! * vs[vo + j * d.Dv + i]!;
+        for (let i = 0; i < d.Dv; i++) s += gs[go + i]! * vs[vo + j * d.Dv + i]!;
         ds[j] = s;
         dot += p[j]! * s;
       }
-      for (let j = 0; j < d.S; j++) {
+      for (let j = first; j < end; j++) {
         const dsj = p[j]! * (ds[j]! - dot) * d.scale;
-        if (dsj === 0) continue;
         if (wrt === 'q') for (let i = 0; i < d.D; i++) acc[qo + i]! += dsj * ks[ko + j * d.D + i]!;
         else for (let i = 0; i < d.D; i++) acc[ko + j * d.D + i]! += dsj * qs[qo + i]!;
       }

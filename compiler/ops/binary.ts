@@ -6,7 +6,7 @@ import type { OpDef } from './types.js';
 import { alloc, broadcastIndex } from './util/ref.js';
 import { scalar, unbroadcast } from './util/grad.js';
 import { broadcastShapes, expectArity, fail, isFloatDType, typeToString } from './util/shape.js';
-import { f32Lit } from '../codegen/expr.js';
+import { f32Lit, isNanWGSL } from '../codegen/expr.js';
 
 type Vjp = (b: GraphBuilder, node: Node, g: number) => [number, number];
 
@@ -23,18 +23,16 @@ function intDiv(a: number, b: number): number {
 }
 
 function minmaxVjp(pick: 'gt' | 'lt'): Vjp {
-  // torch.maximum/minimum: the winner takes the gradient, ties split it in half.
+  // torch.maximum/minimum: the winner takes the gradient, ties split it in half, and the loser
+  // gets 0 (written as torch does: where(x == y, g/2, g) zeroed where x loses, so a NaN operand,
+  // which neither wins nor ties, passes g to both).
   return (b, node, g) => {
     const [x, y] = node.inputs as [number, number];
     const dt = node.type.dtype;
     const zero = scalar(b, 0, dt);
-    const half = b.add('mul', [g, scalar(b, 0.5, dt)]);
-    const tie = b.add('eq', [x, y]);
+    const shared = b.add('where', [b.add('eq', [x, y]), b.add('mul', [g, scalar(b, 0.5, dt)]), g]);
     const other = pick === 'gt' ? 'lt' : 'gt';
-    return [
-      b.add('where', [b.add(pick, [x, y]), g, b.add('where', [tie, half, zero])]),
-      b.add('where', [b.add(other, [x, y]), g, b.add('where', [tie, half, zero])]),
-    ];
+    return [b.add('where', [b.add(other, [x, y]), zero, shared]), b.add('where', [b.add(pick, [x, y]), zero, shared])];
   };
 }
 
@@ -94,8 +92,9 @@ export const BINARY_WGSL: Readonly<Record<string, { f(a: string, b: string): str
     f: (a, b) => `(${a} / ${b})`,
     i: (a, b) => `(${a} / ${b} - select(0, 1, ${a} % ${b} != 0 && ((${a} < 0) != (${b} < 0))))`,
   },
-  maximum: { f: (a, b) => `max(${a}, ${b})`, i: (a, b) => `max(${a}, ${b})` },
-  minimum: { f: (a, b) => `min(${a}, ${b})`, i: (a, b) => `min(${a}, ${b})` },
+  // NaN in either operand gives NaN, as torch.maximum/minimum (WGSL's max/min leave it open).
+  maximum: { f: (a, b) => `select(max(${a}, ${b}), ${NAN}, ${isNanWGSL(a)} || ${isNanWGSL(b)})`, i: (a, b) => `max(${a}, ${b})` },
+  minimum: { f: (a, b) => `select(min(${a}, ${b}), ${NAN}, ${isNanWGSL(a)} || ${isNanWGSL(b)})`, i: (a, b) => `min(${a}, ${b})` },
   pow: {
     f: (a, b) => {
       const odd = `select(pow(-${a}, ${b}), -pow(-${a}, ${b}), fract(${b} * 0.5) != 0.0)`;

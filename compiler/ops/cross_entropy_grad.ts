@@ -1,9 +1,10 @@
 // Backward of cross_entropy: g / n * (softmax(logits) - onehot(label)) on counted rows, 0 on
-// ignored ones (n = number of counted rows).
+// ignored ones (NaN on an ignored row whose log-sum-exp is not finite, as torch) (n = number of
+// counted rows).
 import { shapeToString } from '../ir/dims.js';
 import type { TensorType } from '../ir/graph.js';
 import type { OpDef } from './types.js';
-import { alloc } from './util/ref.js';
+import { alloc, logSumExp } from './util/ref.js';
 import { crossEntropyInfer, forEachLabel } from './cross_entropy.js';
 import { attrInt, expectArity, fail } from './util/shape.js';
 import { lowerCrossEntropyGrad } from './wgsl/loss.js';
@@ -26,6 +27,14 @@ export const crossEntropyGradOp: OpDef = {
     );
     const scale = g!.data[0]! / n;
     const xs = logits!.data;
+    // An ignored row gets 0, but NaN where its log-sum-exp is not finite: torch's log_softmax
+    // covers every row, and its backward is g - softmax * sum(g) = 0 - NaN * 0 there.
+    const ignore = attrInt('cross_entropy_grad', attrs, 'ignore_index', -100);
+    for (let r = 0; r < labels!.data.length; r++) {
+      if (labels!.data[r] !== ignore) continue;
+      const lse = logSumExp(xs, r * V, V, 1);
+      if (!Number.isFinite(lse)) y.data.fill(NaN, r * V, (r + 1) * V);
+    }
     for (const [r, label, lse] of rows) {
       const o = r * V;
       for (let v = 0; v < V; v++) y.data[o + v] = scale * (Math.exp(xs[o + v]! - lse) - (v === label ? 1 : 0));

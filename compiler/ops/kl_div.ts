@@ -17,6 +17,15 @@ export function klInfer(op: string, logits: TensorType, target: TensorType, mask
     fail(`${op}: target_logits ${shapeToString(target.shape)} must have the shape of logits ${shapeToString(logits.shape)}`, 1);
 }
 
+/**
+ * One class's term of torch's kl_div (log_target=False): xlogy(p, p) - p * log q. A class with
+ * p = 0 contributes 0 (0 log 0 = 0), but NaN anywhere, or p = 0 against log q = -inf, is NaN as
+ * in torch: a skipped term would hide a non-finite input.
+ */
+export function klTerm(p: number, logp: number, logq: number): number {
+  return (p === 0 ? 0 : p * logp) - p * logq;
+}
+
 /** Visits each selected row with its log-sum-exps and its KL term; returns the row count. */
 export function forEachMaskedRow(
   logits: HostTensor,
@@ -37,9 +46,7 @@ export function forEachMaskedRow(
     let kl = 0;
     for (let v = 0; v < V; v++) {
       const logp = ts[o + v]! - lt;
-      const p = Math.exp(logp);
-      // xlogy convention: a zero-probability class contributes 0.
-      if (p > 0) kl += p * (logp - (zs[o + v]! - lz));
+      kl += klTerm(Math.exp(logp), logp, zs[o + v]! - lz);
     }
     visit(o, lz, lt, kl);
   }

@@ -33,7 +33,9 @@ export const klDivGradOp: OpDef = {
         const logp = ts[o + v]! - lt;
         const p = Math.exp(logp);
         const logq = zs[o + v]! - lz;
-        y.data[o + v] = scale * (toLogits ? Math.exp(logq) - p : p > 0 ? p * (logp - logq - kl) : 0);
+        // A p = 0 class gets 0 from the target side while the row is finite (torch's xlogy
+        // backward would give 0/0 there; Kiln keeps the limit), NaN once the row is not.
+        y.data[o + v] = scale * (toLogits ? Math.exp(logq) - p : p === 0 && Number.isFinite(kl) ? 0 : p * (logp - logq - kl));
       }
     return y;
   },

@@ -28,13 +28,22 @@ export function matmulInto(
   N: number,
   row: Float64Array,
 ): void {
+  // A zero of a skips its row of b only when that row is finite: 0 * inf and 0 * NaN are NaN in
+  // torch's matmul too, so a skip would hide a non-finite b. 0: not yet known, 1 finite, 2 not.
+  const bFinite = new Uint8Array(K);
   for (let i = 0; i < M; i++) {
     row.fill(0, 0, N);
     const ai = aOff + i * K;
     for (let k = 0; k < K; k++) {
       const av = a[ai + k]!;
-      if (av === 0) continue;
       const bk = bOff + k * N;
+      if (av === 0) {
+        if (bFinite[k] === 0) {
+          bFinite[k] = 1;
+          for (let j = 0; j < N; j++) if (!Number.isFinite(b[bk + j]!)) bFinite[k] = 2;
+        }
+        if (bFinite[k] === 1) continue;
+      }
       for (let j = 0; j < N; j++) row[j]! += av * b[bk + j]!;
     }
     const yi = yOff + i * N;

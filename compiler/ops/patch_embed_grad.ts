@@ -34,8 +34,8 @@ export const patchEmbedGradOp: OpDef = {
       for (let o = 0; o < d.O; o++)
         for (let gy = 0; gy < GH; gy++)
           for (let gx = 0; gx < GW; gx++) {
+            // No skip of a zero gv: 0 * NaN is NaN in torch's conv backward too.
             const gv = gs[((b * d.O + o) * GH + gy) * GW + gx]!;
-            if (gv === 0) continue;
             for (let c = 0; c < d.C; c++)
               for (let r = 0; r < d.k; r++) {
                 const xo = patchRow(d, b, c, gy, gx, r);

@@ -5,7 +5,7 @@ import type { OpDef } from './types.js';
 import { alloc } from './util/ref.js';
 import { attrString, expectArity, fail, isFloatDType, typeToString } from './util/shape.js';
 import { shapesEqual } from '../ir/dims.js';
-import { erfWGSL, f32Lit, sigmoidWGSL } from '../codegen/expr.js';
+import { erfWGSL, f32Lit, isNanWGSL, sigmoidWGSL } from '../codegen/expr.js';
 import type { ElementwiseKernel } from '../codegen/kernel.js';
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
@@ -55,8 +55,9 @@ export const UNARY: Readonly<Record<string, UnaryRow>> = {
   rsqrt: { f: (x) => 1 / Math.sqrt(x), df: (x) => -0.5 / (x * Math.sqrt(x)), doc: 'rsqrt(x): 1 / sqrt(x)' },
   tanh: { f: Math.tanh, df: (x) => 1 - Math.tanh(x) ** 2, doc: 'tanh(x)' },
   sigmoid: { f: sigmoid, df: (x) => sigmoid(x) * (1 - sigmoid(x)), doc: 'sigmoid(x): 1 / (1 + exp(-x))' },
-  // PyTorch's relu and abs backward: 0 at the kink.
-  relu: { f: (x) => (x > 0 ? x : 0), df: (x) => (x > 0 ? 1 : 0), ints: (x) => (x > 0 ? x : 0), doc: 'relu(x): max(x, 0)' },
+  // PyTorch's relu and abs backward: 0 at the kink. relu keeps NaN, and its backward
+  // (threshold_backward: 0 where the output <= 0) passes g through a NaN.
+  relu: { f: (x) => (x > 0 || Number.isNaN(x) ? x : 0), df: (x) => (x <= 0 ? 0 : 1), ints: (x) => (x > 0 ? x : 0), doc: 'relu(x): max(x, 0)' },
   abs: { f: Math.abs, df: (x) => (x > 0 ? 1 : x < 0 ? -1 : 0), ints: (x) => Math.abs(x) | 0, doc: 'abs(x)' },
   gelu: {
     f: (x) => 0.5 * x * (1 + erf(x / Math.SQRT2)),
@@ -93,12 +94,14 @@ const K_TANH = f32Lit(SQRT_2_OVER_PI);
 const INV_S2PI = f32Lit(INV_SQRT_2PI);
 // WGSL's tanh may return NaN past the exponent's range on some drivers; tanh(20) is 1 in f32.
 const tanh = (x: string): string => `tanh(clamp(${x}, -20.0, 20.0))`;
+// clamp may turn a NaN into a bound: the tanh op keeps it (gelu_tanh's x * (...) keeps it anyway).
+const tanhOp = (x: string): string => `select(${tanh(x)}, ${x}, ${isNanWGSL(x)})`;
 const tanhGelu = (x: string): string => tanh(`(${K_TANH} * (${x} + 0.044715 * ${x} * ${x} * ${x}))`);
 const sig = sigmoidWGSL;
 
 /**
  * The rows' kernels: f(x) and g * f'(x) as WGSL (x, g identifiers), the same formulas as the
- * reference. The i32 forms of neg, relu and abs are the same text, typed by their operand.
+ * reference. The i32 forms of neg and abs are the same text, typed by their operand (relu: max).
  */
 export const UNARY_WGSL: Readonly<Record<string, { f(x: string): string; df(x: string, g: string): string }>> = {
   neg: { f: (x) => `(-${x})`, df: (_x, g) => `(-${g})` },
@@ -106,10 +109,14 @@ export const UNARY_WGSL: Readonly<Record<string, { f(x: string): string; df(x: s
   log: { f: (x) => `log(${x})`, df: (x, g) => `(${g} * (1.0 / ${x}))` },
   sqrt: { f: (x) => `sqrt(${x})`, df: (x, g) => `(${g} * (0.5 / sqrt(${x})))` },
   rsqrt: { f: (x) => `inverseSqrt(${x})`, df: (x, g) => `(${g} * (-0.5 / (${x} * sqrt(${x}))))` },
-  tanh: { f: tanh, df: (x, g) => `(${g} * (1.0 - ${tanh(x)} * ${tanh(x)}))` },
+  tanh: { f: tanhOp, df: (x, g) => `(${g} * (1.0 - ${tanhOp(x)} * ${tanhOp(x)}))` },
   sigmoid: { f: sig, df: (x, g) => `(${g} * (${sig(x)} * (1.0 - ${sig(x)})))` },
-  // select, not max: NaN gives 0 as the reference's (x > 0 ? x : 0) does.
-  relu: { f: (x) => `select(0, ${x}, ${x} > 0)`, df: (x, g) => `(${g} * select(0.0, 1.0, ${x} > 0.0))` },
+  // f32 relu keeps NaN as torch does (a bit test: the comparison alone may be folded); the
+  // backward passes g unless x <= 0. i32 relu: max(x, 0), in unaryOp.
+  relu: {
+    f: (x) => `select(0.0, ${x}, ${x} > 0.0 || ${isNanWGSL(x)})`,
+    df: (x, g) => `(${g} * select(1.0, 0.0, ${x} <= 0.0 && !${isNanWGSL(x)}))`,
+  },
   abs: { f: (x) => `abs(${x})`, df: (x, g) => `(${g} * sign(${x}))` },
   gelu: {
     f: (x) => `(0.5 * ${x} * (1.0 + ${erfWGSL(x, Math.SQRT1_2)}))`,
@@ -157,7 +164,7 @@ function unaryOp(name: string, row: UnaryRow): OpDef {
       for (let i = 0; i < src.length; i++) dst[i] = f(src[i]!);
       return y;
     },
-    kernel: { kind: 'elementwise', expr: ([x]) => wgslRow(name).f(x!) },
+    kernel: { kind: 'elementwise', expr: ([x], types) => (name === 'relu' && types.output === 'i32' ? `max(${x!}, 0)` : wgslRow(name).f(x!)) },
   };
 }
 

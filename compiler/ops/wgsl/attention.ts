@@ -148,7 +148,11 @@ ${range(L).map((j) => `      s${j} += dot(qc, ${lanes.bcast('kv', j)});`).join('
   ].join('\n');
 }
 
-/** Statements: online-softmax update of m, l with this block's scores; p0..p{L-1}, `corr`. */
+/**
+ * Statements: online-softmax update of m, l with this block's scores; p0..p{L-1}, `corr`. Keys a
+ * row does not see take no part: every product with one of their rows is selected away (not
+ * multiplied by p = 0), so a NaN there cannot reach the row, as in the reference.
+ */
 export function onlineUpdate(a: Att): string {
   return [
     '    var mx = m;',
@@ -197,11 +201,12 @@ export function statsPass(a: Att, withDelta: boolean): string {
   for (var j0 = jbeg; j0 < jend; j0 += ${a.L}u) {
 ${scoreBlock(a)}
 ${onlineUpdate(a)}
-${withDelta ? `${dpBlock(a)}\n    u = u * corr + ${sum(a.L, (j) => `p${j} * dp${j}`)};` : ''}
+${withDelta ? `${dpBlock(a)}\n    u = u * corr + ${sum(a.L, (j) => `select(0.0, p${j} * dp${j}, ok${j})`)};` : ''}
   }
-  // A row that sees no key: lse = +big makes every p 0.
-  let lse = select(${POS_BIG}, m + log(l), l > 0.0);
-  let delta = select(0.0, u / l, l > 0.0);`;
+  // A row that sees no key: lse = +big makes every p 0. A row that sees keys keeps whatever
+  // l is (0 when every score is -inf, NaN after a NaN score): non-finite, as in torch.
+  let lse = select(m + log(l), ${POS_BIG}, lim == 0u);
+  let delta = select(u / l, 0.0, lim == 0u);`;
 }
 
 export function loaders(a: Att, n: number): string {
@@ -233,11 +238,11 @@ ${onlineUpdate(a)}
     ${forC(
       n,
       `      let vv = k_ld2(vb + jl * ${a.Dv}u, c);
-      ${at('acc', 'c')} = ${at('acc', 'c')} * corr + ${sum(a.L, (j) => `p${j} * ${a.lanes.bcast('vv', j)}`)};`,
+      ${at('acc', 'c')} = ${at('acc', 'c')} * corr + ${sum(a.L, (j) => `select(vec4<f32>(), p${j} * ${a.lanes.bcast('vv', j)}, ok${j})`)};`,
     )}
   }
   if (t < ${a.T}u) {
-    let inv = select(0.0, 1.0 / l, l > 0.0);
+    let inv = select(1.0 / l, 0.0, lim == 0u);
     ${storeVec((c) => at('acc', c), a.Dv, 'go', 'inv')}
   }`);
 }
@@ -255,7 +260,7 @@ ${range(a.L).map((j) => `    let ds${j} = select(0.0, exp(s${j} - lse) * (dp${j}
     ${forC(
       n,
       `      let kv = k_ld1(kb + jl * ${a.D}u, c);
-      ${at('dq', 'c')} += ${sum(a.L, (j) => `ds${j} * ${a.lanes.bcast('kv', j)}`)};`,
+      ${at('dq', 'c')} += ${sum(a.L, (j) => `select(vec4<f32>(), ds${j} * ${a.lanes.bcast('kv', j)}, ok${j})`)};`,
     )}
   }
   if (t < ${a.T}u) {

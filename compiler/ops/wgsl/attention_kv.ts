@@ -58,14 +58,14 @@ export function lowerAttentionGradKV(ctx: LowerContext, wrt: 'k' | 'v'): KernelB
   const phase2 = `      ${range(L).map((rr) => `var s${rr} = 0.0;`).join(' ')}
       ${forC(v4(a.D), `        let kc = k_ld1(kb + jl * ${a.D}u, c);\n        let qc = k_ld0(qo, c);\n${range(L).map((rr) => `        s${rr} += dot(kc, ${bc('qc', rr)});`).join('\n')}`)}
       let lseL = ${at('lseA', 'bi')};
-${range(L).map((rr) => `      let p${rr} = select(0.0, exp(s${rr} * ${f32(a.scale)} - ${bc('lseL', rr)}), ${vis(rr)});`).join('\n')}
+${range(L).map((rr) => `      let ok${rr} = ${vis(rr)};\n      let p${rr} = select(0.0, exp(s${rr} * ${f32(a.scale)} - ${bc('lseL', rr)}), ok${rr});`).join('\n')}
 ${
   isK
     ? `${dpBlockKeys(a)}
       let delL = ${at('delA', 'bi')};
-${range(L).map((rr) => `      let ds${rr} = p${rr} * (dp${rr} - ${bc('delL', rr)});`).join('\n')}
-      ${forC(v4(a.D), `        let qc = k_ld0(qo, c);\n        ${at('acc', 'c')} += ${sum(L, (rr) => `ds${rr} * ${bc('qc', rr)}`)};`)}`
-    : `      ${forC(v4(a.Dv), `        let gc = k_ld3(go, c);\n        ${at('acc', 'c')} += ${sum(L, (rr) => `p${rr} * ${bc('gc', rr)}`)};`)}`
+${range(L).map((rr) => `      let ds${rr} = select(0.0, p${rr} * (dp${rr} - ${bc('delL', rr)}), ok${rr});`).join('\n')}
+      ${forC(v4(a.D), `        let qc = k_ld0(qo, c);\n        ${at('acc', 'c')} += ${sum(L, (rr) => `select(vec4<f32>(), ds${rr} * ${bc('qc', rr)}, ok${rr})`)};`)}`
+    : `      ${forC(v4(a.Dv), `        let gc = k_ld3(go, c);\n        ${at('acc', 'c')} += ${sum(L, (rr) => `select(vec4<f32>(), p${rr} * ${bc('gc', rr)}, ok${rr})`)};`)}`
 }`;
   // Row blocks that see none of this key block: all keys after the last row's, or (window) all
   // before the first row's first key.

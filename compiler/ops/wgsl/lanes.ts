@@ -145,6 +145,22 @@ export const NEG_INF_FN = `fn k_neg_inf() -> f32 {
 }`;
 
 /**
+ * NaN and infinity tests and a runtime NaN, for the templates that must propagate non-finite
+ * values as PyTorch does. Bit tests, not `x != x`: WGSL lets a compiler assume floats are finite
+ * (Mesa folds such comparisons), while integer bit tests always hold. `body()` adds these to a
+ * template that calls any of them.
+ */
+export const NONFINITE_FNS = `fn k_isnan(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }
+fn k_isinf(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) == 0x7f800000u; }
+fn k_nan() -> f32 {
+  // A var, not a const: a constant expression may not evaluate to NaN.
+  var bits = 0x7fc00000u;
+  return bitcast<f32>(bits);
+}
+// max(a, b) that is NaN when either is, as torch.max / torch.maximum (WGSL's max leaves it open).
+fn k_max(a: f32, b: f32) -> f32 { return select(max(a, b), k_nan(), k_isnan(a) || k_isnan(b)); }`;
+
+/**
  * A statement referencing inputs the kernel does not need (a weight-gradient kernel never reads
  * the weight): pipelines with layout 'auto' drop unreferenced bindings, which would break the
  * caller's one-binding-per-input bind group. Never taken, so it costs nothing.
@@ -161,9 +177,10 @@ export function product(shape: readonly number[]): number {
 /** A KernelBody's fields from the parts every template produces. */
 export function body(ctx: LowerContext, label: string, lanes: Lanes, groups: number, code: string, extraEnables: readonly string[] = []) {
   const enables = [...new Set([...lanes.enables, ...extraEnables])];
+  const nonfinite = /\bk_(isnan|isinf|nan|max)\(/.test(code) && !code.includes('fn k_isnan(');
   return {
     label: `${ctx.op} ${label} L${lanes.L}`,
-    code,
+    code: nonfinite ? `${NONFINITE_FNS}\n${code}` : code,
     workgroups: lanes.workgroups(groups),
     ...(enables.length > 0 ? { enables } : {}),
   };

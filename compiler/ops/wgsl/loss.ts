@@ -68,11 +68,13 @@ export function lowerCrossEntropyGrad(ctx: LowerContext, ignore: number): Kernel
   const r = rows(rowLanes(ctx, R, V), R, V);
   const stmts = `${countRows(r.lanes, R, 'load1(q)', `f != ${ignore}i`)}
   let label = load1(grp);
+${lse(r, 0, '')}
   if (label == ${ignore}i) {
-    ${r.loop('    store(at, 0.0);')}
+    // 0, or NaN when the row's log-sum-exp is not finite (torch's log_softmax covers it).
+    let z = select(0.0, k_nan(), k_isnan(lse) || k_isinf(lse));
+    ${r.loop('    store(at, z);')}
     return;
   }
-${lse(r, 0, '')}
   let scale = load2(0u) / count;
   ${r.loop(`    store(at, scale * (exp(load0(at) - lse) - select(0.0, 1.0, i32(i) == label)));`)}`;
   return rowKernel(ctx, 'cross_entropy_grad', r, stmts, '', attrsFor(r.lanes));
@@ -85,10 +87,11 @@ ${lse(r, 1, 't')}
 ${rowSum(r, 'kl', 'k_kl_term(load1(at) - tlse, load0(at) - zlse)')}`;
 }
 
-// xlogy convention: a class with p = 0 contributes 0 (even where log p is -inf).
+// torch's kl_div term xlogy(p, p) - p log q (kl_div.ts klTerm): 0 log 0 = 0, but NaN stays NaN
+// and p = 0 against log q = -inf is NaN, as in torch.
 const KL_TERM = `fn k_kl_term(logp: f32, logq: f32) -> f32 {
   let p = exp(logp);
-  return select(0.0, p * (logp - logq), p > 0.0);
+  return select(p * logp, 0.0, p == 0.0) - p * logq;
 }`;
 
 /** kl_div: inputs logits, target_logits, mask; mean over masked rows of KL(p || q). */
@@ -125,6 +128,6 @@ ${lse(r, 1, 't')}
 ${klRow(r)}
   ${r.loop(`    let logp = load1(at) - tlse;
     let p = exp(logp);
-    store(at, select(0.0, scale * p * (logp - (load0(at) - zlse) - kl), p > 0.0));`)}`;
+    store(at, select(scale * p * (logp - (load0(at) - zlse) - kl), 0.0, p == 0.0 && !k_isnan(kl) && !k_isinf(kl)));`)}`;
   return rowKernel(ctx, `kl_div_grad ${wrt}`, r, stmts, KL_TERM, attrsFor(r.lanes));
 }

@@ -4,8 +4,8 @@
 // Axes are first normalised: size-1 axes dropped, runs of kept or reduced axes merged, so the
 // common cases become one strided loop ([rows, n] -> rows, [n, cols] -> cols). The group's lanes
 // split the reduced index; with one lane the reduced axes are plain nested loops (no division in
-// the inner loop). max does not promise the reference's NaN propagation: WGSL's max() leaves the
-// result for a NaN operand to the implementation.
+// the inner loop). A float max propagates NaN as torch.amax does (k_max; the lanes' partial
+// maxima are combined through a sum, which keeps a NaN that subgroupMax may drop).
 import type { KernelBody, LowerContext } from '../../codegen/kernel.js';
 import { body, chooseLanes, entry, NEG_INF_FN, product, type Lanes } from './lanes.js';
 
@@ -62,9 +62,11 @@ export function lowerReduce(ctx: LowerContext, kind: ReduceKind, inShape: readon
   lines.push(`  let base = ${terms.length > 0 ? terms.join(' + ') : '0u'};`);
   const init = kind === 'max' ? (isInt ? 'bitcast<i32>(0x80000000u)' : 'k_neg_inf()') : isInt ? '0i' : '0.0';
   lines.push(`  var acc: ${T} = ${init};`);
-  const fold = (v: string): string => (kind === 'max' ? `acc = max(acc, ${v});` : `acc += ${v};`);
+  const fold = (v: string): string => (kind === 'max' ? `acc = ${isInt ? 'max' : 'k_max'}(acc, ${v});` : `acc += ${v};`);
   lines.push(reducedLoops(lanes, red, fold));
-  if (lanes.L > 1) lines.push(`  acc = ${kind === 'max' ? lanes.max('acc') : lanes.sum('acc')};`);
+  if (lanes.L > 1 && kind === 'max' && !isInt)
+    lines.push(`  { let nans = ${lanes.sum('select(0.0, acc, k_isnan(acc))')};\n    acc = select(${lanes.max('acc')}, k_nan(), k_isnan(nans)); }`);
+  else if (lanes.L > 1) lines.push(`  acc = ${kind === 'max' ? lanes.max('acc') : lanes.sum('acc')};`);
   if (kind === 'mean') {
     // An empty mean is 0/0 as in torch; the division stays at run time (a constant 0/0 is an error).
     lines.push(`  var n = ${rn}.0;\n  acc = acc / n;`);

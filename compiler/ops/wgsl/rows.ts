@@ -61,6 +61,9 @@ export function onlineLse(r: Rows, x: string, p = ''): string {
   if (lanes.L > 1) {
     lines.push(`  { let mm = ${lanes.max(m)};\n    ${s} = ${lanes.sum(`${s} * exp(${m} - mm)`)};\n    ${m} = mm; }`);
   }
+  // As torch: a +inf element makes the whole row NaN (its exp(x - max) is exp(inf - inf)); a
+  // NaN element already made the sum NaN.
+  lines.push(`  if (k_isinf(${m}) && ${m} > 0.0) { ${s} = k_nan(); }`);
   return lines.join('\n');
 }
 
