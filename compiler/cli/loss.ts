@@ -12,8 +12,9 @@ import { checkOutputPath } from './output-path.js';
 import { inputContract } from '../passes/input-contract.js';
 import { validateBatch } from '../../runtime/validate.js';
 import { getDevice } from '../../runtime/node/device.js';
-import { runReference } from '../exec/reference.js';
-import { runOnWebGpu, webgpuAvailable } from '../exec/webgpu-run.js';
+import { runReference, traceReference } from '../exec/reference.js';
+import { runOnWebGpu, traceOnWebGpu, webgpuAvailable } from '../exec/webgpu-run.js';
+import { checkFinite } from '../../runtime/nonfinite.js';
 import { fuse } from '../passes/fuse.js';
 import { opsWithoutKernels } from '../passes/lower.js';
 import type { Graph } from '../ir/graph.js';
@@ -117,7 +118,9 @@ export interface EvaluateOptions {
  * Evaluates `wanted` of `graph` on one batch: validates the batch against the graph's input
  * contract first (runtime/validate.ts; before any backend sees it, so both backends refuse the
  * same batches with the same message), then runs the reference executor or WebGPU. `params` are
- * the checkpoint tensors by name, `batch` the batch file's tensors by name. Throws KilnError.
+ * the checkpoint tensors by name, `batch` the batch file's tensors by name. Throws KilnError;
+ * a loss term, the loss or a gradient among `wanted` that is not finite throws NonFiniteError
+ * (runtime/nonfinite.ts) naming where it began, after a diagnostic re-run on the same backend.
  */
 export async function evaluateBatch(
   graph: Graph,
@@ -129,14 +132,44 @@ export async function evaluateBatch(
   const where = opts.file === undefined ? {} : { file: opts.file };
   const feeds = new Map([...params, ...validateBatch(inputContract(graph), batch, where)]);
   const storage = opts.storage ?? 'f32';
+  let run: { results: Map<number, HostTensor>; info: RunInfo };
   try {
-    if (opts.backend === 'cpu') return { results: runReference(graph, feeds, wanted, { precision: 'f32' }), info: { backend: 'cpu', adapter: 'host CPU, reference executor', storage } };
-    const adapter = (await getDevice()).adapterName;
-    return { results: await runOnWebGpu(graph, feeds, wanted, { storage }), info: { backend: 'webgpu', adapter, storage } };
+    if (opts.backend === 'cpu') run = { results: runReference(graph, feeds, wanted, { precision: 'f32' }), info: { backend: 'cpu', adapter: 'host CPU, reference executor', storage } };
+    else run = { results: await runOnWebGpu(graph, feeds, wanted, { storage }), info: { backend: 'webgpu', adapter: (await getDevice()).adapterName, storage } };
   } catch (e) {
     if (e instanceof KilnError) throw e;
     throw new KilnError((e as Error).message, where);
   }
+  await checkResultsFinite(graph, feeds, wanted, run, storage);
+  return run;
+}
+
+/**
+ * A NaN or inf is never handed on as a number: the first non-finite loss term, loss or gradient
+ * among `wanted` throws, naming where it began (the diagnostic re-run happens only now, on the
+ * backend that ran). A training loop calls this per step the same way.
+ */
+async function checkResultsFinite(
+  graph: Graph,
+  feeds: ReadonlyMap<string, HostTensor>,
+  wanted: readonly number[],
+  run: { results: Map<number, HostTensor>; info: RunInfo },
+  storage: 'f32' | 'f16',
+): Promise<void> {
+  const asked = new Set(wanted);
+  const named = [
+    ...graph.losses.map((l) => ({ node: l.node, what: `loss term '${l.name}'` })),
+    ...(graph.totalLoss === null ? [] : [{ node: graph.totalLoss, what: 'the loss' }]),
+    ...graph.gradients.map((g) => ({ node: g.node, what: `the gradient of parameter '${g.name}'` })),
+  ].filter((r) => asked.has(r.node));
+  const err = await checkFinite(graph, run.results, named, () =>
+    run.info.backend === 'webgpu' ? traceOnWebGpu(graph, feeds, wanted, { storage }) : traceReference(graph, feeds, wanted, 'f32'),
+  );
+  if (!err) return;
+  const value = (id: number): string => (run.results.has(id) ? String(run.results.get(id)!.data[0]) : '?');
+  const terms = [...(graph.totalLoss === null ? [] : [`loss ${value(graph.totalLoss)}`]), ...graph.losses.map((l) => `${l.name} ${value(l.node)}`)];
+  err.message = `${err.message}\n  (${run.info.backend}: ${terms.join(', ')})`;
+  throw err;
 }
 
 /** Significant digits a stored float carries: f32 has a 24-bit significand, f16 an 11-bit one. */

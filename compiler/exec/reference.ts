@@ -7,11 +7,14 @@ import { reachable } from '../ir/graph.js';
 import { getOp } from '../ops/registry.js';
 import type { ReferenceContext } from '../ops/types.js';
 import { isFloat, numel, type HostTensor, type TensorData } from '../../runtime/tensor.js';
+import type { Trace } from '../../runtime/nonfinite.js';
 
 export interface ReferenceOptions {
   readonly precision: 'f32' | 'f64';
   /** filled in when given: which nodes ran, in order, and the most values held at once. */
   readonly stats?: { evaluated: number[]; peakLive: number };
+  /** called with every node's value as it is computed (sources included): diagnostics. */
+  readonly observe?: (id: number, value: HostTensor) => void;
 }
 
 function describe(dtype: DType, shape: readonly (Dim | number)[]): string {
@@ -145,6 +148,7 @@ export function runReference(
         throw new Error(`reference ${node.op} (node ${id}) returned ${shapeToString(value.shape)}, expected ${shapeToString(shape)}`);
     }
     values.set(id, value);
+    opts.observe?.(id, value);
     if (opts.stats) {
       opts.stats.evaluated.push(id);
       opts.stats.peakLive = Math.max(opts.stats.peakLive, values.size);
@@ -158,4 +162,42 @@ export function runReference(
   const out = new Map<number, HostTensor>();
   for (const id of wanted) out.set(id, values.get(id)!);
   return out;
+}
+
+/**
+ * The reference's diagnostic run for runtime/nonfinite.ts: runs `wanted` and keeps every node's
+ * value (no value is dropped, so it holds the whole forward and backward on the host).
+ */
+export function traceReference(graph: Graph, feeds: ReadonlyMap<string, HostTensor>, wanted: readonly number[], precision: 'f32' | 'f64'): Trace {
+  const values = new Map<number, HostTensor>();
+  runReference(graph, feeds, wanted, { precision, observe: (id, v) => values.set(id, v) });
+  return { values };
+}
+
+/**
+ * Evaluates `nodes` (ids, any order) with the reference ops, their inputs taken from `from` or
+ * from nodes evaluated before them; symbolic dims bound from `feeds`. For naming the op inside
+ * a fused kernel from the kernel's observed inputs. Throws when an input is neither.
+ */
+export function evaluateNodes(
+  graph: Graph,
+  feeds: ReadonlyMap<string, HostTensor>,
+  nodes: readonly number[],
+  from: ReadonlyMap<number, HostTensor>,
+  precision: 'f32' | 'f64',
+): Map<number, HostTensor> {
+  const ctx = makeContext(precision);
+  const bindings = bindSymbols(graph, feeds);
+  const values = new Map<number, HostTensor>();
+  for (const id of [...nodes].sort((a, b) => a - b)) {
+    const node = graph.nodes[id]!;
+    const inputs = node.inputs.map((i) => {
+      const v = values.get(i) ?? from.get(i);
+      if (!v) throw new Error(`evaluateNodes: input ${i} of node ${id} is not available`);
+      return adopt(v, ctx);
+    });
+    const shape = node.type.shape.map((d) => evalDim(d, bindings));
+    values.set(id, getOp(node.op).reference(inputs, evalAttrs(node.attrs, bindings), { dtype: node.type.dtype, shape }, ctx));
+  }
+  return values;
 }

@@ -12,6 +12,7 @@ import { compileArtefact, type CompiledEntry } from '../emit/artefact.js';
 import { bindSymbols } from './reference.js';
 import { KilnError } from '../../runtime/errors.js';
 import type { EntryStats } from '../../runtime/artefact.js';
+import type { TracedKernel } from '../../runtime/nonfinite.js';
 import type { HostTensor } from '../../runtime/tensor.js';
 import type { KilnDevice } from '../../runtime/webgpu/device.js';
 import { ArtefactProgram, TensorStore } from '../../runtime/webgpu/program.js';
@@ -84,6 +85,14 @@ export class WebGpuExecutor {
    */
   async run(feeds: ReadonlyMap<string, HostTensor>, wanted: readonly number[], opts: { applyUpdates?: boolean } = {}): Promise<Map<number, HostTensor>> {
     const p = await this.prepare(feeds, wanted, opts.applyUpdates ?? false);
+    this.writeShared(p, feeds);
+    this.lastStats = p.entry.manifest.stats;
+    const out = await p.program.run(ENTRY, feeds);
+    return new Map(wanted.map((id) => [id, out.get(outputName(id))!]));
+  }
+
+  /** Parameters and state from the feeds into the store (the same objects again send nothing). */
+  private writeShared(p: Prepared, feeds: ReadonlyMap<string, HostTensor>): void {
     const m = p.program.manifest;
     const shared = new Map<string, HostTensor>();
     for (const t of [...m.params.map((d) => ['param', d.name] as const), ...m.state.map((d) => ['input', d.name] as const)]) {
@@ -92,9 +101,40 @@ export class WebGpuExecutor {
       shared.set(t[1], v);
     }
     this.store.write(shared);
-    this.lastStats = p.entry.manifest.stats;
-    const out = await p.program.run(ENTRY, feeds);
-    return new Map(wanted.map((id) => [id, out.get(outputName(id))!]));
+  }
+
+  /**
+   * The diagnostic run behind runtime/nonfinite.ts: the entry run(feeds, wanted) uses, one
+   * dispatch at a time, reading back every value each dispatch writes. Returns the sources and
+   * every kernel output, each with the kernel that wrote it and the graph nodes that kernel
+   * computes. Slow, and holds every output on the host: only for finding where a non-finite
+   * value began.
+   */
+  async trace(feeds: ReadonlyMap<string, HostTensor>, wanted: readonly number[]): Promise<{ values: Map<number, HostTensor>; kernelOf: Map<number, TracedKernel> }> {
+    const p = await this.prepare(feeds, wanted, false);
+    this.writeShared(p, feeds);
+    const { compiled } = p.entry;
+    const dispatches = p.entry.manifest.dispatches;
+    const values = new Map<number, HostTensor>();
+    for (const id of compiled.program.sources) values.set(id, feeds.get(String(this.graph.nodes[id]!.attrs['name']))!);
+    // A value bound in chunks (split bindings) appears once per chunk: read it once, whole.
+    const written = (s: number): number[] => [...new Set(compiled.kernels[s]!.bindings.filter((b) => b.access === 'read_write').map((b) => b.value))];
+    const bufferOf = (s: number, node: number): number => dispatches[s]!.bindings[compiled.kernels[s]!.bindings.findIndex((b) => b.value === node)]!.buffer;
+    const kernelOf = new Map<number, TracedKernel>();
+    await p.program.trace(
+      ENTRY,
+      feeds,
+      (s) => written(s).map((id) => ({ buffer: bufferOf(s, id), dtype: compiled.node(id).dtype, shape: compiled.node(id).shape })),
+      (s, got) => {
+        const step = compiled.plan.steps[s]!;
+        const traced: TracedKernel = { step: s, label: dispatches[s]!.label, nodes: compiled.program.groups[step.group]!.members.map((m) => m.node) };
+        written(s).forEach((id, k) => {
+          values.set(id, got[k]!);
+          kernelOf.set(id, traced);
+        });
+      },
+    );
+    return { values, kernelOf };
   }
 
   private prepare(feeds: ReadonlyMap<string, HostTensor>, wanted: readonly number[], applyUpdates: boolean): Promise<Prepared> {

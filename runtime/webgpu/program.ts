@@ -40,9 +40,21 @@ export function unlessLost<T>(kd: KilnDevice, what: string, p: Promise<T>): Prom
   return Promise.race([p, lost]);
 }
 
-/** A host tensor as the bytes its device buffer holds (f16 bits when floats are stored as f16). */
-export function deviceArray(t: HostTensor, floatStorage: 'f32' | 'f16'): Float32Array | Int32Array | Uint16Array {
-  if (isFloat(t.dtype) && floatStorage === 'f16') return f32ArrayToF16(t.data);
+/**
+ * A host tensor as the bytes its device buffer holds (f16 bits when floats are stored as f16).
+ * A finite value past f16's range would be inf on the device and make every result NaN later:
+ * an error naming the tensor (`what`: "parameter 'lm_head.weight'") and the value.
+ */
+export function deviceArray(t: HostTensor, floatStorage: 'f32' | 'f16', what = 'a tensor'): Float32Array | Int32Array | Uint16Array {
+  if (isFloat(t.dtype) && floatStorage === 'f16') {
+    const bits = f32ArrayToF16(t.data);
+    for (let i = 0; i < t.data.length; i++)
+      if ((bits[i]! & 0x7fff) === 0x7c00 && Number.isFinite(t.data[i]!))
+        throw new KilnError(
+          `${what} does not fit in f16 storage: element ${i} (flat, of [${t.shape.join(', ')}]) is ${Math.fround(t.data[i]!)}, past f16's largest finite value 65504, so f16 would hold inf; use f32 storage`,
+        );
+    return bits;
+  }
   if (isFloat(t.dtype)) return t.data instanceof Float32Array ? t.data : Float32Array.from(t.data);
   return t.data instanceof Int32Array ? t.data : Int32Array.from(t.data);
 }
@@ -122,7 +134,7 @@ export class TensorStore {
       const d = e.decl;
       const dtypeOk = t.dtype === d.dtype || (isFloat(t.dtype) && isFloat(d.dtype));
       if (!dtypeOk || !sameShape(t.shape, d.shape)) throw new KilnError(`the program expects ${describe(d)}, got ${describe(t)}`, { file: origin, tensor: name });
-      this.kd.device.queue.writeBuffer(e.buffer, 0, deviceArray(t, this.floatStorage));
+      this.kd.device.queue.writeBuffer(e.buffer, 0, deviceArray(t, this.floatStorage, `${'kind' in d ? 'state tensor' : 'parameter'} '${name}'`));
       e.written = t;
     }
   }
@@ -329,16 +341,7 @@ export class ArtefactProgram {
     const device = this.kd.device;
     const floatStorage = this.manifest.floatStorage;
     const wanted = read === undefined ? m.outputs : read.map((n) => m.outputs.find((o) => o.name === n) ?? fail(`entry '${entry}' has no output '${n}'`));
-    await gpuStep(device, 'uploading the inputs', () => {
-      const inputBuffer = new Map(m.buffers.flatMap((b, k) => (b.kind === 'input' ? [[b.name, k] as const] : [])));
-      for (const decl of m.inputs) {
-        const t = inputs.get(decl.name);
-        if (!t) throw new KilnError(`input ${decl.name}: no value was fed`);
-        const dtypeOk = t.dtype === decl.dtype || (isFloat(t.dtype) && isFloat(decl.dtype));
-        if (!dtypeOk || !sameShape(t.shape, decl.shape)) throw new KilnError(`input ${decl.name}: expected ${describe(decl)}, got ${describe(t)}`);
-        device.queue.writeBuffer(e.buffers[inputBuffer.get(decl.name)!]!, 0, deviceArray(t, floatStorage));
-      }
-    });
+    await this.upload(e, inputs);
     const encodeRange = (from: number, to: number): GPUCommandEncoder => {
       const enc = device.createCommandEncoder({ label: `kiln ${entry}` });
       const pass = enc.beginComputePass();
@@ -387,6 +390,70 @@ export class ArtefactProgram {
         }
       }
     });
+  }
+
+  /** Writes the entry's declared inputs into their buffers. */
+  private async upload(e: LoadedEntry, inputs: ReadonlyMap<string, HostTensor>): Promise<void> {
+    const m = e.manifest;
+    const device = this.kd.device;
+    await gpuStep(device, 'uploading the inputs', () => {
+      const inputBuffer = new Map(m.buffers.flatMap((b, k) => (b.kind === 'input' ? [[b.name, k] as const] : [])));
+      for (const decl of m.inputs) {
+        const t = inputs.get(decl.name);
+        if (!t) throw new KilnError(`input ${decl.name}: no value was fed`);
+        const dtypeOk = t.dtype === decl.dtype || (isFloat(t.dtype) && isFloat(decl.dtype));
+        if (!dtypeOk || !sameShape(t.shape, decl.shape)) throw new KilnError(`input ${decl.name}: expected ${describe(decl)}, got ${describe(t)}`);
+        device.queue.writeBuffer(e.buffers[inputBuffer.get(decl.name)!]!, 0, deviceArray(t, this.manifest.floatStorage, `input tensor '${decl.name}'`));
+      }
+    });
+  }
+
+  /**
+   * The diagnostic run behind runtime/nonfinite.ts: `entry` one dispatch at a time (updates are
+   * not applied), reading back after each dispatch the buffers `reads(step)` names, before a
+   * later dispatch can reuse them, and handing them to `observe`. Slow; for finding where a
+   * non-finite value began.
+   */
+  async trace(
+    entry: string,
+    inputs: ReadonlyMap<string, HostTensor>,
+    reads: (step: number) => readonly { readonly buffer: number; readonly dtype: DType; readonly shape: readonly number[] }[],
+    observe: (step: number, values: readonly HostTensor[]) => void,
+  ): Promise<void> {
+    const e = this.entry(entry);
+    const device = this.kd.device;
+    const floatStorage = this.manifest.floatStorage;
+    await this.upload(e, inputs);
+    for (const [s, d] of e.manifest.dispatches.entries()) {
+      await gpuStep(device, `step ${s}: ${d.label}`, async () => {
+        const enc = device.createCommandEncoder({ label: `kiln trace ${entry}` });
+        const pass = enc.beginComputePass();
+        pass.setPipeline(e.pipelines[s]!);
+        pass.setBindGroup(0, e.bindGroups[s]!);
+        pass.dispatchWorkgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+        pass.end();
+        const wanted = reads(s);
+        const staging = wanted.map((o) => {
+          const bytes = paddedBytes(numel(o.shape) * storedElementBytes(o.dtype, floatStorage));
+          const st = device.createBuffer({ size: bytes, usage: MAP_READ | COPY_DST, label: `kiln trace step ${s}` });
+          enc.copyBufferToBuffer(e.buffers[o.buffer]!, 0, st, 0, bytes);
+          return st;
+        });
+        device.queue.submit([enc.finish()]);
+        try {
+          await unlessLost(this.kd, `step ${s}`, Promise.all(staging.map((st) => st.mapAsync(MAP_READ))));
+          observe(
+            s,
+            wanted.map((o, k) => hostTensor(staging[k]!.getMappedRange(), o.dtype, o.shape, floatStorage)),
+          );
+        } finally {
+          for (const st of staging) {
+            if (st.mapState === 'mapped') st.unmap();
+            st.destroy();
+          }
+        }
+      });
+    }
   }
 
   /** Frees the entries' own buffers (the store stays: other programs may share it). */
