@@ -10,7 +10,7 @@ import type { Attrs, DType } from '../../../compiler/ir/graph.js';
 import { differentiate } from '../../../compiler/passes/autodiff.js';
 import { runReference } from '../../../compiler/exec/reference.js';
 import type { HostTensor } from '../../../runtime/tensor.js';
-import { getDevice } from '../../../runtime/webgpu/device.js';
+import { getDevice } from '../../../runtime/node/device.js';
 import { WebGpuExecutor } from '../../../compiler/exec/webgpu.js';
 import { input, param } from './harness.js';
 
