@@ -45,6 +45,7 @@ const BINARY_OPS: Record<string, string> = {
   '-': 'sub',
   '*': 'mul',
   '/': 'div',
+  '%': 'remainder',
   '@': 'matmul',
   '==': 'eq',
   '!=': 'ne',

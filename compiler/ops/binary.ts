@@ -22,6 +22,17 @@ function intDiv(a: number, b: number): number {
   return Math.floor(a / b);
 }
 
+/** torch.remainder / Python %: fmod, then moved into the divisor's sign (so -3 % 2 is 1). */
+function remainder(a: number, b: number): number {
+  const m = a % b;
+  return m !== 0 && b < 0 !== m < 0 ? m + b : m;
+}
+
+function intRemainder(a: number, b: number): number {
+  if (b === 0) throw new Error('remainder: integer division by zero');
+  return remainder(a, b) | 0;
+}
+
 function minmaxVjp(pick: 'gt' | 'lt'): Vjp {
   // torch.maximum/minimum: the winner takes the gradient, ties split it in half, and the loser
   // gets 0 (written as torch does: where(x == y, g/2, g) zeroed where x loses, so a NaN operand,
@@ -59,6 +70,17 @@ export const BINARY: Readonly<Record<string, BinaryRow>> = {
     },
     doc: 'div(a, b): a / b, broadcasting (i32: floor division)',
   },
+  remainder: {
+    f: remainder,
+    ints: intRemainder,
+    // As torch: d/da = 1, d/db = -floor(a / b); floor(a / b) is (a - remainder) / b, exact up to rounding.
+    vjp: (b, n, g) => {
+      const [x, y] = n.inputs as [number, number];
+      const quotient = b.add('div', [b.add('sub', [x, n.id]), y]);
+      return [g, b.add('neg', [b.add('mul', [g, quotient])])];
+    },
+    doc: 'remainder(a, b): a - floor(a / b) * b, with the sign of b (torch.remainder, Python %), broadcasting; written a % b',
+  },
   maximum: { f: Math.max, ints: Math.max, vjp: minmaxVjp('gt'), doc: 'maximum(a, b): elementwise max, broadcasting' },
   minimum: { f: Math.min, ints: Math.min, vjp: minmaxVjp('lt'), doc: 'minimum(a, b): elementwise min, broadcasting' },
   pow: {
@@ -91,6 +113,15 @@ export const BINARY_WGSL: Readonly<Record<string, { f(a: string, b: string): str
   div: {
     f: (a, b) => `(${a} / ${b})`,
     i: (a, b) => `(${a} / ${b} - select(0, 1, ${a} % ${b} != 0 && ((${a} < 0) != (${b} < 0))))`,
+  },
+  // WGSL's % truncates (fmod, as a - b * trunc(a / b), which is NaN for an infinite b where fmod
+  // gives a); the result then moves into the divisor's sign, as the reference.
+  remainder: {
+    f: (a, b) => {
+      const m = `select(${a} % ${b}, ${a}, abs(${b}) == ${f32Lit(Infinity)})`;
+      return `select(${m}, ${m} + ${b}, ${m} != 0.0 && ((${b} < 0.0) != (${m} < 0.0)))`;
+    },
+    i: (a, b) => `select(${a} % ${b}, ${a} % ${b} + ${b}, ${a} % ${b} != 0 && ((${b} < 0) != (${a} % ${b} < 0)))`,
   },
   // NaN in either operand gives NaN, as torch.maximum/minimum (WGSL's max/min leave it open).
   maximum: { f: (a, b) => `select(max(${a}, ${b}), ${NAN}, ${isNanWGSL(a)} || ${isNanWGSL(b)})`, i: (a, b) => `max(${a}, ${b})` },

@@ -73,6 +73,29 @@ describe('elementwise reference values', () => {
     expect(run(g, feeds, d)).toEqual([-2, 3]);
     expect(run(g, feeds, w)).toEqual([1, 1.5, 3, 2, 2, 3]);
   });
+
+  it('remainder is torch.remainder (the sign of the divisor), f32 and i32; by 0: NaN, and an error for i32', () => {
+    const b = new GraphBuilder();
+    const x = input(b, 'x', 'f32', [8]);
+    const y = input(b, 'y', 'f32', [8]);
+    const i = input(b, 'i', 'i32', [6]);
+    const j = input(b, 'j', 'i32', [6]);
+    const r = b.add('remainder', [x, y]);
+    const ri = b.add('remainder', [i, j]);
+    const g = b.build();
+    const feeds = {
+      x: host('f32', [8], [-3, 3, -3, 5.5, -5.5, 7.25, 0, 1]),
+      y: host('f32', [8], [2, -2, -2, 2, 2, 0.5, 3, 0]),
+      i: host('i32', [6], [-3, 3, -3, 7, -7, 0]),
+      j: host('i32', [6], [2, -2, -2, 3, 3, 5]),
+    };
+    // torch.remainder(torch.tensor([-3., 3., -3., 5.5, -5.5, 7.25, 0., 1.]), torch.tensor([2., -2., -2., 2., 2., 0.5, 3., 0.]))
+    const got = run(g, feeds, r);
+    expect(got.slice(0, 7).map((v) => v + 0)).toEqual([1, -1, -1, 1.5, 0.5, 0.25, 0]);
+    expect(got[7]).toBeNaN();
+    expect(run(g, feeds, ri)).toEqual([1, -1, -1, 1, 2, 0]);
+    expect(() => run(g, { ...feeds, j: host('i32', [6], [2, 2, 2, 2, 2, 0]) }, ri)).toThrow('remainder: integer division by zero');
+  });
 });
 
 /** b moved off every value of a: comparisons and max/min have kinks at ties. */
@@ -108,7 +131,7 @@ describe('elementwise gradients (finite differences, f64)', () => {
       );
     });
 
-  for (const op of Object.keys(BINARY))
+  for (const op of Object.keys(BINARY).filter((o) => o !== 'remainder'))
     it(`${op} with broadcasting`, () => {
       const [lo, hi] = op === 'pow' ? [0.3, 2] : op === 'div' ? [0.5, 2] : [-2, 2];
       fc.assert(
@@ -124,6 +147,24 @@ describe('elementwise gradients (finite differences, f64)', () => {
         RUNS,
       );
     });
+
+  // remainder jumps where a / b is an integer: a in (2.2, 2.8) (or its negative) over b in
+  // (1, 1.05) keeps a / b strictly between integers, so d/db = -floor(a / b) is 2 or -3, not 0.
+  it('remainder with broadcasting, both signs of a', () => {
+    for (const sign of [1, -1])
+      fc.assert(
+        fc.property(dim(), dim(), values(9, 2.2, 2.8), values(3, 1, 1.05), cotangent, (m, n, a, bb, c) =>
+          gradCheck(
+            {
+              params: { a: [[m, n], a.slice(0, m * n).map((x) => sign * x)], b: [[n], bb.slice(0, n)] },
+              build: (b, v) => b.add('remainder', [v['a']!, v['b']!]),
+            },
+            c,
+          ),
+        ),
+        RUNS,
+      );
+  });
 
   it('where routes the gradient by the condition; cast passes it through', () => {
     fc.assert(
