@@ -21,7 +21,7 @@ import moo from 'moo';
 export const KEYWORDS = [
   'import', 'config', 'extends', 'module', 'model', 'param', 'sub', 'repeat', 'input', 'forward',
   'let', 'for', 'in', 'return', 'output', 'loss', 'weight', 'init', 'ckpt', 'checkpoint', 'from',
-  'unused', 'tie', 'when', 'train', 'freeze', 'stage', 'trainable', 'optimizer', 'schedule',
+  'unused', 'tie', 'when', 'buffer', 'train', 'freeze', 'stage', 'trainable', 'optimizer', 'schedule',
   'f32', 'f16', 'bf16', 'i32', 'bool',
 ];
 
@@ -278,7 +278,7 @@ NameList -> Name {% one %} | NameList "," Name {% push %}
 Members -> null {% empty %} | MemberList {% id %}
 MemberList -> Member {% one %} | MemberList %sep Member {% push %}
 Member -> Param {% id %} | Sub {% id %} | Repeat {% id %} | Input {% id %} | Forward {% id %}
-  | Checkpoint {% id %} | Unused {% id %} | Tie {% id %} | Train {% id %}
+  | Checkpoint {% id %} | Unused {% id %} | Tie {% id %} | Buffer {% id %} | Train {% id %}
 
 Param -> "param" Name ":" Type Init Ckpt
   {% ([k, name, , type, init, ckpt]) => stmt('param', { name, type, init, ckpt }, k, lastOf(type, init, ckpt)) %}
@@ -294,6 +294,7 @@ Forward -> "forward" ForwardParams Block {% ([k, params, b]) => stmt('forward', 
 ForwardParams -> null {% nul %} | ParamList {% id %}
 Checkpoint -> "checkpoint" Name "from" Str {% ([k, sub, , prefix]) => stmt('checkpoint', { sub, prefix }, k, prefix) %}
 Unused -> "unused" StrList {% ([k, l]) => stmt('unused', { patterns: l }, k, l.item) %}
+Buffer -> "buffer" Str "=" Expr {% ([k, pattern, , value]) => stmt('buffer', { pattern, value }, k, value) %}
 Tie -> "tie" Path "=" Path {% ([k, param, , to]) => stmt('tie', { param, to, when: null }, k, to) %}
   | "tie" Path "=" Path "when" Expr {% ([k, param, , to, , when]) => stmt('tie', { param, to, when }, k, when) %}
 

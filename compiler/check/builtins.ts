@@ -9,6 +9,7 @@ import { getOp, surfaceOps } from '../ops/registry.js';
 import type { AttrSpec } from '../ops/types.js';
 import { suggest } from './config.js';
 import { printExpr } from '../syntax/print.js';
+import { ropeInvFreq } from '../ops/rope.js';
 import type { Evaluator, Scope } from './evaluate.js';
 import type { Value } from './values.js';
 import { describe, num } from './values.js';
@@ -120,6 +121,14 @@ export function callBuiltin(ev: Evaluator, name: string, call: Call, scope: Scop
       }
       return t(ev.ctx.op('fill', [], { value: v.value, shape, dtype }, call.span));
     }
+    case 'rope_inv_freq': {
+      // transformers' rotary inv_freq: 1 / theta^(arange(0, d, 2).float() / d), in float32.
+      needArgs(2, 'rope_inv_freq(head_dim, theta)');
+      const d = ev.intValue(val(positional[0]!.value), positional[0]!.span);
+      const theta = val(positional[1]!.value);
+      if (theta.kind !== 'num' || !isConst(theta.value) || !(theta.value > 0)) fail('type', `rope_inv_freq: theta must be a positive number, got ${describe(theta)}`, positional[1]!.span);
+      return { kind: 'list', items: ropeInvFreq(d, theta.value as number).map((x) => num(x, false)) };
+    }
     case 'py_index': {
       needArgs(2, 'py_index(i, n): Python\'s index i into n entries (negative counts from the end)');
       const iv = val(positional[0]!.value);
@@ -142,7 +151,7 @@ export function callBuiltin(ev: Evaluator, name: string, call: Call, scope: Scop
     def = undefined;
   }
   if (!def?.surface) {
-    const names = [...surfaceOps().map((o) => o.name), 'dim', 'reshape', 'fill', 'py_index'];
+    const names = [...surfaceOps().map((o) => o.name), 'dim', 'reshape', 'fill', 'py_index', 'rope_inv_freq'];
     return fail('name', `unknown function '${name}'${suggest(name, names)}`, call.callee.span);
   }
   const surface = def.surface;

@@ -8,6 +8,7 @@ import { applyOverride, flatKeys, instantiateConfig, OverrideError, OverrideKind
 import type { OverrideValue } from './config.js';
 import { BuildContext, type TiedParam } from './context.js';
 import { describe } from './values.js';
+import { printExpr } from '../syntax/print.js';
 import { Scope } from './evaluate.js';
 import { Instantiator } from './instantiate.js';
 import type { StageInfo } from './train.js';
@@ -21,6 +22,14 @@ export interface Override {
   origin: string;
   /** a checkpoint's config may carry keys this spec does not use; --set may not. */
   optional?: boolean;
+}
+
+export interface CheckpointBuffer {
+  /** glob over checkpoint names (`*` matches any run of characters). */
+  pattern: string;
+  values: number[];
+  /** the spec's expression, for messages: `rope_inv_freq(c.text.head_dim, c.text.rope_theta)`. */
+  what: string;
 }
 
 export interface CheckOptions {
@@ -49,6 +58,8 @@ export interface CheckedModel {
   unused: string[];
   /** parameters a `tie` made another (no tensor or gradient of their own), by checkpoint name. */
   tied: TiedParam[];
+  /** `buffer` declarations: checkpoint tensors (glob) the model computes, with their values. */
+  buffers: CheckpointBuffer[];
   stage: StageInfo | null;
   stages: string[];
 }
@@ -136,6 +147,15 @@ function build(model: ModuleDecl, modules: ReadonlyMap<string, ModuleDecl>, conf
     const param = m.param.parts.map((p) => p.name).join('.');
     if (on.value) ctx.ties.set(param, { to: m.to.parts.map((p) => p.name).join('.'), span: m.span, used: false });
   }
+  const buffers: CheckpointBuffer[] = [];
+  for (const m of model.members) {
+    if (m.kind !== 'buffer') continue;
+    const v = inst.ev.expr(m.value, configScope);
+    if (v.kind !== 'list' || v.items.some((i) => i.kind !== 'num' || typeof i.value !== 'number')) {
+      fail('type', `buffer: expected a list of numbers, got ${describe(v)}`, m.value.span);
+    }
+    buffers.push({ pattern: m.pattern.value, values: v.items.map((i) => (i as { value: number }).value), what: printExpr(m.value) });
+  }
   const top = inst.instantiate(model, args, '', '');
   for (const [param, tie] of ctx.ties) if (!tie.used) fail('name', `tie: '${param}' is not a parameter of ${model.name.name}`, tie.span);
 
@@ -218,6 +238,7 @@ function build(model: ModuleDecl, modules: ReadonlyMap<string, ModuleDecl>, conf
     checkpointSources,
     unused,
     tied: ctx.tied,
+    buffers,
     stage: plan.stage,
     stages: plan.stages,
   };

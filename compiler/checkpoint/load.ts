@@ -222,9 +222,18 @@ export interface TiedName {
   readonly to: string;
 }
 
+/** File tensors (glob) the model computes itself (a spec's `buffer`): accepted when equal to `values`. */
+export interface KnownBuffer {
+  readonly pattern: string;
+  readonly values: readonly number[];
+  /** how the model computes them, for messages. */
+  readonly what: string;
+}
+
 export interface LoadOptions {
   readonly aliases?: readonly TensorAlias[];
   readonly tied?: readonly TiedName[];
+  readonly buffers?: readonly KnownBuffer[];
   readonly optional?: readonly string[];
 }
 
@@ -239,6 +248,8 @@ export interface PlannedParam {
 
 export interface LoadPlan {
   readonly params: readonly PlannedParam[];
+  /** file tensors matching a known buffer, to compare with its values. */
+  readonly buffersPresent: readonly { readonly buffer: KnownBuffer; readonly source: CheckpointView; readonly tensor: string }[];
   /** file tensors under a tied name, to compare with the parameter they are tied to. */
   readonly tiedPresent: readonly { readonly tie: TiedName; readonly source: CheckpointView; readonly tensor: string }[];
   /** optional parameters no source has. */
@@ -324,6 +335,8 @@ export function planParams(params: readonly ParamRequest[], sources: readonly Ch
   const extras: { view: CheckpointView; names: string[] }[] = [];
   const tiedByName = new Map((options.tied ?? []).map((t) => [t.name, t]));
   const tiedPresent: { tie: TiedName; source: CheckpointView; tensor: string }[] = [];
+  const bufferMatchers = (options.buffers ?? []).map((b) => ({ buffer: b, match: globMatcher([b.pattern]) }));
+  const buffersPresent: { buffer: KnownBuffer; source: CheckpointView; tensor: string }[] = [];
   for (const src of opened) {
     const names: string[] = [];
     for (const name of src.view.names) {
@@ -333,6 +346,9 @@ export function planParams(params: readonly ParamRequest[], sources: readonly Ch
         if (!found.has(mapped)) found.set(mapped, { view: src.view, tensor: name });
       } else if (tie !== undefined) {
         tiedPresent.push({ tie, source: src.view, tensor: name });
+      } else if (bufferMatchers.some((b) => b.match(name) || (mapped !== undefined && b.match(mapped)))) {
+        const b = bufferMatchers.find((x) => x.match(name) || (mapped !== undefined && x.match(mapped)))!;
+        buffersPresent.push({ buffer: b.buffer, source: src.view, tensor: name });
       } else if (!src.unused(name) && !(mapped !== undefined && src.unused(mapped))) {
         names.push(name);
       }
@@ -373,7 +389,30 @@ export function planParams(params: readonly ParamRequest[], sources: readonly Ch
       { file: extra.view.label, tensor: extra.names[0] },
     );
   }
-  return { params: planned, absent, tiedPresent };
+  return { params: planned, absent, tiedPresent, buffersPresent };
+}
+
+/** Relative agreement a stored buffer needs with the model's value: a few units in its dtype's last place. */
+const BUFFER_TOLERANCE: Partial<Record<SafetensorsDtype, number>> = { F64: 1e-6, F32: 1e-6, F16: 2e-3, BF16: 1.6e-2 };
+
+function checkBuffer(buffer: KnownBuffer, source: CheckpointView, tensor: string): void {
+  const info = source.info(tensor)!;
+  const where = { file: info.file, tensor };
+  const want = buffer.values;
+  if (info.shape.length !== 1 || info.shape[0] !== want.length) {
+    throw new KilnError(`shape [${info.shape.join(', ')}], but the model computes this buffer as ${buffer.what}, [${want.length}]`, where);
+  }
+  const tol = BUFFER_TOLERANCE[info.dtype];
+  if (tol === undefined) throw new KilnError(`dtype ${info.dtype}, but the model computes this buffer as floats (${buffer.what})`, where);
+  const got = source.load(tensor).data;
+  for (let i = 0; i < want.length; i++) {
+    if (!(Math.abs(got[i]! - want[i]!) <= tol * Math.abs(want[i]!))) {
+      throw new KilnError(
+        `element ${i} is ${got[i]}, but the model computes ${want[i]} there (${buffer.what}); the checkpoint was made with other settings (a different rope_theta or head_dim?)`,
+        where,
+      );
+    }
+  }
 }
 
 export function loadParams(params: readonly ParamRequest[], sources: readonly CheckpointSource[], options: LoadOptions = {}): LoadedParams {
@@ -391,5 +430,6 @@ export function loadParams(params: readonly ParamRequest[], sources: readonly Ch
       });
     }
   }
+  for (const { buffer, source, tensor } of plan.buffersPresent) checkBuffer(buffer, source, tensor);
   return { tensors, absent: plan.absent };
 }

@@ -51,7 +51,7 @@ export function loadModelParams(model: CheckedModel, paths: Omit<InputPaths, 'ba
   sources.push({ dir: main, unused: model.unused });
   for (const src of sources) if (typeof src.dir !== 'string') for (const w of src.dir.warnings ?? []) warn(w);
   // Which parameters are one tensor is the spec's `tie` (e.g. tie_word_embeddings), not ours.
-  return new Map(loadParams(paramRequests(graph.params), sources, { tied: model.tied }).tensors);
+  return new Map(loadParams(paramRequests(graph.params), sources, { tied: model.tied, buffers: model.buffers }).tensors);
 }
 
 /** ' (config.json's mm_vision_tower says "...")', when the checkpoint's config names its tower. */

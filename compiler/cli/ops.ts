@@ -17,6 +17,7 @@ export async function runOps(argv: readonly string[], out: Output): Promise<numb
   const builtins = [
     'dim(x, axis): the size of an axis, as a compile-time dimension',
     'py_index(i, n): Python\'s index i into n entries as 0 .. n-1 (negative i counts from the end); out of range is an error',
+    'rope_inv_freq(head_dim, theta): transformers\' rotary inv_freq as a list of f32 numbers (for `buffer` checks)',
     'x[a:b, i, :]: slicing and indexing (negative bounds count from the end)', 'a + b, a - b, a * b, a / b, a @ b, comparisons: elementwise with broadcasting; numbers become scalars'];
   out.stdout([...ops.map((o) => o.surface!.doc), ...builtins].join('\n'));
   return 0;

@@ -10,6 +10,15 @@ import type { KernelBody, LowerContext } from '../codegen/kernel.js';
 import { body, entry, f32, product, singleLanes } from './wgsl/lanes.js';
 
 /**
+ * transformers' rotary inv_freq in float32 (f32 tables below use the same values): element i of
+ * [ceil(D / 2)] is 1 / theta^(2i / D). Older checkpoints store it as rotary_emb.inv_freq.
+ */
+export function ropeInvFreq(D: number, theta: number): number[] {
+  const r = Math.fround;
+  return Array.from({ length: Math.ceil(D / 2) }, (_, i) => r(1 / r(theta ** r((2 * i) / D))));
+}
+
+/**
  * cos/sin tables [T, D/2]. In f32 mode every step is rounded as HF computes it in f32 (inv_freq,
  * position * inv_freq, cos, sin), so long positions agree with PyTorch to the last bits.
  */

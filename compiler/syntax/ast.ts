@@ -232,6 +232,18 @@ export interface TieDecl {
   span: Span;
 }
 
+/**
+ * `buffer "model.layers.*.self_attn.rotary_emb.inv_freq" = rope_inv_freq(d, theta)`: checkpoint
+ * tensors (glob) that older files carry and the model computes itself: accepted when they equal
+ * the value (a list of numbers), an error naming the tensor otherwise.
+ */
+export interface BufferDecl {
+  kind: 'buffer';
+  pattern: StringLit;
+  value: Expr;
+  span: Span;
+}
+
 /** A dotted path naming a submodule or parameter: `model.layers`, `vm_head`. */
 export interface Path {
   parts: Ident[];
@@ -257,7 +269,7 @@ export interface TrainDecl {
   span: Span;
 }
 
-export type ModuleMember = ParamDecl | SubDecl | RepeatDecl | InputDecl | ForwardDecl | CheckpointDecl | UnusedDecl | TieDecl | TrainDecl;
+export type ModuleMember = ParamDecl | SubDecl | RepeatDecl | InputDecl | ForwardDecl | CheckpointDecl | UnusedDecl | TieDecl | BufferDecl | TrainDecl;
 
 /** `module` (reusable, has forward(args)) or `model` (an entry point: inputs, outputs, losses). */
 export interface ModuleDecl {

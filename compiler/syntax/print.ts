@@ -80,6 +80,8 @@ function printMember(m: ModuleMember): string[] {
       return [`checkpoint ${m.sub.name} from ${printString(m.prefix)}`];
     case 'unused':
       return [`unused ${m.patterns.map(printString).join(', ')}`];
+    case 'buffer':
+      return [`buffer ${printString(m.pattern)} = ${printExpr(m.value)}`];
     case 'tie':
       return [`tie ${printPath(m.param)} = ${printPath(m.to)}${m.when ? ` when ${printExpr(m.when)}` : ''}`];
     case 'train': {

@@ -800,6 +800,24 @@ def build_clip_select(write):
     return [f"clip_select: {p}" for p in problems]
 
 
+def build_inv_freq(write):
+    """The rotary inv_freq buffer older LLaMA checkpoints carry (model.layers.{i}.self_attn.rotary_emb.
+    inv_freq, persistent before transformers 4.31), as transformers computes it for llama_b2's decoder
+    (head_dim 12, theta 1e4), in inv_freq/llama_b2.safetensors as `inv_freq` (f32 [6])."""
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+    rotary = LlamaRotaryEmbedding(text_hf_config(CASES["llama_b2"]))
+    inv = rotary.inv_freq.to(torch.float32).contiguous()
+    path = os.path.join(HERE, "inv_freq", "llama_b2.safetensors")
+    problems = []
+    if write:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        save_st(path, {"inv_freq": inv})
+    elif not torch.equal(read_st(path)["inv_freq"], inv):
+        problems.append("inv_freq: stored values differ")
+    print(f"inv_freq: {inv.tolist()}")
+    return problems
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", action="store_true", help="recompute from the stored files and compare, write nothing")
@@ -808,9 +826,11 @@ def main():
     torch.use_deterministic_algorithms(True)
     transformers.logging.set_verbosity_error()
     problems = []
-    for name in args.cases or [*CASES, "clip_select"]:
+    for name in args.cases or [*CASES, "clip_select", "inv_freq"]:
         if name == "clip_select":
             problems += build_clip_select(write=not args.check)
+        elif name == "inv_freq":
+            problems += build_inv_freq(write=not args.check)
         else:
             problems += [f"{name}: {p}" for p in build_case(name, CASES[name], write=not args.check)]
     if problems:
