@@ -5,7 +5,7 @@
 // Browser-safe: the compiler writes these types (compiler/emit/artefact.ts), the runtime reads
 // them (runtime/webgpu/program.ts).
 import { KilnError } from './errors.js';
-import type { DType } from './tensor.js';
+import { isFloat, type DType } from './tensor.js';
 
 /** The manifest format this runtime reads; any other is refused. */
 export const ARTEFACT_FORMAT = 'kiln-artefact';
@@ -135,7 +135,7 @@ export interface Artefact {
 
 /** Bytes of one stored element of `dtype` under `floatStorage`. */
 export function storedElementBytes(dtype: DType, floatStorage: 'f32' | 'f16'): number {
-  return floatStorage === 'f16' && (dtype === 'f32' || dtype === 'f16' || dtype === 'bf16') ? 2 : 4;
+  return floatStorage === 'f16' && isFloat(dtype) ? 2 : 4;
 }
 
 /** Parses and checks a manifest's text; every problem names `file` and the field. */

@@ -12,6 +12,7 @@ import { grid1d, LINEAR_ID, storageType, wgslType, type DeviceTraits, type Kerne
 import { broadcastMap, transposeMap, viewMap, type IndexMap } from './views.js';
 import { matmulWGSL, type MatmulSpec } from './matmul.js';
 import { linearShape, matmulShape } from './matmul-op.js';
+import { isFloat, numel } from '../../runtime/tensor.js';
 
 /** A node with symbols bound: what code generation sees. */
 export interface ConcreteNode {
@@ -56,7 +57,6 @@ export interface GroupKernel {
 /** An op with no kernel: a user-facing error (the CLI prints it), not a bug. */
 export class UnlowerableError extends KilnError {}
 
-const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
 const LOOP_WG = 64;
 
 /** Elements per binding for a value: whole, or chunks aligned to 256 bytes past the limit. */
@@ -66,7 +66,6 @@ export function chunkLength(length: number, device: DeviceTraits, elementBytes =
   return length <= max ? Math.max(length, 1) : Math.floor(max / align) * align;
 }
 
-const isFloat = (d: DType): boolean => d === 'f32' || d === 'f16' || d === 'bf16';
 
 interface Decl {
   name: string;

@@ -4,6 +4,7 @@
 import type { KernelBody, LowerContext } from './kernel.js';
 import { matmulWGSL, type MatmulSpec } from './matmul.js';
 import { broadcastMap } from './views.js';
+import { numel as prod } from '../../runtime/tensor.js';
 
 export interface MatmulShape {
   readonly spec: MatmulSpec;
@@ -11,7 +12,6 @@ export interface MatmulShape {
   readonly helpers: string;
 }
 
-const prod = (xs: readonly number[]): number => xs.reduce((a, b) => a * b, 1);
 
 /** A's and B's matrix offsets for output batch entry bz, when their batch dims broadcast. */
 function batchOffset(name: string, own: readonly number[], out: readonly number[], size: number): { expr?: string; helper: string } {

@@ -3,6 +3,7 @@
 // reshape, transpose, slice and broadcast (and the implicit broadcasting of elementwise operands)
 // never run as kernels. Shapes are concrete; every size is baked into the WGSL as a constant.
 import type { Attrs } from '../ir/graph.js';
+import { stridesOf } from '../../runtime/tensor.js';
 
 export interface IndexMap {
   /** true when the operand is read at the same index (reshape, equal shapes). */
@@ -15,15 +16,7 @@ export interface IndexMap {
 
 const u = (n: number): string => `${n}u`;
 
-function strides(shape: readonly number[]): number[] {
-  const s = new Array<number>(shape.length);
-  let acc = 1;
-  for (let d = shape.length - 1; d >= 0; d--) {
-    s[d] = acc;
-    acc *= shape[d]!;
-  }
-  return s;
-}
+const strides = stridesOf;
 
 export const IDENTITY: IndexMap = { identity: true, wgsl: (i) => ({ lets: [], index: i }), apply: (i) => i };
 

@@ -1,9 +1,9 @@
 // Runs any graph on the CPU with the ops' reference implementations: the semantics every
 // backend is checked against. f32 precision rounds each op's output to f32 as PyTorch does;
 // f64 keeps doubles throughout for gradient checks against finite differences.
-import { dimToString, evalDim, isSymDim, shapeToString, type Dim, type SymbolBindings } from '../ir/dims.js';
-import type { AttrValue, Attrs, DType, Graph, Node } from '../ir/graph.js';
-import { reachable } from '../ir/graph.js';
+import { dimToString, evalDim, isSymDim, shapeToString, type Dim } from '../ir/dims.js';
+import type { DType, Graph, Node } from '../ir/graph.js';
+import { evalAttrs, reachable } from '../ir/graph.js';
 import { getOp } from '../ops/registry.js';
 import type { ReferenceContext } from '../ops/types.js';
 import { isFloat, numel, type HostTensor, type TensorData } from '../../runtime/tensor.js';
@@ -79,18 +79,6 @@ export function bindSymbols(graph: Graph, feeds: ReadonlyMap<string, HostTensor>
     });
   }
   return bindings;
-}
-
-function evalAttr(v: AttrValue, b: SymbolBindings): AttrValue {
-  if (isSymDim(v)) return evalDim(v, b);
-  if (Array.isArray(v)) return v.map((x: AttrValue) => evalAttr(x, b));
-  return v;
-}
-
-function evalAttrs(attrs: Attrs, b: SymbolBindings): Attrs {
-  const out: Record<string, AttrValue> = {};
-  for (const [k, v] of Object.entries(attrs)) out[k] = evalAttr(v, b);
-  return out;
 }
 
 function makeContext(precision: 'f32' | 'f64'): ReferenceContext {

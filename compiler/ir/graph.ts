@@ -2,7 +2,7 @@
 // output; nodes are kept in topological order and a node's id is its index. Passes are
 // functions from Graph to Graph.
 import type { Span } from '../syntax/ast.js';
-import type { Dim } from './dims.js';
+import { evalDim, isSymDim, type Dim, type SymbolBindings } from './dims.js';
 
 import type { DType } from '../../runtime/tensor.js';
 
@@ -105,4 +105,18 @@ export function useCounts(graph: Graph): Uint32Array {
   for (const v of [...graph.outputs, ...graph.losses, ...graph.gradients, ...(graph.updates ?? [])]) counts[v.node]!++;
   if (graph.totalLoss !== null) counts[graph.totalLoss]!++;
   return counts;
+}
+
+/** An attribute with its symbolic dims evaluated under `b` (lists element by element). */
+export function evalAttr(v: AttrValue, b: SymbolBindings): AttrValue {
+  if (isSymDim(v)) return evalDim(v, b);
+  if (Array.isArray(v)) return v.map((x: AttrValue) => evalAttr(x, b));
+  return v;
+}
+
+/** Every attribute of a node evaluated under `b`: what kernels and reference implementations see. */
+export function evalAttrs(attrs: Attrs, b: SymbolBindings): Attrs {
+  const out: Record<string, AttrValue> = {};
+  for (const [k, v] of Object.entries(attrs)) out[k] = evalAttr(v, b);
+  return out;
 }

@@ -10,11 +10,9 @@ import { shapesEqual, shapeToString } from '../ir/dims.js';
 import { GraphBuilder } from '../ir/builder.js';
 import { reachable, type Graph, type NamedValue, type Node } from '../ir/graph.js';
 import { getOp } from '../ops/registry.js';
+import { isFloat } from '../../runtime/tensor.js';
 
-function isFloat(node: Node): boolean {
-  const d = node.type.dtype;
-  return d === 'f32' || d === 'f16' || d === 'bf16';
-}
+const isFloatNode = (node: Node): boolean => isFloat(node.type.dtype);
 
 function describe(node: Node): string {
   return `${node.op} node ${node.id}${node.label ? ` (${node.label})` : ''}`;
@@ -39,8 +37,8 @@ function neededNodes(graph: Graph, nodes: readonly Node[], loss: number): Uint8A
   const trainable = new Set(graph.params.filter((p) => p.trainable).map((p) => p.node));
   const active = new Uint8Array(nodes.length);
   for (const n of nodes) {
-    if (n.op === 'param') active[n.id] = trainable.has(n.id) && isFloat(n) ? 1 : 0;
-    else if (n.op !== 'stop_gradient' && isFloat(n) && n.inputs.some((i) => active[i])) active[n.id] = 1;
+    if (n.op === 'param') active[n.id] = trainable.has(n.id) && isFloatNode(n) ? 1 : 0;
+    else if (n.op !== 'stop_gradient' && isFloatNode(n) && n.inputs.some((i) => active[i])) active[n.id] = 1;
   }
   const needed = new Uint8Array(nodes.length);
   needed[loss] = active[loss]!;
@@ -68,7 +66,7 @@ export function differentiate(graph: Graph): Graph {
   const b = new GraphBuilder(graph);
   const loss = totalLoss(b, graph);
   const lossNode = b.node(loss);
-  if (lossNode.type.shape.length !== 0 || !isFloat(lossNode))
+  if (lossNode.type.shape.length !== 0 || !isFloatNode(lossNode))
     throw new Error(`differentiate: the loss must be a float scalar, got ${lossNode.type.dtype}${shapeToString(lossNode.type.shape)}`);
   const forwardEnd = b.nodes.length;
   const forward = b.nodes.slice();

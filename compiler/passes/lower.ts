@@ -1,14 +1,15 @@
 // Lowering: a fused program with its symbols bound (B, T from the fed shapes) becomes kernels
 // (WGSL, workgroups, bindings) and a memory plan. One compiled program per binding; the
 // executor caches them by binding.
-import { evalDim, isSymDim, type SymbolBindings } from '../ir/dims.js';
-import type { AttrValue, Attrs, Graph } from '../ir/graph.js';
+import { evalDim, type SymbolBindings } from '../ir/dims.js';
+import { evalAttrs, type Graph } from '../ir/graph.js';
 import { DEFAULT_TRAITS, type DeviceTraits } from '../codegen/kernel.js';
 import { generateGroup, UnlowerableError, type CodegenOptions, type ConcreteNode, type GroupKernel } from '../codegen/fused.js';
 import { getOp } from '../ops/registry.js';
 import { categoryOf } from './fusion-rules.js';
 import { fuse, type FusedProgram, type FuseOptions } from './fuse.js';
 import { planMemory, type MemoryPlan } from './plan.js';
+import { isFloat, numel } from '../../runtime/tensor.js';
 
 export interface CompiledProgram {
   readonly program: FusedProgram;
@@ -19,12 +20,6 @@ export interface CompiledProgram {
   readonly node: (id: number) => ConcreteNode;
 }
 
-function evalAttr(v: AttrValue, b: SymbolBindings): AttrValue {
-  if (isSymDim(v)) return evalDim(v, b);
-  if (Array.isArray(v)) return v.map((x: AttrValue) => evalAttr(x, b));
-  return v;
-}
-
 /** Nodes with shapes and attrs evaluated under `bindings`, computed on first use. */
 export function concreteNodes(graph: Graph, bindings: SymbolBindings): (id: number) => ConcreteNode {
   const memo = new Map<number, ConcreteNode>();
@@ -32,9 +27,7 @@ export function concreteNodes(graph: Graph, bindings: SymbolBindings): (id: numb
     let c = memo.get(id);
     if (!c) {
       const n = graph.nodes[id]!;
-      const attrs: Record<string, AttrValue> = {};
-      for (const [k, v] of Object.entries(n.attrs)) attrs[k] = evalAttr(v, bindings);
-      c = { id, op: n.op, inputs: n.inputs, attrs: attrs as Attrs, dtype: n.type.dtype, shape: n.type.shape.map((d) => evalDim(d, bindings)) };
+      c = { id, op: n.op, inputs: n.inputs, attrs: evalAttrs(n.attrs, bindings), dtype: n.type.dtype, shape: n.type.shape.map((d) => evalDim(d, bindings)) };
       memo.set(id, c);
     }
     return c;
@@ -43,9 +36,7 @@ export function concreteNodes(graph: Graph, bindings: SymbolBindings): (id: numb
 
 /** Bytes of a value as stored: 4 per element (f32, i32, bool as i32), 2 for f16 storage. */
 export function storedBytes(n: ConcreteNode, floatBytes = 4): number {
-  const elems = n.shape.reduce((a, b) => a * b, 1);
-  const float = n.dtype === 'f32' || n.dtype === 'f16' || n.dtype === 'bf16';
-  return elems * (float ? floatBytes : 4);
+  return numel(n.shape) * (isFloat(n.dtype) ? floatBytes : 4);
 }
 
 /** Kernels and memory plan for a fused program under concrete symbol values. */

@@ -1,6 +1,7 @@
 // Storage buffers in and out of the device, and a small one-dispatch helper for tests and benches.
 // The plan executor keeps its own buffers alive across steps; these helpers are for the edges.
 import { gpuStep } from './device.js';
+import { paddedBytes } from './program.js';
 
 export type HostArray = Float32Array | Int32Array | Uint32Array;
 
@@ -9,10 +10,7 @@ const COPY_SRC = 0x04;
 const COPY_DST = 0x08;
 const MAP_READ = 0x01;
 
-/** Buffer sizes must be multiples of 4 and non-zero (a zero-sized binding is invalid). */
-function paddedSize(bytes: number): number {
-  return Math.max(4, Math.ceil(bytes / 4) * 4);
-}
+const paddedSize = paddedBytes;
 
 /** A storage buffer holding `data` (also usable as a copy source and destination). */
 export function uploadBuffer(device: GPUDevice, data: HostArray, label?: string): GPUBuffer {

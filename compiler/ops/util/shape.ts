@@ -3,6 +3,7 @@
 import { dimsEqual, isConst, shapeToString, type Dim } from '../../ir/dims.js';
 import type { AttrValue, Attrs, DType, TensorType } from '../../ir/graph.js';
 import { ShapeError } from '../../ir/shape_error.js';
+import { isFloat } from '../../../runtime/tensor.js';
 
 export function fail(message: string, inputIndex?: number): never {
   throw new ShapeError(message, inputIndex);
@@ -10,9 +11,8 @@ export function fail(message: string, inputIndex?: number): never {
 
 export const DTYPES: readonly DType[] = ['f32', 'f16', 'bf16', 'i32', 'bool'];
 
-export function isFloatDType(d: DType): boolean {
-  return d === 'f32' || d === 'f16' || d === 'bf16';
-}
+/** f32, f16 or bf16 (one definition: runtime/tensor.ts). */
+export const isFloatDType: (d: DType) => boolean = isFloat;
 
 export function typeToString(t: TensorType): string {
   return `${t.dtype}${shapeToString(t.shape)}`;

@@ -8,6 +8,7 @@
 // and the exchanges vanish, which is the portable fallback and the better choice for many short
 // rows. Tests run both.
 import { grid1d, type DeviceTraits, type LowerContext } from '../../codegen/kernel.js';
+import { numel } from '../../../runtime/tensor.js';
 
 export interface Lanes {
   /** invocations per group */
@@ -170,9 +171,8 @@ export function touch(inputs: readonly number[]): string {
   return `  if (grp == 0xffffffffu) { ${inputs.map((k) => `_ = load${k}(0u);`).join(' ')} }`;
 }
 
-export function product(shape: readonly number[]): number {
-  return shape.reduce((a, d) => a * d, 1);
-}
+/** Elements of a shape (one definition: runtime/tensor.ts `numel`). */
+export const product: (shape: readonly number[]) => number = numel;
 
 /** A KernelBody's fields from the parts every template produces. */
 export function body(ctx: LowerContext, label: string, lanes: Lanes, groups: number, code: string, extraEnables: readonly string[] = []) {
