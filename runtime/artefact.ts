@@ -6,6 +6,7 @@
 // them (runtime/webgpu/program.ts).
 import { KilnError } from './errors.js';
 import { isFloat, type DType } from './tensor.js';
+import type { ValueRule } from './validate.js';
 
 /** The manifest format this runtime reads; any other is refused. */
 export const ARTEFACT_FORMAT = 'kiln-artefact';
@@ -104,6 +105,13 @@ export interface EntryManifest {
   readonly updates: readonly UpdateDecl[];
   readonly buffers: readonly BufferDecl[];
   readonly dispatches: readonly DispatchDecl[];
+  /**
+   * The value rules the entry's caller-fed integer inputs obey (ids in the vocabulary, labels in
+   * the classes or the ignore index, one image placeholder per row), derived by the compiler from
+   * the graph: the runtime checks every call against them on the host, since kernels cannot
+   * raise errors. Absent in artefacts whose inputs carry no such rule.
+   */
+  readonly rules?: readonly ValueRule[];
   readonly stats: EntryStats;
 }
 
@@ -170,6 +178,14 @@ export function parseManifest(text: string, file = MANIFEST_FILE): Manifest {
       if (!isRecord(b) || !Number.isInteger(b.bytes) || b.bytes < 0) throw bad(`${where}: buffer ${k} has no byte size`);
     });
     for (const t of entry.inputs) checkTensor(t, bad);
+    if (entry.rules !== undefined) {
+      if (!Array.isArray(entry.rules)) throw bad(`${where}: rules is not a list`);
+      const fed = new Set(entry.inputs.map((t) => t.name));
+      for (const r of entry.rules as unknown[]) {
+        if (!isRecord(r) || (r['kind'] !== 'index' && r['kind'] !== 'once-per-row') || typeof r['input'] !== 'string' || !fed.has(r['input']))
+          throw bad(`${where}: a rule ${JSON.stringify(r)} is not an index or once-per-row rule over one of the entry's inputs`);
+      }
+    }
     for (const o of entry.outputs) {
       checkTensor(o, bad);
       index(o.buffer, `output ${o.name}`);

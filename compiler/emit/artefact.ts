@@ -27,6 +27,7 @@ import { reachable, type Graph, type NamedValue } from '../ir/graph.js';
 import { DEFAULT_TRAITS, type DeviceTraits } from '../codegen/kernel.js';
 import { fuse, type FusedProgram, type FuseOptions } from '../passes/fuse.js';
 import { inPlaceUpdates } from '../passes/in-place.js';
+import { inputContract } from '../passes/input-contract.js';
 import { lowerProgram, storedBytes, type CompiledProgram } from '../passes/lower.js';
 
 /** One entry to compile: values of `graph` to read back, and whether its updates are applied. */
@@ -197,12 +198,16 @@ function compileEntry(
   const updateDecls: UpdateDecl[] = updates.map((u) => ({ name: u.name, buffer: bufferOf.get(u.node)!, inPlace: inPlace.has(u.node) }));
   const aliased = [...inPlace.keys()].reduce((a, id) => a + (plan.values.get(id)?.bytes ?? 0), 0);
   const t = plan.totals;
+  // Only rules over what the caller feeds: state inputs (KV caches, moments) come from the store.
+  const fed = new Set(inputs.map((i) => i.name));
+  const rules = inputContract(graph).rules.filter((r) => fed.has(r.input) && (r.kind !== 'index' || r.skip === undefined || fed.has(r.skip.ids)));
   const manifest: EntryManifest = {
     inputs,
     outputs,
     updates: updateDecls,
     buffers,
     dispatches,
+    ...(rules.length > 0 ? { rules } : {}),
     stats: {
       dispatches: dispatches.length,
       unfusedOps: program.unfusedOps,

@@ -19,6 +19,7 @@ import { f16ArrayToF32, f32ArrayToF16 } from '../f16.js';
 import { parseSafetensors } from '../safetensors.js';
 import { isFloat, numel, type DType, type HostTensor } from '../tensor.js';
 import { gpuStep, type KilnDevice } from './device.js';
+import { validateBatch } from '../validate.js';
 
 const STORAGE = 0x80;
 const COPY_SRC = 0x04;
@@ -341,6 +342,13 @@ export class ArtefactProgram {
     const device = this.kd.device;
     const floatStorage = this.manifest.floatStorage;
     const wanted = read === undefined ? m.outputs : read.map((n) => m.outputs.find((o) => o.name === n) ?? fail(`entry '${entry}' has no output '${n}'`));
+    // The kernels clamp or silently shift on ids they cannot take: every call is checked on the
+    // host first, with the reference's wording, whoever the caller is (kiln loss, training, a page).
+    // Callers may pass more than the entry's inputs (the executor feeds parameters alongside).
+    if (m.rules !== undefined) {
+      const fed = new Map(m.inputs.flatMap((d) => (inputs.has(d.name) ? [[d.name, inputs.get(d.name)!] as const] : [])));
+      validateBatch({ inputs: m.inputs, rules: m.rules }, fed);
+    }
     await this.upload(e, inputs);
     const encodeRange = (from: number, to: number): GPUCommandEncoder => {
       const enc = device.createCommandEncoder({ label: `kiln ${entry}` });

@@ -180,3 +180,36 @@ describe('the real kiln process', () => {
     expect(cpu.wrote).toBe(false);
   }, 120_000);
 });
+
+describe('a compiled artefact carries the rules', () => {
+  it("ArtefactProgram.run refuses what the host check refuses, with the same message, before any upload", async () => {
+    const { compileArtefact } = await import('../../compiler/emit/artefact.js');
+    const { defaultEntries } = await import('../../compiler/emit/entries.js');
+    const { DEFAULT_TRAITS } = await import('../../compiler/codegen/kernel.js');
+    const { ArtefactProgram } = await import('../../runtime/webgpu/program.js');
+    const { getDevice } = await import('../../runtime/node/device.js');
+    const bindings = new Map([
+      ['B', 2],
+      ['T', 9],
+    ]);
+    const { artefact } = compileArtefact(defaultEntries(model, ['loss']), { bindings, traits: DEFAULT_TRAITS });
+    const rules = artefact.manifest.entries['loss']!.rules ?? [];
+    expect(rules.map((r) => `${r.kind}:${r.input}`).sort()).toEqual(['index:input_ids', 'index:labels', 'once-per-row:input_ids']);
+    const program = await ArtefactProgram.load(await getDevice(), artefact, { origin: 'memory' });
+    try {
+      const contract = inputContract(model.graph);
+      for (const bad of [
+        edited([['input_ids', 1, 5, 97]]),
+        edited([['input_ids', 0, 4, -100]]),
+        edited([['labels', 1, 7, 97]]),
+        edited([['input_ids', 1, 2, 3]]),
+      ]) {
+        const host = await errorOf(() => validateBatch(contract, bad));
+        expect(host).not.toBe('(no error)');
+        expect(await errorOf(() => program.run('loss', bad))).toBe(host);
+      }
+    } finally {
+      program.destroy();
+    }
+  }, 300_000);
+});
