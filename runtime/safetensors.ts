@@ -224,7 +224,8 @@ export interface WriteOptions {
   metadata?: Record<string, string>;
 }
 
-function encode(t: HostTensor, st: SafetensorsDtype): Uint8Array {
+/** The bytes of `t` stored as `st` (a view, not a copy, when `t` already holds that type). */
+export function encodeTensor(t: HostTensor, st: SafetensorsDtype): Uint8Array {
   const n = t.data.length;
   const bytesOf = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
   if (st === 'I32') return bytesOf(t.data instanceof Int32Array ? t.data : new Int32Array(t.data));
@@ -239,10 +240,51 @@ function encode(t: HostTensor, st: SafetensorsDtype): Uint8Array {
 }
 
 
+/** The safetensors dtype a host tensor is stored as, given the writer's float storage dtype. */
+export function storageDtype(dtype: HostTensor['dtype'], floats?: WriteOptions['dtype']): SafetensorsDtype {
+  const fl = floats ?? dtype;
+  return dtype === 'i32' ? 'I32' : dtype === 'bool' ? 'BOOL' : fl === 'f16' ? 'F16' : fl === 'bf16' ? 'BF16' : 'F32';
+}
+
+/** One tensor of a file about to be written: what its header entry needs, before its values exist. */
+export interface PlannedTensor {
+  readonly name: string;
+  readonly dtype: SafetensorsDtype;
+  readonly shape: readonly number[];
+}
+
 /**
- * A whole safetensors file as byte chunks (8-byte length, space-padded header, tensors widest
- * item first as the Rust crate lays them out, so every tensor is aligned for a zero-copy view).
- * `file` names the destination in errors.
+ * The 8-byte length and the space-padded header of a file holding `tensors`, and the tensors in
+ * the order their bytes must follow it: widest item first (stable otherwise), as the Rust crate
+ * lays them out, so every tensor is aligned for a zero-copy view. Knowing only names, dtypes and
+ * shapes, a writer can emit the header first and stream each tensor's bytes after it.
+ */
+export function safetensorsLayout<T extends PlannedTensor>(tensors: readonly T[], metadata: Record<string, string> = { format: 'pt' }, file = '<buffer>'): { prefix: Uint8Array; order: T[]; bytes: number } {
+  requireLittleEndian(file);
+  const seen = new Set<string>();
+  for (const t of tensors) {
+    if (t.name === '__metadata__') throw new KilnError('a tensor cannot be named __metadata__', { file, tensor: t.name });
+    if (seen.has(t.name)) throw new KilnError('two tensors have this name', { file, tensor: t.name });
+    seen.add(t.name);
+  }
+  const order = [...tensors].sort((a, b) => ITEM_SIZE[b.dtype] - ITEM_SIZE[a.dtype]);
+  const header: Record<string, unknown> = { __metadata__: metadata };
+  let offset = 0;
+  for (const p of order) {
+    const bytes = numel(p.shape) * ITEM_SIZE[p.dtype];
+    header[p.name] = { dtype: p.dtype, shape: [...p.shape], data_offsets: [offset, offset + bytes] };
+    offset += bytes;
+  }
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const padded = new Uint8Array(8 + Math.ceil(json.length / 8) * 8).fill(0x20);
+  new DataView(padded.buffer).setBigUint64(0, BigInt(padded.length - 8), true);
+  padded.set(json, 8);
+  return { prefix: padded, order, bytes: padded.length + offset };
+}
+
+/**
+ * A whole safetensors file as byte chunks (the layout of `safetensorsLayout`). `file` names the
+ * destination in errors.
  */
 export function serializeSafetensors(tensors: ReadonlyMap<string, HostTensor>, opts: WriteOptions = {}, file = '<buffer>'): Uint8Array[] {
   requireLittleEndian(file);
@@ -251,23 +293,8 @@ export function serializeSafetensors(tensors: ReadonlyMap<string, HostTensor>, o
     if (t.data.length !== numel(t.shape)) {
       throw new KilnError(`shape [${t.shape.join(', ')}] holds ${numel(t.shape)} values but the data has ${t.data.length}`, { file, tensor: name });
     }
-    const fl = opts.dtype ?? t.dtype;
-    const st: SafetensorsDtype =
-      t.dtype === 'i32' ? 'I32' : t.dtype === 'bool' ? 'BOOL' : fl === 'f16' ? 'F16' : fl === 'bf16' ? 'BF16' : 'F32';
-    return { name, t, st };
+    return { name, t, dtype: storageDtype(t.dtype, opts.dtype), shape: t.shape };
   });
-  plan.sort((a, b) => ITEM_SIZE[b.st] - ITEM_SIZE[a.st]);
-  const header: Record<string, unknown> = { __metadata__: opts.metadata ?? { format: 'pt' } };
-  let offset = 0;
-  for (const p of plan) {
-    const bytes = numel(p.t.shape) * ITEM_SIZE[p.st];
-    header[p.name] = { dtype: p.st, shape: [...p.t.shape], data_offsets: [offset, offset + bytes] };
-    offset += bytes;
-  }
-  const json = new TextEncoder().encode(JSON.stringify(header));
-  const padded = new Uint8Array(Math.ceil(json.length / 8) * 8).fill(0x20);
-  padded.set(json);
-  const prefix = new Uint8Array(8);
-  new DataView(prefix.buffer).setBigUint64(0, BigInt(padded.length), true);
-  return [prefix, padded, ...plan.map((p) => encode(p.t, p.st))];
+  const { prefix, order } = safetensorsLayout(plan, opts.metadata ?? { format: 'pt' }, file);
+  return [prefix, ...order.map((p) => encodeTensor(p.t, p.dtype))];
 }

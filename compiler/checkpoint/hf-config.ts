@@ -20,7 +20,8 @@
 // Note the HF rms_norm_eps default (1e-6) differs from Vicuna's file (1e-5): real files set it.
 // sliding_window (mistral, llava_mistral): MistralConfig's default is 4096 when the key is absent;
 // null means no window (text.sliding_window 0). LlamaConfig has no sliding window and LLaMA's
-// attention ignores the key, so for llama types it is not read, as transformers does.
+// attention ignores the key, so for llama types it is not read, as transformers does, and the
+// window is 0 (none).
 import * as fs from 'node:fs';
 import { KilnError, describeFsError } from '../../runtime/errors.js';
 
@@ -187,6 +188,10 @@ export function llavaConfigOverrides(json: unknown, file: string): ConfigOverrid
   if (modelType === 'mistral' || modelType === 'llava_mistral') {
     // null is "no window" here, not "the default": Fields.raw would read it as absent.
     out.put('text.sliding_window', 'sliding_window', obj.sliding_window === null ? 0 : f.int('sliding_window'));
+  } else {
+    // LLaMA's attention has no window whatever the file says: a Mistral spec config's default
+    // window must not apply to a LLaMA checkpoint.
+    out.put('text.sliding_window', 'model_type', 0);
   }
   out.put('projector_hidden', 'hidden_size', hidden);
   if (f.present('mm_hidden_size')) out.put('vision.width', 'mm_hidden_size', f.int('mm_hidden_size'));
@@ -197,8 +202,22 @@ export function llavaConfigOverrides(json: unknown, file: string): ConfigOverrid
     }
     out.put('vision.select_layer', 'mm_vision_select_layer', v as number);
   }
+  // Kiln's training checkpoints carry the tower in model.safetensors and its config here, under
+  // the name transformers' own LLaVA config gives it, so that the folder alone rebuilds the model
+  // (compiler/checkpoint/hf-config-write.ts). LLaVA's loader ignores the key.
+  if (obj.vision_config !== undefined && obj.vision_config !== null) {
+    const vision = clipConfigOverrides({ vision_config: obj.vision_config }, file);
+    for (const [key, value] of vision) {
+      const field = vision.fields.get(key)!;
+      if (out.has(key) && out.get(key) !== value) {
+        throw new KilnError(`field "${field}" is ${JSON.stringify(value)} but "${out.fields.get(key)}" is ${JSON.stringify(out.get(key))}; they must agree`, { file });
+      }
+      out.put(key, out.has(key) ? out.fields.get(key)! : field, value);
+    }
+  }
   return out;
 }
+
 
 /** Overrides for a CLIPVisionModel config.json or a CLIPModel one (its `vision_config`). */
 export function clipConfigOverrides(json: unknown, file: string): ConfigOverrides {

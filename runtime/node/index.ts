@@ -4,3 +4,4 @@ export * from '../index.js';
 export * from './device.js';
 export * from './safetensors-file.js';
 export * from './artefact-files.js';
+export * from './checkpoint.js';

@@ -4,8 +4,8 @@ import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { KilnError, describeFsError } from '../errors.js';
-import type { HostTensor } from '../tensor.js';
-import { decodeTensor, headerLength, parseHeader, serializeSafetensors, type SafetensorsFile, type WriteOptions } from '../safetensors.js';
+import { numel, type DType, type HostTensor } from '../tensor.js';
+import { decodeTensor, encodeTensor, headerLength, parseHeader, safetensorsLayout, serializeSafetensors, storageDtype, type SafetensorsDtype, type SafetensorsFile, type WriteOptions } from '../safetensors.js';
 
 function withFd<T>(path: string, flags: string, f: (fd: number) => T): T {
   let fd: number;
@@ -102,4 +102,61 @@ export function writeSafetensors(path: string, tensors: ReadonlyMap<string, Host
   } catch {
     /* best effort */
   }
+}
+
+/**
+ * A tensor to be written whose values are fetched only when its turn comes (from a GPU buffer,
+ * another file): its name, dtype and shape are known up front, so the file's header can be
+ * written before any value is read.
+ */
+export interface TensorSource {
+  readonly name: string;
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+  /** the values; called once, when the writer reaches this tensor. */
+  read(): Promise<HostTensor> | HostTensor;
+}
+
+/**
+ * Writes `tensors` to `path` (created or truncated, not atomically: the caller writes into a
+ * folder it renames into place) streaming: the header first, then each tensor as its `read()`
+ * returns, so only one tensor's values are on the host at a time; the file is fsynced before
+ * return. Float tensors are stored as `opts.dtype` (default: their own dtype). Returns the file's
+ * size in bytes. Errors (KilnError) name the file and the tensor: a value whose shape or dtype
+ * differs from what the source declared, or a write that fails (no space left).
+ */
+export async function writeSafetensorsStreaming(path: string, tensors: readonly TensorSource[], opts: WriteOptions = {}): Promise<number> {
+  const planned = tensors.map((t) => ({ name: t.name, dtype: storageDtype(t.dtype, opts.dtype) as SafetensorsDtype, shape: t.shape, src: t }));
+  const { prefix, order, bytes } = safetensorsLayout(planned, opts.metadata ?? { format: 'pt' }, path);
+  let fd: number;
+  try {
+    fd = fs.openSync(path, 'w');
+  } catch (e) {
+    throw new KilnError(`cannot write: ${describeFsError(e)}`, { file: path, cause: e });
+  }
+  try {
+    const write = (b: Uint8Array, tensor?: string) => {
+      try {
+        writeAll(fd, b);
+      } catch (e) {
+        throw new KilnError(`cannot write: ${describeFsError(e)}`, { file: path, tensor, cause: e });
+      }
+    };
+    write(prefix);
+    for (const p of order) {
+      const t = await p.src.read();
+      const same = t.shape.length === p.shape.length && t.shape.every((d, i) => d === p.shape[i]);
+      if (!same || t.dtype !== p.src.dtype || t.data.length !== numel(p.shape)) {
+        throw new KilnError(
+          `declared ${p.src.dtype}[${p.shape.join(', ')}] but read ${t.dtype}[${t.shape.join(', ')}] with ${t.data.length} values`,
+          { file: path, tensor: p.name },
+        );
+      }
+      write(encodeTensor(t, p.dtype), p.name);
+    }
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return bytes;
 }

@@ -45,6 +45,7 @@ describe('LLaVA configs', () => {
       'text.eps': 1e-5,
       'text.rope_theta': 10000,
       'text.tie_word_embeddings': false,
+      'text.sliding_window': 0,
       projector_hidden: 4096,
       'vision.width': 1024,
       'vision.select_layer': -2,
@@ -80,12 +81,12 @@ describe('LLaVA configs', () => {
     expectKilnError(() => llavaConfigOverrides(json, '/ckpt/config.json'), '/ckpt/config.json', `field "${field}" is missing`, 'no default');
   });
 
-  it('maps Mistral sliding_window: absent is MistralConfig\'s 4096, null is none (0); LLaMA ignores it', () => {
+  it('maps Mistral sliding_window: absent is MistralConfig\'s 4096, null is none (0); LLaMA ignores it (no window)', () => {
     const sw = (json: object) => llavaConfigOverrides({ ...sizes, ...json }, 'c.json').get('text.sliding_window');
     expect(sw({ model_type: 'llava_mistral' })).toBe(4096);
     expect(sw({ model_type: 'llava_mistral', sliding_window: null })).toBe(0);
     expect(sw({ model_type: 'mistral', sliding_window: 4 })).toBe(4);
-    expect(sw({ model_type: 'llava_llama', sliding_window: 4 })).toBeUndefined();
+    expect(sw({ model_type: 'llava_llama', sliding_window: 4 })).toBe(0);
     expect(() => sw({ model_type: 'mistral', sliding_window: 0 })).toThrow('field "sliding_window" must be a positive integer, got 0');
     expect(() => sw({ model_type: 'mistral', sliding_window: 'wide' })).toThrow('field "sliding_window" must be a positive integer');
   });
