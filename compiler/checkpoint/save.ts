@@ -17,7 +17,8 @@ import { llavaConfigOverrides } from './hf-config.js';
 /** Reads one tensor by name (a parameter or optimiser state); called once per tensor, in file order. */
 export type ReadTensor = (name: string) => Promise<HostTensor> | HostTensor;
 
-const constShape = (p: ParamInfo): number[] =>
+/** A parameter's shape (parameters have constant shapes by construction). */
+export const constShape = (p: ParamInfo): number[] =>
   p.type.shape.map((d) => {
     if (typeof d !== 'number') throw new Error(`parameter ${p.name} has a symbolic shape`);
     return d;

@@ -7,16 +7,19 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { main } from '../../compiler/cli/main.js';
+import { openSafetensors } from '../../runtime/node/safetensors-file.js';
 import { Output } from '../../compiler/cli/output.js';
-import { sha256, SPEC, writeGoldenCheckpoint } from './kiln-checkpoint.js';
+import { LLAMA_B2, sha256, SPEC, TIED, writeGoldenCheckpoint, type GoldenFolders } from './kiln-checkpoint.js';
 
 const G = 'test/golden/llama_b2';
-const torch = JSON.parse(fs.readFileSync('test/golden/kiln_checkpoint/llama_b2.json', 'utf8')) as {
+interface TorchRecord {
   model_sha256: string;
   config_sha256: string;
+  tensors_loaded: number;
   loss: number;
   terms: Record<string, number>;
-};
+}
+const record = (name: string) => JSON.parse(fs.readFileSync(`test/golden/kiln_checkpoint/${name}.json`, 'utf8')) as TorchRecord;
 
 let tmp: string;
 beforeAll(() => {
@@ -31,12 +34,20 @@ async function lossJson(...args: string[]): Promise<{ loss: number; terms: Recor
   return JSON.parse(out.out.join('\n')) as { loss: number; terms: Record<string, number> };
 }
 
-describe('a Kiln-written checkpoint loads in kiln loss and in PyTorch', () => {
+describe.each([
+  ['llama_b2', LLAMA_B2],
+  // tie_word_embeddings: no lm_head.weight in the file; PyTorch's LM head is the embedding matrix.
+  ['tied_embeddings', TIED],
+] as [string, GoldenFolders][])('a Kiln-written checkpoint of %s loads in kiln loss and in PyTorch', (name, folders) => {
   it('the folder is byte for byte the one PyTorch read; kiln loss on it equals the source folders\' loss exactly, and PyTorch\'s within 1e-6', async () => {
-    const saved = await writeGoldenCheckpoint(G, tmp);
+    const torch = record(name);
+    const saved = await writeGoldenCheckpoint(folders, path.join(tmp, name));
     expect(sha256(path.join(saved.dir, 'model.safetensors'))).toBe(torch.model_sha256);
     expect(sha256(path.join(saved.dir, 'config.json'))).toBe(torch.config_sha256);
-    const source = await lossJson('--checkpoint', `${G}/llava`, '--vision-tower', `${G}/clip`);
+    const names = openSafetensors(path.join(saved.dir, 'model.safetensors')).names;
+    expect(names.length).toBe(torch.tensors_loaded);
+    expect(names.includes('lm_head.weight')).toBe(name !== 'tied_embeddings');
+    const source = await lossJson('--checkpoint', folders.llava, '--vision-tower', folders.clip);
     const written = await lossJson('--checkpoint', saved.dir);
     // The same f32 values and the same graph: the same numbers, not merely close ones.
     expect(written).toEqual(source);

@@ -1,6 +1,7 @@
 // A Kiln-written training checkpoint of a golden case, for the tests and for the PyTorch check
 // (load_kiln_checkpoint.py) that proves PyTorch loads what Kiln writes. As a script:
-//   node bin/run-ts.js test/golden/kiln-checkpoint.ts OUT_DIR      writes OUT_DIR/checkpoint-0
+//   node bin/run-ts.js test/golden/kiln-checkpoint.ts OUT_DIR [LLAVA_DIR CLIP_DIR]
+// writes OUT_DIR/checkpoint-0 from llama_b2's folders, or the ones given.
 // The folder is deterministic (the case's weights, zero moments, fixed state), so its files'
 // SHA-256 recorded beside PyTorch's figures say which bytes PyTorch read.
 import { createHash } from 'node:crypto';
@@ -18,20 +19,29 @@ import { numel } from '../../runtime/tensor.js';
 
 export const SPEC = 'models/vwlmm.kiln';
 
+/** A golden case's LLaVA and CLIP folders. */
+export interface GoldenFolders {
+  readonly llava: string;
+  readonly clip: string;
+}
+
+export const LLAMA_B2: GoldenFolders = { llava: 'test/golden/llama_b2/llava', clip: 'test/golden/llama_b2/clip' };
+export const TIED: GoldenFolders = { llava: 'test/golden/tied_embeddings/llava', clip: 'test/golden/llama_b2/clip' };
+
 /** The golden case's model as `kiln loss --config tiny --checkpoint llava --vision-tower clip` builds it. */
-export function goldenModel(caseDir: string): CheckedModel {
-  const overrides = [...checkpointOverrides(join(caseDir, 'llava')), ...checkpointOverrides(join(caseDir, 'clip'), '--vision-tower')];
+export function goldenModel(f: GoldenFolders): CheckedModel {
+  const overrides = [...checkpointOverrides(f.llava), ...checkpointOverrides(f.clip, '--vision-tower')];
   return loadAndCheck(SPEC, { config: 'tiny', overrides }, new Output(true));
 }
 
 /** Writes `root/checkpoint-0`: the case's weights (tower included), zero AdamW moments for the trainable ones. */
-export async function writeGoldenCheckpoint(caseDir: string, root: string): Promise<SavedCheckpoint> {
-  const model = goldenModel(caseDir);
-  const params = loadModelParams(model, { checkpoint: join(caseDir, 'llava'), visionTower: join(caseDir, 'clip') });
+export async function writeGoldenCheckpoint(f: GoldenFolders, root: string): Promise<SavedCheckpoint> {
+  const model = goldenModel(f);
+  const params = loadModelParams(model, { checkpoint: f.llava, visionTower: f.clip });
   const trainable = model.graph.params.filter((p) => p.trainable);
   const shapeOf = new Map(trainable.flatMap((p) => (['m', 'v'] as const).map((w) => [momentName(w, p.name), params.get(p.name)!.shape] as const)));
   return saveCheckpoint(root, {
-    config: checkpointConfig(model, join(caseDir, 'llava')),
+    config: checkpointConfig(model, f.llava),
     model: modelTensorSources(model.graph.params, (n) => params.get(n)!),
     optimizer: stateTensorSources([...shapeOf.keys()], (n) => shapeOf.get(n)!, (n) => {
       const shape = shapeOf.get(n)!;
@@ -57,6 +67,7 @@ export function sha256(path: string): string {
 }
 
 if (process.argv[1]?.endsWith('kiln-checkpoint.ts') && process.argv[2]) {
-  const saved = await writeGoldenCheckpoint('test/golden/llama_b2', process.argv[2]);
+  const [, , out, llava, clip] = process.argv;
+  const saved = await writeGoldenCheckpoint(llava && clip ? { llava, clip } : LLAMA_B2, out!);
   console.log(JSON.stringify({ dir: saved.dir, bytes: saved.bytes, model_sha256: sha256(join(saved.dir, 'model.safetensors')), config_sha256: sha256(join(saved.dir, 'config.json')) }));
 }
