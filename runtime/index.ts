@@ -6,6 +6,7 @@ export * from './errors.js';
 export * from './f16.js';
 export * from './safetensors.js';
 export * from './optim/schedule.js';
+export * from './eval/answers.js';
 export * from './webgpu/device.js';
 export * from './webgpu/buffers.js';
 export * from './artefact.js';

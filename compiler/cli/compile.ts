@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { UsageError } from '../check/index.js';
 import { DEFAULT_TRAITS } from '../codegen/kernel.js';
 import { artefactFiles, compileArtefact } from '../emit/artefact.js';
-import { DEFAULT_ENTRIES, defaultEntries } from '../emit/entries.js';
+import { DEFAULT_ENTRIES, ENTRY_NAMES, defaultEntries } from '../emit/entries.js';
 import { writeArtefact } from '../../runtime/node/artefact-files.js';
 import { MANIFEST_FILE } from '../../runtime/artefact.js';
 import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
@@ -20,7 +20,7 @@ limits, symbols, parameters by checkpoint name, optimiser state, and per entry i
 outputs, updates, buffers and dispatch list) and one WGSL file per kernel in DIR/kernels/.
 Kernels are sized for WebGPU's default limits, so any adapter runs them.
   --out DIR          the artefact folder (its manifest and kernels are replaced)
-  --entries LIST     comma-separated, from ${DEFAULT_ENTRIES.join(', ')} (default: all)
+  --entries LIST     comma-separated, from ${ENTRY_NAMES.join(', ')} (default: ${DEFAULT_ENTRIES.join(', ')})
   --dtype f32|f16    float storage (f16 needs shader-f16; math stays f32)
   --batch-size B     the batch symbol B (default ${DEFAULT_BATCH})
   --seq T            the sequence symbol T, tokens of input_ids (default ${DEFAULT_SEQ})
@@ -45,7 +45,7 @@ export async function runCompile(argv: readonly string[], out: Output): Promise<
   if (!values.out) throw new UsageError('--out DIR is required');
   if (values.dtype !== undefined && values.dtype !== 'f16' && values.dtype !== 'f32') throw new UsageError(`--dtype ${values.dtype}: expected f32 or f16`);
   const names = values.entries === undefined ? [...DEFAULT_ENTRIES] : values.entries.split(',').map((s) => s.trim());
-  for (const n of names) if (!(DEFAULT_ENTRIES as readonly string[]).includes(n)) throw new UsageError(`--entries: no entry '${n}' (entries: ${DEFAULT_ENTRIES.join(', ')})`);
+  for (const n of names) if (!(ENTRY_NAMES as readonly string[]).includes(n)) throw new UsageError(`--entries: no entry '${n}' (entries: ${ENTRY_NAMES.join(', ')})`);
   const bindings = new Map([
     ['B', positiveInt('batch-size', values['batch-size'], DEFAULT_BATCH)],
     ['T', positiveInt('seq', values.seq, DEFAULT_SEQ)],

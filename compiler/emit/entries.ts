@@ -3,6 +3,8 @@
 //   loss        forward: the total loss and each term
 //   grads       forward + backward: the same, and d(loss)/d(param) for the stage's trainable params
 //   train_step  forward, backward and the stage's AdamW update, written into the state in place
+//   eval        forward: the loss terms and the model's `logits` (held-out answer accuracy);
+//               not compiled by default: it reads back [B, L, vocab] floats per call
 import { KilnError } from '../../runtime/errors.js';
 import type { CheckedModel } from '../check/index.js';
 import type { Graph, NamedValue } from '../ir/graph.js';
@@ -11,6 +13,8 @@ import { withAdamW, type AdamWHyper } from '../passes/optimizer.js';
 import type { EntrySpec } from './artefact.js';
 
 export const DEFAULT_ENTRIES = ['loss', 'grads', 'train_step'] as const;
+/** Every entry `defaultEntries` can make: the defaults and `eval`. */
+export const ENTRY_NAMES = [...DEFAULT_ENTRIES, 'eval'] as const;
 
 /** AdamW's settings from the stage's `optimizer adamw(...)` (torch's defaults where not given). */
 export function adamwHyper(model: CheckedModel): AdamWHyper {
@@ -26,18 +30,32 @@ function lossOutputs(g: Graph): NamedValue[] {
 }
 
 /**
- * Entry specs for `names` (default: all three). One graph serves them all (the training graph
+ * The `eval` entry's outputs: the loss, its terms, and the model's output `logits` [B, L, vocab].
+ * Reading the logits back costs B * L * vocab * 4 bytes per call (about 262 MB for one row of
+ * 2048 positions at a vocabulary of 32000): fine for held-out scoring of small models, a
+ * reason to score on the device for large ones.
+ * @throws KilnError when the model declares no output named `logits`.
+ */
+export function evalOutputs(model: CheckedModel, graph: Graph = model.graph): NamedValue[] {
+  const logits = graph.outputs.find((o) => o.name === 'logits');
+  if (!logits) throw new KilnError(`model ${model.modelName} has no output named 'logits', so it has no eval entry (outputs: ${graph.outputs.map((o) => o.name).join(', ') || 'none'})`);
+  return [...lossOutputs(graph), { name: 'logits', node: logits.node }];
+}
+
+/**
+ * Entry specs for `names` (default: the three of DEFAULT_ENTRIES; `eval` on request). One graph serves them all (the training graph
  * holds the forward and backward), so they name their parameters and state alike.
  */
 export function defaultEntries(model: CheckedModel, names: readonly string[] = DEFAULT_ENTRIES): EntrySpec[] {
-  for (const n of names) if (!(DEFAULT_ENTRIES as readonly string[]).includes(n)) throw new KilnError(`no entry '${n}' (entries: ${DEFAULT_ENTRIES.join(', ')})`);
-  if (model.graph.totalLoss === null) throw new KilnError(`model ${model.modelName} declares no loss, so it has no loss, grads or train_step entry`);
-  const needsGrads = names.some((n) => n !== 'loss');
+  for (const n of names) if (!(ENTRY_NAMES as readonly string[]).includes(n)) throw new KilnError(`no entry '${n}' (entries: ${ENTRY_NAMES.join(', ')})`);
+  if (model.graph.totalLoss === null) throw new KilnError(`model ${model.modelName} declares no loss, so it has no loss, grads, train_step or eval entry`);
+  const needsGrads = names.some((n) => n !== 'loss' && n !== 'eval');
   let graph = needsGrads ? differentiate(model.graph) : model.graph;
   if (needsGrads && graph.gradients.length === 0) throw new KilnError(`stage ${model.stage?.name ?? '(none)'} trains no parameter: there are no gradients to compile`);
   if (names.includes('train_step')) graph = withAdamW(graph, adamwHyper(model));
   return names.map((name): EntrySpec => {
     if (name === 'loss') return { name, graph, outputs: lossOutputs(graph) };
+    if (name === 'eval') return { name, graph, outputs: evalOutputs(model, graph) };
     if (name === 'grads') return { name, graph, outputs: [...lossOutputs(graph), ...graph.gradients.map((g) => ({ name: `grad:${g.name}`, node: g.node }))] };
     return { name, graph, outputs: lossOutputs(graph), applyUpdates: true };
   });
