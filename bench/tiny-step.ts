@@ -76,7 +76,7 @@ export async function benchTinyStep(kd: KilnDevice, opts: { runs: number; log: (
   const once = async () => {
     step++;
     const t0 = performance.now();
-    const feeds = new Map([...params, ...moments, ...batch, ...adamwStepInputs(lr, step, hyper.beta1, hyper.beta2)]);
+    const feeds = new Map([...params, ...moments, ...batch, ...adamwStepInputs(lr, step, hyper.beta1, hyper.beta2, 1.0)]);
     const r = await exec.run(feeds, [graph.totalLoss!], { applyUpdates: true });
     losses.push(r.get(graph.totalLoss!)!.data[0]!);
     return performance.now() - t0;

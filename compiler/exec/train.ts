@@ -1,7 +1,7 @@
 // A training loop's state on the host: parameters, AdamW moments and the step counter, advanced
 // by any executor that can run a graph with `updates` (the reference executor or WebGPU).
 import type { Graph } from '../ir/graph.js';
-import { momentName, type AdamWHyper } from '../passes/optimizer.js';
+import { gradNormNode, momentName, type AdamWHyper } from '../passes/optimizer.js';
 import type { HostTensor } from '../../runtime/tensor.js';
 import { numel } from '../../runtime/tensor.js';
 import { adamwStepInputs } from '../../runtime/optim/schedule.js';
@@ -26,15 +26,20 @@ export class TrainState {
     }
   }
 
-  /** One step on `batch` at learning rate `lr`; returns the loss terms before the update. */
-  async run(run: RunGraph, batch: ReadonlyMap<string, HostTensor>, lr: number): Promise<{ loss: number; terms: Record<string, number> }> {
+  /**
+   * One step on `batch` at learning rate `lr`, gradients clipped to a global norm of
+   * `maxGradNorm` (0: no clipping); returns the loss terms before the update and the pre-clip
+   * gradient norm. A step with a non-finite loss or norm leaves the values as they were.
+   */
+  async run(run: RunGraph, batch: ReadonlyMap<string, HostTensor>, lr: number, maxGradNorm = 0): Promise<{ loss: number; terms: Record<string, number>; gradNorm: number }> {
     this.step++;
-    const feeds = new Map([...this.values, ...batch, ...adamwStepInputs(lr, this.step, this.hyper.beta1, this.hyper.beta2)]);
+    const feeds = new Map([...this.values, ...batch, ...adamwStepInputs(lr, this.step, this.hyper.beta1, this.hyper.beta2, maxGradNorm)]);
     const updates = this.graph.updates ?? [];
     const g = this.graph;
-    const results = await run(g, feeds, [g.totalLoss!, ...g.losses.map((l) => l.node), ...updates.map((u) => u.node)]);
+    const norm = gradNormNode(g);
+    const results = await run(g, feeds, [g.totalLoss!, ...g.losses.map((l) => l.node), norm, ...updates.map((u) => u.node)]);
     for (const u of updates) this.values.set(u.name, results.get(u.node)!);
     const scalar = (id: number) => results.get(id)!.data[0]!;
-    return { loss: scalar(g.totalLoss!), terms: Object.fromEntries(g.losses.map((l) => [l.name, scalar(l.node)])) };
+    return { loss: scalar(g.totalLoss!), terms: Object.fromEntries(g.losses.map((l) => [l.name, scalar(l.node)])), gradNorm: scalar(norm) };
   }
 }

@@ -7,7 +7,7 @@ import { attentionGradOp } from './attention_grad.js';
 import { binaryOps } from './binary.js';
 import { broadcastOp } from './broadcast.js';
 import { castOp } from './cast.js';
-import { compareOps } from './compare.js';
+import { compareOps, isfiniteOp } from './compare.js';
 import { concatOp } from './concat.js';
 import { crossEntropyOp } from './cross_entropy.js';
 import { crossEntropyGradOp } from './cross_entropy_grad.js';
@@ -56,6 +56,7 @@ function ops(): Map<string, OpDef> {
     castOp,
     ...binaryOps,
     ...compareOps,
+    isfiniteOp,
     whereOp,
     stopGradientOp,
     ...reduceOps,

@@ -109,7 +109,10 @@ export function fuse(graph: Graph, requested: readonly number[], opts: FuseOptio
       ops.set(id, n);
       const operand = node.inputs[0] === undefined ? undefined : categoryOf(nodes[node.inputs[0]]!);
       const rule = prologueRuleFor({ producer: cat, op: node.op, operand, readers, exprOps: n, exprBuffers: lv.size });
-      if (rule?.fuse) {
+      // An inline expression's buffers are bindings of whichever kernel reads it, with that
+      // kernel's output and one more operand: a longer chain (a sum over every gradient's norm)
+      // gets a buffer here instead of a kernel past the device's binding limit.
+      if (rule?.fuse && (cat !== 'elementwise' || lv.size + 2 <= maxBindings)) {
         inline = true;
         inlineRule.set(id, rule.name);
       } else if (rule) bufferRule.set(id, rule.name);

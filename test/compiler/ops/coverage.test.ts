@@ -73,6 +73,7 @@ const CASES: Record<string, Case> = {
   cross_entropy_grad: { ok: [[x, i(B, T), f()], { ignore_index: -100 }], want: x, bad: [[x, i(B, T), f(1)], {}], error: 'cross_entropy_grad: g must be a f32 scalar, got [1]' },
   kl_div: { ok: [[x, x, t('bool', [B, T])], {}], want: f(), bad: [[x, x, i(B, T, 8)], {}], error: 'kl_div: mask [B, T, 8] must be logits [B, T, 8] without the class axis, [B, T]' },
   kl_div_grad: { ok: [[x, x, i(B, T), f()], { wrt: 'target' }], want: x, bad: [[x, x, i(B, T), f()], { wrt: 'mask' }], error: "kl_div_grad: wrt must be 'logits' or 'target', got \"mask\"" },
+  isfinite: { ok: [[x], {}], want: t('bool', [B, T, 8]), bad: [[i(B)], {}], error: 'isfinite: x must be a float tensor, got i32[B]' },
   unary_grad: { ok: [[x, x], { fn: 'gelu' }], want: x, bad: [[x, x], { fn: 'erf' }], error: 'unary_grad: unknown function erf' },
 };
 for (const op of Object.keys(UNARY)) CASES[op] = { ok: [[x], {}], want: x, bad: [[t('bool', [B])], {}], error: `${op}: x must be` };
