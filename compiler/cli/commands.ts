@@ -6,6 +6,7 @@ import { runPlan } from './plan.js';
 import { runOps } from './ops.js';
 import { runData } from './data.js';
 import { runCompile } from './compile.js';
+import { runTrain } from './train.js';
 
 export interface Command {
   summary: string;
@@ -18,5 +19,6 @@ export const commands: Record<string, Command> = {
   loss: { summary: 'compute the loss terms (and gradients) of a checkpoint on a batch', run: runLoss },
   data: { summary: 'show what training sees: templated prompts with scored spans, input_ids, labels; --dump a batch', run: runData },
   compile: { summary: 'write the model\'s entries (loss, grads, train_step) as an artefact: manifest + WGSL kernels', run: runCompile },
+  train: { summary: 'train the model (AdamW, the stage\'s schedule, gradient clipping) on --data or a repeated --batch, on WebGPU or the cpu reference', run: runTrain },
   plan: { summary: 'print the device memory plan of a step (weights, activations, gradients, peak)', run: runPlan },
 };

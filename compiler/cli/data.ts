@@ -1,22 +1,18 @@
 // `kiln data`: what training will see, record by record: the templated prompt with its scored
 // spans marked, input_ids, labels, and every record left out or cut, with the reason.
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { UsageError, type CheckedModel } from '../check/index.js';
-import { configGet } from '../check/config.js';
-import type { ConfigRecord, Value } from '../check/values.js';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { UsageError } from '../check/index.js';
 import { KilnError } from '../../runtime/errors.js';
 import { writeSafetensors } from '../../runtime/node/safetensors-file.js';
-import { openBuiltin, isBuiltin, type BuiltinData } from '../../data/builtin.js';
+import { isBuiltin, type BuiltinData } from '../../data/builtin.js';
 import { collate } from '../../data/batch.js';
-import { emptySummary, prepareSamples, type DataSummary, type Sample } from '../../data/dataset.js';
-import { IGNORE_INDEX, IMAGE_PLACEHOLDER, renderConversation } from '../../data/encode.js';
-import { parseJsonText, type LlavaRecord, type RecordIssue } from '../../data/llava-json.js';
-import { folderImageLoader, readConversations, readTokenizerDir, writeTokenizerDir } from '../../data/node.js';
-import type { TemplateName } from '../../data/template.js';
-import { loadTokenizer, type TextTokenizer } from '../../data/tokenizer.js';
-import { buildWordLevel } from '../../data/wordlevel.js';
-import type { RgbImage } from '../../data/image.js';
+import type { DataSummary, Sample } from '../../data/dataset.js';
+import { IGNORE_INDEX } from '../../data/encode.js';
+import type { RecordIssue } from '../../data/llava-json.js';
+import { writeTokenizerDir } from '../../data/node.js';
+import type { TextTokenizer } from '../../data/tokenizer.js';
+import { prepareData } from './data-source.js';
 import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
 import { checkpointOverrides } from './loss.js';
 import type { Output } from './output.js';
@@ -65,38 +61,11 @@ const dataOptions = {
   'save-tokenizer': { type: 'string' },
 } as const;
 
-const NO_SPAN = { file: '<kiln data>', start: 0, end: 0, line: 0, col: 0 };
-
-/** A numeric value of the checked config by dotted path (`vision.patches`). */
-function configNumber(model: CheckedModel, path: string): number {
-  let cur: Value | ConfigRecord = model.config;
-  for (const part of path.split('.')) {
-    if (!('entries' in cur)) throw new UsageError(`config ${model.configName}: ${path} is not a record path`);
-    cur = configGet(cur, part, NO_SPAN);
-  }
-  if (!('kind' in cur) || cur.kind !== 'num' || typeof cur.value !== 'number') throw new UsageError(`config ${model.configName}: ${path} is not a number`);
-  return cur.value;
-}
-
 function positiveInt(flag: string, v: string | undefined, dflt: number): number {
   if (v === undefined) return dflt;
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1) throw new UsageError(`${flag} ${v}: expected a positive integer`);
   return n;
-}
-
-/** --template auto: the checkpoint's model type, else the tokenizer's chat_template, else the spec config's name. */
-function chooseTemplate(flag: string | undefined, checkpoint: string | undefined, tok: TextTokenizer | null, configName: string): TemplateName {
-  if (flag === 'vicuna_v1' || flag === 'mistral') return flag;
-  if (flag !== undefined && flag !== 'auto') throw new UsageError(`--template ${flag}: expected vicuna_v1, mistral or auto`);
-  if (checkpoint && existsSync(join(checkpoint, 'config.json'))) {
-    const type = (parseJsonText(readFileSync(join(checkpoint, 'config.json'), 'utf8'), join(checkpoint, 'config.json')) as Record<string, unknown>)['model_type'];
-    if (typeof type === 'string' && /mistral/i.test(type)) return 'mistral';
-    // The VW-LMM release's Vicuna config says model_type "llava" (LLaVA-1.5's own Llama class).
-    if (typeof type === 'string' && /llama|vicuna|^llava$/i.test(type)) return 'vicuna_v1';
-  }
-  if (tok?.chatTemplate) return 'chat_template';
-  return /mistral/i.test(configName) ? 'mistral' : 'vicuna_v1';
 }
 
 function escape(text: string): string {
@@ -175,58 +144,22 @@ export async function runData(argv: readonly string[], out: Output): Promise<num
 
   const overrides = [...checkpointOverrides(values.checkpoint), ...checkpointOverrides(values['vision-tower'])];
   const model = loadAndCheck(spec, checkOptions(values, overrides), out);
-  const imageSize = configNumber(model, 'vision.image_size');
-  const imageTokens = configNumber(model, 'vision.patches');
-  const vocab = configNumber(model, 'text.vocab');
-
-  // The records and where their images come from.
-  let records: LlavaRecord[];
-  let malformed: RecordIssue[];
-  let loadImage: (name: string) => Promise<RgbImage>;
-  let builtin: BuiltinData | null = null;
-  if (isBuiltin(values.data)) {
-    builtin = openBuiltin(values.data);
-    records = builtin.records;
-    malformed = [];
-    loadImage = builtin.loadImage;
-  } else {
-    const src = readConversations(values.data, values['image-folder']);
-    records = src.parsed.records;
-    malformed = src.parsed.malformed;
-    loadImage = folderImageLoader(src.imageFolder);
-  }
-  // The word-level vocabulary (when one is built) comes from every record of the data, both
-  // splits and stages of builtin:shapes, so --limit and --data ...?split= never change the ids.
-  const vocabRecords: { turns: LlavaRecord['turns'] }[] = builtin ? builtin.all.flatMap((s) => [{ turns: s.caption }, { turns: s.qa }]) : records;
-  records = records.filter((r) => r.index < limit);
-  malformed = malformed.filter((r) => r.index < limit);
-
-  // The tokenizer: --tokenizer, the checkpoint's, or a word-level vocabulary of this data.
-  const tokDir = values.tokenizer ?? (values.checkpoint && existsSync(join(values.checkpoint, 'tokenizer.json')) ? values.checkpoint : undefined);
-  let tok: TextTokenizer | null = tokDir ? readTokenizerDir(tokDir) : null;
-  const template = chooseTemplate(values.template, values.checkpoint, tok, model.configName);
-  let built: ReturnType<typeof buildWordLevel> | null = null;
-  if (!tok) {
-    if (template === 'chat_template') throw new UsageError('a chat_template needs a tokenizer folder (--tokenizer DIR)');
-    // Texts as the template renders them, so the template's own words are in the vocabulary.
-    const eosOnly = { eosToken: '</s>' } as TextTokenizer;
-    const texts = vocabRecords.map((r) => renderConversation(r.turns, eosOnly, template).text.replaceAll(IMAGE_PLACEHOLDER, ' '));
-    built = buildWordLevel(texts);
-    tok = loadTokenizer(built.tokenizerJson, built.tokenizerConfig, 'word-level vocabulary of the data');
-  }
-  if (tok.vocabSize > vocab) {
-    throw new KilnError(`the tokenizer has ${tok.vocabSize} ids but the model's vocabulary (text.vocab) is ${vocab}`, { file: tok.source });
-  }
+  const prepared = await prepareData(model, {
+    data: values.data,
+    imageFolder: values['image-folder'],
+    checkpoint: values.checkpoint,
+    tokenizer: values.tokenizer,
+    template: values.template,
+    limit,
+    maxLength,
+    onBadImage: onBad,
+    imagePlacement: placement,
+  });
+  const { samples, summary, malformed, tokenizer: tok, template, built, builtin, imageSize, imageTokens } = prepared;
   if (values['save-tokenizer']) {
     if (!built) throw new UsageError('--save-tokenizer writes a vocabulary built from the data; this run uses an existing tokenizer.json');
     writeTokenizerDir(values['save-tokenizer'], built);
   }
-
-  const { samples, summary } = await prepareSamples(
-    records,
-    { tokenizer: tok, encode: { template, maxLength, imageTokens, imagePlacement: placement }, imageSize, loadImage, onBadImage: onBad },
-    emptySummary(malformed),
-  );
 
   if (values.json) {
     for (const s of samples) out.stdout(JSON.stringify({ id: s.id, input_ids: [...s.encoded.inputIds], labels: [...s.encoded.labels], image: s.image }));

@@ -4,7 +4,8 @@ export class Output {
   sources = new Map<string, string>();
   readonly out: string[] = [];
   readonly err: string[] = [];
-  constructor(private readonly capture = false) {}
+  /** capture: keep the lines in `out` and `err` (tests) instead of writing them. */
+  constructor(readonly capture = false) {}
 
   stdout(text: string): void {
     if (this.capture) this.out.push(text);

@@ -191,7 +191,15 @@ export function fuse(graph: Graph, requested: readonly number[], opts: FuseOptio
       if (occurrences.some((o) => groupOf[o.leaf] === gid && !o.identity)) continue;
       const others = occurrences.filter((o) => groupOf[o.leaf] !== gid).map((o) => o.leaf);
       if (others.some((l) => groupOf[l]! >= 0 && dependsOn(groupOf[l]!, gid))) continue;
-      if (new Set([...g.inputs, ...others]).size + 2 > maxBindings) continue;
+      const inputs = new Set([...g.inputs, ...others]).size;
+      if (inputs + 2 > maxBindings) continue;
+      // Each value the kernel would publish is a binding too: members read outside the group
+      // (as far as is known now: a reader not yet in the group counts) and requested ones.
+      const joined = (id: number): boolean => id === m || inlineNodes.has(id) || g.members.has(id);
+      let outputs = 0;
+      for (const id of [...g.members.keys(), m])
+        if (g.members.get(id)?.placement !== 'prologue' && (isRequested.has(id) || users[id]!.some((u) => !joined(u)))) outputs++;
+      if (inputs + outputs > maxBindings) continue;
       // Store-side: m and the inline nodes whose trees reach this group's values.
       const reaches = (id: number): boolean => groupOf[id] === gid || (isInline(id) && nodes[id]!.inputs.some(reaches));
       for (const id of inlineNodes) {

@@ -1,0 +1,289 @@
+// `kiln train`: trains a model on WebGPU (or the reference executor) with the Hugging Face
+// Trainer's arithmetic: AdamW with the stage's hyperparameters, the stage's learning-rate
+// schedule step for step, clip_grad_norm_, the loss logged per optimiser step before its update.
+// This file turns flags into a TrainContext (model, parameters, backend, batches, schedule) and
+// runs compiler/train/trainer.ts with hooks: the progress output here; checkpoints and held-out
+// evaluation attach the same way (push onto `hooks` in runTrain).
+import { Bar, Presets } from 'cli-progress';
+import { UsageError, type CheckedModel } from '../check/index.js';
+import { adamwHyper } from '../emit/entries.js';
+import { initParams } from '../exec/init.js';
+import { webgpuAvailable } from '../exec/webgpu-run.js';
+import type { AdamWHyper } from '../passes/optimizer.js';
+import { KilnError } from '../../runtime/errors.js';
+import { getDevice } from '../../runtime/node/device.js';
+import { warmupSteps, type Schedule } from '../../runtime/optim/schedule.js';
+import type { HostTensor } from '../../runtime/tensor.js';
+import { ReferenceBackend, WebGpuBackend, type TrainBackend } from '../train/backend.js';
+import { RepeatedBatch, SampleBatches, type BatchSource } from '../train/data.js';
+import { Trainer, type StepRecord, type TrainHook, type TrainSummary } from '../train/trainer.js';
+import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
+import { configNumber, prepareData, type PreparedData } from './data-source.js';
+import { checkFolderRoles, checkpointOverrides } from './loss.js';
+import { loadBatch, loadModelParams } from './model-inputs.js';
+import { checkOutputPath } from './output-path.js';
+import type { Output } from './output.js';
+import { loadAndCheck } from './spec.js';
+import { join } from 'node:path';
+
+export const trainHelp = `usage: kiln train SPEC (--data DIR|FILE|builtin:shapes | --batch FILE) [options]
+
+Trains the model: forward, backward, gradient clipping and AdamW per optimiser step, with the
+Hugging Face Trainer's arithmetic (torch AdamW with the stage's hyperparameters, the stage's
+schedule step for step, clip_grad_norm_), parameters and optimiser state resident on the device.
+  --data FILE|DIR     LLaVA conversation JSON (or a folder with one and its images), or
+                      builtin:shapes[?...]; read by the pipeline 'kiln data' shows
+  --batch FILE        a safetensors batch (as kiln loss --batch takes), repeated every step:
+                      the standard check that the model can overfit
+  --checkpoint DIR    start from a Hugging Face / LLaVA-1.5 folder (default: the spec's
+                      initialisers, seeded by --seed)
+  --vision-tower DIR  Hugging Face CLIP folder for the tower (with --checkpoint)
+  --steps N           optimiser steps (default: --epochs)
+  --epochs E          passes over the data (default: the stage's epochs, else 1)
+  --batch-size B      rows per step (default: the stage's batch_size); the last batch of an
+                      epoch is dropped when shorter
+  --lr X              peak learning rate (default: the stage's optimizer lr)
+  --warmup-steps W    warmup steps of the schedule (default: the stage's)
+  --warmup-ratio R    warmup as ceil(R * total steps), as TrainingArguments.get_warmup_steps
+  --max-grad-norm G   clip the global gradient 2-norm to G (default 1.0; 0: no clipping)
+  --seed S            initialisation and data order (default 0)
+  --out DIR           where the run writes (default out/train)
+  --backend NAME      webgpu (default when an adapter exists) or cpu (the reference executor)
+  --tokenizer DIR, --template NAME, --image-folder DIR, --max-length N, --limit N
+                      the data pipeline's options, as kiln data takes them
+  --json              one JSON line per optimiser step, then a summary line
+${specHelp}`;
+
+const trainOptions = {
+  ...specOptions,
+  data: { type: 'string' },
+  batch: { type: 'string' },
+  checkpoint: { type: 'string' },
+  'vision-tower': { type: 'string' },
+  steps: { type: 'string' },
+  epochs: { type: 'string' },
+  'batch-size': { type: 'string' },
+  lr: { type: 'string' },
+  'warmup-steps': { type: 'string' },
+  'warmup-ratio': { type: 'string' },
+  'max-grad-norm': { type: 'string' },
+  seed: { type: 'string' },
+  out: { type: 'string' },
+  backend: { type: 'string' },
+  tokenizer: { type: 'string' },
+  template: { type: 'string' },
+  'image-folder': { type: 'string' },
+  'max-length': { type: 'string' },
+  limit: { type: 'string' },
+} as const;
+
+type TrainValues = ReturnType<typeof parse<typeof trainOptions>>['values'];
+
+function intFlag(flag: string, v: string | undefined, min: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${flag} ${v}: expected an integer >= ${min}`);
+  return n;
+}
+
+function numberFlag(flag: string, v: string | undefined, check: (n: number) => boolean, want: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n) || !check(n)) throw new UsageError(`--${flag} ${v}: expected ${want}`);
+  return n;
+}
+
+/** Everything a run needs, built from the flags; hooks read what they need from here. */
+export interface TrainContext {
+  readonly model: CheckedModel;
+  readonly backend: TrainBackend;
+  readonly data: BatchSource;
+  /** the pipeline's samples and tokenizer (null with --batch). */
+  readonly prepared: PreparedData | null;
+  readonly hyper: AdamWHyper;
+  readonly lr: number;
+  readonly schedule: Schedule;
+  readonly totalSteps: number;
+  readonly maxGradNorm: number;
+  readonly seed: number;
+  /** the --out folder (not created until something writes there). */
+  readonly outDir: string;
+  /** the flags as parsed, for hooks with options of their own. */
+  readonly values: TrainValues;
+}
+
+/** The stage's schedule as a Schedule (without its warmup/total, which the run decides). */
+function stageSchedule(model: CheckedModel): { kind: Schedule['kind']; warmupSteps?: number; warmupRatio?: number } {
+  const s = model.stage?.schedule;
+  if (!s) return { kind: 'constant' };
+  const kinds: Record<string, Schedule['kind']> = { cosine: 'cosine', linear: 'linear', constant: 'constant' };
+  const kind = kinds[s.name];
+  if (!kind) throw new KilnError(`stage ${model.stage!.name}: schedule ${s.name} is not supported (cosine, linear, constant)`);
+  const num = (k: string): number | undefined => (typeof s.args[k] === 'number' ? (s.args[k] as number) : undefined);
+  const ws = num('warmup_steps');
+  const wr = num('warmup_ratio');
+  return { kind, ...(ws !== undefined ? { warmupSteps: ws } : {}), ...(wr !== undefined ? { warmupRatio: wr } : {}) };
+}
+
+const stageSetting = (model: CheckedModel, key: string): number | undefined => {
+  const v = model.stage?.settings[key];
+  return typeof v === 'number' ? v : undefined;
+};
+
+/** Flags -> TrainContext: checks usage first (exit 2), then reads the spec, data and weights. */
+export async function prepareTraining(values: TrainValues, positionals: readonly string[], out: Output): Promise<TrainContext> {
+  const spec = onePositional(positionals, 'SPEC (a .kiln file)');
+  if (!values.data === !values.batch) throw new UsageError(values.data ? '--data and --batch exclude each other: give one' : 'say what to train on: --data DIR|FILE|builtin:shapes or --batch FILE');
+  if (values.steps !== undefined && values.epochs !== undefined) throw new UsageError('--steps and --epochs exclude each other: give one');
+  if (values['warmup-steps'] !== undefined && values['warmup-ratio'] !== undefined) throw new UsageError('--warmup-steps and --warmup-ratio exclude each other: give one');
+  if (values.batch && values['batch-size'] !== undefined) throw new UsageError('--batch-size does not apply to --batch FILE (the file fixes the batch)');
+  if (values.batch && values.steps === undefined && values.epochs === undefined) throw new UsageError('--batch repeats one batch: say how many steps with --steps N');
+  if (values['vision-tower'] && !values.checkpoint) throw new UsageError('--vision-tower loads the tower into a checkpoint: give --checkpoint DIR too');
+  if (values.backend !== undefined && values.backend !== 'cpu' && values.backend !== 'webgpu') throw new UsageError(`--backend ${values.backend}: expected webgpu or cpu`);
+  for (const f of ['tokenizer', 'template', 'image-folder', 'max-length', 'limit'] as const)
+    if (values.batch && values[f] !== undefined) throw new UsageError(`--${f} is a data pipeline option; it does not apply to --batch FILE`);
+  const steps = intFlag('steps', values.steps, 1);
+  const epochs = intFlag('epochs', values.epochs, 1);
+  const batchSizeFlag = intFlag('batch-size', values['batch-size'], 1);
+  const lrFlag = numberFlag('lr', values.lr, (n) => n >= 0, 'a learning rate >= 0');
+  const warmupStepsFlag = intFlag('warmup-steps', values['warmup-steps'], 0);
+  const warmupRatioFlag = numberFlag('warmup-ratio', values['warmup-ratio'], (n) => n >= 0 && n <= 1, 'a ratio in [0, 1]');
+  const maxGradNorm = numberFlag('max-grad-norm', values['max-grad-norm'], (n) => n >= 0, 'a norm >= 0 (0: no clipping)') ?? 1.0;
+  const seed = intFlag('seed', values.seed, 0) ?? 0;
+  const maxLength = intFlag('max-length', values['max-length'], 1) ?? 2048;
+  const limit = intFlag('limit', values.limit, 1);
+  const outDir = values.out ?? join('out', 'train');
+  if (values.out !== undefined) checkOutputPath('--out', join(outDir, 'config.json'));
+  // WebGPU asked for explicitly: no adapter is exit 3 before anything is read.
+  if (values.backend === 'webgpu') await getDevice();
+
+  const overrides = [...checkpointOverrides(values.checkpoint), ...checkpointOverrides(values['vision-tower'], '--vision-tower')];
+  if (values.checkpoint) checkFolderRoles(values.checkpoint, values['vision-tower']);
+  const model = loadAndCheck(spec, checkOptions(values, overrides), out);
+  if (model.graph.totalLoss === null) throw new UsageError(`model ${model.modelName} declares no loss: there is nothing to train`);
+  const hyper = adamwHyper(model);
+  const stageLr = model.stage?.optimizer?.args['lr'];
+  const lr = lrFlag ?? (typeof stageLr === 'number' ? stageLr : undefined);
+  if (lr === undefined) throw new UsageError(`stage ${model.stage?.name ?? '(none)'} gives no learning rate: pass --lr X`);
+
+  // The batches: the data first, so bad data fails before weights are read.
+  let data: BatchSource;
+  let prepared: PreparedData | null = null;
+  const imageTokens = (() => {
+    try {
+      return configNumber(model, 'vision.patches');
+    } catch {
+      return 1;
+    }
+  })();
+  if (values.batch) {
+    data = new RepeatedBatch(loadBatch(model, values.batch), imageTokens);
+  } else {
+    prepared = await prepareData(model, {
+      data: values.data!,
+      imageFolder: values['image-folder'],
+      checkpoint: values.checkpoint,
+      tokenizer: values.tokenizer,
+      template: values.template,
+      ...(limit !== undefined ? { limit } : {}),
+      maxLength,
+      onBadImage: 'fail',
+      imagePlacement: 'front',
+    });
+    const batchSize = batchSizeFlag ?? stageSetting(model, 'batch_size') ?? 8;
+    data = new SampleBatches(prepared.samples, { batchSize, seed, padId: prepared.tokenizer.padId, imageSize: prepared.imageSize, imageTokens: prepared.imageTokens });
+  }
+  const totalSteps = steps ?? (epochs ?? stageSetting(model, 'epochs') ?? 1) * data.stepsPerEpoch;
+  const st = stageSchedule(model);
+  const warmup = warmupSteps(totalSteps, {
+    steps: warmupStepsFlag ?? (warmupRatioFlag === undefined ? st.warmupSteps : undefined),
+    ratio: warmupRatioFlag ?? st.warmupRatio,
+  });
+  const schedule: Schedule = { kind: st.kind, warmup, total: totalSteps };
+
+  const params: Map<string, HostTensor> = values.checkpoint
+    ? loadModelParams(model, { checkpoint: values.checkpoint, visionTower: values['vision-tower'] }, (w) => out.stderr(`warning: ${w}`))
+    : initParams(model.graph.params, seed);
+  let backendName = values.backend;
+  if (backendName === undefined) {
+    backendName = (await webgpuAvailable()) ? 'webgpu' : 'cpu';
+    if (backendName === 'cpu') out.stderr('note: no WebGPU adapter here; training on the cpu reference executor (slow)');
+  }
+  const backend: TrainBackend = backendName === 'webgpu' ? new WebGpuBackend(await getDevice(), model, hyper, params) : new ReferenceBackend(model, hyper, params);
+  return { model, backend, data, prepared, hyper, lr, schedule, totalSteps, maxGradNorm, seed, outDir, values };
+}
+
+const fmt = (x: number): string => (Math.abs(x) >= 1e-3 || x === 0 ? x.toFixed(4) : x.toExponential(3));
+
+/** The `--json` line of a step. */
+export function stepJson(r: StepRecord): string {
+  return JSON.stringify({ step: r.step, loss: r.loss, terms: r.terms, lr: r.lr, grad_norm: r.gradNorm, tokens_per_s: Math.round(r.tokensPerSecond * 10) / 10 });
+}
+
+/**
+ * Progress output: `--json` lines; else a progress bar (cli-progress) when stdout is a terminal,
+ * or plain lines every few steps when it is not (a log file, a pipe, a test).
+ */
+function progressHook(ctx: TrainContext, out: Output, json: boolean): TrainHook {
+  const total = ctx.totalSteps;
+  const termNames = ctx.model.graph.losses.map((l) => l.name);
+  if (json) return { afterStep: (r) => out.stdout(stepJson(r)) };
+  const tty = process.stdout.isTTY === true && !out.capture;
+  const line = (r: StepRecord) =>
+    `step ${r.step}/${total}  loss ${fmt(r.loss)}  ${termNames.map((n) => `${n} ${fmt(r.terms[n]!)}`).join('  ')}  lr ${r.lr.toExponential(2)}  grad_norm ${fmt(r.gradNorm)}  ${Math.round(r.tokensPerSecond)} tok/s`;
+  if (!tty) {
+    const every = Math.max(1, Math.ceil(total / 25));
+    return { afterStep: (r) => void ((r.step % every === 0 || r.step === 1 || r.step === total) && out.stdout(line(r))) };
+  }
+  const bar = new Bar(
+    {
+      format: `step {value}/{total} |{bar}| ${termNames.map((n) => `${n} {${n}}`).join(' ')} | lr {lr} | {tps} tok/s | ETA {eta_formatted}`,
+      stream: process.stdout,
+      hideCursor: true,
+      etaBuffer: 20,
+    },
+    Presets.shades_classic,
+  );
+  let started = false;
+  return {
+    afterStep: (r) => {
+      const payload = { ...Object.fromEntries(termNames.map((n) => [n, fmt(r.terms[n]!)])), lr: r.lr.toExponential(2), tps: Math.round(r.tokensPerSecond) };
+      if (!started) {
+        bar.start(total, r.step, payload);
+        started = true;
+      } else bar.update(r.step, payload);
+    },
+    atEnd: () => {
+      if (started) bar.stop();
+    },
+  };
+}
+
+export async function runTrain(argv: readonly string[], out: Output): Promise<number> {
+  const { values, positionals } = parse(argv, trainOptions);
+  if (values.help) {
+    out.stdout(trainHelp);
+    return 0;
+  }
+  const ctx = await prepareTraining(values, positionals, out);
+  try {
+    const s = ctx.schedule;
+    out.stderr(
+      `training ${ctx.model.modelName} (config ${ctx.model.configName}${ctx.model.stage ? `, stage ${ctx.model.stage.name}` : ''}) on ${ctx.backend.name} (${ctx.backend.adapter}): ` +
+        `${ctx.totalSteps} steps of ${ctx.data.batchSize} rows, lr ${ctx.lr} ${s.kind} with ${s.warmup} warmup steps, ` +
+        `max_grad_norm ${ctx.maxGradNorm || 'off'}, ${ctx.backend.trainable.length} trainable tensors`,
+    );
+    const hooks: TrainHook[] = [progressHook(ctx, out, values.json === true)];
+    const trainer = new Trainer(ctx.backend, ctx.data, { totalSteps: ctx.totalSteps, lr: ctx.lr, schedule: ctx.schedule, maxGradNorm: ctx.maxGradNorm }, hooks);
+    const summary: TrainSummary = await trainer.run();
+    if (values.json) out.stdout(JSON.stringify({ summary }));
+    else {
+      const last = trainer.last;
+      const terms = last ? ctx.model.graph.losses.map((l) => `${l.name} ${fmt(last.terms[l.name]!)}`).join(', ') : '';
+      out.stdout(`trained ${summary.steps} steps in ${summary.wall_s.toFixed(1)} s on ${ctx.backend.name}${last ? `: last loss ${fmt(last.loss)} (${terms})` : ''}`);
+    }
+    return 0;
+  } finally {
+    ctx.backend.destroy();
+  }
+}

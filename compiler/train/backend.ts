@@ -1,0 +1,293 @@
+// Where a training step runs: the compiled `train_step` entry on WebGPU (parameters and AdamW
+// moments resident in one TensorStore, uploaded once, never again) or the same graph on the
+// reference executor (`--backend cpu`). Both take a batch and the step's scalars and return the
+// loss terms before the update and the pre-clip gradient norm; the trainer (trainer.ts) never
+// sees which one it drives.
+import type { CheckedModel } from '../check/index.js';
+import { differentiate } from '../passes/autodiff.js';
+import { gradNormNode, momentName, withAdamW, type AdamWHyper } from '../passes/optimizer.js';
+import type { Graph } from '../ir/graph.js';
+import { compileArtefact, type EntrySpec } from '../emit/artefact.js';
+import { bindSymbols, runReference } from '../exec/reference.js';
+import { deviceTraits } from '../exec/webgpu.js';
+import { evaluateBatch } from '../cli/loss.js';
+import { inputContract } from '../passes/input-contract.js';
+import type { InputContract } from '../../runtime/validate.js';
+import { KilnError } from '../../runtime/errors.js';
+import { adamwStepInputs } from '../../runtime/optim/schedule.js';
+import { numel, type HostTensor } from '../../runtime/tensor.js';
+import type { KilnDevice } from '../../runtime/webgpu/device.js';
+import { ArtefactProgram, TensorStore } from '../../runtime/webgpu/program.js';
+
+/** The per-step scalars of the optimiser: learning rate, torch's 1-based step count, clipping. */
+export interface StepScalars {
+  readonly lr: number;
+  /** 1-based, as torch.optim.AdamW counts it (bias corrections 1 - beta^step). */
+  readonly step: number;
+  /** clip_grad_norm_'s max_norm; 0 disables clipping. */
+  readonly maxGradNorm: number;
+}
+
+/** What one step reports: the loss and its terms before the update, the pre-clip gradient norm. */
+export interface StepResult {
+  readonly loss: number;
+  readonly terms: Record<string, number>;
+  readonly gradNorm: number;
+}
+
+/** The loss and its terms of a batch under the current parameters (no update). */
+export interface LossResult {
+  readonly loss: number;
+  readonly terms: Record<string, number>;
+}
+
+export interface TrainBackend {
+  readonly name: 'cpu' | 'webgpu';
+  /** what computes: the adapter's name, or the reference's. */
+  readonly adapter: string;
+  /** the differentiated graph with clipping and AdamW appended (the train_step entry's graph). */
+  readonly graph: Graph;
+  /** Parameter names the step updates (the stage's trainable parameters), in graph order. */
+  readonly trainable: readonly string[];
+  /** what a batch must be (the model's inputs and their value rules; runtime/validate.ts). */
+  readonly batchContract: InputContract;
+  /** One optimiser step on `batch` (the model's inputs by name). */
+  step(batch: ReadonlyMap<string, HostTensor>, s: StepScalars): Promise<StepResult>;
+  /** The loss terms of `batch` under the current parameters, nothing updated (evaluation). */
+  evaluate(batch: ReadonlyMap<string, HostTensor>): Promise<LossResult>;
+  /** Current values of parameters (checkpoint names) or optimiser state (`adamw.m:<param>`). */
+  read(names: readonly string[]): Promise<Map<string, HostTensor>>;
+  /** Replaces parameters or optimiser state (resume); shapes must match. */
+  write(values: ReadonlyMap<string, HostTensor>): Promise<void>;
+  /** Names of the optimiser state tensors (both moments of every trainable parameter). */
+  stateNames(): string[];
+  /**
+   * Re-runs the forward and backward of `batch` under the current parameters, on this backend,
+   * to name where a non-finite loss or gradient began; throws the NonFiniteError that names it,
+   * or returns when this re-run is finite.
+   */
+  diagnose(batch: ReadonlyMap<string, HostTensor>): Promise<void>;
+  destroy(): void;
+}
+
+/** The step graph (differentiate + withAdamW) and zero moments for its trainable parameters. */
+function stepGraph(model: CheckedModel, hyper: AdamWHyper): Graph {
+  if (model.graph.totalLoss === null) throw new KilnError(`model ${model.modelName} declares no loss: there is nothing to train`);
+  const diff = differentiate(model.graph);
+  if (diff.gradients.length === 0) throw new KilnError(`stage ${model.stage?.name ?? '(none)'} trains no parameter`);
+  return withAdamW(diff, hyper);
+}
+
+function zeroMoments(graph: Graph, params: ReadonlyMap<string, HostTensor>): Map<string, HostTensor> {
+  const out = new Map<string, HostTensor>();
+  for (const g of graph.gradients) {
+    const shape = params.get(g.name)!.shape;
+    for (const w of ['m', 'v'] as const) out.set(momentName(w, g.name), { dtype: 'f32', shape: [...shape], data: new Float32Array(numel(shape)) });
+  }
+  return out;
+}
+
+const scalarOf = (t: HostTensor | undefined): number => t!.data[0]!;
+
+function lossOf(graph: Graph, get: (node: number) => HostTensor | undefined): LossResult {
+  return { loss: scalarOf(get(graph.totalLoss!)), terms: Object.fromEntries(graph.losses.map((l) => [l.name, scalarOf(get(l.node))])) };
+}
+
+function checkParams(graph: Graph, params: ReadonlyMap<string, HostTensor>): void {
+  for (const p of graph.params) if (!params.has(p.name)) throw new KilnError(`no value for parameter ${p.name}`);
+}
+
+/** The reference executor (f32): the oracle's arithmetic, one graph run per step. */
+export class ReferenceBackend implements TrainBackend {
+  readonly name = 'cpu';
+  readonly adapter = 'host CPU, reference executor';
+  readonly graph: Graph;
+  readonly trainable: readonly string[];
+  readonly batchContract: InputContract;
+  private readonly values: Map<string, HostTensor>;
+  private readonly diff: Graph;
+
+  constructor(
+    model: CheckedModel,
+    readonly hyper: AdamWHyper,
+    params: ReadonlyMap<string, HostTensor>,
+  ) {
+    this.graph = stepGraph(model, hyper);
+    this.diff = differentiate(model.graph);
+    checkParams(this.graph, params);
+    this.trainable = this.graph.gradients.map((g) => g.name);
+    this.batchContract = inputContract(model.graph);
+    this.values = new Map([...params, ...zeroMoments(this.graph, params)]);
+  }
+
+  step(batch: ReadonlyMap<string, HostTensor>, s: StepScalars): Promise<StepResult> {
+    const g = this.graph;
+    const hyperInputs = adamwStepInputs(s.lr, s.step, this.hyper.beta1, this.hyper.beta2, s.maxGradNorm);
+    const feeds = new Map([...this.values, ...batch, ...hyperInputs]);
+    const norm = gradNormNode(g);
+    const updates = g.updates ?? [];
+    const r = runReference(g, feeds, [g.totalLoss!, ...g.losses.map((l) => l.node), norm, ...updates.map((u) => u.node)], { precision: 'f32' });
+    for (const u of updates) this.values.set(u.name, r.get(u.node)!);
+    return Promise.resolve({ ...lossOf(g, (n) => r.get(n)), gradNorm: scalarOf(r.get(norm)) });
+  }
+
+  evaluate(batch: ReadonlyMap<string, HostTensor>): Promise<LossResult> {
+    const g = this.graph;
+    const r = runReference(g, new Map([...this.values, ...batch]), [g.totalLoss!, ...g.losses.map((l) => l.node)], { precision: 'f32' });
+    return Promise.resolve(lossOf(g, (n) => r.get(n)));
+  }
+
+  read(names: readonly string[]): Promise<Map<string, HostTensor>> {
+    return Promise.resolve(
+      new Map(
+        names.map((n) => {
+          const v = this.values.get(n);
+          if (!v) throw new KilnError(`'${n}' is not a parameter or optimiser state tensor`);
+          return [n, v];
+        }),
+      ),
+    );
+  }
+
+  write(values: ReadonlyMap<string, HostTensor>): Promise<void> {
+    for (const [n, v] of values) {
+      const have = this.values.get(n);
+      if (!have) throw new KilnError(`'${n}' is not a parameter or optimiser state tensor`);
+      if (have.shape.join(',') !== v.shape.join(',')) throw new KilnError(`expected [${have.shape.join(', ')}], got [${v.shape.join(', ')}]`, { tensor: n });
+      this.values.set(n, v);
+    }
+    return Promise.resolve();
+  }
+
+  stateNames(): string[] {
+    return this.trainable.flatMap((p) => [momentName('m', p), momentName('v', p)]);
+  }
+
+  async diagnose(batch: ReadonlyMap<string, HostTensor>): Promise<void> {
+    const params = new Map(this.diff.params.map((p) => [p.name, this.values.get(p.name)!]));
+    await evaluateBatch(this.diff, params, batch, [this.diff.totalLoss!, ...this.diff.losses.map((l) => l.node), ...this.diff.gradients.map((g) => g.node)], { backend: 'cpu' });
+  }
+
+  destroy(): void {}
+}
+
+/**
+ * The compiled `train_step` (and, for evaluation, `loss`) entries on WebGPU over one shared
+ * TensorStore. Every size in the WGSL is fixed by the batch symbols B and T, so one artefact is
+ * compiled per batch shape the data produces (the data side buckets T to a few lengths, see
+ * data.ts); all of them read and write the same parameter and moment buffers, so a new shape
+ * costs one compile and nothing is re-uploaded. Parameters and zero moments are written into the
+ * store once, when the first artefact declares them; the host copies are dropped after that.
+ */
+export class WebGpuBackend implements TrainBackend {
+  readonly name = 'webgpu';
+  readonly adapter: string;
+  readonly graph: Graph;
+  readonly trainable: readonly string[];
+  readonly batchContract: InputContract;
+  private readonly store: TensorStore;
+  private readonly programs = new Map<string, Promise<ArtefactProgram>>();
+  private initial: Map<string, HostTensor> | null;
+  private readonly diff: Graph;
+  /** seconds spent compiling and loading artefacts, per shape key `B=..,T=..:entry`. */
+  readonly compileSeconds = new Map<string, number>();
+
+  constructor(
+    readonly kd: KilnDevice,
+    readonly model: CheckedModel,
+    readonly hyper: AdamWHyper,
+    params: ReadonlyMap<string, HostTensor>,
+  ) {
+    this.adapter = kd.adapterName;
+    this.graph = stepGraph(model, hyper);
+    this.diff = differentiate(model.graph);
+    checkParams(this.graph, params);
+    this.trainable = this.graph.gradients.map((g) => g.name);
+    this.batchContract = inputContract(model.graph);
+    this.store = new TensorStore(kd, 'f32');
+    this.initial = new Map([...params, ...zeroMoments(this.graph, params)]);
+  }
+
+  /** The loaded program of `entry` for the batch's symbol values, compiled on first use. */
+  private program(entry: 'train_step' | 'loss', batch: ReadonlyMap<string, HostTensor>): Promise<ArtefactProgram> {
+    const bindings = bindSymbols(this.graph, batch);
+    const key = `${[...bindings].map(([k, v]) => `${k}=${v}`).join(',')}:${entry}`;
+    let p = this.programs.get(key);
+    if (!p) {
+      p = (async () => {
+        const t0 = performance.now();
+        const g = this.graph;
+        const outputs = [{ name: 'loss', node: g.totalLoss! }, ...g.losses.map((l) => ({ name: `loss:${l.name}`, node: l.node }))];
+        const spec: EntrySpec = entry === 'train_step' ? { name: entry, graph: g, outputs: [...outputs, { name: 'grad_norm', node: gradNormNode(g) }], applyUpdates: true } : { name: entry, graph: g, outputs };
+        const { artefact } = compileArtefact([spec], { bindings, traits: deviceTraits(this.kd), maxBindings: this.kd.limits.maxStorageBuffersPerShaderStage });
+        const program = await ArtefactProgram.load(this.kd, artefact, { store: this.store, stepByStep: process.env['KILN_GPU_STEPS'] === '1' });
+        if (this.initial) {
+          // Everything the step reads is declared by the first train_step artefact; a loss
+          // entry compiled first declares fewer, so the rest waits for the step.
+          const declared = new Map([...this.initial].filter(([n]) => this.store.has(n)));
+          this.store.write(declared);
+          if (declared.size === this.initial.size) this.initial = null;
+        }
+        this.compileSeconds.set(key, (performance.now() - t0) / 1000);
+        return program;
+      })();
+      p.catch(() => this.programs.delete(key));
+      this.programs.set(key, p);
+    }
+    return p;
+  }
+
+  async step(batch: ReadonlyMap<string, HostTensor>, s: StepScalars): Promise<StepResult> {
+    const program = await this.program('train_step', batch);
+    const out = await program.run('train_step', new Map([...batch, ...adamwStepInputs(s.lr, s.step, this.hyper.beta1, this.hyper.beta2, s.maxGradNorm)]));
+    return { loss: scalarOf(out.get('loss')), terms: Object.fromEntries(this.graph.losses.map((l) => [l.name, scalarOf(out.get(`loss:${l.name}`))])), gradNorm: scalarOf(out.get('grad_norm')) };
+  }
+
+  async evaluate(batch: ReadonlyMap<string, HostTensor>): Promise<LossResult> {
+    const program = await this.program('loss', batch);
+    const out = await program.run('loss', batch);
+    return { loss: scalarOf(out.get('loss')), terms: Object.fromEntries(this.graph.losses.map((l) => [l.name, scalarOf(out.get(`loss:${l.name}`))])) };
+  }
+
+  async read(names: readonly string[]): Promise<Map<string, HostTensor>> {
+    if (this.initial) {
+      // Nothing compiled yet: the values are still the host's.
+      const out = new Map<string, HostTensor>();
+      for (const n of names) {
+        const v = this.initial.get(n);
+        if (!v) throw new KilnError(`'${n}' is not a parameter or optimiser state tensor`);
+        out.set(n, v);
+      }
+      return out;
+    }
+    return this.store.read(names);
+  }
+
+  write(values: ReadonlyMap<string, HostTensor>): Promise<void> {
+    if (this.initial) {
+      for (const [n, v] of values) {
+        const have = this.initial.get(n);
+        if (!have) throw new KilnError(`'${n}' is not a parameter or optimiser state tensor`);
+        if (have.shape.join(',') !== v.shape.join(',')) throw new KilnError(`expected [${have.shape.join(', ')}], got [${v.shape.join(', ')}]`, { tensor: n });
+        this.initial.set(n, v);
+      }
+    } else this.store.write(values);
+    return Promise.resolve();
+  }
+
+  stateNames(): string[] {
+    return this.trainable.flatMap((p) => [momentName('m', p), momentName('v', p)]);
+  }
+
+  async diagnose(batch: ReadonlyMap<string, HostTensor>): Promise<void> {
+    // The step that saw the NaN left the store as it was (the optimiser's guard), so these are
+    // the parameters that produced it.
+    const params = await this.read(this.diff.params.map((p) => p.name));
+    await evaluateBatch(this.diff, params, batch, [this.diff.totalLoss!, ...this.diff.losses.map((l) => l.node), ...this.diff.gradients.map((g) => g.node)], { backend: 'webgpu' });
+  }
+
+  destroy(): void {
+    void Promise.allSettled(this.programs.values()).then((ps) => ps.forEach((p) => p.status === 'fulfilled' && p.value.destroy()));
+    this.store.destroy();
+  }
+}
