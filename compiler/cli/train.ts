@@ -16,7 +16,8 @@ import { warmupSteps, type Schedule } from '../../runtime/optim/schedule.js';
 import type { HostTensor } from '../../runtime/tensor.js';
 import { ReferenceBackend, WebGpuBackend, type TrainBackend } from '../train/backend.js';
 import { RepeatedBatch, SampleBatches, type BatchSource } from '../train/data.js';
-import { Trainer, type StepRecord, type TrainHook, type TrainSummary } from '../train/trainer.js';
+import { Trainer, type StepRecord, type TrainHook, type TrainSummary, type TrainerOptions } from '../train/trainer.js';
+import { TermCounter } from '../train/accumulate.js';
 import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
 import { configNumber, prepareData, type PreparedData } from './data-source.js';
 import { checkFolderRoles, checkpointOverrides } from './loss.js';
@@ -45,6 +46,13 @@ schedule step for step, clip_grad_norm_), parameters and optimiser state residen
   --lr X              peak learning rate (default: the stage's optimizer lr)
   --warmup-steps W    warmup steps of the schedule (default: the stage's)
   --warmup-ratio R    warmup as ceil(R * total steps), as TrainingArguments.get_warmup_steps
+  --grad-accum K      micro-batches per optimiser step (default 1): each loss term is then
+                      normalised by its item count over the K micro-batches (tokens for the LM
+                      term, image rows for the VM term), the same loss and gradients as the K
+                      micro-batches in one batch
+  --accum-mean-of-means  with --grad-accum: average the micro-batches' losses instead, as the
+                      Hugging Face Trainer does for models whose forward takes no item count
+                      (LLaVA, VW-LMM: what their checkpoints were trained with)
   --max-grad-norm G   clip the global gradient 2-norm to G (default 1.0; 0: no clipping)
   --seed S            initialisation and data order (default 0)
   --out DIR           where the run writes (default out/train)
@@ -67,6 +75,8 @@ const trainOptions = {
   'warmup-steps': { type: 'string' },
   'warmup-ratio': { type: 'string' },
   'max-grad-norm': { type: 'string' },
+  'grad-accum': { type: 'string' },
+  'accum-mean-of-means': { type: 'boolean' },
   seed: { type: 'string' },
   out: { type: 'string' },
   backend: { type: 'string' },
@@ -106,6 +116,10 @@ export interface TrainContext {
   readonly totalSteps: number;
   readonly maxGradNorm: number;
   readonly seed: number;
+  /** micro-batches per optimiser step, and how they are combined (compiler/train/accumulate.ts). */
+  readonly gradAccum: number;
+  readonly meanOfMeans: boolean;
+  readonly counter: TermCounter | null;
   /** the --out folder (not created until something writes there). */
   readonly outDir: string;
   /** the flags as parsed, for hooks with options of their own. */
@@ -150,6 +164,8 @@ export async function prepareTraining(values: TrainValues, positionals: readonly
   const warmupRatioFlag = numberFlag('warmup-ratio', values['warmup-ratio'], (n) => n >= 0 && n <= 1, 'a ratio in [0, 1]');
   const maxGradNorm = numberFlag('max-grad-norm', values['max-grad-norm'], (n) => n >= 0, 'a norm >= 0 (0: no clipping)') ?? 1.0;
   const seed = intFlag('seed', values.seed, 0) ?? 0;
+  const gradAccum = intFlag('grad-accum', values['grad-accum'], 1) ?? 1;
+  if (values['accum-mean-of-means'] && gradAccum === 1) throw new UsageError('--accum-mean-of-means applies to gradient accumulation: give --grad-accum K (K > 1)');
   const maxLength = intFlag('max-length', values['max-length'], 1) ?? 2048;
   const limit = intFlag('limit', values.limit, 1);
   const outDir = values.out ?? join('out', 'train');
@@ -193,7 +209,9 @@ export async function prepareTraining(values: TrainValues, positionals: readonly
     const batchSize = batchSizeFlag ?? stageSetting(model, 'batch_size') ?? 8;
     data = new SampleBatches(prepared.samples, { batchSize, seed, padId: prepared.tokenizer.padId, imageSize: prepared.imageSize, imageTokens: prepared.imageTokens });
   }
-  const totalSteps = steps ?? (epochs ?? stageSetting(model, 'epochs') ?? 1) * data.stepsPerEpoch;
+  const stepsPerEpoch = data.repeats ? 1 : Math.floor(data.stepsPerEpoch / gradAccum);
+  if (stepsPerEpoch === 0) throw new KilnError(`an epoch has ${data.stepsPerEpoch} batches of ${data.batchSize}, fewer than --grad-accum ${gradAccum}`);
+  const totalSteps = steps ?? (epochs ?? stageSetting(model, 'epochs') ?? 1) * stepsPerEpoch;
   const st = stageSchedule(model);
   const warmup = warmupSteps(totalSteps, {
     steps: warmupStepsFlag ?? (warmupRatioFlag === undefined ? st.warmupSteps : undefined),
@@ -210,7 +228,23 @@ export async function prepareTraining(values: TrainValues, positionals: readonly
     if (backendName === 'cpu') out.stderr('note: no WebGPU adapter here; training on the cpu reference executor (slow)');
   }
   const backend: TrainBackend = backendName === 'webgpu' ? new WebGpuBackend(await getDevice(), model, hyper, params) : new ReferenceBackend(model, hyper, params);
-  return { model, backend, data, prepared, hyper, lr, schedule, totalSteps, maxGradNorm, seed, outDir, values };
+  const meanOfMeans = values['accum-mean-of-means'] === true;
+  // Counting items needs the loss ops' counts: checked now, before any step runs.
+  const counter = gradAccum > 1 && !meanOfMeans ? new TermCounter(model) : null;
+  return { model, backend, data, prepared, hyper, lr, schedule, totalSteps, maxGradNorm, seed, outDir, values, gradAccum, meanOfMeans, counter };
+}
+
+/** The Trainer's options from a context. */
+export function trainerOptions(ctx: TrainContext): TrainerOptions {
+  return {
+    totalSteps: ctx.totalSteps,
+    lr: ctx.lr,
+    schedule: ctx.schedule,
+    maxGradNorm: ctx.maxGradNorm,
+    gradAccum: ctx.gradAccum,
+    meanOfMeans: ctx.meanOfMeans,
+    ...(ctx.counter ? { countItems: (b: ReadonlyMap<string, HostTensor>) => ctx.counter!.count(b) } : {}),
+  };
 }
 
 const fmt = (x: number): string => (Math.abs(x) >= 1e-3 || x === 0 ? x.toFixed(4) : x.toExponential(3));
@@ -270,11 +304,11 @@ export async function runTrain(argv: readonly string[], out: Output): Promise<nu
     const s = ctx.schedule;
     out.stderr(
       `training ${ctx.model.modelName} (config ${ctx.model.configName}${ctx.model.stage ? `, stage ${ctx.model.stage.name}` : ''}) on ${ctx.backend.name} (${ctx.backend.adapter}): ` +
-        `${ctx.totalSteps} steps of ${ctx.data.batchSize} rows, lr ${ctx.lr} ${s.kind} with ${s.warmup} warmup steps, ` +
+        `${ctx.totalSteps} steps of ${ctx.gradAccum > 1 ? `${ctx.gradAccum} x ` : ''}${ctx.data.batchSize} rows${ctx.gradAccum > 1 ? (ctx.meanOfMeans ? ' (mean of the micro-batches\' means)' : ' (terms normalised by their item counts)') : ''}, lr ${ctx.lr} ${s.kind} with ${s.warmup} warmup steps, ` +
         `max_grad_norm ${ctx.maxGradNorm || 'off'}, ${ctx.backend.trainable.length} trainable tensors`,
     );
     const hooks: TrainHook[] = [progressHook(ctx, out, values.json === true)];
-    const trainer = new Trainer(ctx.backend, ctx.data, { totalSteps: ctx.totalSteps, lr: ctx.lr, schedule: ctx.schedule, maxGradNorm: ctx.maxGradNorm }, hooks);
+    const trainer = new Trainer(ctx.backend, ctx.data, trainerOptions(ctx), hooks);
     const summary: TrainSummary = await trainer.run();
     if (values.json) out.stdout(JSON.stringify({ summary }));
     else {

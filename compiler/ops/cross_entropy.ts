@@ -57,4 +57,9 @@ export const crossEntropyOp: OpDef = {
     return y;
   },
   kernel: { kind: 'custom', lower: (ctx) => lowerCrossEntropy(ctx, attrInt('cross_entropy', ctx.attrs, 'ignore_index', -100)) },
+  // The mean's denominator: labels that are not ignore_index.
+  count(b, node) {
+    const ignore = b.add('fill', [], { value: attrInt('cross_entropy', node.attrs, 'ignore_index', -100), shape: [], dtype: 'i32' });
+    return b.add('sum', [b.add('cast', [b.add('ne', [node.inputs[1]!, ignore])], { dtype: 'f32' })], { axes: null, keepdims: false });
+  },
 };

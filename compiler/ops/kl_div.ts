@@ -78,4 +78,10 @@ export const klDivOp: OpDef = {
     return y;
   },
   kernel: { kind: 'custom', lower: lowerKlDiv },
+  // batchmean's denominator: rows where mask != 0.
+  count(b, node) {
+    const mask = node.inputs[2]!;
+    const zero = b.add('fill', [], { value: 0, shape: [], dtype: b.type(mask).dtype === 'bool' ? 'bool' : 'i32' });
+    return b.add('sum', [b.add('cast', [b.add('ne', [mask, zero])], { dtype: 'f32' })], { axes: null, keepdims: false });
+  },
 };

@@ -68,6 +68,18 @@ function reduceOp(kind: Kind): OpDef {
     surface: { inputs: ['x'], attrs: { axis: { type: 'ints', default: null }, keepdims: { type: 'bool', default: false } }, doc },
     infer: (inputs, attrs) => reduceInfer(kind, inputs, attrs),
     vjp: (b, node, g) => (isFloatDType(node.type.dtype) ? [VJP[kind](b, node, g)] : [null]),
+    // A mean to a scalar (a loss) averages over every element of x: count them as ones summed,
+    // which holds for symbolic sizes too.
+    ...(kind === 'mean'
+      ? {
+          count(b: GraphBuilder, node: Node): number {
+            const x = b.type(node.inputs[0]!);
+            if (node.type.shape.length !== 0) throw new Error(`mean: only a mean to a scalar has one item count (this one keeps [${node.type.shape.join(', ')}])`);
+            const ones = b.add('broadcast', [b.add('fill', [], { value: 1, shape: [], dtype: 'f32' })], { shape: [...x.shape] });
+            return b.add('sum', [ones], { axes: null, keepdims: false });
+          },
+        }
+      : {}),
     reference([x], attrs, out, ctx) {
       const axes = reduceAxes(kind, attrs, x!.shape.length);
       const kept = x!.shape.map((d, i) => (axes.includes(i) ? 1 : d));

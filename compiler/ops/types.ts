@@ -47,4 +47,11 @@ export interface OpDef {
   reference(inputs: readonly HostTensor[], attrs: Attrs, out: ConcreteType, ctx: ReferenceContext): HostTensor;
   /** How the op runs on WebGPU (compiler/codegen/kernel.ts). */
   readonly kernel?: OpKernel;
+  /**
+   * For a loss op that averages over items (cross_entropy: the non-ignored labels; kl_div: the
+   * selected rows; mean: its elements): a node counting them in this call, an f32 scalar built
+   * with `b` from the op's own inputs. Gradient accumulation weights micro-batches by it
+   * (compiler/train/accumulate.ts). Absent: the op declares no such count.
+   */
+  count?(b: GraphBuilder, node: Node): number;
 }

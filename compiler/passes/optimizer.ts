@@ -50,7 +50,6 @@ export function gradNormNode(graph: Graph): number {
 
 export function withAdamW(graph: Graph, hyper: AdamWHyper): Graph {
   if (graph.gradients.length === 0) throw new Error('withAdamW: differentiate the graph first');
-  if (graph.totalLoss === null) throw new Error('withAdamW: the graph has no loss');
   const b = new GraphBuilder(graph);
   const scalarInput = (name: string) => {
     const id = b.add('input', [], { name, dtype: 'f32', shape: [] }, { label: name });
@@ -75,8 +74,11 @@ export function withAdamW(graph: Graph, hyper: AdamWHyper): Graph {
   b.outputs.push({ name: GRAD_NORM, node: total });
   const clipped = b.add('minimum', [b.add('div', [maxNorm, b.add('add', [total, c(1e-6)])]), c(1)]);
   const coef = b.add('where', [b.add('gt', [maxNorm, c(0)]), clipped, c(1)], {}, { label: 'clip coefficient' });
-  const lossFinite = b.add('isfinite', [graph.totalLoss]);
-  const ok = b.add('where', [lossFinite, b.add('isfinite', [total]), lossFinite], {}, { label: 'step is finite' });
+  // A graph without a loss (gradients from accumulators, compiler/train/accumulate.ts) is
+  // guarded on the norm alone: the loss was checked when its micro-batches ran.
+  const normFinite = b.add('isfinite', [total]);
+  const lossFinite = graph.totalLoss === null ? null : b.add('isfinite', [graph.totalLoss]);
+  const ok = lossFinite === null ? normFinite : b.add('where', [lossFinite, normFinite, lossFinite], {}, { label: 'step is finite' });
 
   for (const g of graph.gradients) {
     const param = graph.params.find((p) => p.name === g.name)!;

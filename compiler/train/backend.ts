@@ -11,6 +11,7 @@ import { compileArtefact, type EntrySpec } from '../emit/artefact.js';
 import { bindSymbols, runReference } from '../exec/reference.js';
 import { deviceTraits } from '../exec/webgpu.js';
 import { evaluateBatch } from '../cli/loss.js';
+import { accumName, accumulateGraph, applyGraph, scaleName } from './accumulate.js';
 import { inputContract } from '../passes/input-contract.js';
 import type { InputContract } from '../../runtime/validate.js';
 import { KilnError } from '../../runtime/errors.js';
@@ -55,6 +56,13 @@ export interface TrainBackend {
   step(batch: ReadonlyMap<string, HostTensor>, s: StepScalars): Promise<StepResult>;
   /** The loss terms of `batch` under the current parameters, nothing updated (evaluation). */
   evaluate(batch: ReadonlyMap<string, HostTensor>): Promise<LossResult>;
+  /**
+   * Gradient accumulation, one micro-batch: adds the gradients of sum_i scales[i] * w_i *
+   * term_i into the accumulators (accumulate.ts) and returns the micro-batch's own terms.
+   */
+  accumulate(batch: ReadonlyMap<string, HostTensor>, scales: Readonly<Record<string, number>>): Promise<LossResult>;
+  /** Clipping and AdamW from the accumulators, which are then zero; the pre-clip norm. */
+  apply(s: StepScalars): Promise<{ gradNorm: number }>;
   /** Current values of parameters (checkpoint names) or optimiser state (`adamw.m:<param>`). */
   read(names: readonly string[]): Promise<Map<string, HostTensor>>;
   /** Replaces parameters or optimiser state (resume); shapes must match. */
@@ -88,6 +96,28 @@ function zeroMoments(graph: Graph, params: ReadonlyMap<string, HostTensor>): Map
 }
 
 const scalarOf = (t: HostTensor | undefined): number => t!.data[0]!;
+const scalar = (v: number): HostTensor => ({ dtype: 'f32', shape: [], data: Float32Array.of(v) });
+
+/** The accumulate and apply graphs, built when a run first accumulates. */
+class AccumulationGraphs {
+  private built: { accumulate: Graph; apply: Graph } | null = null;
+  constructor(
+    private readonly model: CheckedModel,
+    private readonly hyper: AdamWHyper,
+  ) {}
+  get(): { accumulate: Graph; apply: Graph } {
+    this.built ??= { accumulate: accumulateGraph(this.model), apply: applyGraph(this.model, this.hyper) };
+    return this.built;
+  }
+}
+
+function zeroAccumulators(graph: Graph, params: ReadonlyMap<string, { shape: readonly number[] }>): Map<string, HostTensor> {
+  return new Map(graph.gradients.map((g) => [accumName(g.name), { dtype: 'f32', shape: [...params.get(g.name)!.shape], data: new Float32Array(numel(params.get(g.name)!.shape)) }]));
+}
+
+/** The micro-batch loss from its terms: sum_i w_i term_i. */
+const weighted = (graph: Graph, terms: Readonly<Record<string, number>>): number => graph.losses.reduce((a, l) => a + l.weight * terms[l.name]!, 0);
+const scaleInputs = (graph: Graph, scales: Readonly<Record<string, number>>): [string, HostTensor][] => graph.losses.map((l) => [scaleName(l.name), scalar(scales[l.name] ?? 0)]);
 
 function lossOf(graph: Graph, get: (node: number) => HostTensor | undefined): LossResult {
   return { loss: scalarOf(get(graph.totalLoss!)), terms: Object.fromEntries(graph.losses.map((l) => [l.name, scalarOf(get(l.node))])) };
@@ -106,12 +136,14 @@ export class ReferenceBackend implements TrainBackend {
   readonly batchContract: InputContract;
   private readonly values: Map<string, HostTensor>;
   private readonly diff: Graph;
+  private readonly accum: AccumulationGraphs;
 
   constructor(
     model: CheckedModel,
     readonly hyper: AdamWHyper,
     params: ReadonlyMap<string, HostTensor>,
   ) {
+    this.accum = new AccumulationGraphs(model, hyper);
     this.graph = stepGraph(model, hyper);
     this.diff = differentiate(model.graph);
     checkParams(this.graph, params);
@@ -129,6 +161,26 @@ export class ReferenceBackend implements TrainBackend {
     const r = runReference(g, feeds, [g.totalLoss!, ...g.losses.map((l) => l.node), norm, ...updates.map((u) => u.node)], { precision: 'f32' });
     for (const u of updates) this.values.set(u.name, r.get(u.node)!);
     return Promise.resolve({ ...lossOf(g, (n) => r.get(n)), gradNorm: scalarOf(r.get(norm)) });
+  }
+
+  accumulate(batch: ReadonlyMap<string, HostTensor>, scales: Readonly<Record<string, number>>): Promise<LossResult> {
+    const g = this.accum.get().accumulate;
+    if (!this.values.has(accumName(this.trainable[0]!))) for (const [n, v] of zeroAccumulators(this.graph, this.values)) this.values.set(n, v);
+    const updates = g.updates ?? [];
+    const r = runReference(g, new Map([...this.values, ...batch, ...scaleInputs(g, scales)]), [...g.losses.map((l) => l.node), ...updates.map((u) => u.node)], { precision: 'f32' });
+    for (const u of updates) this.values.set(u.name, r.get(u.node)!);
+    const terms = Object.fromEntries(g.losses.map((l) => [l.name, scalarOf(r.get(l.node))]));
+    return Promise.resolve({ loss: weighted(g, terms), terms });
+  }
+
+  apply(s: StepScalars): Promise<{ gradNorm: number }> {
+    const g = this.accum.get().apply;
+    const norm = gradNormNode(g);
+    const updates = g.updates ?? [];
+    const feeds = new Map([...this.values, ...adamwStepInputs(s.lr, s.step, this.hyper.beta1, this.hyper.beta2, s.maxGradNorm)]);
+    const r = runReference(g, feeds, [norm, ...updates.map((u) => u.node)], { precision: 'f32' });
+    for (const u of updates) this.values.set(u.name, r.get(u.node)!);
+    return Promise.resolve({ gradNorm: scalarOf(r.get(norm)) });
   }
 
   evaluate(batch: ReadonlyMap<string, HostTensor>): Promise<LossResult> {
@@ -187,9 +239,12 @@ export class WebGpuBackend implements TrainBackend {
   readonly batchContract: InputContract;
   private readonly store: TensorStore;
   private readonly programs = new Map<string, Promise<ArtefactProgram>>();
-  private initial: Map<string, HostTensor> | null;
+  /** values not yet in the store: written when an artefact first declares them. */
+  private readonly pending: Map<string, HostTensor>;
   private readonly diff: Graph;
-  /** seconds spent compiling and loading artefacts, per shape key `B=..,T=..:entry`. */
+  private readonly accum: AccumulationGraphs;
+  private readonly shapes: Map<string, { shape: readonly number[] }>;
+  /** seconds spent compiling and loading artefacts, per key `entry B=..,T=..`. */
   readonly compileSeconds = new Map<string, number>();
 
   constructor(
@@ -201,33 +256,45 @@ export class WebGpuBackend implements TrainBackend {
     this.adapter = kd.adapterName;
     this.graph = stepGraph(model, hyper);
     this.diff = differentiate(model.graph);
+    this.accum = new AccumulationGraphs(model, hyper);
     checkParams(this.graph, params);
     this.trainable = this.graph.gradients.map((g) => g.name);
     this.batchContract = inputContract(model.graph);
     this.store = new TensorStore(kd, 'f32');
-    this.initial = new Map([...params, ...zeroMoments(this.graph, params)]);
+    this.pending = new Map([...params, ...zeroMoments(this.graph, params)]);
+    this.shapes = new Map([...params].map(([n, t]) => [n, { shape: t.shape }]));
+  }
+
+  private spec(entry: 'train_step' | 'loss' | 'accumulate' | 'apply'): EntrySpec {
+    const lossOutputs = (g: Graph) => g.losses.map((l) => ({ name: `loss:${l.name}`, node: l.node }));
+    if (entry === 'accumulate') {
+      const g = this.accum.get().accumulate;
+      return { name: entry, graph: g, outputs: lossOutputs(g), applyUpdates: true };
+    }
+    if (entry === 'apply') {
+      const g = this.accum.get().apply;
+      return { name: entry, graph: g, outputs: [{ name: 'grad_norm', node: gradNormNode(g) }], applyUpdates: true };
+    }
+    const g = this.graph;
+    const outputs = [{ name: 'loss', node: g.totalLoss! }, ...lossOutputs(g)];
+    return entry === 'train_step' ? { name: entry, graph: g, outputs: [...outputs, { name: 'grad_norm', node: gradNormNode(g) }], applyUpdates: true } : { name: entry, graph: g, outputs };
   }
 
   /** The loaded program of `entry` for the batch's symbol values, compiled on first use. */
-  private program(entry: 'train_step' | 'loss', batch: ReadonlyMap<string, HostTensor>): Promise<ArtefactProgram> {
-    const bindings = bindSymbols(this.graph, batch);
-    const key = `${[...bindings].map(([k, v]) => `${k}=${v}`).join(',')}:${entry}`;
+  private program(entry: 'train_step' | 'loss' | 'accumulate' | 'apply', batch: ReadonlyMap<string, HostTensor>): Promise<ArtefactProgram> {
+    const spec = this.spec(entry);
+    const bindings = bindSymbols(spec.graph, batch);
+    const key = `${entry} ${[...bindings].map(([k, v]) => `${k}=${v}`).join(',')}`;
     let p = this.programs.get(key);
     if (!p) {
       p = (async () => {
         const t0 = performance.now();
-        const g = this.graph;
-        const outputs = [{ name: 'loss', node: g.totalLoss! }, ...g.losses.map((l) => ({ name: `loss:${l.name}`, node: l.node }))];
-        const spec: EntrySpec = entry === 'train_step' ? { name: entry, graph: g, outputs: [...outputs, { name: 'grad_norm', node: gradNormNode(g) }], applyUpdates: true } : { name: entry, graph: g, outputs };
         const { artefact } = compileArtefact([spec], { bindings, traits: deviceTraits(this.kd), maxBindings: this.kd.limits.maxStorageBuffersPerShaderStage });
         const program = await ArtefactProgram.load(this.kd, artefact, { store: this.store, stepByStep: process.env['KILN_GPU_STEPS'] === '1' });
-        if (this.initial) {
-          // Everything the step reads is declared by the first train_step artefact; a loss
-          // entry compiled first declares fewer, so the rest waits for the step.
-          const declared = new Map([...this.initial].filter(([n]) => this.store.has(n)));
-          this.store.write(declared);
-          if (declared.size === this.initial.size) this.initial = null;
-        }
+        // Parameters and state reach the device once, when an artefact first declares them.
+        const declared = new Map([...this.pending].filter(([n]) => this.store.has(n)));
+        this.store.write(declared);
+        for (const n of declared.keys()) this.pending.delete(n);
         this.compileSeconds.set(key, (performance.now() - t0) / 1000);
         return program;
       })();
@@ -237,41 +304,61 @@ export class WebGpuBackend implements TrainBackend {
     return p;
   }
 
+  private termsOf(g: Graph, out: Map<string, HostTensor>): Record<string, number> {
+    return Object.fromEntries(g.losses.map((l) => [l.name, scalarOf(out.get(`loss:${l.name}`))]));
+  }
+
   async step(batch: ReadonlyMap<string, HostTensor>, s: StepScalars): Promise<StepResult> {
     const program = await this.program('train_step', batch);
     const out = await program.run('train_step', new Map([...batch, ...adamwStepInputs(s.lr, s.step, this.hyper.beta1, this.hyper.beta2, s.maxGradNorm)]));
-    return { loss: scalarOf(out.get('loss')), terms: Object.fromEntries(this.graph.losses.map((l) => [l.name, scalarOf(out.get(`loss:${l.name}`))])), gradNorm: scalarOf(out.get('grad_norm')) };
+    return { loss: scalarOf(out.get('loss')), terms: this.termsOf(this.graph, out), gradNorm: scalarOf(out.get('grad_norm')) };
+  }
+
+  async accumulate(batch: ReadonlyMap<string, HostTensor>, scales: Readonly<Record<string, number>>): Promise<LossResult> {
+    const g = this.accum.get().accumulate;
+    if (!this.store.has(accumName(this.trainable[0]!))) for (const [n, v] of zeroAccumulators(this.graph, this.shapes)) if (!this.pending.has(n)) this.pending.set(n, v);
+    const program = await this.program('accumulate', batch);
+    const out = await program.run('accumulate', new Map([...batch, ...scaleInputs(g, scales)]));
+    const terms = this.termsOf(g, out);
+    return { loss: weighted(g, terms), terms };
+  }
+
+  async apply(s: StepScalars): Promise<{ gradNorm: number }> {
+    const program = await this.program('apply', new Map());
+    const out = await program.run('apply', adamwStepInputs(s.lr, s.step, this.hyper.beta1, this.hyper.beta2, s.maxGradNorm));
+    return { gradNorm: scalarOf(out.get('grad_norm')) };
   }
 
   async evaluate(batch: ReadonlyMap<string, HostTensor>): Promise<LossResult> {
     const program = await this.program('loss', batch);
     const out = await program.run('loss', batch);
-    return { loss: scalarOf(out.get('loss')), terms: Object.fromEntries(this.graph.losses.map((l) => [l.name, scalarOf(out.get(`loss:${l.name}`))])) };
+    return { loss: scalarOf(out.get('loss')), terms: this.termsOf(this.graph, out) };
   }
 
   async read(names: readonly string[]): Promise<Map<string, HostTensor>> {
-    if (this.initial) {
-      // Nothing compiled yet: the values are still the host's.
-      const out = new Map<string, HostTensor>();
-      for (const n of names) {
-        const v = this.initial.get(n);
-        if (!v) throw new KilnError(`'${n}' is not a parameter or optimiser state tensor`);
-        out.set(n, v);
-      }
-      return out;
+    const out = new Map<string, HostTensor>();
+    const onDevice: string[] = [];
+    for (const n of names) {
+      const v = this.pending.get(n);
+      if (v) out.set(n, v);
+      else if (this.store.has(n)) onDevice.push(n);
+      else throw new KilnError(`'${n}' is not a parameter or optimiser state tensor`);
     }
-    return this.store.read(names);
+    for (const [n, v] of await this.store.read(onDevice)) out.set(n, v);
+    return new Map(names.map((n) => [n, out.get(n)!]));
   }
 
   write(values: ReadonlyMap<string, HostTensor>): Promise<void> {
-    if (this.initial) {
-      for (const [n, v] of values) {
-        const have = this.initial.get(n);
-        if (!have) throw new KilnError(`'${n}' is not a parameter or optimiser state tensor`);
+    const onDevice = new Map<string, HostTensor>();
+    for (const [n, v] of values) {
+      const have = this.pending.get(n);
+      if (have) {
         if (have.shape.join(',') !== v.shape.join(',')) throw new KilnError(`expected [${have.shape.join(', ')}], got [${v.shape.join(', ')}]`, { tensor: n });
-        this.initial.set(n, v);
-      }
-    } else this.store.write(values);
+        this.pending.set(n, v);
+      } else if (this.store.has(n)) onDevice.set(n, v);
+      else throw new KilnError(`'${n}' is not a parameter or optimiser state tensor`);
+    }
+    this.store.write(onDevice);
     return Promise.resolve();
   }
 

@@ -18,8 +18,10 @@ export interface TrainBatch {
 }
 
 export interface BatchSource {
-  /** optimiser steps in one epoch. */
+  /** batches in one epoch (optimiser steps without gradient accumulation). */
   readonly stepsPerEpoch: number;
+  /** every batch is the same one (`--batch`): micro-batches repeat it too. */
+  readonly repeats: boolean;
   /** rows per batch. */
   readonly batchSize: number;
   /** The batch of optimiser step `t` (0-based). Deterministic. */
@@ -38,6 +40,7 @@ export function splicedPositions(inputIds: HostTensor, imageTokens: number): num
 /** `--batch FILE`: the same batch at every step (an epoch is one step). */
 export class RepeatedBatch implements BatchSource {
   readonly stepsPerEpoch = 1;
+  readonly repeats = true;
   readonly batchSize: number;
   private readonly positions: number;
 
@@ -114,6 +117,7 @@ export interface SampleBatchOptions {
  */
 export class SampleBatches implements BatchSource {
   readonly stepsPerEpoch: number;
+  readonly repeats = false;
   readonly batchSize: number;
   private readonly longest: number;
   private cached: { epoch: number; order: number[] } | null = null;

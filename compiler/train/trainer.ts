@@ -15,6 +15,8 @@ import { learningRate, type Schedule } from '../../runtime/optim/schedule.js';
 import { validateBatch } from '../../runtime/validate.js';
 import type { TrainBackend } from './backend.js';
 import type { BatchSource, TrainBatch } from './data.js';
+import { accumulationScales } from './accumulate.js';
+import type { HostTensor } from '../../runtime/tensor.js';
 
 /** What one optimiser step logged (the `--json` line, less the formatting). */
 export interface StepRecord {
@@ -66,6 +68,12 @@ export interface TrainerOptions {
   readonly schedule: Schedule;
   /** clip_grad_norm_'s max_norm; 0 disables clipping. */
   readonly maxGradNorm: number;
+  /** micro-batches per optimiser step (gradient accumulation; default 1). */
+  readonly gradAccum?: number;
+  /** accumulation: average the micro-batches' means (the Trainer's behaviour for LLaVA) instead of weighting by item counts. */
+  readonly meanOfMeans?: boolean;
+  /** accumulation by item counts: the items each loss term averages over in a batch (accumulate.ts's TermCounter). */
+  readonly countItems?: (batch: ReadonlyMap<string, HostTensor>) => Record<string, number>;
 }
 
 const isFiniteNumber = (x: number): boolean => Number.isFinite(x);
@@ -83,6 +91,25 @@ export class Trainer {
     readonly hooks: readonly TrainHook[] = [],
   ) {
     if (!(opts.totalSteps >= 1) || !Number.isInteger(opts.totalSteps)) throw new KilnError(`the run has ${opts.totalSteps} optimiser steps; it needs at least one`);
+    const K = opts.gradAccum ?? 1;
+    if (!(K >= 1) || !Number.isInteger(K)) throw new KilnError(`gradient accumulation over ${K} micro-batches: it needs a whole number >= 1`);
+    if (K > 1 && !data.repeats && data.stepsPerEpoch < K) throw new KilnError(`an epoch has ${data.stepsPerEpoch} batches, fewer than the ${K} micro-batches of one optimiser step (--grad-accum)`);
+    if (K > 1 && !opts.meanOfMeans && !opts.countItems) throw new KilnError('accumulation by item counts needs countItems');
+  }
+
+  /** Optimiser steps in one epoch: the epoch's batches over the micro-batches per step, rounded down. */
+  get stepsPerEpoch(): number {
+    return this.data.repeats ? 1 : Math.floor(this.data.stepsPerEpoch / (this.opts.gradAccum ?? 1));
+  }
+
+  /** The micro-batches of 0-based optimiser step t (a batch left over at an epoch's end is not used). */
+  microBatches(t: number): TrainBatch[] {
+    const K = this.opts.gradAccum ?? 1;
+    if (this.data.repeats) return Array.from({ length: K }, () => this.data.batchAt(t));
+    const M = this.data.stepsPerEpoch;
+    const perEpoch = Math.floor(M / K);
+    const first = Math.floor(t / perEpoch) * M + (t % perEpoch) * K;
+    return Array.from({ length: K }, (_, j) => this.data.batchAt(first + j));
   }
 
   /** The learning rate of 0-based optimiser step t. */
@@ -101,20 +128,24 @@ export class Trainer {
     const first = this.step;
     while (this.step < this.opts.totalSteps) {
       const t = this.step;
-      const batch = this.data.batchAt(t);
-      try {
-        validateBatch(this.backend.batchContract, batch.inputs);
-      } catch (e) {
-        if (e instanceof KilnError) e.message = `step ${t + 1}: ${e.message}`;
-        throw e;
+      const micro = this.microBatches(t);
+      for (const [k, batch] of micro.entries()) {
+        try {
+          validateBatch(this.backend.batchContract, batch.inputs);
+        } catch (e) {
+          if (e instanceof KilnError) e.message = `step ${t + 1}${micro.length > 1 ? `, micro-batch ${k + 1}` : ''}: ${e.message}`;
+          throw e;
+        }
       }
       const lr = this.learningRateAt(t);
+      const scalars = { lr, step: t + 1, maxGradNorm: this.opts.maxGradNorm };
       const t0 = performance.now();
-      const r = await this.backend.step(batch.inputs, { lr, step: t + 1, maxGradNorm: this.opts.maxGradNorm });
+      const r = micro.length === 1 ? await this.backend.step(micro[0]!.inputs, scalars) : await this.accumulated(t, micro, scalars);
       const seconds = (performance.now() - t0) / 1000;
-      if (![r.loss, r.gradNorm, ...Object.values(r.terms)].every(isFiniteNumber)) await this.stopNonFinite(t, batch, r);
+      if (![r.loss, r.gradNorm, ...Object.values(r.terms)].every(isFiniteNumber)) await this.stopNonFinite(t, micro, r);
       this.step = t + 1;
-      const record: StepRecord = { step: t + 1, epoch: batch.epoch, loss: r.loss, terms: r.terms, lr, gradNorm: r.gradNorm, tokensPerSecond: batch.positions / seconds, seconds };
+      const positions = micro.reduce((a, b) => a + b.positions, 0);
+      const record: StepRecord = { step: t + 1, epoch: micro[0]!.epoch, loss: r.loss, terms: r.terms, lr, gradNorm: r.gradNorm, tokensPerSecond: positions / seconds, seconds };
       this.last = record;
       for (const h of this.hooks) await h.afterStep?.(record, this);
     }
@@ -124,14 +155,38 @@ export class Trainer {
     return summary;
   }
 
+  /**
+   * One optimiser step over K micro-batches: each one's gradients accumulated with its scales
+   * (accumulate.ts), then clipping and AdamW once. The logged terms are what the scales make of
+   * the micro-batches' terms: the terms of the whole step's examples as one batch (by item
+   * counts), or the mean of the micro-batches' terms (mean of means).
+   */
+  private async accumulated(t: number, micro: readonly TrainBatch[], scalars: { lr: number; step: number; maxGradNorm: number }): Promise<{ loss: number; terms: Record<string, number>; gradNorm: number }> {
+    const losses = this.backend.graph.losses;
+    const names = losses.map((l) => l.name);
+    const meanOfMeans = this.opts.meanOfMeans === true;
+    const counts = micro.map((b) => (meanOfMeans ? {} : this.opts.countItems!(b.inputs)));
+    const scales = accumulationScales(names, counts, meanOfMeans);
+    const terms: Record<string, number> = Object.fromEntries(names.map((n) => [n, 0]));
+    for (const [k, b] of micro.entries()) {
+      const r = await this.backend.accumulate(b.inputs, scales[k]!);
+      if (!Object.values(r.terms).every(isFiniteNumber)) await this.stopNonFinite(t, [b], { ...r, gradNorm: NaN }, k);
+      for (const n of names) terms[n] = terms[n]! + scales[k]![n]! * r.terms[n]!;
+    }
+    const loss = losses.reduce((a, l) => a + l.weight * terms[l.name]!, 0);
+    const { gradNorm } = await this.backend.apply(scalars);
+    return { loss, terms, gradNorm };
+  }
+
   /** A non-finite step: re-run it on the same backend to name the op, and stop. */
-  private async stopNonFinite(t: number, batch: TrainBatch, r: { loss: number; terms: Record<string, number>; gradNorm: number }): Promise<never> {
+  private async stopNonFinite(t: number, micro: readonly TrainBatch[], r: { loss: number; terms: Record<string, number>; gradNorm: number }, microIndex?: number): Promise<never> {
     const values = `loss ${r.loss}, ${Object.entries(r.terms)
       .map(([k, v]) => `${k} ${v}`)
       .join(', ')}, grad_norm ${r.gradNorm}`;
-    const where = `training stopped at step ${t + 1} (epoch ${batch.epoch}; the step was not applied): `;
+    const part = microIndex !== undefined ? `, micro-batch ${microIndex + 1}` : '';
+    const where = `training stopped at step ${t + 1}${part} (epoch ${micro[0]!.epoch}; the step was not applied): `;
     try {
-      await this.backend.diagnose(batch.inputs);
+      for (const b of micro) await this.backend.diagnose(b.inputs);
     } catch (e) {
       if (e instanceof NonFiniteError || e instanceof KilnError) {
         e.message = `${where}${e.message}`;
