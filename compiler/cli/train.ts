@@ -310,11 +310,15 @@ export async function runTrain(argv: readonly string[], out: Output): Promise<nu
     const hooks: TrainHook[] = [progressHook(ctx, out, values.json === true)];
     const trainer = new Trainer(ctx.backend, ctx.data, trainerOptions(ctx), hooks);
     const summary: TrainSummary = await trainer.run();
+    const compiles = ctx.backend.compileSeconds ? [...ctx.backend.compileSeconds].map(([k, v]) => [k, Math.round(v * 10) / 10] as const) : [];
+    if (compiles.length > 0) summary['compile_s'] = Object.fromEntries(compiles);
     if (values.json) out.stdout(JSON.stringify({ summary }));
     else {
       const last = trainer.last;
       const terms = last ? ctx.model.graph.losses.map((l) => `${l.name} ${fmt(last.terms[l.name]!)}`).join(', ') : '';
       out.stdout(`trained ${summary.steps} steps in ${summary.wall_s.toFixed(1)} s on ${ctx.backend.name}${last ? `: last loss ${fmt(last.loss)} (${terms})` : ''}`);
+      // Each batch shape compiles once (lavapipe JIT-compiles every new shader on first use).
+      if (compiles.length > 0) out.stdout(`compiled ${compiles.length} programs: ${compiles.map(([k, v]) => `${k} ${v} s`).join(', ')}`);
     }
     return 0;
   } finally {

@@ -69,6 +69,8 @@ export interface TrainBackend {
   write(values: ReadonlyMap<string, HostTensor>): Promise<void>;
   /** Names of the optimiser state tensors (both moments of every trainable parameter). */
   stateNames(): string[];
+  /** WebGPU: seconds each compiled program took to compile and load, by `entry B=..,T=..`. */
+  readonly compileSeconds?: ReadonlyMap<string, number>;
   /**
    * Re-runs the forward and backward of `batch` under the current parameters, on this backend,
    * to name where a non-finite loss or gradient began; throws the NonFiniteError that names it,

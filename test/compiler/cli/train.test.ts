@@ -208,6 +208,20 @@ describe('sequence-length buckets', () => {
     for (const s of r.steps) expect(Number.isFinite(s.loss) && s.terms['lm']! > 0 && s.terms['vm']! >= 0).toBe(true);
     expect(r.summary).toMatchObject({ steps: 2, checkpoint: null });
   }, 120_000);
+
+  it('--grad-accum: by item counts and as the mean of means, from the command line (cpu)', async () => {
+    const args = ['models/vwlmm.kiln', '--config', 'tiny', '--data', 'builtin:shapes?size=24', '--batch-size', '2', '--grad-accum', '2', '--steps', '1', '--lr', '1e-3', '--backend', 'cpu'];
+    const counts = await train(args);
+    const means = await train([...args, '--accum-mean-of-means']);
+    expect(counts.code, counts.stderr).toBe(0);
+    expect(means.code, means.stderr).toBe(0);
+    expect(counts.stderr).toContain('1 steps of 2 x 2 rows (terms normalised by their item counts)');
+    expect(means.stderr).toContain("(mean of the micro-batches' means)");
+    // The same four examples; every image has the same rows, so the VM term agrees, and the
+    // LM term differs as the micro-batches' token counts do.
+    expect(counts.steps[0]!.terms['vm']).toBeCloseTo(means.steps[0]!.terms['vm']!, 6);
+    expect(counts.steps[0]!.terms['lm']).not.toBe(means.steps[0]!.terms['lm']);
+  }, 120_000);
 });
 
 /** A copy of llama_b2 with `file`'s `tensor` element `index` set to `value`. */
@@ -272,6 +286,8 @@ describe('kiln train: bad usage and bad input (the real process)', () => {
     ['a bad --backend', [...base, '--data', 'builtin:shapes', '--backend', 'tpu'], 2, '--backend tpu: expected webgpu or cpu'],
     ['--batch without --steps', [...base, '--batch', `${G}/batch.safetensors`], 2, '--batch repeats one batch: say how many steps with --steps N'],
     ['a missing batch file', [...base, '--batch', 'no/such.safetensors', '--steps', '1', '--backend', 'cpu'], 1, 'no/such.safetensors'],
+    ['--accum-mean-of-means without --grad-accum', [...base, '--data', 'builtin:shapes', '--accum-mean-of-means'], 2, '--accum-mean-of-means applies to gradient accumulation'],
+    ['--grad-accum 0', [...base, '--data', 'builtin:shapes', '--grad-accum', '0'], 2, '--grad-accum 0: expected an integer >= 1'],
     ['an unknown option', [...base, '--data', 'builtin:shapes', '--grad-acc', '2'], 2, "Unknown option '--grad-acc'"],
   ];
   it.each(CASES)('%s', (_name, args, code, message) => {
