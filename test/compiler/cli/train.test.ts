@@ -210,7 +210,9 @@ describe('sequence-length buckets', () => {
   }, 120_000);
 
   it('--grad-accum: by item counts and as the mean of means, from the command line (cpu)', async () => {
-    const args = ['models/vwlmm.kiln', '--config', 'tiny', '--data', 'builtin:shapes?size=24', '--batch-size', '2', '--grad-accum', '2', '--steps', '1', '--lr', '1e-3', '--backend', 'cpu'];
+    // Seed 1: the first step's two micro-batches score different numbers of answer tokens (at
+    // seed 0 they happen to score the same, and the two modes then agree exactly).
+    const args = ['models/vwlmm.kiln', '--config', 'tiny', '--data', 'builtin:shapes?size=24', '--batch-size', '2', '--grad-accum', '2', '--steps', '1', '--lr', '1e-3', '--backend', 'cpu', '--seed', '1'];
     const counts = await train(args);
     const means = await train([...args, '--accum-mean-of-means']);
     expect(counts.code, counts.stderr).toBe(0);
@@ -220,7 +222,7 @@ describe('sequence-length buckets', () => {
     // The same four examples; every image has the same rows, so the VM term agrees, and the
     // LM term differs as the micro-batches' token counts do.
     expect(counts.steps[0]!.terms['vm']).toBeCloseTo(means.steps[0]!.terms['vm']!, 6);
-    expect(counts.steps[0]!.terms['lm']).not.toBe(means.steps[0]!.terms['lm']);
+    expect(Math.abs(counts.steps[0]!.terms['lm']! - means.steps[0]!.terms['lm']!)).toBeGreaterThan(1e-3);
   }, 120_000);
 });
 
