@@ -57,6 +57,11 @@ export interface TrainBackend {
   /** The loss terms of `batch` under the current parameters, nothing updated (evaluation). */
   evaluate(batch: ReadonlyMap<string, HostTensor>): Promise<LossResult>;
   /**
+   * The loss terms and the model's `logits` [B, L, vocab] of `batch`, nothing updated (the
+   * `eval` entry; held-out answer accuracy: compiler/train/heldout.ts's ForwardPass).
+   */
+  forward(batch: ReadonlyMap<string, HostTensor>): Promise<{ terms: Record<string, number>; logits: HostTensor }>;
+  /**
    * Gradient accumulation, one micro-batch: adds the gradients of sum_i scales[i] * w_i *
    * term_i into the accumulators (accumulate.ts) and returns the micro-batch's own terms.
    */
@@ -125,6 +130,13 @@ function lossOf(graph: Graph, get: (node: number) => HostTensor | undefined): Lo
   return { loss: scalarOf(get(graph.totalLoss!)), terms: Object.fromEntries(graph.losses.map((l) => [l.name, scalarOf(get(l.node))])) };
 }
 
+/** The node of the model's `logits` output (what the eval entry reads back). */
+function logitsNode(graph: Graph): number {
+  const o = graph.outputs.find((v) => v.name === 'logits');
+  if (!o) throw new KilnError(`the model has no output named 'logits' (outputs: ${graph.outputs.map((v) => v.name).join(', ')})`);
+  return o.node;
+}
+
 function checkParams(graph: Graph, params: ReadonlyMap<string, HostTensor>): void {
   for (const p of graph.params) if (!params.has(p.name)) throw new KilnError(`no value for parameter ${p.name}`);
 }
@@ -191,6 +203,13 @@ export class ReferenceBackend implements TrainBackend {
     return Promise.resolve(lossOf(g, (n) => r.get(n)));
   }
 
+  forward(batch: ReadonlyMap<string, HostTensor>): Promise<{ terms: Record<string, number>; logits: HostTensor }> {
+    const g = this.graph;
+    const logits = logitsNode(g);
+    const r = runReference(g, new Map([...this.values, ...batch]), [...g.losses.map((l) => l.node), logits], { precision: 'f32' });
+    return Promise.resolve({ terms: Object.fromEntries(g.losses.map((l) => [l.name, scalarOf(r.get(l.node))])), logits: r.get(logits)! });
+  }
+
   read(names: readonly string[]): Promise<Map<string, HostTensor>> {
     return Promise.resolve(
       new Map(
@@ -225,8 +244,10 @@ export class ReferenceBackend implements TrainBackend {
   destroy(): void {}
 }
 
+type Entry = 'train_step' | 'loss' | 'eval' | 'accumulate' | 'apply';
+
 /**
- * The compiled `train_step` (and, for evaluation, `loss`) entries on WebGPU over one shared
+ * The compiled `train_step` (and, for evaluation, `loss` and `eval`) entries on WebGPU over one shared
  * TensorStore. Every size in the WGSL is fixed by the batch symbols B and T, so one artefact is
  * compiled per batch shape the data produces (the data side buckets T to a few lengths, see
  * data.ts); all of them read and write the same parameter and moment buffers, so a new shape
@@ -267,7 +288,7 @@ export class WebGpuBackend implements TrainBackend {
     this.shapes = new Map([...params].map(([n, t]) => [n, { shape: t.shape }]));
   }
 
-  private spec(entry: 'train_step' | 'loss' | 'accumulate' | 'apply'): EntrySpec {
+  private spec(entry: Entry): EntrySpec {
     const lossOutputs = (g: Graph) => g.losses.map((l) => ({ name: `loss:${l.name}`, node: l.node }));
     if (entry === 'accumulate') {
       const g = this.accum.get().accumulate;
@@ -278,12 +299,13 @@ export class WebGpuBackend implements TrainBackend {
       return { name: entry, graph: g, outputs: [{ name: 'grad_norm', node: gradNormNode(g) }], applyUpdates: true };
     }
     const g = this.graph;
+    if (entry === 'eval') return { name: entry, graph: g, outputs: [...lossOutputs(g), { name: 'logits', node: logitsNode(g) }] };
     const outputs = [{ name: 'loss', node: g.totalLoss! }, ...lossOutputs(g)];
     return entry === 'train_step' ? { name: entry, graph: g, outputs: [...outputs, { name: 'grad_norm', node: gradNormNode(g) }], applyUpdates: true } : { name: entry, graph: g, outputs };
   }
 
   /** The loaded program of `entry` for the batch's symbol values, compiled on first use. */
-  private program(entry: 'train_step' | 'loss' | 'accumulate' | 'apply', batch: ReadonlyMap<string, HostTensor>): Promise<ArtefactProgram> {
+  private program(entry: Entry, batch: ReadonlyMap<string, HostTensor>): Promise<ArtefactProgram> {
     const spec = this.spec(entry);
     const bindings = bindSymbols(spec.graph, batch);
     const key = `${entry} ${[...bindings].map(([k, v]) => `${k}=${v}`).join(',')}`;
@@ -335,6 +357,12 @@ export class WebGpuBackend implements TrainBackend {
     const program = await this.program('loss', batch);
     const out = await program.run('loss', batch);
     return { loss: scalarOf(out.get('loss')), terms: this.termsOf(this.graph, out) };
+  }
+
+  async forward(batch: ReadonlyMap<string, HostTensor>): Promise<{ terms: Record<string, number>; logits: HostTensor }> {
+    const program = await this.program('eval', batch);
+    const out = await program.run('eval', batch);
+    return { terms: this.termsOf(this.graph, out), logits: out.get('logits')! };
   }
 
   async read(names: readonly string[]): Promise<Map<string, HostTensor>> {

@@ -103,6 +103,11 @@ describe('gradient accumulation by item counts equals one batch of the same exam
       // The accumulators are zero again after the step.
       const acc = await parts.read(names.map((n) => `grad_accum:${n}`));
       for (const t of acc.values()) expect(t.data.every((x) => x === 0)).toBe(true);
+      // The eval entry (held-out scoring): the same terms as evaluate, and logits [B, L, vocab].
+      const fwd = await parts.forward(batch);
+      const ev = await parts.evaluate(batch);
+      for (const t of ['lm', 'vm']) expect(rel(fwd.terms[t]!, ev.terms[t]!), `forward ${t}`).toBeLessThan(1e-6);
+      expect(fwd.logits.shape).toEqual([2, 9 - 1 + 16, params.get('lm_head.weight')!.shape[0]]);
       // The two rows' own means differ, so a plain average would not match: the test can fail.
       const own = await Promise.all(rows.map((r) => whole.evaluate(r)));
       expect(rel((own[0]!.terms['lm']! + own[1]!.terms['lm']!) / 2, want.terms['lm']!)).toBeGreaterThan(1e-3);
