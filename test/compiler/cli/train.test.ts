@@ -209,6 +209,15 @@ describe('sequence-length buckets', () => {
     expect(r.summary).toMatchObject({ steps: 2, checkpoint: null });
   }, 120_000);
 
+  it('WebGPU: one compiled step per length bucket, whatever the batches\' own lengths', async () => {
+    const r = await train(['models/vwlmm.kiln', '--config', 'tiny', '--data', 'builtin:shapes?size=24', '--batch-size', '2', '--steps', '6', '--lr', '1e-3', '--backend', 'webgpu']);
+    expect(r.code, r.stderr).toBe(0);
+    const compiled = Object.keys(r.summary!['compile_s'] as Record<string, number>);
+    // The rows are 54 to 68 ids long: buckets 64 and 68 (the longest), never one per length.
+    expect(compiled.length).toBeGreaterThanOrEqual(1);
+    for (const k of compiled) expect(k).toMatch(/^train_step B=2,T=(64|68)$/);
+  }, 600_000);
+
   it('--grad-accum: by item counts and as the mean of means, from the command line (cpu)', async () => {
     // Seed 1: the first step's two micro-batches score different numbers of answer tokens (at
     // seed 0 they happen to score the same, and the two modes then agree exactly).
