@@ -7,6 +7,7 @@ import { runOps } from './ops.js';
 import { runData } from './data.js';
 import { runCompile } from './compile.js';
 import { runTrain } from './train.js';
+import { runGenerate } from './generate.js';
 
 export interface Command {
   summary: string;
@@ -20,5 +21,6 @@ export const commands: Record<string, Command> = {
   data: { summary: 'show what training sees: templated prompts with scored spans, input_ids, labels; --dump a batch', run: runData },
   compile: { summary: 'write the model\'s entries (loss, grads, train_step) as an artefact: manifest + WGSL kernels', run: runCompile },
   train: { summary: 'train the model (AdamW, the stage\'s schedule, gradient clipping) on --data or a repeated --batch, on WebGPU or the cpu reference', run: runTrain },
+  generate: { summary: 'generate tokens after a prompt (greedy or sampled) with a KV cache: prefill once, one decode step per token', run: runGenerate },
   plan: { summary: 'print the device memory plan of a step (weights, activations, gradients, peak)', run: runPlan },
 };

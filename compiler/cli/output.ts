@@ -12,6 +12,12 @@ export class Output {
     else process.stdout.write(`${text}\n`);
   }
 
+  /** stdout without a newline: streamed output (generated text as it comes). */
+  write(text: string): void {
+    if (this.capture) this.out.push(text);
+    else process.stdout.write(text);
+  }
+
   stderr(text: string): void {
     if (this.capture) this.err.push(text);
     else process.stderr.write(`${text}\n`);

@@ -1,6 +1,8 @@
 // Rotary position embedding in Hugging Face's rotate_half layout (LlamaRotaryEmbedding +
 // apply_rotary_pos_emb): inv_freq = 1 / theta^(arange(0, D, 2) / D), emb = cat(freqs, freqs),
 // out = x * cos + rotate_half(x) * sin, positions offset .. offset + T - 1 along axis -2.
+// An optional second input `pos` (i32 scalar, fed at run time) adds to the offset: the decode
+// step of a KV cache rotates its one token at the cache position with one compiled kernel.
 // The map is a rotation, so its VJP is the same op with the angle negated (`inverse`).
 import { dimToString, isConst, shapeToString } from '../ir/dims.js';
 import type { OpDef } from './types.js';
@@ -41,13 +43,15 @@ function tables(T: number, D: number, theta: number, offset: number, f32: boolea
 export const ropeOp: OpDef = {
   name: 'rope',
   surface: {
-    inputs: ['x'],
+    inputs: ['x', 'pos?'],
     attrs: { theta: { type: 'number', default: 10000 }, offset: { type: 'int', default: 0 } },
-    doc: 'rope(x, theta = 10000, offset = 0): rotary embedding of x [B, H, T, D] (HF rotate_half layout)',
+    doc: 'rope(x, pos?, theta = 10000, offset = 0): rotary embedding of x [B, H, T, D] (HF rotate_half layout) at positions offset + pos + t',
   },
   infer(inputs, attrs) {
-    expectArity('rope', inputs, 1);
+    expectArity('rope', inputs, 1, 2);
     const x = inputs[0]!;
+    const p = inputs[1];
+    if (p && (p.dtype !== 'i32' || p.shape.length !== 0)) fail(`rope: pos must be an i32 scalar (the run-time position offset), got ${p.dtype}[${shapeToString(p.shape)}]`, 1);
     expectFloat('rope', x, 'x', 0);
     if (x.shape.length < 2) fail(`rope: x must be [..., T, D], got ${shapeToString(x.shape)}`, 0);
     const d = x.shape[x.shape.length - 1]!;
@@ -57,10 +61,10 @@ export const ropeOp: OpDef = {
     attrBool('rope', attrs, 'inverse', false);
     return x;
   },
-  vjp: (b, node, g) => [b.add('rope', [g], { ...node.attrs, inverse: !attrBool('rope', node.attrs, 'inverse', false) })],
-  reference([x], attrs, out, ctx) {
+  vjp: (b, node, g) => [b.add('rope', [g, ...node.inputs.slice(1)], { ...node.attrs, inverse: !attrBool('rope', node.attrs, 'inverse', false) }), ...node.inputs.slice(1).map(() => null)],
+  reference([x, p], attrs, out, ctx) {
     const theta = attrNumber('rope', attrs, 'theta', 10000);
-    const offset = attrNumber('rope', attrs, 'offset', 0);
+    const offset = attrNumber('rope', attrs, 'offset', 0) + (p ? p.data[0]! : 0);
     const sign = attrBool('rope', attrs, 'inverse', false) ? -1 : 1;
     const r = out.shape.length;
     const T = out.shape[r - 2]!;
@@ -135,7 +139,7 @@ ${entry(
   `  let row = grp / ${half}u;
   let i = grp % ${half}u;
   let at = row * ${D}u + i;
-  let pos = f32(row % ${T}u + ${offset}u);
+  let pos = f32(i32(row % ${T}u + ${offset}u)${ctx.inputs.length > 1 ? ' + i32(load1(0u))' : ''});
   let cs = k_sincos(K_INV_FREQ[i] * pos);
   let c = cs.x;
   let s = ${sign}cs.y;

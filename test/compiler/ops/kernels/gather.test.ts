@@ -39,6 +39,23 @@ describe('rope kernel', () => {
     );
   });
 
+  it('a run-time position input (the decode step) rotates as the same offset given as an attribute', async () => {
+    for (const [shape, offset, pos] of [
+      [[1, 2, 1, 8], 0, 7],
+      [[1, 4, 3, 16], 5, 1234],
+    ] as const) {
+      const x = f32t([...shape], randn(numel(shape), pos, -2, 2));
+      const p: HostTensor = { dtype: 'i32', shape: [], data: Int32Array.of(pos) };
+      const want = reference('rope', [x], { theta: 10000, offset: offset + pos } as never, outType('rope', [x], { theta: 10000 } as never), 'f32');
+      const out = outType('rope', [x, p], { theta: 10000, offset } as never);
+      const D = shape[shape.length - 1]!;
+      const xs = x.data;
+      const tol = (i: number): number => 1e-6 * (Math.abs(xs[i]!) + Math.abs(xs[i % D < D / 2 ? i + D / 2 : i - D / 2]!));
+      expectClose(reference('rope', [x, p], { theta: 10000, offset } as never, out, 'f32'), want, () => 0, `rope reference pos ${pos}`);
+      for (const v of VARIANTS) expectClose(await gpu('rope', [x, p], { theta: 10000, offset } as never, out, v), want, tol, `rope [${shape}] pos ${pos} ${v}`);
+    }
+  });
+
   it('long positions: angles up to ~9000 rad at the highest frequency', async () => {
     await checkRope([4096, 4], { offset: 5000 }, 3);
     await checkRope([2, 300, 128], { theta: 10000 }, 4);

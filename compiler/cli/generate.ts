@@ -1,0 +1,170 @@
+// `kiln generate`: greedy decoding or sampling from a checkpoint, with the model's prefill and
+// decode step compiled as two entries over one KV cache (compiler/passes/kv-cache.ts).
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { UsageError } from '../check/index.js';
+import { KilnError } from '../../runtime/errors.js';
+import { getDevice } from '../../runtime/node/device.js';
+import type { HostTensor } from '../../runtime/tensor.js';
+import { generateTokens, generationGraphs, referenceRunner, webgpuRunner, type StepRunner } from '../exec/generate.js';
+import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
+import { checkFolderRoles, checkpointOverrides } from './loss.js';
+import { loadBatch, loadModelParams } from './model-inputs.js';
+import type { Output } from './output.js';
+import { loadAndCheck } from './spec.js';
+
+export const generateHelp = `usage: kiln generate SPEC --checkpoint DIR [--vision-tower DIR] --batch FILE [options]
+
+Generates tokens after a prompt: the prompt runs once (prefill) and fills a KV cache per layer,
+then one compiled decode step per token reads it (the prefix is never recomputed).
+  --checkpoint DIR    Hugging Face folder (LLaVA-1.5 layout); its config.json's eos_token_id stops
+  --vision-tower DIR  Hugging Face CLIP folder (CLIPVisionModel or CLIPModel)
+  --batch FILE        safetensors batch: the prompt is row 0 of input_ids (with the image
+                      placeholder) through its last token (the last attention_mask == 1 position
+                      when the batch has attention_mask, else the whole row), with pixel_values[0]
+  --max-tokens N      tokens to generate at most (default 32); the end-of-sequence token stops
+                      earlier and is included
+  --cache N           KV cache capacity in positions (default: prompt length + max tokens)
+  --temperature T     sample with logits / T (0: greedy, the default)
+  --top-k K           sample from the K most probable tokens
+  --top-p P           sample from the smallest set of most probable tokens reaching probability P
+  --seed S            the sampler's seed (default 0): the same seed gives the same tokens
+  --backend NAME      webgpu (default when an adapter exists) or cpu (the reference executor);
+                      webgpu runs the prompt and one step once untimed first (shader compilation)
+  --json              {"tokens": [...], "text": null, "prefill_ms": x, "decode_tokens_per_s": y}
+${specHelp}`;
+
+const generateOptions = {
+  ...specOptions,
+  checkpoint: { type: 'string' },
+  'vision-tower': { type: 'string' },
+  batch: { type: 'string' },
+  image: { type: 'string' },
+  prompt: { type: 'string' },
+  'max-tokens': { type: 'string' },
+  cache: { type: 'string' },
+  temperature: { type: 'string' },
+  'top-k': { type: 'string' },
+  'top-p': { type: 'string' },
+  seed: { type: 'string' },
+  backend: { type: 'string' },
+} as const;
+
+function number(flag: string, v: string | undefined, kind: 'int' | 'positive-int' | 'float'): number | undefined {
+  if (v === undefined) return undefined;
+  const x = Number(v);
+  const ok = v.trim() !== '' && Number.isFinite(x) && (kind === 'float' || (Number.isSafeInteger(x) && (kind === 'int' ? x >= 0 : x > 0)));
+  if (!ok) throw new UsageError(`--${flag} ${v}: expected ${kind === 'float' ? 'a number' : kind === 'int' ? 'a whole number >= 0' : 'a whole number > 0'}`);
+  return x;
+}
+
+/** eos_token_id of the checkpoint's config.json (a number or a list), [] when it names none. */
+export function eosTokenIds(dir: string): number[] {
+  try {
+    const json = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { eos_token_id?: unknown; text_config?: { eos_token_id?: unknown } };
+    const v = json.eos_token_id ?? json.text_config?.eos_token_id;
+    if (typeof v === 'number') return [v];
+    if (Array.isArray(v)) return v.filter((x): x is number => typeof x === 'number');
+  } catch {
+    // checkpointOverrides has already refused a folder without a readable config.json.
+  }
+  return [];
+}
+
+/**
+ * The prompt of a batch file: row 0 of input_ids through its last token (attention_mask's last 1
+ * when present, else the whole row) as input_ids [1, T], and pixel_values[0] as [1, ...].
+ */
+export function promptFromBatch(batch: ReadonlyMap<string, HostTensor>, file: string): Map<string, HostTensor> {
+  const ids = batch.get('input_ids');
+  if (!ids) throw new KilnError('the batch has no input_ids', { file });
+  const [, T] = ids.shape as [number, number];
+  let n = T;
+  const mask = batch.get('attention_mask');
+  if (mask) {
+    n = 0;
+    for (let t = 0; t < T; t++) if (mask.data[t] !== 0) n = t + 1;
+    if (n === 0) throw new KilnError('row 0 of attention_mask is all 0: the prompt is empty', { file, tensor: 'attention_mask' });
+  }
+  const out = new Map<string, HostTensor>([['input_ids', { dtype: 'i32', shape: [1, n], data: Int32Array.from(ids.data.slice(0, n)) }]]);
+  const px = batch.get('pixel_values');
+  if (px) {
+    const per = px.shape.slice(1).reduce((a, x) => a * x, 1);
+    out.set('pixel_values', { dtype: 'f32', shape: [1, ...px.shape.slice(1)], data: Float32Array.from(px.data.slice(0, per)) });
+  }
+  return out;
+}
+
+export async function runGenerate(argv: readonly string[], out: Output): Promise<number> {
+  const { values, positionals } = parse(argv, generateOptions);
+  if (values.help) {
+    out.stdout(generateHelp);
+    return 0;
+  }
+  const spec = onePositional(positionals, 'SPEC (a .kiln file)');
+  if (!values.checkpoint) throw new UsageError('--checkpoint DIR is required');
+  if (values.image !== undefined || values.prompt !== undefined) throw new UsageError('--image/--prompt are not implemented yet; give the prompt as --batch FILE (row 0 of input_ids and pixel_values[0])');
+  if (!values.batch) throw new UsageError('--batch FILE is required (the prompt is its row 0)');
+  if (values.backend !== undefined && values.backend !== 'cpu' && values.backend !== 'webgpu') throw new UsageError(`--backend ${values.backend}: expected webgpu or cpu`);
+  const maxTokens = number('max-tokens', values['max-tokens'], 'positive-int') ?? 32;
+  const cacheFlag = number('cache', values.cache, 'positive-int');
+  const temperature = number('temperature', values.temperature, 'float');
+  if (temperature !== undefined && temperature < 0) throw new UsageError(`--temperature ${values.temperature}: expected a number >= 0 (0: greedy)`);
+  const topK = number('top-k', values['top-k'], 'positive-int');
+  const topP = number('top-p', values['top-p'], 'float');
+  if (topP !== undefined && !(topP > 0 && topP <= 1)) throw new UsageError(`--top-p ${values['top-p']}: expected a probability in (0, 1]`);
+  const seed = number('seed', values.seed, 'int') ?? 0;
+  if (values.backend === 'webgpu') await getDevice();
+
+  const overrides = [...checkpointOverrides(values.checkpoint), ...checkpointOverrides(values['vision-tower'], '--vision-tower')];
+  checkFolderRoles(values.checkpoint, values['vision-tower']);
+  const model = loadAndCheck(spec, checkOptions(values, overrides), out);
+  const prompt = promptFromBatch(loadBatch(model, values.batch), values.batch);
+  const T = prompt.get('input_ids')!.shape[1]!;
+  // The decoder's prompt length (T with the image spliced in) comes from the graphs; build once
+  // with a probe capacity when the flag does not fix it.
+  const probe = generationGraphs(model.graph, { T, capacity: Number.MAX_SAFE_INTEGER });
+  const capacity = cacheFlag ?? probe.promptLength + maxTokens;
+  if (probe.promptLength > capacity) throw new KilnError(`the prompt is ${probe.promptLength} positions long (with the image), longer than the KV cache (--cache ${capacity})`, { file: values.batch });
+  const graphs = generationGraphs(model.graph, { T, capacity });
+  const params = loadModelParams(model, { checkpoint: values.checkpoint, visionTower: values['vision-tower'] }, (w) => out.stderr(`warning: ${w}`));
+  let backend = values.backend;
+  if (backend === undefined) {
+    try {
+      await getDevice();
+      backend = 'webgpu';
+    } catch {
+      backend = 'cpu';
+    }
+  }
+  let runner: StepRunner;
+  try {
+    runner = backend === 'cpu' ? referenceRunner(graphs, params) : await webgpuRunner(graphs, params, await getDevice());
+  } catch (e) {
+    if (e instanceof KilnError) throw e;
+    throw new KilnError((e as Error).message, { file: values.batch });
+  }
+  try {
+    const stream = !values.json;
+    const result = await generateTokens(runner, graphs, prompt, {
+      maxTokens,
+      eos: eosTokenIds(values.checkpoint),
+      ...(temperature !== undefined ? { temperature } : {}),
+      ...(topK !== undefined ? { topK } : {}),
+      ...(topP !== undefined ? { topP } : {}),
+      seed,
+      warmup: backend === 'webgpu',
+      ...(stream ? { onToken: (t: number) => out.write(`${t} `) } : {}),
+    });
+    const perS = Number.isFinite(result.decodeTokensPerS) ? Number(result.decodeTokensPerS.toFixed(2)) : null;
+    const prefillMs = Number(result.prefillMs.toFixed(1));
+    if (values.json) out.stdout(JSON.stringify({ tokens: result.tokens, text: null, prefill_ms: prefillMs, decode_tokens_per_s: perS, stop: result.stop, backend }));
+    else {
+      out.write('\n');
+      out.stderr(`${result.tokens.length} tokens (${result.stop}); prefill ${prefillMs} ms over ${graphs.promptLength} positions; decode ${perS ?? '-'} tokens/s; backend ${backend}`);
+    }
+  } finally {
+    runner.destroy();
+  }
+  return 0;
+}

@@ -1,0 +1,215 @@
+// Token generation over the prefill and decode graphs of compiler/passes/kv-cache.ts, on the
+// reference executor or on WebGPU (one artefact, two entries over one TensorStore whose state is
+// the KV cache), with greedy decoding or sampling as transformers' generate() samples.
+import { KilnError } from '../../runtime/errors.js';
+import type { HostTensor } from '../../runtime/tensor.js';
+import { ArtefactProgram } from '../../runtime/webgpu/program.js';
+import type { KilnDevice } from '../../runtime/webgpu/device.js';
+import { compileArtefact } from '../emit/artefact.js';
+import type { Graph } from '../ir/graph.js';
+import { CACHE_AXIS, generationGraphs, type GenerationGraphs } from '../passes/kv-cache.js';
+import { runReference } from './reference.js';
+import { deviceTraits } from './webgpu.js';
+
+/** Runs the two entries: logits [vocab] of the last prompt position, then of each fed token. */
+export interface StepRunner {
+  /** `feeds`: the prompt's inputs (input_ids [1, T], pixel_values [1, ...]); fills the cache. */
+  prefill(feeds: ReadonlyMap<string, HostTensor>): Promise<Float32Array>;
+  /** one token at cache position `position` (the prompt fills 0 .. promptLength - 1). */
+  decode(token: number, position: number): Promise<Float32Array>;
+  destroy(): void;
+}
+
+const scalarI32 = (v: number): HostTensor => ({ dtype: 'i32', shape: [], data: Int32Array.of(v) });
+const tokenFeed = (t: number): HostTensor => ({ dtype: 'i32', shape: [1, 1], data: Int32Array.of(t) });
+const asF32 = (t: HostTensor): Float32Array => (t.data instanceof Float32Array ? t.data : Float32Array.from(t.data));
+
+/** The reference executor (f32) over the two graphs; the caches live on the host. */
+export function referenceRunner(g: GenerationGraphs, params: ReadonlyMap<string, HostTensor>): StepRunner {
+  const caches = new Map<string, HostTensor>();
+  const run = (graph: Graph, feeds: ReadonlyMap<string, HostTensor>): Float32Array => {
+    const logits = graph.outputs.find((o) => o.name === 'logits')!.node;
+    const updates = graph.updates ?? [];
+    const all = new Map([...params, ...caches, ...feeds]);
+    const out = runReference(graph, all, [logits, ...updates.map((u) => u.node)], { precision: 'f32' });
+    for (const u of updates) caches.set(u.name, out.get(u.node)!);
+    return asF32(out.get(logits)!);
+  };
+  for (const name of g.caches) {
+    const node = g.decode.nodes[g.decode.inputs.find((i) => i.name === name)!.node]!;
+    const shape = node.type.shape as number[];
+    caches.set(name, { dtype: 'f32', shape, data: new Float32Array(shape.reduce((a, x) => a * x, 1)) });
+  }
+  return {
+    prefill: async (feeds) => run(g.prefill, feeds),
+    decode: async (token, position) => run(g.decode, new Map([['input_ids', tokenFeed(token)], ['position', scalarI32(position)]])),
+    destroy: () => caches.clear(),
+  };
+}
+
+/** One artefact with entries `prefill` and `decode`, the caches as its kv-cache state. */
+export function compileGeneration(g: GenerationGraphs, kd: KilnDevice) {
+  const outputs = (graph: Graph) => graph.outputs.filter((o) => o.name === 'logits');
+  return compileArtefact(
+    [
+      { name: 'prefill', graph: g.prefill, outputs: outputs(g.prefill), applyUpdates: true },
+      { name: 'decode', graph: g.decode, outputs: outputs(g.decode), applyUpdates: true },
+    ],
+    { bindings: new Map(), traits: deviceTraits(kd), kvCaches: new Map(g.caches.map((n) => [n, CACHE_AXIS])) },
+  );
+}
+
+/** WebGPU: the compiled artefact's two entries over one TensorStore holding weights and caches. */
+export async function webgpuRunner(g: GenerationGraphs, params: ReadonlyMap<string, HostTensor>, kd: KilnDevice): Promise<StepRunner> {
+  const { artefact } = compileGeneration(g, kd);
+  const program = await ArtefactProgram.load(kd, artefact);
+  program.store.write(new Map([...params].filter(([name]) => program.store.has(name) && !g.caches.includes(name))));
+  const logits = async (entry: string, feeds: ReadonlyMap<string, HostTensor>) => asF32((await program.run(entry, feeds, ['logits'])).get('logits')!);
+  return {
+    prefill: (feeds) => logits('prefill', feeds),
+    decode: (token, position) => logits('decode', new Map([['input_ids', tokenFeed(token)], ['position', scalarI32(position)]])),
+    destroy: () => {
+      program.destroy();
+      program.store.destroy();
+    },
+  };
+}
+
+export interface SamplingOptions {
+  /** 0 or undefined with no top-k/top-p: greedy. */
+  readonly temperature?: number;
+  readonly topK?: number;
+  readonly topP?: number;
+  readonly seed?: number;
+}
+
+/** mulberry32: a small seeded generator, so `--seed` reproduces a sample on every machine. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** The first index of the largest logit (torch.argmax's tie rule). A NaN logit is an error. */
+export function argmax(logits: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 0; i < logits.length; i++) {
+    if (Number.isNaN(logits[i]!)) throw new KilnError(`logit ${i} is NaN: the model's output is not a number, so no token can be chosen`);
+    if (logits[i]! > logits[best]!) best = i;
+  }
+  return best;
+}
+
+/** Whether these options sample (any of temperature > 0, top-k, top-p) rather than take the argmax. */
+export function isSampling(o: SamplingOptions): boolean {
+  if (o.temperature === 0) return false;
+  return o.temperature !== undefined || o.topK !== undefined || o.topP !== undefined;
+}
+
+/**
+ * The next token as transformers' sampling picks it: logits / temperature, then top-k (the k
+ * largest; ties at the k-th value kept, as TopKLogitsWarper's `< kth value` filter keeps them),
+ * then top-p (TopPLogitsWarper: the smallest set of the most probable tokens whose probability
+ * reaches p, never fewer than one), then one draw from the renormalised distribution.
+ */
+export function sampleToken(logits: ArrayLike<number>, o: SamplingOptions, random: () => number): number {
+  if (!isSampling(o)) return argmax(logits);
+  const temperature = o.temperature ?? 1;
+  const n = logits.length;
+  const z = Float64Array.from({ length: n }, (_, i) => logits[i]! / temperature);
+  const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => z[b]! - z[a]! || a - b);
+  let keep = n;
+  if (o.topK !== undefined && o.topK > 0 && o.topK < n) {
+    const kth = z[order[o.topK - 1]!]!;
+    keep = o.topK;
+    while (keep < n && z[order[keep]!]! >= kth) keep++;
+  }
+  const max = z[order[0]!]!;
+  const w = order.slice(0, keep).map((i) => Math.exp(z[i]! - max));
+  let total = w.reduce((a, x) => a + x, 0);
+  if (o.topP !== undefined && o.topP < 1) {
+    let acc = 0;
+    let m = 0;
+    while (m < w.length) {
+      acc += w[m]! / total;
+      m++;
+      if (acc >= o.topP) break;
+    }
+    w.length = Math.max(1, m);
+    total = w.reduce((a, x) => a + x, 0);
+  }
+  let r = random() * total;
+  for (let j = 0; j < w.length; j++) {
+    r -= w[j]!;
+    if (r < 0) return order[j]!;
+  }
+  return order[w.length - 1]!;
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  readonly maxTokens: number;
+  /** stop after emitting one of these (it is included in the tokens). */
+  readonly eos: readonly number[];
+  /**
+   * run the prefill and one decode step once before the timed run, so the figures leave out what
+   * the first dispatch of each kernel costs (lavapipe compiles shaders then). The decode writes
+   * cache position promptLength, which the timed run overwrites before reading it.
+   */
+  readonly warmup?: boolean;
+  /** called with each token as it is chosen (streaming). */
+  readonly onToken?: (token: number) => void;
+}
+
+export interface GenerateResult {
+  readonly tokens: number[];
+  readonly prefillMs: number;
+  /** decode steps per second over the steps after the prefill (NaN when there were none). */
+  readonly decodeTokensPerS: number;
+  /** why it stopped. */
+  readonly stop: 'eos' | 'max-tokens' | 'cache-full';
+}
+
+/**
+ * Generates up to `maxTokens` tokens after the prompt. The cache holds `g.capacity` positions:
+ * the prompt takes `g.promptLength`, each decoded token one more.
+ */
+export async function generateTokens(runner: StepRunner, g: GenerationGraphs, prompt: ReadonlyMap<string, HostTensor>, o: GenerateOptions): Promise<GenerateResult> {
+  const random = seededRandom(o.seed ?? 0);
+  if (o.warmup) {
+    await runner.prefill(prompt);
+    if (g.capacity > g.promptLength) await runner.decode(0, g.promptLength);
+  }
+  const t0 = performance.now();
+  let logits = await runner.prefill(prompt);
+  const prefillMs = performance.now() - t0;
+  const tokens: number[] = [];
+  let position = g.promptLength;
+  let stop: GenerateResult['stop'] = 'max-tokens';
+  const t1 = performance.now();
+  let steps = 0;
+  for (;;) {
+    const token = sampleToken(logits, o, random);
+    tokens.push(token);
+    o.onToken?.(token);
+    if (o.eos.includes(token)) {
+      stop = 'eos';
+      break;
+    }
+    if (tokens.length >= o.maxTokens) break;
+    if (position >= g.capacity) {
+      stop = 'cache-full';
+      break;
+    }
+    logits = await runner.decode(token, position++);
+    steps++;
+  }
+  const decodeS = (performance.now() - t1) / 1000;
+  return { tokens, prefillMs, decodeTokensPerS: steps > 0 ? steps / decodeS : NaN, stop };
+}
+
+export { generationGraphs };
