@@ -35,6 +35,13 @@ export interface TextTokenizer {
   readonly bosToken: string | null;
   /** Encodes `text` without special tokens (no BOS/EOS from the post-processor). */
   encode(text: string): Encoded;
+  /**
+   * Decodes ids to text as transformers' `decode(ids, skip_special_tokens=True)`: the
+   * tokenizer.json decoder (Metaspace spaces, byte fallback, ByteLevel bytes); a WordLevel
+   * vocabulary without a decoder joins its tokens with spaces. An incomplete UTF-8 character at
+   * the end comes out as U+FFFD.
+   */
+  decode(ids: readonly number[]): string;
   idToToken(id: number): string;
 }
 
@@ -273,6 +280,7 @@ function libraryTokenizer(tj: Json, config: Json | null, source: string): TextTo
       const spans = alignSpans(text, enc.tokens, (t) => added.has(t), surface, source);
       return { ids: enc.ids, tokens: enc.tokens, spans };
     },
+    decode: (ids) => lib.decode([...ids], { skip_special_tokens: true }),
     idToToken: (id) => lib.id_to_token(id) ?? `<${id}>`,
   };
 }
@@ -308,6 +316,7 @@ function wordLevelTokenizer(tj: Json, config: Json | null, source: string): Text
   const padId = (pad !== null ? idOf(pad) : undefined) ?? unkId ?? 0;
   // Added tokens split the text first (longest first), as tokenizers' AddedVocabulary does.
   const addedContents = added.map((t) => t.content).sort((a, b) => b.length - a.length);
+  const special = new Set(added.filter((t) => (t as { special?: unknown }).special === true).map((t) => t.id));
   return {
     source,
     prefixIds: prefix,
@@ -353,6 +362,14 @@ function wordLevelTokenizer(tj: Json, config: Json | null, source: string): Text
       }
       return out;
     },
+    // No decoder in the file: tokenizers' default joins the tokens with spaces; special tokens are
+    // skipped. An id past the vocabulary (a model vocabulary larger than the tokenizer's) shows as
+    // <id>, never as nothing.
+    decode: (ids) =>
+      ids
+        .filter((id) => !special.has(id))
+        .map((id) => byId.get(id) ?? `<${id}>`)
+        .join(' '),
     idToToken: (id) => byId.get(id) ?? `<${id}>`,
   };
 }

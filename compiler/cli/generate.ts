@@ -1,24 +1,36 @@
 // `kiln generate`: greedy decoding or sampling from a checkpoint, with the model's prefill and
 // decode step compiled as two entries over one KV cache (compiler/passes/kv-cache.ts).
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UsageError } from '../check/index.js';
 import { KilnError } from '../../runtime/errors.js';
 import { getDevice } from '../../runtime/node/device.js';
 import type { HostTensor } from '../../runtime/tensor.js';
-import { generateTokens, generationGraphs, referenceRunner, webgpuRunner, type StepRunner } from '../exec/generate.js';
+import { generateTokens, generationGraphs, referenceRunner, TextStream, webgpuRunner, type StepRunner } from '../exec/generate.js';
+import { IMAGE_PLACEHOLDER, IMAGE_TOKEN_ID } from '../../data/encode.js';
+import { readTokenizerDir } from '../../data/node.js';
+import { CLIP_MEAN, CLIP_STD, loadImageFile, preprocessLlava } from '../../data/image-node.js';
+import { renderMistral, renderVicunaV1 } from '../../data/template.js';
+import type { TextTokenizer } from '../../data/tokenizer.js';
+import type { CheckedModel } from '../check/index.js';
+import { chooseTemplate, configNumber } from './data-source.js';
 import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
 import { checkFolderRoles, checkpointOverrides } from './loss.js';
 import { loadBatch, loadModelParams } from './model-inputs.js';
 import type { Output } from './output.js';
 import { loadAndCheck } from './spec.js';
 
-export const generateHelp = `usage: kiln generate SPEC --checkpoint DIR [--vision-tower DIR] --batch FILE [options]
+export const generateHelp = `usage: kiln generate SPEC --checkpoint DIR [--vision-tower DIR] (--image FILE --prompt TEXT | --batch FILE) [options]
 
 Generates tokens after a prompt: the prompt runs once (prefill) and fills a KV cache per layer,
 then one compiled decode step per token reads it (the prefix is never recomputed).
   --checkpoint DIR    Hugging Face folder (LLaVA-1.5 layout); its config.json's eos_token_id stops
   --vision-tower DIR  Hugging Face CLIP folder (CLIPVisionModel or CLIPModel)
+  --image FILE        PNG or JPEG, preprocessed as LLaVA-1.5 does (pad to square, resize, crop)
+  --prompt TEXT       the question: templated as one user turn with the image in front, up to
+                      where the answer starts ("ASSISTANT:" for vicuna_v1, "[/INST]" for mistral)
+  --tokenizer DIR     tokenizer.json (+ tokenizer_config.json); default: the checkpoint folder's
+  --template NAME     vicuna_v1, mistral or auto (default; as kiln data chooses)
   --batch FILE        safetensors batch: the prompt is row 0 of input_ids (with the image
                       placeholder) through its last token (the last attention_mask == 1 position
                       when the batch has attention_mask, else the whole row), with pixel_values[0]
@@ -31,7 +43,9 @@ then one compiled decode step per token reads it (the prefix is never recomputed
   --seed S            the sampler's seed (default 0): the same seed gives the same tokens
   --backend NAME      webgpu (default when an adapter exists) or cpu (the reference executor);
                       webgpu runs the prompt and one step once untimed first (shader compilation)
-  --json              {"tokens": [...], "text": null, "prefill_ms": x, "decode_tokens_per_s": y}
+  --json              {"tokens": [...], "text": "..." (null without a tokenizer), "prefill_ms": x,
+                      "decode_tokens_per_s": y, "stop": why, "backend": name}
+Text streams to stdout as it comes (token ids without a tokenizer).
 ${specHelp}`;
 
 const generateOptions = {
@@ -39,6 +53,8 @@ const generateOptions = {
   checkpoint: { type: 'string' },
   'vision-tower': { type: 'string' },
   batch: { type: 'string' },
+  tokenizer: { type: 'string' },
+  template: { type: 'string' },
   image: { type: 'string' },
   prompt: { type: 'string' },
   'max-tokens': { type: 'string' },
@@ -95,6 +111,31 @@ export function promptFromBatch(batch: ReadonlyMap<string, HostTensor>, file: st
   return out;
 }
 
+/**
+ * The prompt of --image/--prompt: one user turn "<image>\n" + the question (an "<image>" in the
+ * question moves to the front, as LLaVA's preprocess_multimodal does), rendered with the template
+ * up to where the answer starts, tokenised as LLaVA's tokenizer_image_token (BOS, the text before
+ * the image, -200, the text after); pixel_values [1, 3, S, S] from LLaVA-1.5's preprocessing.
+ */
+export async function promptFromImage(model: CheckedModel, tok: TextTokenizer, template: string, image: string, prompt: string): Promise<Map<string, HostTensor>> {
+  const question = `${IMAGE_PLACEHOLDER}\n${prompt.replaceAll(IMAGE_PLACEHOLDER, '').trim()}`.trim();
+  let text: string;
+  if (template === 'vicuna_v1') text = `${renderVicunaV1([{ from: 'human', value: question }], tok.eosToken).text}ASSISTANT:`;
+  else if (template === 'mistral') text = renderMistral([{ from: 'human', value: question }], tok.eosToken).text;
+  else throw new UsageError(`--template ${template}: generation prompts are made for vicuna_v1 and mistral; pass --template vicuna_v1 or mistral`);
+  const ids: number[] = [...tok.prefixIds];
+  text.split(IMAGE_PLACEHOLDER).forEach((chunk, k) => {
+    if (k > 0) ids.push(IMAGE_TOKEN_ID);
+    ids.push(...tok.encode(chunk).ids);
+  });
+  const size = configNumber(model, 'vision.image_size');
+  const pixels = preprocessLlava(await loadImageFile(image), { size, mean: CLIP_MEAN, std: CLIP_STD, padToSquare: true });
+  return new Map<string, HostTensor>([
+    ['input_ids', { dtype: 'i32', shape: [1, ids.length], data: Int32Array.from(ids) }],
+    ['pixel_values', { dtype: 'f32', shape: [1, 3, size, size], data: pixels }],
+  ]);
+}
+
 export async function runGenerate(argv: readonly string[], out: Output): Promise<number> {
   const { values, positionals } = parse(argv, generateOptions);
   if (values.help) {
@@ -103,8 +144,10 @@ export async function runGenerate(argv: readonly string[], out: Output): Promise
   }
   const spec = onePositional(positionals, 'SPEC (a .kiln file)');
   if (!values.checkpoint) throw new UsageError('--checkpoint DIR is required');
-  if (values.image !== undefined || values.prompt !== undefined) throw new UsageError('--image/--prompt are not implemented yet; give the prompt as --batch FILE (row 0 of input_ids and pixel_values[0])');
-  if (!values.batch) throw new UsageError('--batch FILE is required (the prompt is its row 0)');
+  const fromImage = values.image !== undefined || values.prompt !== undefined;
+  if (fromImage && values.batch) throw new UsageError('give either --image FILE --prompt TEXT or --batch FILE, not both');
+  if (fromImage && (values.image === undefined || values.prompt === undefined)) throw new UsageError(values.image === undefined ? '--prompt needs --image FILE' : '--image needs --prompt TEXT');
+  if (!fromImage && !values.batch) throw new UsageError('a prompt is required: --image FILE --prompt TEXT, or --batch FILE (its row 0)');
   if (values.backend !== undefined && values.backend !== 'cpu' && values.backend !== 'webgpu') throw new UsageError(`--backend ${values.backend}: expected webgpu or cpu`);
   const maxTokens = number('max-tokens', values['max-tokens'], 'positive-int') ?? 32;
   const cacheFlag = number('cache', values.cache, 'positive-int');
@@ -119,13 +162,20 @@ export async function runGenerate(argv: readonly string[], out: Output): Promise
   const overrides = [...checkpointOverrides(values.checkpoint), ...checkpointOverrides(values['vision-tower'], '--vision-tower')];
   checkFolderRoles(values.checkpoint, values['vision-tower']);
   const model = loadAndCheck(spec, checkOptions(values, overrides), out);
-  const prompt = promptFromBatch(loadBatch(model, values.batch), values.batch);
+  // The tokenizer: needed for --prompt, used for text when the checkpoint has one.
+  const tokDir = values.tokenizer ?? (existsSync(join(values.checkpoint, 'tokenizer.json')) ? values.checkpoint : undefined);
+  if (fromImage && !tokDir) throw new KilnError('no tokenizer.json in the checkpoint folder, and --prompt needs one to make input ids (pass --tokenizer DIR, or give the prompt as --batch FILE)', { file: values.checkpoint });
+  const tok = tokDir ? readTokenizerDir(tokDir) : null;
+  const origin = values.batch ?? values.image!;
+  const prompt = fromImage
+    ? await promptFromImage(model, tok!, chooseTemplate(values.template, values.checkpoint, tok, model.configName), values.image!, values.prompt!)
+    : promptFromBatch(loadBatch(model, values.batch!), values.batch!);
   const T = prompt.get('input_ids')!.shape[1]!;
   // The decoder's prompt length (T with the image spliced in) comes from the graphs; build once
   // with a probe capacity when the flag does not fix it.
   const probe = generationGraphs(model.graph, { T, capacity: Number.MAX_SAFE_INTEGER });
   const capacity = cacheFlag ?? probe.promptLength + maxTokens;
-  if (probe.promptLength > capacity) throw new KilnError(`the prompt is ${probe.promptLength} positions long (with the image), longer than the KV cache (--cache ${capacity})`, { file: values.batch });
+  if (probe.promptLength > capacity) throw new KilnError(`the prompt is ${probe.promptLength} positions long (with the image), longer than the KV cache (--cache ${capacity})`, { file: origin });
   const graphs = generationGraphs(model.graph, { T, capacity });
   const params = loadModelParams(model, { checkpoint: values.checkpoint, visionTower: values['vision-tower'] }, (w) => out.stderr(`warning: ${w}`));
   let backend = values.backend;
@@ -142,10 +192,11 @@ export async function runGenerate(argv: readonly string[], out: Output): Promise
     runner = backend === 'cpu' ? referenceRunner(graphs, params) : await webgpuRunner(graphs, params, await getDevice());
   } catch (e) {
     if (e instanceof KilnError) throw e;
-    throw new KilnError((e as Error).message, { file: values.batch });
+    throw new KilnError((e as Error).message, { file: origin });
   }
   try {
     const stream = !values.json;
+    const text = tok ? new TextStream((ids) => tok.decode(ids)) : null;
     const result = await generateTokens(runner, graphs, prompt, {
       maxTokens,
       eos: eosTokenIds(values.checkpoint),
@@ -154,13 +205,13 @@ export async function runGenerate(argv: readonly string[], out: Output): Promise
       ...(topP !== undefined ? { topP } : {}),
       seed,
       warmup: backend === 'webgpu',
-      ...(stream ? { onToken: (t: number) => out.write(`${t} `) } : {}),
+      ...(stream ? { onToken: (t: number) => out.write(text ? text.push(t) : `${t} `) } : {}),
     });
     const perS = Number.isFinite(result.decodeTokensPerS) ? Number(result.decodeTokensPerS.toFixed(2)) : null;
     const prefillMs = Number(result.prefillMs.toFixed(1));
-    if (values.json) out.stdout(JSON.stringify({ tokens: result.tokens, text: null, prefill_ms: prefillMs, decode_tokens_per_s: perS, stop: result.stop, backend }));
+    if (values.json) out.stdout(JSON.stringify({ tokens: result.tokens, text: tok ? tok.decode(result.tokens) : null, prefill_ms: prefillMs, decode_tokens_per_s: perS, stop: result.stop, backend }));
     else {
-      out.write('\n');
+      out.write(`${text ? text.flush() : ''}\n`);
       out.stderr(`${result.tokens.length} tokens (${result.stop}); prefill ${prefillMs} ms over ${graphs.promptLength} positions; decode ${perS ?? '-'} tokens/s; backend ${backend}`);
     }
   } finally {

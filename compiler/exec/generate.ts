@@ -213,3 +213,33 @@ export async function generateTokens(runner: StepRunner, g: GenerationGraphs, pr
 }
 
 export { generationGraphs };
+
+/**
+ * Text of the tokens so far as it comes, as a whole-sequence decode gives it: each call decodes
+ * every token seen and returns what is new past the text already returned. A decode ending in
+ * U+FFFD (an incomplete UTF-8 character from byte-fallback or ByteLevel tokens) is held back
+ * until later tokens complete it; `flush()` returns whatever remains.
+ */
+export class TextStream {
+  private readonly ids: number[] = [];
+  private shown = 0;
+
+  constructor(private readonly decode: (ids: readonly number[]) => string) {}
+
+  push(token: number): string {
+    this.ids.push(token);
+    const text = this.decode(this.ids);
+    if (text.endsWith('\uFFFD')) return '';
+    return this.take(text);
+  }
+
+  flush(): string {
+    return this.take(this.decode(this.ids));
+  }
+
+  private take(text: string): string {
+    const fresh = text.length > this.shown ? text.slice(this.shown) : '';
+    this.shown = Math.max(this.shown, text.length);
+    return fresh;
+  }
+}

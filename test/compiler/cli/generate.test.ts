@@ -2,6 +2,9 @@
 // test/compiler/exec/generate.test.ts checks against full recomputation), sampling reproduced by
 // its seed, and the exit codes of bad usage (2) and bad input (1), with no stack trace.
 import { spawnSync } from 'node:child_process';
+import { cpSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 const G = 'test/golden/llama_b2';
@@ -51,6 +54,43 @@ describe('kiln generate', () => {
     expect(r.code).toBe(code);
     expect(r.err).toContain(message);
     expect(r.err).not.toMatch(/\n\s+at /);
+  }, 120_000);
+
+  // The golden checkpoint with the word-level tokenizer of test/golden/text (68 ids; the model's
+  // vocabulary is 97, so ids past 67 decode as <id>).
+  const withTok = mkdtempSync(join(tmpdir(), 'kiln-generate-'));
+  cpSync(`${G}/llava`, withTok, { recursive: true });
+  cpSync('test/golden/text/wordlevel', withTok, { recursive: true });
+  const image = ['generate', 'models/vwlmm.kiln', '--config', 'tiny', '--checkpoint', withTok, '--vision-tower', `${G}/clip`, '--backend', 'cpu', '--max-tokens', '8'];
+
+  it('--image --prompt: the streamed text is the whole-sequence decode of the JSON tokens', () => {
+    const args = [...image, '--image', 'test/golden/images/src/rgb.png', '--prompt', 'what colour is the shape?'];
+    const j = JSON.parse(kiln([...args, '--json']).out) as { tokens: number[]; text: string };
+    expect(j.tokens).toHaveLength(8);
+    expect(j.text.length).toBeGreaterThan(0);
+    const r = kiln(args);
+    expect(r.code).toBe(0);
+    expect(r.out).toBe(`${j.text}\n`);
+    // LLaVA's prompt: BOS, system, "USER: <image>\n..." then -200's 9 patches, "ASSISTANT:".
+    expect(r.err).toMatch(/over \d+ positions/);
+  }, 120_000);
+
+  it.each([
+    [['--image', 'test/golden/images/src/broken_text.png', '--prompt', 'x'], 1, 'broken_text.png: not an image Kiln can read'],
+    [['--image', 'no/such.png', '--prompt', 'x'], 1, 'no/such.png'],
+    [['--image', 'test/golden/images/src/rgb.png'], 2, '--image needs --prompt TEXT'],
+    [['--image', 'test/golden/images/src/rgb.png', '--prompt', 'x', '--batch', `${G}/batch.safetensors`], 2, 'not both'],
+  ])('--image %j: exit %i', (extra, code, message) => {
+    const r = kiln([...image, ...extra]);
+    expect(r.code).toBe(code);
+    expect(r.err).toContain(message);
+    expect(r.err).not.toMatch(/\n\s+at /);
+  }, 120_000);
+
+  it('--prompt with a checkpoint that has no tokenizer: exit 1', () => {
+    const r = kiln([...base, '--image', 'test/golden/images/src/rgb.png', '--prompt', 'x'].filter((a, i, all) => a !== '--batch' && all[i - 1] !== '--batch'));
+    expect(r.code).toBe(1);
+    expect(r.err).toContain('no tokenizer.json in the checkpoint folder, and --prompt needs one');
   }, 120_000);
 
   it('a batch file that does not exist: exit 1 naming it', () => {

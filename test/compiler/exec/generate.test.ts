@@ -148,3 +148,25 @@ describe('sampling', () => {
     expect(a.length).toBe(8);
   });
 });
+
+describe('streamed text', () => {
+  it('equals the whole-sequence decode at every step and never splits a multi-byte character', async () => {
+    const { readTokenizerDir } = await import('../../../data/node.js');
+    const { TextStream } = await import('../../../compiler/exec/generate.js');
+    const tok = readTokenizerDir('test/golden/text/mistral');
+    const ids = tok.encode('héllo wörld 日本語 ✓ done').ids;
+    // The byte-fallback pieces of the CJK characters arrive one byte per token.
+    expect(ids.length).toBeGreaterThan(8);
+    const stream = new TextStream((x) => tok.decode(x));
+    let shown = '';
+    for (let i = 0; i < ids.length; i++) {
+      const part = stream.push(ids[i]!);
+      expect(part).not.toContain('\uFFFD');
+      shown += part;
+      expect(tok.decode(ids.slice(0, i + 1)).startsWith(shown)).toBe(true);
+    }
+    shown += stream.flush();
+    expect(shown).toBe(tok.decode(ids));
+    expect(shown).toBe('héllo wörld 日本語 ✓ done');
+  });
+});
