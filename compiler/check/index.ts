@@ -13,6 +13,7 @@ import { Scope } from './evaluate.js';
 import { Instantiator } from './instantiate.js';
 import type { StageInfo } from './train.js';
 import { resolveTrain } from './train.js';
+import { fuseLossHeads } from '../passes/loss-heads.js';
 import type { ConfigRecord, Value } from './values.js';
 
 export interface Override {
@@ -230,7 +231,8 @@ function build(model: ModuleDecl, modules: ReadonlyMap<string, ModuleDecl>, conf
   }
   const components = [...new Set(params.map((p) => p.component))];
   return {
-    graph: ctx.builder.build(),
+    // The loss heads over projected logits fuse with their projection (compiler/passes/loss-heads.ts).
+    graph: fuseLossHeads(ctx.builder.build()),
     modelName: model.name.name,
     configName,
     config,

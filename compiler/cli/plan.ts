@@ -6,6 +6,7 @@ import { differentiate } from '../passes/autodiff.js';
 import { fuse } from '../passes/fuse.js';
 import { concreteNodes, storedBytes } from '../passes/lower.js';
 import { planMemory } from '../passes/plan.js';
+import { chunkLossHeads, LOSS_CHUNK_BYTES } from '../passes/loss-heads.js';
 import { formatReport, memoryReport, mib } from '../passes/plan-report.js';
 import { rulesTable } from '../passes/fusion-rules.js';
 import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
@@ -30,6 +31,10 @@ storage binding are listed (they are split). Allocates nothing.
   --dtype f16        float tensors stored as f16 (optimiser moments stay f32)
   --batch-size B     the batch symbol B (default ${DEFAULT_BATCH})
   --seq T            the sequence symbol T, tokens of input_ids (default ${DEFAULT_SEQ})
+  --loss-chunk-bytes N
+                     the LM and VM heads' losses run in row chunks whose logits take at most
+                     N bytes (default ${LOSS_CHUNK_BYTES}), so their [rows, vocab] logits and
+                     gradients are never held whole
   --steps            also list every kernel: its ops, the fusion rule that put each there, and
                      the buffers it reads and writes
   --rules            print the fusion rules and exit
@@ -42,6 +47,7 @@ const planOptions = {
   'batch-size': { type: 'string' },
   seq: { type: 'string' },
   steps: { type: 'boolean' },
+  'loss-chunk-bytes': { type: 'string' },
   rules: { type: 'boolean' },
 } as const;
 
@@ -76,8 +82,11 @@ export async function runPlan(argv: readonly string[], out: Output): Promise<num
   const model = loadAndCheck(spec, checkOptions(values), out);
   const train = values.train === true;
   if (train && model.graph.totalLoss === null && model.graph.losses.length === 0) throw new UsageError(`--train: model ${model.modelName} declares no loss`);
-  const graph = train ? differentiate(model.graph) : model.graph;
-  for (const s of graph.symbols) if (!bindings.has(s)) throw new UsageError(`the model's inputs use a symbol ${s} that kiln plan cannot set (only B and T)`);
+  const chunkBytes = positiveInt('loss-chunk-bytes', values['loss-chunk-bytes'], LOSS_CHUNK_BYTES);
+  const checked = train ? differentiate(model.graph) : model.graph;
+  for (const s of checked.symbols) if (!bindings.has(s)) throw new UsageError(`the model's inputs use a symbol ${s} that kiln plan cannot set (only B and T)`);
+  // As compilation does: the loss heads in row chunks under these symbols (compiler/passes/loss-heads.ts).
+  const graph = chunkLossHeads(checked, bindings, chunkBytes).graph;
   const requested = train
     ? [graph.totalLoss!, ...graph.losses.map((l) => l.node), ...graph.gradients.map((g) => g.node)]
     : [...graph.outputs.map((o) => o.node), ...graph.losses.map((l) => l.node), ...(graph.totalLoss !== null ? [graph.totalLoss] : [])];

@@ -29,6 +29,8 @@ import { fuse, type FusedProgram, type FuseOptions } from '../passes/fuse.js';
 import { inPlaceUpdates } from '../passes/in-place.js';
 import { inputContract } from '../passes/input-contract.js';
 import { lowerProgram, storedBytes, type CompiledProgram } from '../passes/lower.js';
+import { chunkLossHeads, LOSS_CHUNK_BYTES } from '../passes/loss-heads.js';
+import { accumulatorLinks } from '../passes/plan.js';
 
 /** One entry to compile: values of `graph` to read back, and whether its updates are applied. */
 export interface EntrySpec {
@@ -51,6 +53,8 @@ export interface CompileOptions {
   readonly kvCaches?: ReadonlyMap<string, number>;
   /** provenance for the manifest (spec, config, stage). */
   readonly source?: Readonly<Record<string, string>>;
+  /** bytes of one chunk of a loss head's logits (compiler/passes/loss-heads.ts; default LOSS_CHUNK_BYTES). */
+  readonly lossChunkBytes?: number;
 }
 
 /** An entry with the compiler's view of it, for reports and tests: what runs is `manifest`. */
@@ -60,6 +64,13 @@ export interface CompiledEntry {
   /** update node -> target node, for the updates written in place. */
   readonly inPlace: ReadonlyMap<number, number>;
   readonly manifest: EntryManifest;
+  /**
+   * node of the compiled graph (`compiled.program.graph`, where the loss heads are expanded into
+   * chunks) -> the node of the entry's graph it stands for, where there is one.
+   */
+  readonly origin: ReadonlyMap<number, number>;
+  /** node of the compiled graph inside a loss head's chunks -> the entry graph's fused op. */
+  readonly partOf: ReadonlyMap<number, number>;
 }
 
 export interface CompiledArtefact {
@@ -95,7 +106,7 @@ export function compileArtefact(specs: readonly EntrySpec[], opts: CompileOption
   const manifests: Record<string, EntryManifest> = {};
   for (const spec of specs) {
     if (entries.has(spec.name)) throw new KilnError(`entry '${spec.name}' is listed twice`);
-    const e = compileEntry(spec, opts.bindings, traits, floatStorage, { ...(opts.maxBindings === undefined ? {} : { maxBindings: opts.maxBindings }), ...opts.fuse }, kernels, params, state, opts.kvCaches ?? new Map());
+    const e = compileEntry(spec, opts.bindings, opts.lossChunkBytes ?? LOSS_CHUNK_BYTES, traits, floatStorage, { ...(opts.maxBindings === undefined ? {} : { maxBindings: opts.maxBindings }), ...opts.fuse }, kernels, params, state, opts.kvCaches ?? new Map());
     entries.set(spec.name, e);
     manifests[spec.name] = e.manifest;
   }
@@ -114,8 +125,9 @@ export function compileArtefact(specs: readonly EntrySpec[], opts: CompileOption
 }
 
 function compileEntry(
-  spec: EntrySpec,
+  given: EntrySpec,
   bindings: SymbolBindings,
+  lossChunkBytes: number,
   traits: DeviceTraits,
   floatStorage: 'f32' | 'f16',
   fuseOpts: FuseOptions,
@@ -124,6 +136,9 @@ function compileEntry(
   state: Map<string, StateDecl>,
   kvCaches: ReadonlyMap<string, number>,
 ): CompiledEntry {
+  // The loss heads' fused ops become row chunks of existing kernels under these bindings.
+  const chunked = chunkLossHeads(given.graph, bindings, lossChunkBytes);
+  const spec: EntrySpec = { ...given, graph: chunked.graph, outputs: given.outputs.map((o) => ({ ...o, node: chunked.map(o.node) })) };
   const graph = spec.graph;
   const byName = new Map(graph.nodes.filter((n) => n.op === 'param' || n.op === 'input').map((n) => [String(n.attrs['name']), n.id]));
   const updates = (spec.applyUpdates ? (graph.updates ?? []) : []).map((u) => {
@@ -135,7 +150,9 @@ function compileEntry(
   const computed = [...new Set([...spec.outputs.map((o) => o.node), ...updates.map((u) => u.node)])];
   const program: FusedProgram = fuse(graph, computed, fuseOpts);
   const inPlace = inPlaceUpdates(program, updates, readBack);
-  const compiled = lowerProgram(program, bindings, traits, { floatStorage, aliases: new Map([...inPlace].map(([u, t]) => [t, u])) });
+  // Updates written over their targets, and running sums over their previous step (plan.ts).
+  const aliases = new Map([...[...inPlace].map(([u, t]): [number, number] => [t, u]), ...accumulatorLinks(program)]);
+  const compiled = lowerProgram(program, bindings, traits, { floatStorage, aliases });
   const { plan } = compiled;
   // Inputs some update writes are state: resident on the device, shared by name like parameters.
   const stateNames = new Set((graph.updates ?? []).map((u) => u.name).filter((n) => graph.nodes[byName.get(n) ?? -1]?.op === 'input'));
@@ -161,7 +178,7 @@ function compileEntry(
     return k;
   };
   for (const v of plan.values.values()) {
-    if (inPlace.has(v.node)) continue;
+    if (inPlace.has(v.node) || plan.sharedWith.has(v.node)) continue;
     const node = graph.nodes[v.node]!;
     if (v.kind === 'temp') bufferOf.set(v.node, slotBuffer[plan.slotOf.get(v.node)!]!);
     else if (v.kind === 'param') {
@@ -187,6 +204,7 @@ function compileEntry(
     }
   }
   for (const [u, t] of inPlace) bufferOf.set(u, bufferOf.get(t)!);
+  for (const [t, f] of plan.sharedWith) bufferOf.set(t, bufferOf.get(f)!);
 
   const dispatches: DispatchDecl[] = compiled.kernels.map((k) => ({
     kernel: kernels.add(k.code),
@@ -217,7 +235,7 @@ function compileEntry(
       inPlaceUpdates: inPlace.size,
     },
   };
-  return { name: spec.name, compiled, inPlace, manifest };
+  return { name: spec.name, compiled, inPlace, manifest, origin: chunked.origin, partOf: chunked.partOf };
 }
 
 function mergeDecl<T extends TensorDecl>(into: Map<string, T>, d: T): void {

@@ -37,6 +37,8 @@ export interface ExecutorOptions {
   readonly traits?: Partial<DeviceTraits>;
   /** 'f16': float tensors stored as f16, math in f32 (needs shader-f16); halves their memory. */
   readonly storage?: 'f32' | 'f16';
+  /** bytes of one row chunk of a loss head's logits (compiler/passes/loss-heads.ts). */
+  readonly lossChunkBytes?: number;
 }
 
 /** What one compiled step costs: for `npm run bench` and `kiln plan`-style reports. */
@@ -113,27 +115,38 @@ export class WebGpuExecutor {
   async trace(feeds: ReadonlyMap<string, HostTensor>, wanted: readonly number[]): Promise<{ values: Map<number, HostTensor>; kernelOf: Map<number, TracedKernel> }> {
     const p = await this.prepare(feeds, wanted, false);
     this.writeShared(p, feeds);
-    const { compiled } = p.entry;
+    const { compiled, origin, partOf } = p.entry;
     const dispatches = p.entry.manifest.dispatches;
     const values = new Map<number, HostTensor>();
-    for (const id of compiled.program.sources) values.set(id, feeds.get(String(this.graph.nodes[id]!.attrs['name']))!);
+    for (const id of compiled.program.sources) values.set(origin.get(id)!, feeds.get(String(compiled.program.graph.nodes[id]!.attrs['name']))!);
     // A value bound in chunks (split bindings) appears once per chunk: read it once, whole.
     const written = (s: number): number[] => [...new Set(compiled.kernels[s]!.bindings.filter((b) => b.access === 'read_write').map((b) => b.value))];
     const bufferOf = (s: number, node: number): number => dispatches[s]!.bindings[compiled.kernels[s]!.bindings.findIndex((b) => b.value === node)]!.buffer;
     const kernelOf = new Map<number, TracedKernel>();
+    const firstBad = new Map<number, TracedKernel>();
     await p.program.trace(
       ENTRY,
       feeds,
       (s) => written(s).map((id) => ({ buffer: bufferOf(s, id), dtype: compiled.node(id).dtype, shape: compiled.node(id).shape })),
       (s, got) => {
         const step = compiled.plan.steps[s]!;
-        const traced: TracedKernel = { step: s, label: dispatches[s]!.label, nodes: compiled.program.groups[step.group]!.members.map((m) => m.node) };
+        // Ids of this graph's nodes: the chunks of an expanded loss head have none, its result
+        // stands for the fused op (compiled graph -> this graph through `origin`).
+        const nodes = compiled.program.groups[step.group]!.members.map((m) => origin.get(m.node)).filter((n) => n !== undefined);
+        const traced: TracedKernel = { step: s, label: dispatches[s]!.label, nodes };
         written(s).forEach((id, k) => {
-          values.set(id, got[k]!);
-          kernelOf.set(id, traced);
+          const own = origin.get(id);
+          // A fused loss head is charged to the first of its chunk kernels that made a
+          // non-finite value (the projection reading a NaN weight, say), else its last.
+          const part = partOf.get(id);
+          if (part !== undefined && !firstBad.has(part) && !got[k]!.data.every(Number.isFinite)) firstBad.set(part, { ...traced, nodes: [part] });
+          if (own === undefined) return;
+          values.set(own, got[k]!);
+          kernelOf.set(own, traced);
         });
       },
     );
+    for (const [node, kernel] of firstBad) kernelOf.set(node, kernel);
     return { values, kernelOf };
   }
 
@@ -150,6 +163,7 @@ export class WebGpuExecutor {
           floatStorage: this.opts.storage ?? 'f32',
           maxBindings: this.kd.limits.maxStorageBuffersPerShaderStage,
           ...(this.opts.fuse ? { fuse: this.opts.fuse } : {}),
+          ...(this.opts.lossChunkBytes === undefined ? {} : { lossChunkBytes: this.opts.lossChunkBytes }),
         });
         const entry = entries.get(ENTRY)!;
         checkSizes(entry.compiled, this.kd.limits.maxBufferSize);

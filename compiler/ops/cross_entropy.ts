@@ -6,7 +6,7 @@ import type { HostTensor } from '../../runtime/tensor.js';
 import type { OpDef } from './types.js';
 import { describePosition } from '../../runtime/validate.js';
 import { alloc, logSumExp } from './util/ref.js';
-import { checkRows } from './util/loss.js';
+import { checkRows, lossReduction } from './util/loss.js';
 import { attrInt, expectArity, expectInt } from './util/shape.js';
 import { lowerCrossEntropy } from './wgsl/loss.js';
 
@@ -14,6 +14,7 @@ export function crossEntropyInfer(op: string, logits: TensorType, labels: Tensor
   checkRows(op, logits, labels, 'labels', 1);
   expectInt(op, labels, 'labels', 1);
   attrInt(op, attrs, 'ignore_index', -100);
+  lossReduction(op, attrs);
 }
 
 /** Visits each counted row with its log-sum-exp; returns the number of counted rows. */
@@ -44,7 +45,8 @@ export const crossEntropyOp: OpDef = {
   },
   vjp(b, node, g) {
     const ignore_index = attrInt('cross_entropy', node.attrs, 'ignore_index', -100);
-    return [b.add('cross_entropy_grad', [...node.inputs, g], { ignore_index }), null];
+    const reduction = lossReduction('cross_entropy', node.attrs);
+    return [b.add('cross_entropy_grad', [...node.inputs, g], reduction === 'mean' ? { ignore_index } : { ignore_index, reduction }), null];
   },
   reference([logits, labels], attrs, out, ctx) {
     const V = logits!.shape[logits!.shape.length - 1]!;
@@ -53,10 +55,10 @@ export const crossEntropyOp: OpDef = {
       total += lse - logits!.data[r * V + label]!;
     });
     const y = alloc(ctx, out.dtype, []);
-    y.data[0] = n === 0 ? 0 : total / n;
+    y.data[0] = lossReduction('cross_entropy', attrs) === 'sum' ? total : n === 0 ? 0 : total / n;
     return y;
   },
-  kernel: { kind: 'custom', lower: (ctx) => lowerCrossEntropy(ctx, attrInt('cross_entropy', ctx.attrs, 'ignore_index', -100)) },
+  kernel: { kind: 'custom', lower: (ctx) => lowerCrossEntropy(ctx, attrInt('cross_entropy', ctx.attrs, 'ignore_index', -100), lossReduction('cross_entropy', ctx.attrs)) },
   // The mean's denominator: labels that are not ignore_index.
   count(b, node) {
     const ignore = b.add('fill', [], { value: attrInt('cross_entropy', node.attrs, 'ignore_index', -100), shape: [], dtype: 'i32' });

@@ -7,6 +7,7 @@ import type { OpDef } from './types.js';
 import { alloc, logSumExp } from './util/ref.js';
 import { crossEntropyInfer, forEachLabel } from './cross_entropy.js';
 import { attrInt, expectArity, fail } from './util/shape.js';
+import { lossReduction } from './util/loss.js';
 import { lowerCrossEntropyGrad } from './wgsl/loss.js';
 
 export const crossEntropyGradOp: OpDef = {
@@ -25,7 +26,7 @@ export const crossEntropyGradOp: OpDef = {
     const n = forEachLabel('cross_entropy_grad', logits!, labels!, attrInt('cross_entropy_grad', attrs, 'ignore_index', -100), (r, label, lse) =>
       rows.push([r, label, lse]),
     );
-    const scale = g!.data[0]! / n;
+    const scale = lossReduction('cross_entropy_grad', attrs) === 'sum' ? g!.data[0]! : g!.data[0]! / n;
     const xs = logits!.data;
     // An ignored row gets 0, but NaN where its log-sum-exp is not finite: torch's log_softmax
     // covers every row, and its backward is g - softmax * sum(g) = 0 - NaN * 0 there.
@@ -41,5 +42,5 @@ export const crossEntropyGradOp: OpDef = {
     }
     return y;
   },
-  kernel: { kind: 'custom', lower: (ctx) => lowerCrossEntropyGrad(ctx, attrInt('cross_entropy_grad', ctx.attrs, 'ignore_index', -100)) },
+  kernel: { kind: 'custom', lower: (ctx) => lowerCrossEntropyGrad(ctx, attrInt('cross_entropy_grad', ctx.attrs, 'ignore_index', -100), lossReduction('cross_entropy_grad', ctx.attrs)) },
 };

@@ -1,12 +1,12 @@
 // VW-LMM's VM loss: KLDivLoss(batchmean) of log_softmax(logits) against p = softmax(target_logits)
 // over the rows where mask != 0: sum_rows sum_v p (log p - log_softmax(logits)) / rows. No row
 // selected: 0 (the release divides 0 by 0). The target is not detached: both logits get gradient.
-import type { TensorType } from '../ir/graph.js';
+import type { Attrs, TensorType } from '../ir/graph.js';
 import type { HostTensor } from '../../runtime/tensor.js';
 import { dimsEqual, shapeToString } from '../ir/dims.js';
 import type { OpDef } from './types.js';
 import { alloc, logSumExp } from './util/ref.js';
-import { checkRows } from './util/loss.js';
+import { checkRows, lossReduction } from './util/loss.js';
 import { expectArity, expectInt, fail } from './util/shape.js';
 import { lowerKlDiv } from './wgsl/loss.js';
 
@@ -60,24 +60,26 @@ export const klDivOp: OpDef = {
     attrs: {},
     doc: 'kl_div(logits, target_logits, mask): KL(softmax(target) || softmax(logits)) summed over rows where mask != 0, / rows; 0 if none',
   },
-  infer(inputs) {
+  infer(inputs, attrs) {
     expectArity('kl_div', inputs, 3);
     const [z, t, m] = inputs as [TensorType, TensorType, TensorType];
     klInfer('kl_div', z, t, m);
+    lossReduction('kl_div', attrs);
     return { dtype: z.dtype, shape: [] };
   },
   vjp(b, node, g) {
     const ins = [...node.inputs, g];
-    return [b.add('kl_div_grad', ins, { wrt: 'logits' }), b.add('kl_div_grad', ins, { wrt: 'target' }), null];
+    const sum: Attrs = lossReduction('kl_div', node.attrs) === 'sum' ? { reduction: 'sum' } : {};
+    return [b.add('kl_div_grad', ins, { wrt: 'logits', ...sum }), b.add('kl_div_grad', ins, { wrt: 'target', ...sum }), null];
   },
-  reference([z, t, m], _attrs, out, ctx) {
+  reference([z, t, m], attrs, out, ctx) {
     let total = 0;
     const n = forEachMaskedRow(z!, t!, m!, (_o, _lz, _lt, kl) => (total += kl));
     const y = alloc(ctx, out.dtype, []);
-    y.data[0] = n === 0 ? 0 : total / n;
+    y.data[0] = lossReduction('kl_div', attrs) === 'sum' ? total : n === 0 ? 0 : total / n;
     return y;
   },
-  kernel: { kind: 'custom', lower: lowerKlDiv },
+  kernel: { kind: 'custom', lower: (ctx) => lowerKlDiv(ctx, lossReduction('kl_div', ctx.attrs)) },
   // batchmean's denominator: rows where mask != 0.
   count(b, node) {
     const mask = node.inputs[2]!;

@@ -6,6 +6,7 @@ import type { OpDef } from './types.js';
 import { alloc } from './util/ref.js';
 import { forEachMaskedRow, klInfer } from './kl_div.js';
 import { expectArity, fail } from './util/shape.js';
+import { lossReduction } from './util/loss.js';
 import { lowerKlDivGrad } from './wgsl/loss.js';
 
 export const klDivGradOp: OpDef = {
@@ -17,6 +18,7 @@ export const klDivGradOp: OpDef = {
     if (g.shape.length !== 0 || g.dtype !== z.dtype) fail(`kl_div_grad: g must be a ${z.dtype} scalar, got ${shapeToString(g.shape)}`, 3);
     const wrt = attrs['wrt'];
     if (wrt !== 'logits' && wrt !== 'target') fail(`kl_div_grad: wrt must be 'logits' or 'target', got ${JSON.stringify(wrt)}`);
+    lossReduction('kl_div_grad', attrs);
     return z;
   },
   reference([z, t, m, g], attrs, out, ctx) {
@@ -24,7 +26,7 @@ export const klDivGradOp: OpDef = {
     const toLogits = attrs['wrt'] === 'logits';
     const rows: [number, number, number, number][] = [];
     const n = forEachMaskedRow(z!, t!, m!, (o, lz, lt, kl) => rows.push([o, lz, lt, kl]));
-    const scale = g!.data[0]! / n;
+    const scale = lossReduction('kl_div_grad', attrs) === 'sum' ? g!.data[0]! : g!.data[0]! / n;
     const zs = z!.data;
     const ts = t!.data;
     const y = alloc(ctx, out.dtype, out.shape);
@@ -39,5 +41,5 @@ export const klDivGradOp: OpDef = {
       }
     return y;
   },
-  kernel: { kind: 'custom', lower: (ctx) => lowerKlDivGrad(ctx, ctx.attrs['wrt'] === 'target' ? 'target' : 'logits') },
+  kernel: { kind: 'custom', lower: (ctx) => lowerKlDivGrad(ctx, ctx.attrs['wrt'] === 'target' ? 'target' : 'logits', lossReduction('kl_div_grad', ctx.attrs)) },
 };

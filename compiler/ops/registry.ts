@@ -20,6 +20,7 @@ import { klDivGradOp } from './kl_div_grad.js';
 import { layerNormOp } from './layer_norm.js';
 import { layerNormGradOp } from './layer_norm_grad.js';
 import { linearOp } from './linear.js';
+import { linearLossOps } from './linear_loss.js';
 import { matmulOp } from './matmul.js';
 import { patchEmbedOp } from './patch_embed.js';
 import { patchEmbedGradOp } from './patch_embed_grad.js';
@@ -87,6 +88,7 @@ function ops(): Map<string, OpDef> {
     crossEntropyGradOp,
     klDivOp,
     klDivGradOp,
+    ...linearLossOps,
   ];
   const m = new Map<string, OpDef>();
   for (const op of list) {

@@ -108,7 +108,7 @@ export function fuse(graph: Graph, requested: readonly number[], opts: FuseOptio
       leaves.set(id, lv);
       ops.set(id, n);
       const operand = node.inputs[0] === undefined ? undefined : categoryOf(nodes[node.inputs[0]]!);
-      const rule = prologueRuleFor({ producer: cat, op: node.op, operand, readers, exprOps: n, exprBuffers: lv.size });
+      const rule = prologueRuleFor({ producer: cat, op: node.op, operand, readers, exprOps: n, exprBuffers: lv.size, accumulate: node.attrs['accumulate'] === true });
       // An inline expression's buffers are bindings of whichever kernel reads it, with that
       // kernel's output and one more operand: a longer chain (a sum over every gradient's norm)
       // gets a buffer here instead of a kernel past the device's binding limit.

@@ -35,6 +35,8 @@ export interface RuleContext {
   /** ops in the producer's inline expression, and buffers it reads (for recompute). */
   readonly exprOps: number;
   readonly exprBuffers: number;
+  /** the producer is a step of a running sum over chunks (its `accumulate` attribute). */
+  readonly accumulate?: boolean;
 }
 
 export interface PrologueRule {
@@ -91,6 +93,15 @@ export const PROLOGUE_RULES: readonly PrologueRule[] = [
     when: 'some reader is a matmul',
     why: 'a matmul reads each operand element once per output tile: the producer would be recomputed that often',
     test: (c) => c.readers.includes('matmul'),
+  },
+  {
+    name: 'accumulator',
+    producer: ['elementwise'],
+    readers: '*',
+    fuse: false,
+    when: "a step of a running sum over chunks (the loss heads' weight gradients, compiler/passes/loss-heads.ts)",
+    why: 'inlined, the whole sum would run at its end and every chunk\'s term would stay live until then; buffered, each step joins the matmul that made its term as an epilogue and one term lives at a time',
+    test: (c) => c.accumulate === true,
   },
   {
     name: 'single-use',

@@ -9,6 +9,7 @@ import { getOp } from '../ops/registry.js';
 import { categoryOf } from './fusion-rules.js';
 import { fuse, type FusedProgram, type FuseOptions } from './fuse.js';
 import { planMemory, type MemoryPlan } from './plan.js';
+import { CHUNKED_OPS } from './loss-heads.js';
 import { isFloat, numel } from '../../runtime/tensor.js';
 
 export interface CompiledProgram {
@@ -66,7 +67,8 @@ export function opsWithoutKernels(program: FusedProgram): string[] {
   const out = new Set<string>();
   for (const g of program.groups) {
     const n = program.graph.nodes[g.anchor]!;
-    if (categoryOf(n) === 'custom' && getOp(n.op).kernel?.kind !== 'custom') out.add(n.op);
+    // The loss heads' fused ops run as their chunked expansion (compiler/passes/loss-heads.ts).
+    if (categoryOf(n) === 'custom' && getOp(n.op).kernel?.kind !== 'custom' && !CHUNKED_OPS.has(n.op)) out.add(n.op);
   }
   return [...out];
 }

@@ -45,10 +45,40 @@ export interface MemoryTotals {
 export interface MemoryPlan {
   readonly steps: readonly PlanStep[];
   readonly values: ReadonlyMap<number, PlanValue>;
+  /**
+   * Steps of a running sum held in the buffer of its final value (accumulatorLinks): node ->
+   * that final node. They have no slot of their own.
+   */
+  readonly sharedWith: ReadonlyMap<number, number>;
   readonly slots: readonly Slot[];
   /** temporaries -> slot id. */
   readonly slotOf: ReadonlyMap<number, number>;
   readonly totals: MemoryTotals;
+}
+
+/**
+ * Running sums written in place: previous step -> the add that replaces it. An add marked
+ * `accumulate` (the loss heads' weight gradients, compiler/passes/loss-heads.ts) whose running
+ * value has no other reader may write over it: the add reads it only at the element it writes
+ * (it is a matmul epilogue or an elementwise loop member, never a prologue: fusion-rules.ts
+ * buffers it), as an optimiser update over its target does (in-place.ts). The code generator
+ * reads the previous step through the add's binding (CodegenOptions.aliases).
+ */
+export function accumulatorLinks(program: FusedProgram): Map<number, number> {
+  const graph = program.graph;
+  const requested = new Set(program.requested);
+  const readers = new Map<number, number>();
+  for (const g of program.groups) for (const i of g.inputs) readers.set(i, (readers.get(i) ?? 0) + 1);
+  const links = new Map<number, number>();
+  for (const g of program.groups)
+    for (const u of g.outputs) {
+      const n = graph.nodes[u]!;
+      const t = n.inputs[0];
+      if (n.op !== 'add' || n.attrs['accumulate'] !== true || t === undefined || requested.has(t)) continue;
+      if (readers.get(t) !== 1 || !g.inputs.includes(t) || graph.nodes[t]!.type.shape.length !== n.type.shape.length) continue;
+      links.set(t, u);
+    }
+  return links;
 }
 
 /** Liveness and slot assignment; `bytesOf` gives a value's stored size. */
@@ -72,7 +102,20 @@ export function planMemory(program: FusedProgram, bytesOf: (node: number) => num
     else add(node, 'temp', d, last.get(node) ?? d);
   }
 
-  const temps = [...values.values()].filter((v) => v.kind === 'temp');
+  // A running sum lives in its final value's buffer, from the first step's write on.
+  const links = accumulatorLinks(program);
+  const sharedWith = new Map<number, number>();
+  for (const t of links.keys()) {
+    let f = links.get(t)!;
+    while (links.has(f)) f = links.get(f)!;
+    sharedWith.set(t, f);
+  }
+  for (const [t, f] of sharedWith) {
+    const own = values.get(f)!;
+    const first = values.get(t)!;
+    if (first.def < own.def) values.set(f, { ...own, def: first.def });
+  }
+  const temps = [...values.values()].filter((v) => v.kind === 'temp' && !sharedWith.has(v.node));
   // Two greedy packings; the plan keeps the smaller. By size (largest first, each into the
   // smallest slot with no overlapping lifetime) usually wins; in dispatch order (best fit among
   // freed slots) wins when sizes are uniform.
@@ -85,7 +128,7 @@ export function planMemory(program: FusedProgram, bytesOf: (node: number) => num
   // The most bytes live in any one step (a written value is live at its own step).
   const delta = new Map<number, number>();
   for (const v of values.values()) {
-    if (v.kind !== 'temp') continue;
+    if (v.kind !== 'temp' || sharedWith.has(v.node)) continue;
     delta.set(v.def, (delta.get(v.def) ?? 0) + v.bytes);
     delta.set(v.lastUse + 1, (delta.get(v.lastUse + 1) ?? 0) - v.bytes);
   }
@@ -102,7 +145,7 @@ export function planMemory(program: FusedProgram, bytesOf: (node: number) => num
     peakLive,
     naive: sum('temp'),
   };
-  return { steps, values, slots, slotOf, totals };
+  return { steps, values, sharedWith, slots, slotOf, totals };
 }
 
 const total = (slots: readonly Slot[]): number => slots.reduce((a, s) => a + s.bytes, 0);

@@ -36,20 +36,20 @@ function lse(r: Rows, k: number, p: string): string {
   return `${onlineLse(r, `load${k}(at)`, p)}\n  let ${p}lse = ${p}m + log(${p}s);`;
 }
 
-function scalarKernel(ctx: LowerContext, label: string, lanes: Lanes, perRow: string): KernelBody {
+function scalarKernel(ctx: LowerContext, label: string, lanes: Lanes, perRow: string, reduction: 'mean' | 'sum'): KernelBody {
   const stmts = `  var total = 0.0;
   var count = 0.0;
   for (var row = 0u; row < ${shape(ctx).R}u; row++) {
     let base = row * ${shape(ctx).V}u;
 ${perRow}
   }
-  // No counted row: 0 rather than 0/0, as the reference defines it.
-  if (lane == 0u) { store(0u, select(total / count, 0.0, count == 0.0)); }`;
+  // No counted row: 0 rather than 0/0, as the reference defines it. 'sum': the caller divides.
+  if (lane == 0u) { store(0u, ${reduction === 'sum' ? 'total' : 'select(total / count, 0.0, count == 0.0)'}); }`;
   return body(ctx, label, lanes, 1, entry(lanes, 1, stmts, attrsFor(lanes)));
 }
 
 /** cross_entropy: inputs logits [..., V], labels [...]; mean over counted rows of lse - x[label]. */
-export function lowerCrossEntropy(ctx: LowerContext, ignore: number): KernelBody {
+export function lowerCrossEntropy(ctx: LowerContext, ignore: number, reduction: 'mean' | 'sum' = 'mean'): KernelBody {
   const { V } = shape(ctx);
   const lanes = chooseLanes(ctx.device, true);
   const r = rows(lanes, 1, V);
@@ -59,11 +59,11 @@ ${lse(r, 0, '')}
       total += lse - load0(base + u32(clamp(label, 0i, ${V - 1}i)));
       count += 1.0;
     }`;
-  return scalarKernel(ctx, `cross_entropy ${shape(ctx).R}x${V}`, lanes, perRow);
+  return scalarKernel(ctx, `cross_entropy ${shape(ctx).R}x${V}`, lanes, perRow, reduction);
 }
 
 /** cross_entropy_grad: inputs logits, labels, g []; g / count * (softmax - onehot) on counted rows. */
-export function lowerCrossEntropyGrad(ctx: LowerContext, ignore: number): KernelBody {
+export function lowerCrossEntropyGrad(ctx: LowerContext, ignore: number, reduction: 'mean' | 'sum' = 'mean'): KernelBody {
   const { R, V } = shape(ctx);
   const r = rows(rowLanes(ctx, R, V), R, V);
   const stmts = `${countRows(r.lanes, R, 'load1(q)', `f != ${ignore}i`)}
@@ -75,7 +75,7 @@ ${lse(r, 0, '')}
     ${r.loop('    store(at, z);')}
     return;
   }
-  let scale = load2(0u) / count;
+  let scale = load2(0u)${reduction === 'sum' ? '' : ' / count'};
   ${r.loop(`    store(at, scale * (exp(load0(at) - lse) - select(0.0, 1.0, i32(i) == label)));`)}`;
   return rowKernel(ctx, 'cross_entropy_grad', r, stmts, '', attrsFor(r.lanes));
 }
@@ -95,7 +95,7 @@ const KL_TERM = `fn k_kl_term(logp: f32, logq: f32) -> f32 {
 }`;
 
 /** kl_div: inputs logits, target_logits, mask; mean over masked rows of KL(p || q). */
-export function lowerKlDiv(ctx: LowerContext): KernelBody {
+export function lowerKlDiv(ctx: LowerContext, reduction: 'mean' | 'sum' = 'mean'): KernelBody {
   const { R, V } = shape(ctx);
   const lanes = chooseLanes(ctx.device, true);
   const r = rows(lanes, 1, V);
@@ -104,12 +104,12 @@ ${klRow(r)}
       total += kl;
       count += 1.0;
     }`;
-  const k = scalarKernel(ctx, `kl_div ${R}x${V}`, lanes, perRow);
+  const k = scalarKernel(ctx, `kl_div ${R}x${V}`, lanes, perRow, reduction);
   return { ...k, code: `${KL_TERM}\n${k.code}` };
 }
 
 /** kl_div_grad: inputs logits, target_logits, mask, g; wrt 'logits' or 'target'. */
-export function lowerKlDivGrad(ctx: LowerContext, wrt: 'logits' | 'target'): KernelBody {
+export function lowerKlDivGrad(ctx: LowerContext, wrt: 'logits' | 'target', reduction: 'mean' | 'sum' = 'mean'): KernelBody {
   const { R, V } = shape(ctx);
   const r = rows(rowLanes(ctx, R, V), R, V);
   const head = `${countRows(r.lanes, R, 'load2(q)', 'f != 0i')}
@@ -117,7 +117,7 @@ export function lowerKlDivGrad(ctx: LowerContext, wrt: 'logits' | 'target'): Ker
     ${r.loop('    store(at, 0.0);')}
     return;
   }
-  let scale = load3(0u) / count;`;
+  let scale = load3(0u)${reduction === 'sum' ? '' : ' / count'};`;
   const stmts =
     wrt === 'logits'
       ? `${head}

@@ -74,6 +74,10 @@ const CASES: Record<string, Case> = {
   kl_div: { ok: [[x, x, t('bool', [B, T])], {}], want: f(), bad: [[x, x, i(B, T, 8)], {}], error: 'kl_div: mask [B, T, 8] must be logits [B, T, 8] without the class axis, [B, T]' },
   kl_div_grad: { ok: [[x, x, i(B, T), f()], { wrt: 'target' }], want: x, bad: [[x, x, i(B, T), f()], { wrt: 'mask' }], error: "kl_div_grad: wrt must be 'logits' or 'target', got \"mask\"" },
   isfinite: { ok: [[x], {}], want: t('bool', [B, T, 8]), bad: [[i(B)], {}], error: 'isfinite: x must be a float tensor, got i32[B]' },
+  linear_cross_entropy: { ok: [[x, f(100, 8), i(B, T)], { ignore_index: -100 }], want: f(), bad: [[x, f(100, 4), i(B, T)], {}], error: 'linear_cross_entropy: x has 8 features (last dim) but weight expects 4' },
+  linear_cross_entropy_grad: { ok: [[x, f(100, 8), i(B, T), f()], { wrt: 'weight' }], want: f(100, 8), bad: [[x, f(100, 8), i(B, T), f()], { wrt: 'labels' }], error: "linear_cross_entropy_grad: wrt must be one of 'x', 'weight', got \"labels\"" },
+  linear_kl_div: { ok: [[x, f(100, 8), f(B, T, 4), f(100, 4), i(B, T)], {}], want: f(), bad: [[x, f(100, 8), f(B, T, 4), f(50, 4), i(B, T)], {}], error: 'linear_kl_div: target_logits [B, T, 50] must have the shape of logits [B, T, 100]' },
+  linear_kl_div_grad: { ok: [[x, f(100, 8), f(B, T, 4), f(100, 4), i(B, T), f()], { wrt: 'target_weight' }], want: f(100, 4), bad: [[x, f(100, 8), f(B, T, 4), f(100, 4), i(B, T), f(1)], { wrt: 'x' }], error: 'linear_kl_div_grad: g must be a f32 scalar, got [1]' },
   unary_grad: { ok: [[x, x], { fn: 'gelu' }], want: x, bad: [[x, x], { fn: 'erf' }], error: 'unary_grad: unknown function erf' },
 };
 for (const op of Object.keys(UNARY)) CASES[op] = { ok: [[x], {}], want: x, bad: [[t('bool', [B])], {}], error: `${op}: x must be` };
