@@ -62,8 +62,8 @@ const PLACEHOLDER = 'the image placeholder';
 
 /**
  * The contract of `graph`'s inputs: each declared input's dtype and shape, and every value rule
- * an indexing op (embedding, embedding_grad, cross_entropy and its gradient, splice and its
- * gradient) puts on an integer input it reads. Rules are deduplicated (forward and backward read
+ * an indexing op (embedding, embedding_grad, cross_entropy, linear_cross_entropy and their
+ * gradients, splice and its gradient) puts on an integer input it reads. Rules are deduplicated (forward and backward read
  * the same ids) and listed in the order the graph first uses them.
  */
 export function inputContract(graph: Graph): InputContract {
@@ -127,6 +127,11 @@ export function inputContract(graph: Graph): InputContract {
       const logits = graph.nodes[node.inputs[0]!]!.type.shape;
       const ignore = node.attrs['ignore_index'];
       index(node, 1, 'label', logits[logits.length - 1]!, typeof ignore === 'number' ? [{ value: ignore, means: 'the ignore index' }] : []);
+    }
+    // The loss head fused with its projection (compiler/ops/linear_loss.ts): classes are the weight's rows.
+    if (node.op === 'linear_cross_entropy' || node.op === 'linear_cross_entropy_grad') {
+      const ignore = node.attrs['ignore_index'];
+      index(node, 2, 'label', graph.nodes[node.inputs[1]!]!.type.shape[0]!, typeof ignore === 'number' ? [{ value: ignore, means: 'the ignore index' }] : []);
     }
   }
   return { inputs, rules };
