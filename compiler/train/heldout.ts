@@ -26,7 +26,9 @@ export function termKinds(graph: Graph): Record<string, TermKind> {
   return Object.fromEntries(
     graph.losses.map((l) => {
       const op = graph.nodes[l.node]!.op;
-      return [l.name, op === 'cross_entropy' ? 'tokens' : op === 'kl_div' ? 'image-rows' : 'rows'];
+      // The checker fuses each loss head with its projection (compiler/passes/loss-heads.ts).
+      const kind = op === 'cross_entropy' || op === 'linear_cross_entropy' ? 'tokens' : op === 'kl_div' || op === 'linear_kl_div' ? 'image-rows' : 'rows';
+      return [l.name, kind];
     }),
   );
 }
