@@ -19,6 +19,7 @@ import { RepeatedBatch, SampleBatches, type BatchSource } from '../train/data.js
 import { Trainer, type StepRecord, type TrainHook, type TrainSummary, type TrainerOptions } from '../train/trainer.js';
 import { TermCounter } from '../train/accumulate.js';
 import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
+import { checkpointHook, tokenizerFiles } from '../train/checkpoints.js';
 import { configNumber, prepareData, type PreparedData } from './data-source.js';
 import { checkFolderRoles, checkpointOverrides } from './loss.js';
 import { loadBatch, loadModelParams } from './model-inputs.js';
@@ -55,7 +56,12 @@ schedule step for step, clip_grad_norm_), parameters and optimiser state residen
                       (LLaVA, VW-LMM: what their checkpoints were trained with)
   --max-grad-norm G   clip the global gradient 2-norm to G (default 1.0; 0: no clipping)
   --seed S            initialisation and data order (default 0)
-  --out DIR           where the run writes (default out/train)
+  --out DIR           where the run writes (default out/train): checkpoint-<step>/ folders
+                      (a Hugging Face folder kiln loss and PyTorch load, plus the trainer state)
+  --save-every N      save a checkpoint every N optimiser steps (default: only at the end)
+  --save-total-limit K  keep the K newest checkpoints (default 3)
+  --resume            continue from the newest checkpoint in --out, with the same flags: every
+                      logged loss equals the uninterrupted run's (bit for bit on one backend)
   --backend NAME      webgpu (default when an adapter exists) or cpu (the reference executor)
   --tokenizer DIR, --template NAME, --image-folder DIR, --max-length N, --limit N
                       the data pipeline's options, as kiln data takes them
@@ -79,6 +85,9 @@ const trainOptions = {
   'accum-mean-of-means': { type: 'boolean' },
   seed: { type: 'string' },
   out: { type: 'string' },
+  'save-every': { type: 'string' },
+  'save-total-limit': { type: 'string' },
+  resume: { type: 'boolean' },
   backend: { type: 'string' },
   tokenizer: { type: 'string' },
   template: { type: 'string' },
@@ -234,6 +243,23 @@ export async function prepareTraining(values: TrainValues, positionals: readonly
   return { model, backend, data, prepared, hyper, lr, schedule, totalSteps, maxGradNorm, seed, outDir, values, gradAccum, meanOfMeans, counter };
 }
 
+/** --out's checkpoints: --save-every, --save-total-limit, --resume (compiler/train/checkpoints.ts). */
+function trainCheckpoints(ctx: TrainContext, out: Output): TrainHook {
+  const v = ctx.values;
+  return checkpointHook({
+    model: ctx.model,
+    backend: ctx.backend,
+    outDir: ctx.outDir,
+    saveEvery: intFlag('save-every', v['save-every'], 1) ?? 0,
+    keep: intFlag('save-total-limit', v['save-total-limit'], 1) ?? 3,
+    resume: v.resume === true,
+    run: { lr: ctx.lr, schedule: ctx.schedule, totalSteps: ctx.totalSteps, maxGradNorm: ctx.maxGradNorm, seed: ctx.seed, hyper: ctx.hyper, batchSize: ctx.data.batchSize, gradAccum: ctx.gradAccum, meanOfMeans: ctx.meanOfMeans, stepsPerEpoch: ctx.data.repeats ? 1 : Math.floor(ctx.data.stepsPerEpoch / ctx.gradAccum) },
+    baseConfigDir: v.checkpoint,
+    files: tokenizerFiles(ctx.prepared?.built ?? null, v.tokenizer ?? v.checkpoint),
+    note: (line) => out.stderr(line),
+  });
+}
+
 /** The Trainer's options from a context. */
 export function trainerOptions(ctx: TrainContext): TrainerOptions {
   return {
@@ -307,7 +333,7 @@ export async function runTrain(argv: readonly string[], out: Output): Promise<nu
         `${ctx.totalSteps} steps of ${ctx.gradAccum > 1 ? `${ctx.gradAccum} x ` : ''}${ctx.data.batchSize} rows${ctx.gradAccum > 1 ? (ctx.meanOfMeans ? ' (mean of the micro-batches\' means)' : ' (terms normalised by their item counts)') : ''}, lr ${ctx.lr} ${s.kind} with ${s.warmup} warmup steps, ` +
         `max_grad_norm ${ctx.maxGradNorm || 'off'}, ${ctx.backend.trainable.length} trainable tensors`,
     );
-    const hooks: TrainHook[] = [progressHook(ctx, out, values.json === true)];
+    const hooks: TrainHook[] = [progressHook(ctx, out, values.json === true), trainCheckpoints(ctx, out)];
     const trainer = new Trainer(ctx.backend, ctx.data, trainerOptions(ctx), hooks);
     const summary: TrainSummary = await trainer.run();
     const compiles = ctx.backend.compileSeconds ? [...ctx.backend.compileSeconds].map(([k, v]) => [k, Math.round(v * 10) / 10] as const) : [];

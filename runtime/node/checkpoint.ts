@@ -191,7 +191,7 @@ export function listCheckpoints(root: string): { dir: string; step: number }[] {
   }
   return names
     .map((name) => ({ name, m: STEP_DIR.exec(name) }))
-    .filter((x): x is { name: string; m: RegExpExecArray } => x.m !== null && fs.statSync(nodePath.join(root, x.name)).isDirectory())
+    .filter((x): x is { name: string; m: RegExpExecArray } => x.m !== null && (fs.statSync(nodePath.join(root, x.name), { throwIfNoEntry: false })?.isDirectory() ?? false))
     .map(({ name, m }) => ({ dir: nodePath.join(root, name), step: Number(m[1]) }))
     .sort((a, b) => a.step - b.step);
 }
@@ -254,10 +254,26 @@ export async function saveCheckpoint(root: string, contents: CheckpointContents,
     const state = { format: TRAINER_STATE_FORMAT, format_version: TRAINER_STATE_VERSION, ...contents.state };
     bytes += writeFileSynced(nodePath.join(tmp, TRAINER_STATE_FILE), `${JSON.stringify(state, null, 2)}\n`);
     fsyncDir(tmp);
-    const replaced = fs.existsSync(final) ? renameAside(root, final) : undefined;
-    fs.renameSync(tmp, final);
+    // Into place. An existing folder of this step is set aside first (a directory rename cannot
+    // replace a non-empty one); another process saving into the same folder may do the same at
+    // the same moment, so a folder that vanished or reappeared in between is retried, not fatal.
+    const replaced: string[] = [];
+    for (let attempt = 0; ; attempt++) {
+      try {
+        if (fs.existsSync(final)) replaced.push(renameAside(root, final));
+      } catch (e) {
+        if ((e as { code?: string }).code !== 'ENOENT') throw e;
+      }
+      try {
+        fs.renameSync(tmp, final);
+        break;
+      } catch (e) {
+        const code = (e as { code?: string }).code;
+        if (attempt >= 3 || (code !== 'ENOTEMPTY' && code !== 'EEXIST')) throw e;
+      }
+    }
     fsyncDir(root);
-    if (replaced) fs.rmSync(replaced, { recursive: true, force: true });
+    for (const r of replaced) fs.rmSync(r, { recursive: true, force: true });
   } catch (e) {
     fs.rmSync(tmp, { recursive: true, force: true });
     throw fsError('cannot write the checkpoint', tmp, e);

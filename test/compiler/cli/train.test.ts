@@ -40,7 +40,9 @@ interface JsonStep {
 
 async function train(args: string[]): Promise<{ code: number; steps: JsonStep[]; summary: Record<string, unknown> | null; stderr: string }> {
   const out = new Output(true);
-  const code = await main(['train', ...args, '--json'], out);
+  // Every run saves a checkpoint at the end: into a fresh folder, not the default out/train.
+  const outDir = args.includes('--out') ? [] : ['--out', mkdtempSync(join(tmpdir(), 'kiln-train-out-'))];
+  const code = await main(['train', ...args, ...outDir, '--json'], out);
   const lines = out.out.map((l) => JSON.parse(l) as Record<string, unknown>);
   return {
     code,
@@ -80,7 +82,7 @@ describe('kiln train: WebGPU against the cpu reference', () => {
     expect(cpu.steps[0]!.lr).toBe(0);
     expect(cpu.steps[1]!.loss).toBe(cpu.steps[0]!.loss);
     expect(cpu.steps[3]!.loss).toBeLessThan(cpu.steps[1]!.loss);
-    expect(gpu.summary).toMatchObject({ steps: 4, checkpoint: null });
+    expect(gpu.summary).toMatchObject({ steps: 4, checkpoint: expect.stringMatching(/checkpoint-4$/) as unknown });
     expect(gpu.summary!['heldout']).toBeUndefined();
   }, 600_000);
 });
@@ -206,7 +208,7 @@ describe('sequence-length buckets', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.steps.map((s) => s.step)).toEqual([1, 2]);
     for (const s of r.steps) expect(Number.isFinite(s.loss) && s.terms['lm']! > 0 && s.terms['vm']! >= 0).toBe(true);
-    expect(r.summary).toMatchObject({ steps: 2, checkpoint: null });
+    expect(r.summary).toMatchObject({ steps: 2, checkpoint: expect.stringMatching(/checkpoint-2$/) as unknown });
   }, 120_000);
 
   it('WebGPU: one compiled step per length bucket, whatever the batches\' own lengths', async () => {

@@ -106,6 +106,16 @@ describe('saveCheckpoint / openTrainingCheckpoint', () => {
     await expect(saveCheckpoint(root, fakeContents(11, SMALL), { keep: 0 })).rejects.toThrow('keep must be a positive integer, got 0');
   });
 
+  it('two saves of the same step at once (two runs sharing --out) both succeed and leave one complete folder', async () => {
+    const root = freshRoot('concurrent');
+    const shape = { ...SMALL, delayMs: 3 };
+    await Promise.all([1, 2, 3].map(() => saveCheckpoint(root, fakeContents(6, shape))));
+    expect(fs.readdirSync(root)).toEqual(['checkpoint-6']);
+    const ck = openTrainingCheckpoint(path.join(root, 'checkpoint-6'));
+    expect(ck.state.global_step).toBe(6);
+    expectContentsOf(path.join(root, 'checkpoint-6'), 6, SMALL);
+  });
+
   it('a failing save leaves no folder behind and the earlier checkpoints untouched; the error names the file and tensor', async () => {
     const root = freshRoot('failing');
     await saveCheckpoint(root, fakeContents(1, SMALL));
