@@ -106,6 +106,31 @@ describe.each(['cpu', 'webgpu'])('kiln train checkpoints on %s', (backend) => {
   }, 600_000);
 });
 
+describe('--data: the data position and the tokenizer (cpu)', () => {
+  it('resuming mid-epoch and across the epoch boundary sees the same batches; the checkpoint carries the tokenizer the run built', async () => {
+    // builtin:shapes?size=24 trains on 20 samples (the rest are held out): in batches of 4, 5
+    // steps an epoch, so 8 steps cross into the second epoch.
+    const data = ['train', SPEC, '--config', 'tiny', '--data', 'builtin:shapes?size=24', '--batch-size', '4', '--steps', '8', '--lr', '1e-3', '--json', '--backend', 'cpu'];
+    const fullDir = path.join(tmp, 'data-full');
+    const full = await kiln([...data, '--out', fullDir, '--save-every', '3']);
+    expect(full.code, full.stderr).toBe(0);
+    expect(fs.readdirSync(fullDir).sort()).toEqual(['checkpoint-3', 'checkpoint-6', 'checkpoint-8']);
+    const ck = openTrainingCheckpoint(path.join(fullDir, 'checkpoint-3'));
+    expect(ck.state).toMatchObject({ global_step: 3, epoch: 0.6, data: { epoch: 0, position: 3 }, extra: { steps_per_epoch: 5, batch_size: 4 } });
+    expect(openTrainingCheckpoint(path.join(fullDir, 'checkpoint-6')).state.data).toEqual({ epoch: 1, position: 1 });
+    const tokenizer = JSON.parse(fs.readFileSync(path.join(fullDir, 'checkpoint-3', 'tokenizer.json'), 'utf8')) as { model: { type: string } };
+    expect(tokenizer.model.type).toBe('WordLevel');
+    expect(fs.existsSync(path.join(fullDir, 'checkpoint-3', 'tokenizer_config.json'))).toBe(true);
+    const resumedDir = path.join(tmp, 'data-resumed');
+    fs.mkdirSync(resumedDir);
+    fs.cpSync(path.join(fullDir, 'checkpoint-3'), path.join(resumedDir, 'checkpoint-3'), { recursive: true });
+    const resumed = await kiln([...data, '--out', resumedDir, '--save-every', '3', '--resume']);
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expect(resumed.steps.map(logged)).toEqual(full.steps.slice(3).map(logged));
+    expect(sameFile(path.join(resumedDir, 'checkpoint-8'), path.join(fullDir, 'checkpoint-8'), 'model.safetensors')).toBe(true);
+  }, 600_000);
+});
+
 describe('resume after the process was killed (cpu)', () => {
   it('SIGKILL of kiln train mid-run, then --resume: the steps after the newest checkpoint equal the uninterrupted run\'s', async () => {
     const dir = path.join(tmp, 'killed');
