@@ -131,6 +131,24 @@ describe('--data: the data position and the tokenizer (cpu)', () => {
   }, 600_000);
 });
 
+describe('--grad-accum (cpu)', () => {
+  it('resuming a run that accumulates 2 micro-batches per step logs the uninterrupted run\'s losses bit for bit', async () => {
+    const data = ['train', SPEC, '--config', 'tiny', '--data', 'builtin:shapes?size=24', '--batch-size', '2', '--grad-accum', '2', '--steps', '4', '--lr', '1e-3', '--json', '--backend', 'cpu'];
+    const fullDir = path.join(tmp, 'accum-full');
+    const full = await kiln([...data, '--out', fullDir, '--save-every', '2']);
+    expect(full.code, full.stderr).toBe(0);
+    const resumedDir = path.join(tmp, 'accum-resumed');
+    fs.mkdirSync(resumedDir);
+    fs.cpSync(path.join(fullDir, 'checkpoint-2'), path.join(resumedDir, 'checkpoint-2'), { recursive: true });
+    const resumed = await kiln([...data, '--out', resumedDir, '--save-every', '2', '--resume']);
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expect(resumed.steps.map(logged)).toEqual(full.steps.slice(2).map(logged));
+    const other = await kiln([...data.map((a) => (a === '2' ? '1' : a)), '--out', resumedDir, '--resume']);
+    expect(other.code).toBe(1);
+    expect(other.stderr).toContain('field "extra.batch_size" is 2 but this run has 1');
+  }, 600_000);
+});
+
 describe('resume after the process was killed (cpu)', () => {
   it('SIGKILL of kiln train mid-run, then --resume: the steps after the newest checkpoint equal the uninterrupted run\'s', async () => {
     const dir = path.join(tmp, 'killed');
