@@ -6,6 +6,7 @@ import { getDevice, type KilnDevice } from '../runtime/node/device.js';
 import { benchMatmul, loadTfjs } from './matmul.js';
 import { benchBlock } from './block.js';
 import { benchTinyStep } from './tiny-step.js';
+import { benchCheckpoint } from './checkpoint.js';
 
 export interface BenchContext {
   kd: KilnDevice;
@@ -23,6 +24,7 @@ const sections: BenchSection[] = [
   { name: 'matmul', run: (ctx) => benchMatmul(ctx.kd, { sizes: [512, 1024, 2048], runs: 5, log: ctx.log }) },
   { name: 'block', run: (ctx) => benchBlock(ctx.kd, { runs: 5, log: ctx.log }) },
   { name: 'tiny_step', run: (ctx) => benchTinyStep(ctx.kd, { runs: 5, log: ctx.log }) },
+  { name: 'checkpoint', run: (ctx) => benchCheckpoint(ctx.kd, { runs: 5, log: ctx.log }) },
 ];
 
 function packageVersion(name: string): string {
