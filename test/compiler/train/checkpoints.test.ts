@@ -181,6 +181,14 @@ describe('resume after the process was killed (cpu)', () => {
 });
 
 describe('--resume refuses what would be another run', () => {
+  it('bad --save-every / --save-total-limit values are usage errors (exit 2)', async () => {
+    for (const [flag, value] of [['--save-every', '0'], ['--save-total-limit', 'three']] as const) {
+      const r = await kiln(['train', SPEC, ...FROM, ...RUN, '--backend', 'cpu', '--out', path.join(tmp, 'usage'), flag, value]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(`${flag} ${value}: expected an integer >= 1`);
+    }
+  });
+
   it('no checkpoint in --out; other flags than the run had; a checkpoint of another model', async () => {
     const empty = await kiln(['train', SPEC, ...FROM, ...RUN, '--backend', 'cpu', '--out', path.join(tmp, 'empty'), '--resume']);
     expect(empty.code).toBe(1);
