@@ -8,6 +8,7 @@ import type { KilnDevice } from '../../runtime/webgpu/device.js';
 import { compileArtefact } from '../emit/artefact.js';
 import type { Graph } from '../ir/graph.js';
 import { CACHE_AXIS, generationGraphs, type GenerationGraphs } from '../passes/kv-cache.js';
+import { seededRandom } from './init.js';
 import { runReference } from './reference.js';
 import { deviceTraits } from './webgpu.js';
 
@@ -81,18 +82,6 @@ export interface SamplingOptions {
   readonly topK?: number;
   readonly topP?: number;
   readonly seed?: number;
-}
-
-/** mulberry32: a small seeded generator, so `--seed` reproduces a sample on every machine. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** The first index of the largest logit (torch.argmax's tie rule). A NaN logit is an error. */
@@ -212,7 +201,7 @@ export async function generateTokens(runner: StepRunner, g: GenerationGraphs, pr
   return { tokens, prefillMs, decodeTokensPerS: steps > 0 ? steps / decodeS : NaN, stop };
 }
 
-export { generationGraphs };
+export { generationGraphs, seededRandom };
 
 /**
  * Text of the tokens so far as it comes, as a whole-sequence decode gives it: each call decodes

@@ -37,10 +37,12 @@ describe('kiln generate', () => {
 
   it('sampling: the same seed gives the same tokens, in another process too', () => {
     const args = [...base, '--max-tokens', '8', '--temperature', '1.5', '--top-p', '0.9', '--top-k', '50', '--json'];
-    const a = JSON.parse(kiln([...args, '--seed', '4']).out) as { tokens: number[] };
-    const b = JSON.parse(kiln([...args, '--seed', '4']).out) as { tokens: number[] };
-    expect(a.tokens).toHaveLength(8);
-    expect(b.tokens).toEqual(a.tokens);
+    const a = JSON.parse(kiln([...args, '--seed', '4']).out) as { tokens: number[]; stop: string };
+    const b = JSON.parse(kiln([...args, '--seed', '4']).out) as { tokens: number[]; stop: string };
+    expect([b.tokens, b.stop]).toEqual([a.tokens, a.stop]);
+    // Seed 4 samples the checkpoint's eos_token_id (2) third: generation stops there, eos included.
+    expect(a.stop).toBe('eos');
+    expect(a.tokens).toEqual([58, 45, 2]);
   }, 120_000);
 
   it.each([

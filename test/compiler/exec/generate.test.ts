@@ -5,7 +5,7 @@
 // zeros, so last-bit differences are expected and nothing larger), and greedy decoding picks
 // exactly the same tokens. The golden cases are the PyTorch-checked checkpoints; mistral_swa has
 // a sliding window of 4 over a 15-position prompt, so the window applies to the cache.
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { checkOptions } from '../../../compiler/cli/args.js';
 import { promptFromBatch } from '../../../compiler/cli/generate.js';
 import { checkpointOverrides } from '../../../compiler/cli/loss.js';
@@ -81,8 +81,15 @@ describe('KV-cache decode on WebGPU', () => {
     const probe = generationGraphs(model.graph, { T, capacity: 1 << 20 });
     const g = generationGraphs(model.graph, { T, capacity: probe.promptLength + steps });
     const runner = await webgpuRunner(g, params, kd);
+    const pipelines = vi.spyOn(kd.device, 'createComputePipelineAsync');
+    const modules = vi.spyOn(kd.device, 'createShaderModule');
     try {
+      // Every position runs the one compiled decode step: no shader or pipeline is made after load.
       const res = await generateTokens(runner, g, prompt, { maxTokens: steps, eos: [], warmup: true });
+      expect(pipelines).not.toHaveBeenCalled();
+      expect(modules).not.toHaveBeenCalled();
+      pipelines.mockRestore();
+      modules.mockRestore();
       const full: number[] = [];
       const ref: number[] = [];
       for (let s = 0; s < steps; s++) {
@@ -92,6 +99,8 @@ describe('KV-cache decode on WebGPU', () => {
       expect(res.tokens).toEqual(full);
       expect(res.tokens).toEqual(ref);
     } finally {
+      pipelines.mockRestore();
+      modules.mockRestore();
       runner.destroy();
     }
   }, 600_000);
