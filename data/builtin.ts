@@ -1,5 +1,5 @@
-// `--data builtin:shapes[?stage=1|2&split=train|heldout|all&seed=N&size=N]`: the built-in dataset
-// as LLaVA records plus the loader that draws their pictures. Browser-safe.
+// `--data builtin:shapes[?stage=1|2|mix&split=train|heldout|all&seed=N&size=N]`: the built-in
+// dataset as LLaVA records plus the loader that draws their pictures. Browser-safe.
 import { KilnError } from '../runtime/errors.js';
 import type { RgbImage } from './image.js';
 import type { LlavaRecord } from './llava-json.js';
@@ -13,7 +13,8 @@ export interface BuiltinData {
   all: ShapesSample[];
   /** the image-blind baseline of stage 2, scored on the held-out split. */
   baseline: BlindBaseline;
-  stage: 1 | 2;
+  /** 1: captions; 2: questions; mix: both conversations of every picture (captions first). */
+  stage: 1 | 2 | 'mix';
   split: 'train' | 'heldout' | 'all';
 }
 
@@ -30,7 +31,7 @@ export function openBuiltin(data: string): BuiltinData {
   if (name !== 'shapes') throw new KilnError(`unknown built-in dataset '${name}' (there is builtin:shapes)`, { file: data });
   const params = new URLSearchParams(query);
   const known = new Set(['stage', 'split', 'seed', 'size']);
-  for (const k of params.keys()) if (!known.has(k)) throw new KilnError(`unknown option '${k}' (options: stage=1|2, split=train|heldout|all, seed=N, size=N)`, { file: data });
+  for (const k of params.keys()) if (!known.has(k)) throw new KilnError(`unknown option '${k}' (options: stage=1|2|mix, split=train|heldout|all, seed=N, size=N)`, { file: data });
   const int = (k: string, dflt: number, min: number) => {
     const v = params.get(k);
     if (v === null) return dflt;
@@ -38,14 +39,21 @@ export function openBuiltin(data: string): BuiltinData {
     if (!Number.isInteger(n) || n < min) throw new KilnError(`${k}=${v}: expected an integer >= ${min}`, { file: data });
     return n;
   };
-  const stage = int('stage', 2, 1);
-  if (stage !== 1 && stage !== 2) throw new KilnError(`stage=${stage}: expected 1 (captions) or 2 (questions)`, { file: data });
+  const stageText = params.get('stage') ?? '2';
+  if (stageText !== '1' && stageText !== '2' && stageText !== 'mix') throw new KilnError(`stage=${stageText}: expected 1 (captions), 2 (questions) or mix (both)`, { file: data });
+  const stage = stageText === 'mix' ? 'mix' : stageText === '1' ? 1 : 2;
   const split = params.get('split') ?? 'train';
   if (split !== 'train' && split !== 'heldout' && split !== 'all') throw new KilnError(`split=${split}: expected train, heldout or all`, { file: data });
   const all = generateShapes({ seed: int('seed', 0, 0), size: int('size', 1200, 1), imageSize: PICTURE });
   const byImage = new Map(all.map((s) => [`${s.id}.png`, s]));
   const chosen = all.filter((s) => split === 'all' || s.split === split);
-  const records: LlavaRecord[] = chosen.map((s, index) => ({ index, id: s.id, image: `${s.id}.png`, turns: stage === 1 ? s.caption : s.qa }));
+  // mix: a picture's caption and its questions as two records, as LLaVA-1.5's instruction mix
+  // carries caption-style conversations beside question answering. Captions ask for everything
+  // the picture shows and nothing else, so they teach reading it; questions alone first teach
+  // the per-question prior (the image-blind baseline), which a small model is slow to leave.
+  const conversations = (s: ShapesSample): { id: string; turns: LlavaRecord['turns'] }[] =>
+    stage === 'mix' ? [{ id: `${s.id}-caption`, turns: s.caption }, { id: `${s.id}-qa`, turns: s.qa }] : [{ id: s.id, turns: stage === 1 ? s.caption : s.qa }];
+  const records: LlavaRecord[] = chosen.flatMap((s) => conversations(s).map((c) => ({ id: c.id, image: `${s.id}.png`, turns: c.turns }))).map((r, index) => ({ index, ...r }));
   return {
     name: data,
     records,

@@ -66,6 +66,23 @@ describe('builtin:shapes', () => {
     const img = await d.loadImage(d.records[0]!.image!);
     expect([img.width, img.height]).toEqual([64, 64]);
     expect(() => openBuiltin('builtin:shapes?colour=red')).toThrow(/unknown option 'colour'/);
+    expect(() => openBuiltin('builtin:shapes?stage=3')).toThrow(/stage=3: expected 1 \(captions\), 2 \(questions\) or mix/);
     expect(() => openBuiltin('builtin:cats')).toThrow(/unknown built-in dataset 'cats'/);
+  });
+
+  it('stage=mix holds each picture\'s caption and its questions, as two records over one image', () => {
+    const one = openBuiltin('builtin:shapes?stage=1&size=30');
+    const two = openBuiltin('builtin:shapes?stage=2&size=30');
+    const mix = openBuiltin('builtin:shapes?stage=mix&size=30');
+    expect(mix.stage).toBe('mix');
+    expect(mix.records).toHaveLength(2 * two.records.length);
+    expect(mix.records.map((r) => r.index)).toEqual(mix.records.map((_, i) => i));
+    two.records.forEach((q, i) => {
+      const [c, a] = [mix.records[2 * i]!, mix.records[2 * i + 1]!];
+      expect([c.image, a.image]).toEqual([q.image, q.image]);
+      expect(c.turns).toEqual(one.records[i]!.turns);
+      expect(a.turns).toEqual(q.turns);
+      expect([c.id, a.id]).toEqual([`${q.id}-caption`, `${q.id}-qa`]);
+    });
   });
 });
