@@ -56,6 +56,12 @@ export interface DataSourceOptions {
   readonly tokenizer?: string | undefined;
   /** vicuna_v1, mistral or auto (undefined: auto). */
   readonly template?: string | undefined;
+  /**
+   * The tokenizer and template of another read of the data, used as they are (held-out data is
+   * read with the training run's, so the ids and the prompt format agree); then `tokenizer`,
+   * `checkpoint` and `template` are not consulted.
+   */
+  readonly reuse?: { readonly tokenizer: TextTokenizer; readonly template: TemplateName } | undefined;
   /** only records with index < limit. */
   readonly limit?: number;
   readonly maxLength: number;
@@ -110,8 +116,8 @@ export async function prepareData(model: CheckedModel, opts: DataSourceOptions):
   malformed = malformed.filter((r) => r.index < limit);
 
   const tokDir = opts.tokenizer ?? (opts.checkpoint && existsSync(join(opts.checkpoint, 'tokenizer.json')) ? opts.checkpoint : undefined);
-  let tok: TextTokenizer | null = tokDir ? readTokenizerDir(tokDir) : null;
-  const template = chooseTemplate(opts.template, opts.checkpoint, tok, model.configName);
+  let tok: TextTokenizer | null = opts.reuse ? opts.reuse.tokenizer : tokDir ? readTokenizerDir(tokDir) : null;
+  const template = opts.reuse ? opts.reuse.template : chooseTemplate(opts.template, opts.checkpoint, tok, model.configName);
   let built: WordLevelFiles | null = null;
   if (!tok) {
     if (template === 'chat_template') throw new UsageError('a chat_template needs a tokenizer folder (--tokenizer DIR)');

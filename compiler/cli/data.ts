@@ -23,7 +23,7 @@ export const dataHelp = `usage: kiln data SPEC --data FILE|DIR|builtin:shapes [o
 Shows what training sees, record by record: the templated prompt with the scored spans in ⟦ ⟧,
 input_ids, labels, and the records left out or truncated and why.
   --data FILE|DIR     a LLaVA conversation JSON, or a folder holding one and its images;
-                      builtin:shapes[?stage=1|2&split=train|heldout|all&seed=N&size=N] for the
+                      builtin:shapes[?stage=1|2|mix&split=train|heldout|all&seed=N&size=N] for the
                       built-in dataset (default stage 2, train split, seed 0, 1200 pictures)
   --image-folder DIR  where record images are (default: the JSON file's folder)
   --checkpoint DIR    checkpoint folder: its config.json sets the dims, its tokenizer.json is used

@@ -27,6 +27,7 @@ import { checkOutputPath } from './output-path.js';
 import type { Output } from './output.js';
 import { loadAndCheck } from './spec.js';
 import { join } from 'node:path';
+import { evaluationHook, heldoutData } from './train-eval.js';
 
 export const trainHelp = `usage: kiln train SPEC (--data DIR|FILE|builtin:shapes | --batch FILE) [options]
 
@@ -56,12 +57,18 @@ schedule step for step, clip_grad_norm_), parameters and optimiser state residen
                       (LLaVA, VW-LMM: what their checkpoints were trained with)
   --max-grad-norm G   clip the global gradient 2-norm to G (default 1.0; 0: no clipping)
   --seed S            initialisation and data order (default 0)
-  --out DIR           where the run writes (default out/train): checkpoint-<step>/ folders
+  --out DIR           where the run writes (default out/train): checkpoint-<step>/ folders, loss.png
                       (a Hugging Face folder kiln loss and PyTorch load, plus the trainer state)
   --save-every N      save a checkpoint every N optimiser steps (default: only at the end)
   --save-total-limit K  keep the K newest checkpoints (default 3)
   --resume            continue from the newest checkpoint in --out, with the same flags: every
                       logged loss equals the uninterrupted run's (bit for bit on one backend)
+  --eval-every N      evaluate the held-out data every N steps too (default 0: before the first
+                      and after the last step only): both loss terms over the whole split and
+                      answer accuracy (every answer token the greedy prediction under teacher
+                      forcing), beside the image-blind baseline for builtin:shapes
+  --eval-data FILE|DIR  held-out LLaVA JSON for --data FILE|DIR (read with the training
+                      tokenizer and template); builtin:shapes uses its split=heldout
   --backend NAME      webgpu (default when an adapter exists) or cpu (the reference executor)
   --tokenizer DIR, --template NAME, --image-folder DIR, --max-length N, --limit N
                       the data pipeline's options, as kiln data takes them
@@ -94,6 +101,8 @@ const trainOptions = {
   'image-folder': { type: 'string' },
   'max-length': { type: 'string' },
   limit: { type: 'string' },
+  'eval-every': { type: 'string' },
+  'eval-data': { type: 'string' },
 } as const;
 
 type TrainValues = ReturnType<typeof parse<typeof trainOptions>>['values'];
@@ -325,15 +334,18 @@ export async function runTrain(argv: readonly string[], out: Output): Promise<nu
     out.stdout(trainHelp);
     return 0;
   }
+  const evalEvery = intFlag('eval-every', values['eval-every'], 0) ?? 0;
   const ctx = await prepareTraining(values, positionals, out);
   try {
+    const held = await heldoutData(ctx, out);
     const s = ctx.schedule;
     out.stderr(
       `training ${ctx.model.modelName} (config ${ctx.model.configName}${ctx.model.stage ? `, stage ${ctx.model.stage.name}` : ''}) on ${ctx.backend.name} (${ctx.backend.adapter}): ` +
         `${ctx.totalSteps} steps of ${ctx.gradAccum > 1 ? `${ctx.gradAccum} x ` : ''}${ctx.data.batchSize} rows${ctx.gradAccum > 1 ? (ctx.meanOfMeans ? ' (mean of the micro-batches\' means)' : ' (terms normalised by their item counts)') : ''}, lr ${ctx.lr} ${s.kind} with ${s.warmup} warmup steps, ` +
         `max_grad_norm ${ctx.maxGradNorm || 'off'}, ${ctx.backend.trainable.length} trainable tensors`,
     );
-    const hooks: TrainHook[] = [progressHook(ctx, out, values.json === true), trainCheckpoints(ctx, out)];
+    // Checkpoints before evaluation: a resume sets the step in atStart, which the first evaluation reads.
+    const hooks: TrainHook[] = [progressHook(ctx, out, values.json === true), trainCheckpoints(ctx, out), evaluationHook(ctx, held, out, { every: evalEvery, json: values.json === true })];
     const trainer = new Trainer(ctx.backend, ctx.data, trainerOptions(ctx), hooks);
     const summary: TrainSummary = await trainer.run();
     const compiles = ctx.backend.compileSeconds ? [...ctx.backend.compileSeconds].map(([k, v]) => [k, Math.round(v * 10) / 10] as const) : [];

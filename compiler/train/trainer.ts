@@ -40,7 +40,8 @@ export interface StepRecord {
 /** Held-out results the evaluation hook reports (absent when there is no held-out data). */
 export interface HeldoutSummary {
   readonly accuracy: number;
-  readonly baseline_accuracy: number;
+  /** the image-blind baseline (builtin:shapes questions); null for other data. */
+  readonly baseline_accuracy: number | null;
   readonly terms: Readonly<Record<string, number>>;
   readonly [key: string]: unknown;
 }
