@@ -2,29 +2,15 @@
 // batch, or one an op produces, ends `kiln loss` with exit 1 and a message naming where it began,
 // on both backends; f16 storage names a parameter it cannot hold. Small inputs are the llama_b2
 // golden case with one value poked in.
-import { cpSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { main } from '../../../compiler/cli/main.js';
 import { Output } from '../../../compiler/cli/output.js';
-import { readSafetensors, writeSafetensors } from '../../../runtime/node/safetensors-file.js';
+import { poked as pokedCopy } from '../../helpers/poked.js';
 
 const G = 'test/golden/llama_b2';
 
-/** A copy of llama_b2 with `file`'s `tensor` element `index` set to `value`. */
-function poked(file: string, tensor: string, index: number, value: number): string {
-  const dir = mkdtempSync(join(tmpdir(), 'kiln-nonfinite-'));
-  cpSync(G, dir, { recursive: true });
-  const path = join(dir, file);
-  const all = readSafetensors(path);
-  const t = all.get(tensor)!;
-  const data = Float32Array.from(t.data);
-  data[index] = value;
-  all.set(tensor, { ...t, data });
-  writeSafetensors(path, all, { dtype: 'f32' });
-  return dir;
-}
+const poked = (file: string, tensor: string, index: number, value: number): string => pokedCopy(G, file, tensor, index, value);
 
 async function loss(dir: string, ...extra: string[]) {
   const out = new Output(true);

@@ -8,7 +8,7 @@
 //   - Bad usage and bad input end with exit 2 / 1 and a message, no stack; a NaN stops training
 //     naming the step and the op, with the step not applied.
 import { execFileSync } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -24,7 +24,7 @@ import { ReferenceBackend } from '../../../compiler/train/backend.js';
 import { RepeatedBatch, bucketLength } from '../../../compiler/train/data.js';
 import { Trainer, type StepRecord } from '../../../compiler/train/trainer.js';
 import { learningRate, warmupSteps, type Schedule } from '../../../runtime/optim/schedule.js';
-import { readSafetensors, writeSafetensors } from '../../../runtime/node/safetensors-file.js';
+import { poked as pokedCopy } from '../../helpers/poked.js';
 
 const G = 'test/golden/llama_b2';
 const GOLDEN = ['models/vwlmm.kiln', '--config', 'tiny', '--checkpoint', `${G}/llava`, '--vision-tower', `${G}/clip`];
@@ -238,19 +238,7 @@ describe('sequence-length buckets', () => {
   }, 120_000);
 });
 
-/** A copy of llama_b2 with `file`'s `tensor` element `index` set to `value`. */
-function poked(file: string, tensor: string, index: number, value: number): string {
-  const dir = mkdtempSync(join(tmpdir(), 'kiln-train-nonfinite-'));
-  cpSync(G, dir, { recursive: true });
-  const path = join(dir, file);
-  const all = readSafetensors(path);
-  const t = all.get(tensor)!;
-  const data = Float32Array.from(t.data);
-  data[index] = value;
-  all.set(tensor, { ...t, data });
-  writeSafetensors(path, all, { dtype: 'f32' });
-  return dir;
-}
+const poked = (file: string, tensor: string, index: number, value: number): string => pokedCopy(G, file, tensor, index, value);
 
 describe('a non-finite step stops training', () => {
   it.each(['cpu', 'webgpu'] as const)('one NaN in vm_head.weight: step 1, the parameter and the op are named (%s)', async (backend) => {
