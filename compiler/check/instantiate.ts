@@ -61,7 +61,7 @@ export class Instantiator {
           const prior = this.ctx.paramNames.get(name);
           if (prior) fail('name', `two parameters load from the checkpoint name '${name}'`, m.span, [{ message: 'the other one', span: prior }]);
           this.ctx.paramNames.set(name, m.span);
-          const node = this.ctx.builder.add('param', [], { name, dtype: m.type.dtype, shape }, { span: m.span, label: name });
+          const node = this.ctx.builder.add('param', [], { name, dtype: m.type.dtype, shape }, { span: m.span, label: name, ...(path ? { scope: path } : {}) });
           this.ctx.params.push({ name, node, init: this.initializer(m.init, scope), path: join(m.name.name), span: m.span });
           inst.members.set(m.name.name, { kind: 'tensor', id: node });
           break;
@@ -124,6 +124,8 @@ export class Instantiator {
     if (!fwd || fwd.kind !== 'forward' || !fwd.params) return fail('type', `module ${inst.decl.name.name} has no forward(...) to call`, span);
     if (args.length !== fwd.params.length) fail('arity', `${inst.decl.name.name} takes ${fwd.params.length} input(s), got ${args.length}`, span, [{ message: 'forward declared here', span: fwd.span }]);
     if (++this.ctx.depth > MAX_CALL_DEPTH) fail('recursion', `modules nest deeper than ${MAX_CALL_DEPTH} calls (a module calling itself?)`, span);
+    const outer = this.ctx.builder.scope;
+    this.ctx.builder.scope = inst.path || undefined;
     try {
       const scope = new Scope(this.memberScope(inst));
       fwd.params.forEach((p, i) => scope.define(p.name, args[i]!));
@@ -132,6 +134,7 @@ export class Instantiator {
       return r;
     } finally {
       this.ctx.depth--;
+      this.ctx.builder.scope = outer;
     }
   }
 

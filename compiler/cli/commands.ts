@@ -8,6 +8,7 @@ import { runData } from './data.js';
 import { runCompile } from './compile.js';
 import { runTrain } from './train.js';
 import { runGenerate } from './generate.js';
+import { runGraph } from './graph.js';
 
 export interface Command {
   summary: string;
@@ -22,5 +23,6 @@ export const commands: Record<string, Command> = {
   compile: { summary: 'write the model\'s entries (loss, grads, train_step) as an artefact: manifest + WGSL kernels', run: runCompile },
   train: { summary: 'train the model (AdamW, the stage\'s schedule, gradient clipping) on --data or a repeated --batch, on WebGPU or the cpu reference', run: runTrain },
   generate: { summary: 'generate tokens after a prompt (greedy or sampled) with a KV cache: prefill once, one decode step per token', run: runGenerate },
+  graph: { summary: 'draw the graph (SVG or DOT): modules collapsed or expanded, fused kernels outlined', run: runGraph },
   plan: { summary: 'print the device memory plan of a step (weights, activations, gradients, peak)', run: runPlan },
 };

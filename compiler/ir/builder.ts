@@ -16,6 +16,8 @@ export class GraphBuilder {
   readonly symbols: string[];
   readonly updates: NamedValue[];
   totalLoss: number | null;
+  /** the scope given to nodes added from now on (Node.scope); a pass sets it as it goes. */
+  scope: string | undefined = undefined;
   /** hash-consing: the same op on the same inputs and attrs is one node. */
   private readonly memo = new Map<string, number>();
 
@@ -45,7 +47,7 @@ export class GraphBuilder {
   }
 
   /** Adds `op(inputs; attrs)`; throws ShapeError when the op's shape rule rejects it. */
-  add(op: string, inputs: readonly number[], attrs: Attrs = {}, meta: { span?: Span; label?: string } = {}): number {
+  add(op: string, inputs: readonly number[], attrs: Attrs = {}, meta: { span?: Span; label?: string; scope?: string } = {}): number {
     const def = getOp(op);
     const pure = isPure(op);
     const key = pure ? keyOf(op, inputs, attrs) : '';
@@ -58,7 +60,8 @@ export class GraphBuilder {
       attrs,
     );
     const id = this.nodes.length;
-    this.nodes.push({ id, op, inputs: [...inputs], attrs, type, ...(meta.span ? { span: meta.span } : {}), ...(meta.label ? { label: meta.label } : {}) });
+    const scope = meta.scope ?? this.scope;
+    this.nodes.push({ id, op, inputs: [...inputs], attrs, type, ...(meta.span ? { span: meta.span } : {}), ...(meta.label ? { label: meta.label } : {}), ...(scope ? { scope } : {}) });
     if (pure) this.memo.set(key, id);
     return id;
   }

@@ -27,7 +27,19 @@ export interface Node {
   readonly span?: Span;
   /** a readable name: the spec variable, parameter or `grad(...)`. */
   readonly label?: string;
+  /**
+   * The module instance whose forward (or parameter list) made the node, as its spec path
+   * (`model.layers.0.self_attn`); absent at the model's own level. Backward nodes carry
+   * `GRAD_SCOPE` + the scope of the forward node they differentiate, optimiser nodes
+   * `OPTIMIZER_SCOPE`. Pictures and profiles group by it; no pass depends on it.
+   */
+  readonly scope?: string;
 }
+
+/** Prefix of the scope of backward nodes (`∇model.layers.0`). */
+export const GRAD_SCOPE = '∇';
+/** The scope of the optimiser's nodes. */
+export const OPTIMIZER_SCOPE = '@optimizer';
 
 export type Initializer =
   | { kind: 'zeros' }

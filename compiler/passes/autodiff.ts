@@ -8,7 +8,7 @@
 // always builds dx and dW); a final sweep drops every new node no gradient reads.
 import { shapesEqual, shapeToString } from '../ir/dims.js';
 import { GraphBuilder } from '../ir/builder.js';
-import { reachable, type Graph, type NamedValue, type Node } from '../ir/graph.js';
+import { GRAD_SCOPE, reachable, type Graph, type NamedValue, type Node } from '../ir/graph.js';
 import { getOp } from '../ops/registry.js';
 import { isFloat } from '../../runtime/tensor.js';
 
@@ -81,6 +81,7 @@ export function differentiate(graph: Graph): Graph {
     if (node.op === 'param') continue;
     const def = getOp(node.op);
     if (!def.vjp) throw new Error(`differentiate: ${describe(node)} has no gradient rule`);
+    b.scope = GRAD_SCOPE + (node.scope ?? '');
     const grads = def.vjp(b, node, g);
     node.inputs.forEach((input, k) => {
       const gi = grads[k];
@@ -97,6 +98,7 @@ export function differentiate(graph: Graph): Graph {
     });
   }
 
+  b.scope = undefined;
   const grads: NamedValue[] = [];
   for (const p of graph.params) {
     if (!p.trainable) continue;

@@ -26,7 +26,7 @@
 // state left on the device is then the one that produced it, which the diagnosis re-runs to
 // name the op where the NaN or inf began.
 import { GraphBuilder } from '../ir/builder.js';
-import type { Graph } from '../ir/graph.js';
+import { OPTIMIZER_SCOPE, type Graph } from '../ir/graph.js';
 import { STEP_INPUTS, momentName } from '../../runtime/optim/schedule.js';
 
 export interface AdamWHyper {
@@ -51,6 +51,7 @@ export function gradNormNode(graph: Graph): number {
 export function withAdamW(graph: Graph, hyper: AdamWHyper): Graph {
   if (graph.gradients.length === 0) throw new Error('withAdamW: differentiate the graph first');
   const b = new GraphBuilder(graph);
+  b.scope = OPTIMIZER_SCOPE;
   const scalarInput = (name: string) => {
     const id = b.add('input', [], { name, dtype: 'f32', shape: [] }, { label: name });
     b.inputs.push({ name, node: id });

@@ -1,0 +1,10 @@
+import { createCanvas, loadImage } from '@napi-rs/canvas';
+import { readFileSync, writeFileSync } from 'node:fs';
+const [src, dst, scale='1'] = process.argv.slice(2);
+const img = await loadImage(readFileSync(src));
+const s = Number(scale);
+const c = createCanvas(Math.ceil(img.width*s), Math.ceil(img.height*s));
+const ctx = c.getContext('2d'); ctx.fillStyle='white'; ctx.fillRect(0,0,c.width,c.height);
+ctx.drawImage(img, 0, 0, c.width, c.height);
+writeFileSync(dst, c.toBuffer('image/png'));
+console.log(img.width, img.height);
