@@ -11,3 +11,4 @@ export * from './webgpu/device.js';
 export * from './webgpu/buffers.js';
 export * from './artefact.js';
 export * from './webgpu/program.js';
+export * from './webgpu/profile.js';

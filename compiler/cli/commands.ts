@@ -9,6 +9,8 @@ import { runCompile } from './compile.js';
 import { runTrain } from './train.js';
 import { runGenerate } from './generate.js';
 import { runGraph } from './graph.js';
+import { runProfile } from './profile.js';
+import { runDoctor } from './doctor.js';
 
 export interface Command {
   summary: string;
@@ -24,5 +26,7 @@ export const commands: Record<string, Command> = {
   train: { summary: 'train the model (AdamW, the stage\'s schedule, gradient clipping) on --data or a repeated --batch, on WebGPU or the cpu reference', run: runTrain },
   generate: { summary: 'generate tokens after a prompt (greedy or sampled) with a KV cache: prefill once, one decode step per token', run: runGenerate },
   graph: { summary: 'draw the graph (SVG or DOT): modules collapsed or expanded, fused kernels outlined', run: runGraph },
+  profile: { summary: 'time every kernel of a step on WebGPU (timestamp queries): a table, JSON or a Chrome trace', run: runProfile },
+  doctor: { summary: 'report the WebGPU adapter, its features and limits, the driver (Mesa) version and the shader cache', run: runDoctor },
   plan: { summary: 'print the device memory plan of a step (weights, activations, gradients, peak)', run: runPlan },
 };

@@ -6,6 +6,19 @@ import { UsageError } from '../check/index.js';
 import { KilnError, NoAdapterError } from '../../runtime/errors.js';
 import { commands, type Command } from './commands.js';
 import { Output } from './output.js';
+import { readFileSync } from 'node:fs';
+
+/** `kiln --version`: Kiln's version, and the Node and Dawn binding it runs on. */
+export function versionText(): string {
+  const pkg = (rel: string): string => {
+    try {
+      return (JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { version: string }).version;
+    } catch {
+      return 'unknown';
+    }
+  };
+  return `kiln ${pkg('../../package.json')} (node ${process.versions.node}, webgpu ${pkg('../../node_modules/webgpu/package.json')})`;
+}
 
 const USAGE = `usage: kiln <command> SPEC [options]
 
@@ -14,13 +27,17 @@ ${Object.entries(commands)
   .map(([name, c]) => `  ${name.padEnd(9)} ${c.summary}`)
   .join('\n')}
 
-Run 'kiln <command> --help' for its options.`;
+Run 'kiln <command> --help' for its options; 'kiln --version' for the version.`;
 
 export async function main(argv: readonly string[], out: Output = new Output()): Promise<number> {
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h' || name === 'help') {
     out.stdout(USAGE);
     return name ? 0 : 2;
+  }
+  if (name === '--version' || name === '-V' || name === 'version') {
+    out.stdout(versionText());
+    return 0;
   }
   const command: Command | undefined = commands[name];
   if (!command) {

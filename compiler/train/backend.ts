@@ -18,7 +18,8 @@ import { KilnError } from '../../runtime/errors.js';
 import { adamwStepInputs } from '../../runtime/optim/schedule.js';
 import { numel, type HostTensor } from '../../runtime/tensor.js';
 import type { KilnDevice } from '../../runtime/webgpu/device.js';
-import { ArtefactProgram, TensorStore } from '../../runtime/webgpu/program.js';
+import { ArtefactProgram, TensorStore, type RunOptions } from '../../runtime/webgpu/program.js';
+import type { KernelProfiler } from '../../runtime/webgpu/profile.js';
 
 /** The per-step scalars of the optimiser: learning rate, torch's 1-based step count, clipping. */
 export interface StepScalars {
@@ -269,6 +270,8 @@ export class WebGpuBackend implements TrainBackend {
   private readonly shapes: Map<string, { shape: readonly number[] }>;
   /** seconds spent compiling and loading artefacts, per key `entry B=..,T=..`. */
   readonly compileSeconds = new Map<string, number>();
+  /** when set, every entry run times its kernels into it (`kiln profile`, `--profile`). */
+  profiler: KernelProfiler | undefined;
 
   constructor(
     readonly kd: KilnDevice,
@@ -328,13 +331,17 @@ export class WebGpuBackend implements TrainBackend {
     return p;
   }
 
+  private runOptions(): RunOptions {
+    return this.profiler ? { profiler: this.profiler } : {};
+  }
+
   private termsOf(g: Graph, out: Map<string, HostTensor>): Record<string, number> {
     return Object.fromEntries(g.losses.map((l) => [l.name, scalarOf(out.get(`loss:${l.name}`))]));
   }
 
   async step(batch: ReadonlyMap<string, HostTensor>, s: StepScalars): Promise<StepResult> {
     const program = await this.program('train_step', batch);
-    const out = await program.run('train_step', new Map([...batch, ...adamwStepInputs(s.lr, s.step, this.hyper.beta1, this.hyper.beta2, s.maxGradNorm)]));
+    const out = await program.run('train_step', new Map([...batch, ...adamwStepInputs(s.lr, s.step, this.hyper.beta1, this.hyper.beta2, s.maxGradNorm)]), undefined, this.runOptions());
     return { loss: scalarOf(out.get('loss')), terms: this.termsOf(this.graph, out), gradNorm: scalarOf(out.get('grad_norm')) };
   }
 
@@ -342,26 +349,26 @@ export class WebGpuBackend implements TrainBackend {
     const g = this.accum.get().accumulate;
     if (!this.store.has(accumName(this.trainable[0]!))) for (const [n, v] of zeroAccumulators(this.graph, this.shapes)) if (!this.pending.has(n)) this.pending.set(n, v);
     const program = await this.program('accumulate', batch);
-    const out = await program.run('accumulate', new Map([...batch, ...scaleInputs(g, scales)]));
+    const out = await program.run('accumulate', new Map([...batch, ...scaleInputs(g, scales)]), undefined, this.runOptions());
     const terms = this.termsOf(g, out);
     return { loss: weighted(g, terms), terms };
   }
 
   async apply(s: StepScalars): Promise<{ gradNorm: number }> {
     const program = await this.program('apply', new Map());
-    const out = await program.run('apply', adamwStepInputs(s.lr, s.step, this.hyper.beta1, this.hyper.beta2, s.maxGradNorm));
+    const out = await program.run('apply', adamwStepInputs(s.lr, s.step, this.hyper.beta1, this.hyper.beta2, s.maxGradNorm), undefined, this.runOptions());
     return { gradNorm: scalarOf(out.get('grad_norm')) };
   }
 
   async evaluate(batch: ReadonlyMap<string, HostTensor>): Promise<LossResult> {
     const program = await this.program('loss', batch);
-    const out = await program.run('loss', batch);
+    const out = await program.run('loss', batch, undefined, this.runOptions());
     return { loss: scalarOf(out.get('loss')), terms: this.termsOf(this.graph, out) };
   }
 
   async forward(batch: ReadonlyMap<string, HostTensor>): Promise<{ terms: Record<string, number>; logits: HostTensor }> {
     const program = await this.program('eval', batch);
-    const out = await program.run('eval', batch);
+    const out = await program.run('eval', batch, undefined, this.runOptions());
     return { terms: this.termsOf(this.graph, out), logits: out.get('logits')! };
   }
 

@@ -20,11 +20,13 @@ import { parseSafetensors } from '../safetensors.js';
 import { isFloat, numel, type DType, type HostTensor } from '../tensor.js';
 import { gpuStep, type KilnDevice } from './device.js';
 import { validateBatch } from '../validate.js';
+import { QUERIES_PER_SET, requireTimestamps, type KernelProfiler } from './profile.js';
 
 const STORAGE = 0x80;
 const COPY_SRC = 0x04;
 const COPY_DST = 0x08;
 const MAP_READ = 0x01;
+const QUERY_RESOLVE = 0x200;
 const COMPUTE = 0x4;
 
 /** Buffer sizes are whole 4-byte words and never zero (a zero-sized binding is invalid). */
@@ -228,6 +230,12 @@ export interface ProgramOptions {
   readonly origin?: string;
 }
 
+/** Options of one `run`. */
+export interface RunOptions {
+  /** time every dispatch with timestamp queries into this profiler (runtime/webgpu/profile.ts). */
+  readonly profiler?: KernelProfiler;
+}
+
 /** What `run` returns: the requested outputs by name. */
 export type EntryOutputs = Map<string, HostTensor>;
 
@@ -336,7 +344,7 @@ export class ArtefactProgram {
    * from the store), then reads back the outputs named in `read` (default: all). Updates are
    * applied to the store after the dispatches, in the same submission.
    */
-  async run(entry: string, inputs: ReadonlyMap<string, HostTensor>, read?: readonly string[]): Promise<EntryOutputs> {
+  async run(entry: string, inputs: ReadonlyMap<string, HostTensor>, read?: readonly string[], opts: RunOptions = {}): Promise<EntryOutputs> {
     const e = this.entry(entry);
     const m = e.manifest;
     const device = this.kd.device;
@@ -350,16 +358,31 @@ export class ArtefactProgram {
       validateBatch({ inputs: m.inputs, rules: m.rules }, fed);
     }
     await this.upload(e, inputs);
+    const profiler = this.opts.stepByStep ? undefined : opts.profiler;
+    if (profiler) requireTimestamps(device, this.kd.adapterName);
+    // Profiled: each dispatch in its own pass, which writes a timestamp at its start and end.
+    const querySets = profiler
+      ? Array.from({ length: Math.ceil((2 * m.dispatches.length) / QUERIES_PER_SET) }, (_, k) =>
+          device.createQuerySet({ type: 'timestamp', count: Math.min(QUERIES_PER_SET, 2 * m.dispatches.length - k * QUERIES_PER_SET), label: `kiln profile ${entry} ${k}` }),
+        )
+      : [];
     const encodeRange = (from: number, to: number): GPUCommandEncoder => {
       const enc = device.createCommandEncoder({ label: `kiln ${entry}` });
-      const pass = enc.beginComputePass();
+      let pass: GPUComputePassEncoder | undefined;
       for (let s = from; s < to; s++) {
+        if (profiler || !pass) {
+          pass?.end();
+          const q = 2 * s;
+          pass = enc.beginComputePass(
+            profiler ? { timestampWrites: { querySet: querySets[Math.floor(q / QUERIES_PER_SET)]!, beginningOfPassWriteIndex: q % QUERIES_PER_SET, endOfPassWriteIndex: (q % QUERIES_PER_SET) + 1 } } : {},
+          );
+        }
         const w = m.dispatches[s]!.workgroups;
         pass.setPipeline(e.pipelines[s]!);
         pass.setBindGroup(0, e.bindGroups[s]!);
         pass.dispatchWorkgroups(w[0], w[1], w[2]);
       }
-      pass.end();
+      (pass ?? enc.beginComputePass()).end();
       return enc;
     };
     if (this.opts.stepByStep) {
@@ -385,17 +408,31 @@ export class ArtefactProgram {
         enc.copyBufferToBuffer(e.buffers[o.buffer]!, 0, st, 0, bytes);
         return st;
       });
-      device.queue.submit([enc.finish()]);
+      const timestampBytes = 2 * m.dispatches.length * 8;
+      let times: GPUBuffer | undefined;
+      let resolved: GPUBuffer | undefined;
+      if (profiler) {
+        const into = device.createBuffer({ size: querySets.length * QUERIES_PER_SET * 8, usage: QUERY_RESOLVE | COPY_SRC, label: 'kiln profile resolve' });
+        resolved = into;
+        querySets.forEach((q, k) => enc.resolveQuerySet(q, 0, q.count, into, k * QUERIES_PER_SET * 8));
+        times = device.createBuffer({ size: timestampBytes, usage: MAP_READ | COPY_DST, label: 'kiln profile read-back' });
+        enc.copyBufferToBuffer(into, 0, times, 0, timestampBytes);
+        staging.push(times);
+        device.queue.submit([enc.finish()]);
+      } else device.queue.submit([enc.finish()]);
       try {
         await unlessLost(this.kd, what, Promise.all(staging.map((s) => s.mapAsync(MAP_READ))));
         const out: EntryOutputs = new Map();
         wanted.forEach((o, k) => out.set(o.name, hostTensor(staging[k]!.getMappedRange(), o.dtype, o.shape, floatStorage)));
+        if (profiler && times) profiler.record(entry, m.dispatches, new BigUint64Array(times.getMappedRange().slice(0)));
         return out;
       } finally {
         for (const s of staging) {
           if (s.mapState === 'mapped') s.unmap();
           s.destroy();
         }
+        resolved?.destroy();
+        for (const q of querySets) q.destroy();
       }
     });
   }

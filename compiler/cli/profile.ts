@@ -1,0 +1,134 @@
+// `kiln profile`: where the time of a step goes, kernel by kernel, timed on the GPU's own clock
+// with WebGPU timestamp queries (runtime/webgpu/profile.ts). Runs the entry as `kiln train` runs
+// it (the same WebGpuBackend, artefact and store), after warmup runs that compile the kernels.
+import { writeFileSync } from 'node:fs';
+import { UsageError } from '../check/index.js';
+import { adamwHyper } from '../emit/entries.js';
+import { initParams } from '../exec/init.js';
+import { inputContract } from '../passes/input-contract.js';
+import { WebGpuBackend } from '../train/backend.js';
+import { getDevice } from '../../runtime/node/device.js';
+import { KernelProfiler, type KernelRow } from '../../runtime/webgpu/profile.js';
+import type { HostTensor } from '../../runtime/tensor.js';
+import { syntheticBatch } from '../../data/synthetic.js';
+import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
+import { loadBatch } from './model-inputs.js';
+import { checkOutputPath } from './output-path.js';
+import type { Output } from './output.js';
+import { positiveInt } from './plan.js';
+import { loadAndCheck } from './spec.js';
+
+const ENTRIES = ['train_step', 'loss', 'eval'] as const;
+type ProfiledEntry = (typeof ENTRIES)[number];
+
+export const profileHelp = `usage: kiln profile SPEC [--entry train_step|loss|eval] [--batch FILE | --batch-size B --seq T] [options]
+
+Times every kernel of one entry on WebGPU with timestamp queries (the GPU's clock, not the
+host's) and prints a table: kernel, the ops fused into it, calls, total and mean time, and its
+share of the kernel time. The entry runs as kiln train runs it, on the spec's initial weights;
+warmup runs first (they compile the kernels and are not timed).
+  --entry NAME       train_step (default: forward, backward, clipping, AdamW), loss or eval
+  --batch FILE       a safetensors batch (as kiln loss takes); default: a made-up valid batch
+                     of --batch-size rows of --seq tokens
+  --batch-size B     rows of the made-up batch (default 2)
+  --seq T            tokens per row of the made-up batch (default 32)
+  --runs N           timed runs (default 5)
+  --warmup N         untimed runs first (default 1)
+  --top K            rows of the table (default 20; the rest are summed in one line)
+  --trace FILE       also write a Chrome trace (JSON; opens in Perfetto or chrome://tracing)
+  --json             the table and totals as JSON
+${specHelp}
+
+Each dispatch runs in its own compute pass so that its start and end can be stamped: on a real
+GPU that forbids overlap between neighbouring kernels, so the sum can exceed an unprofiled step.
+
+examples:
+  kiln profile models/vwlmm.kiln --config tiny
+  kiln profile models/vwlmm.kiln --config tiny --entry loss --seq 128 --trace step.json`;
+
+const profileOptions = {
+  ...specOptions,
+  entry: { type: 'string' },
+  batch: { type: 'string' },
+  'batch-size': { type: 'string' },
+  seq: { type: 'string' },
+  runs: { type: 'string' },
+  warmup: { type: 'string' },
+  top: { type: 'string' },
+  trace: { type: 'string' },
+} as const;
+
+/** The profile table as text: the top `top` kernels, then the rest in one line, then the total. */
+export function formatProfile(rows: readonly KernelRow[], top: number, runs: number): string {
+  const shown = rows.slice(0, top);
+  const rest = rows.slice(top);
+  const ms = (x: number) => x.toFixed(3);
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  const table: string[][] = [['kernel', 'ops', 'calls', 'total ms', 'mean ms', 'share']];
+  for (const r of shown) table.push([r.kernel.replace(/^kernels\//, ''), r.ops, String(r.calls), ms(r.total_ms), ms(r.mean_ms), pct(r.share)]);
+  if (rest.length) {
+    const total = rest.reduce((a, r) => a + r.total_ms, 0);
+    const calls = rest.reduce((a, r) => a + r.calls, 0);
+    table.push([`(${rest.length} more)`, '', String(calls), ms(total), ms(total / calls), pct(rest.reduce((a, r) => a + r.share, 0))]);
+  }
+  const all = rows.reduce((a, r) => a + r.total_ms, 0);
+  table.push(['total', `${rows.length} kernels, ${runs} runs`, String(rows.reduce((a, r) => a + r.calls, 0)), ms(all), ms(all / Math.max(1, runs)), '100.0%']);
+  const widths = table[0]!.map((_, c) => Math.max(...table.map((row) => row[c]!.length)));
+  const numeric = new Set([2, 3, 4, 5]);
+  return table.map((row) => row.map((cell, c) => (numeric.has(c) ? cell.padStart(widths[c]!) : cell.padEnd(widths[c]!))).join('  ').trimEnd()).join('\n');
+}
+
+export async function runProfile(argv: readonly string[], out: Output): Promise<number> {
+  const { values, positionals } = parse(argv, profileOptions);
+  if (values.help) {
+    out.stdout(profileHelp);
+    return 0;
+  }
+  const spec = onePositional(positionals, 'SPEC (a .kiln file)');
+  const entry = (values.entry ?? 'train_step') as ProfiledEntry;
+  if (!ENTRIES.includes(entry)) throw new UsageError(`--entry ${values.entry}: expected one of ${ENTRIES.join(', ')}`);
+  if (values.batch !== undefined && (values['batch-size'] !== undefined || values.seq !== undefined)) throw new UsageError('--batch FILE sets the batch: --batch-size and --seq are for the made-up one');
+  const runs = positiveInt('runs', values.runs, 5);
+  const warmup = values.warmup === '0' ? 0 : positiveInt('warmup', values.warmup, 1);
+  const top = positiveInt('top', values.top, 20);
+  const symbols = new Map([
+    ['B', positiveInt('batch-size', values['batch-size'], 2)],
+    ['T', positiveInt('seq', values.seq, 32)],
+  ]);
+  if (values.trace !== undefined) checkOutputPath('--trace', values.trace);
+  const model = loadAndCheck(spec, checkOptions(values), out);
+  if (model.graph.totalLoss === null) throw new UsageError(`model ${model.modelName} declares no loss: kiln profile runs its train_step, loss or eval entry`);
+  const batch: Map<string, HostTensor> = values.batch !== undefined ? loadBatch(model, values.batch) : syntheticBatch(inputContract(model.graph), symbols);
+  const kd = await getDevice();
+  const hyper = adamwHyper(model);
+  const backend = new WebGpuBackend(kd, model, hyper, initParams(model.graph.params, 0));
+  let step = 0;
+  const once = async (): Promise<void> => {
+    // A tiny learning rate: the weights barely move, so every run does the same work.
+    if (entry === 'train_step') await backend.step(batch, { lr: 1e-6, step: ++step, maxGradNorm: 1 });
+    else if (entry === 'loss') await backend.evaluate(batch);
+    else await backend.forward(batch);
+  };
+  const t0 = performance.now();
+  for (let i = 0; i < warmup; i++) await once();
+  const warmupMs = performance.now() - t0;
+  const profiler = new KernelProfiler();
+  backend.profiler = profiler;
+  const t1 = performance.now();
+  for (let i = 0; i < runs; i++) await once();
+  const wallMs = (performance.now() - t1) / runs;
+  backend.profiler = undefined;
+  const rows = profiler.table();
+  const kernelMs = profiler.meanRunMs(entry);
+  if (values.trace !== undefined) writeFileSync(values.trace, JSON.stringify(profiler.chromeTrace()));
+  const shape = [...batch.values()].find((t) => t.dtype === 'i32')?.shape ?? [];
+  if (values.json) {
+    out.stdout(JSON.stringify({ entry, adapter: kd.adapterName, batch: shape, runs, warmup_ms: warmupMs, wall_ms_per_run: wallMs, kernel_ms_per_run: kernelMs, dispatches_per_run: profiler.calls.length / runs, kernels: rows }));
+    return 0;
+  }
+  out.stdout(`${model.modelName} (${model.configName}) ${entry} on ${kd.adapterName}, batch [${shape.join(', ')}]: ${profiler.calls.length / runs} dispatches per run`);
+  out.stdout(`warmup ${(warmupMs / 1000).toFixed(2)} s (${warmup} run${warmup === 1 ? '' : 's'}: compiling and the first dispatches); per timed run ${wallMs.toFixed(1)} ms wall, ${kernelMs.toFixed(1)} ms in kernels`);
+  out.stdout(formatProfile(rows, top, runs));
+  if (values.trace !== undefined) out.stdout(`trace: ${values.trace}`);
+  return 0;
+}
