@@ -5,13 +5,19 @@ import { join } from 'node:path';
 import { UsageError } from '../check/index.js';
 import { DEFAULT_TRAITS } from '../codegen/kernel.js';
 import { artefactFiles, compileArtefact } from '../emit/artefact.js';
-import { DEFAULT_ENTRIES, ENTRY_NAMES, defaultEntries } from '../emit/entries.js';
+import { DEFAULT_ENTRIES, ENTRY_NAMES, adamwHyper, defaultEntries } from '../emit/entries.js';
+import { bindingsModule } from '../emit/bindings.js';
+import { shapeToString } from '../ir/dims.js';
+import type { TensorType } from '../ir/graph.js';
 import { writeArtefact } from '../../runtime/node/artefact-files.js';
 import { MANIFEST_FILE } from '../../runtime/artefact.js';
 import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
 import type { Output } from './output.js';
 import { DEFAULT_BATCH, DEFAULT_SEQ, positiveInt } from './plan.js';
 import { loadAndCheck } from './spec.js';
+
+/** The typed bindings' file name in the artefact folder. */
+export const BINDINGS_FILE = 'model.ts';
 
 export const compileHelp = `usage: kiln compile SPEC --out DIR [options]
 
@@ -24,7 +30,12 @@ Kernels are sized for WebGPU's default limits, so any adapter runs them.
   --dtype f32|f16    float storage (f16 needs shader-f16; math stays f32)
   --batch-size B     the batch symbol B (default ${DEFAULT_BATCH})
   --seq T            the sequence symbol T, tokens of input_ids (default ${DEFAULT_SEQ})
-${specHelp}`;
+  --ts               also write DIR/${BINDINGS_FILE}: typed TypeScript bindings (one method per
+                     entry, inputs and outputs with their dtypes and shapes) over kiln/runtime
+${specHelp}
+
+examples:
+  kiln compile models/vwlmm.kiln --config tiny --batch-size 2 --seq 32 --out out/tiny --ts`;
 
 const compileOptions = {
   ...specOptions,
@@ -33,7 +44,10 @@ const compileOptions = {
   dtype: { type: 'string' },
   'batch-size': { type: 'string' },
   seq: { type: 'string' },
+  ts: { type: 'boolean' },
 } as const;
+
+const typeText = (t: TensorType): string => `${t.dtype}${shapeToString(t.shape)}`;
 
 export async function runCompile(argv: readonly string[], out: Output): Promise<number> {
   const { values, positionals } = parse(argv, compileOptions);
@@ -64,11 +78,18 @@ export async function runCompile(argv: readonly string[], out: Output): Promise<
   // A stale kernel from an earlier compile must not sit beside the new manifest.
   rmSync(join(values.out, 'kernels'), { recursive: true, force: true });
   const files = artefactFiles(artefact);
+  if (values.ts) {
+    const graph = specs[0]!.graph;
+    const symbolic = new Map([...graph.inputs, ...graph.outputs].map((v) => [v.name, typeText(graph.nodes[v.node]!.type)] as const));
+    const stepped = Object.values(artefact.manifest.entries).some((e) => e.updates.length > 0);
+    const hyper = stepped ? adamwHyper(model) : undefined;
+    files.set(BINDINGS_FILE, bindingsModule(artefact.manifest, { className: model.modelName, symbolic, ...(hyper ? { adamw: { beta1: hyper.beta1, beta2: hyper.beta2 } } : {}) }));
+  }
   writeArtefact(values.out, files);
   const m = artefact.manifest;
   const entries = Object.entries(m.entries).map(([name, e]) => ({ name, dispatches: e.dispatches.length, inputs: e.inputs.map((i) => i.name), outputs: e.outputs.length, updates: e.updates.length }));
   if (values.json) {
-    out.stdout(JSON.stringify({ out: values.out, manifest: join(values.out, MANIFEST_FILE), kernels: artefact.kernels.size, params: m.params.length, state: m.state.length, entries }));
+    out.stdout(JSON.stringify({ out: values.out, manifest: join(values.out, MANIFEST_FILE), ...(values.ts ? { bindings: join(values.out, BINDINGS_FILE) } : {}), kernels: artefact.kernels.size, params: m.params.length, state: m.state.length, entries }));
     return 0;
   }
   const lines = [
