@@ -213,7 +213,7 @@ function compileEntry(
     bindings: k.bindings.map((b): BindingDecl => ({ buffer: bufferOf.get(b.value)!, access: b.access, offset: b.offset, length: b.length, elementBytes: b.elementBytes })),
   }));
   const outputs: OutputDecl[] = spec.outputs.map((o) => ({ ...decl(o.node, o.name), buffer: bufferOf.get(o.node)! }));
-  const updateDecls: UpdateDecl[] = updates.map((u) => ({ name: u.name, buffer: bufferOf.get(u.node)!, inPlace: inPlace.has(u.node) }));
+  const updateDecls: UpdateDecl[] = updates.map((u) => ({ name: u.name, buffer: bufferOf.get(u.node)!, inPlace: inPlace.get(u.node) === u.target }));
   const aliased = [...inPlace.keys()].reduce((a, id) => a + (plan.values.get(id)?.bytes ?? 0), 0);
   const t = plan.totals;
   // Only rules over what the caller feeds: state inputs (KV caches, moments) come from the store.

@@ -8,6 +8,9 @@
 //      kernel only where the element being stored is: by elementwise members at s's own shape,
 //      and in a matmul or custom kernel only in the epilogue (a prologue feeds the template's
 //      loads, which may read any element, including ones already overwritten).
+//   3. no other update already writes that value in place: one value updating several targets
+//      (hash-consing makes `fill(0)` one node for every accumulator of a shape) lives in one
+//      buffer, so it can alias one target; the others are copied from it after the step.
 import type { Graph } from '../ir/graph.js';
 import { shapesEqual } from '../ir/dims.js';
 import type { FusedProgram } from './fuse.js';
@@ -23,7 +26,7 @@ export function inPlaceUpdates(program: FusedProgram, updates: readonly UpdateRe
   const graph: Graph = program.graph;
   const out = new Map<number, number>();
   for (const u of updates) {
-    if (readBack.has(u.node)) continue;
+    if (readBack.has(u.node) || out.has(u.node)) continue;
     const step = program.groups.findIndex((g) => g.outputs.includes(u.node));
     if (step < 0) continue;
     if (program.groups.slice(step + 1).some((g) => g.inputs.includes(u.target))) continue;

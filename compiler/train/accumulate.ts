@@ -84,11 +84,12 @@ export function applyGraph(model: CheckedModel, hyper: AdamWHyper): Graph {
   }
   if (b.gradients.length === 0) throw new KilnError(`stage ${model.stage?.name ?? '(none)'} trains no parameter`);
   const withStep = new GraphBuilder(withAdamW(b.build(), hyper));
-  // acc * 0, not a fill: a constant is a literal in the kernels that read it, with no kernel or
-  // buffer of its own to copy from. acc * 0 is an elementwise kernel writing the accumulator in
-  // place; it is 0 for every finite value (a non-finite accumulator stops training first).
-  const zero = withStep.add('fill', [], { value: 0, shape: [], dtype: 'f32' });
-  for (const grad of b.gradients) withStep.updates.push({ name: accumName(grad.name), node: withStep.add('mul', [grad.node, zero], {}, { label: `zero ${accumName(grad.name)}` }) });
+  // The accumulators start the next optimiser step at zero. One fill node per shape (hash-consed)
+  // resets every accumulator of that shape: in place into one, copied into the others.
+  for (const grad of b.gradients) {
+    const shape = withStep.type(grad.node).shape;
+    withStep.updates.push({ name: accumName(grad.name), node: withStep.add('fill', [], { value: 0, shape: [...shape], dtype: 'f32' }, { label: `zero ${accumName(grad.name)}` }) });
+  }
   return withStep.build();
 }
 

@@ -49,3 +49,50 @@ describe('in-place updates', () => {
     expect(got.size).toBe(0);
   });
 });
+
+describe('one value updating several targets', () => {
+  it('is written in place into one target only; the others are copied from it', () => {
+    const b = new GraphBuilder();
+    const a = b.add('input', [], { name: 'a', dtype: 'f32', shape: [4] });
+    const c = b.add('input', [], { name: 'c', dtype: 'f32', shape: [4] });
+    // Hash-consing makes both zeros one node: the accumulators' reset in gradient accumulation.
+    const zero = b.add('fill', [], { value: 0, shape: [4], dtype: 'f32' });
+    expect(b.add('fill', [], { value: 0, shape: [4], dtype: 'f32' })).toBe(zero);
+    const program = fuse(b.build(), [zero]);
+    const inPlace = inPlaceUpdates(program, [{ node: zero, target: a }, { node: zero, target: c }], new Set());
+    expect([...inPlace]).toEqual([[zero, a]]);
+  });
+
+  it('on WebGPU: both targets hold the new value after the step', async () => {
+    const { compileArtefact } = await import('../../../compiler/emit/artefact.js');
+    const { DEFAULT_TRAITS } = await import('../../../compiler/codegen/kernel.js');
+    const { getDevice } = await import('../../../runtime/node/device.js');
+    const { ArtefactProgram } = await import('../../../runtime/webgpu/program.js');
+    const b = new GraphBuilder();
+    const names = ['acc1', 'acc2'];
+    const accs = names.map((name) => {
+      const id = b.add('input', [], { name, dtype: 'f32', shape: [4] });
+      b.inputs.push({ name, node: id });
+      return id;
+    });
+    const x = b.add('input', [], { name: 'x', dtype: 'f32', shape: [4] });
+    b.inputs.push({ name: 'x', node: x });
+    const sum = b.add('add', [b.add('add', [accs[0]!, accs[1]!]), x]);
+    for (const name of names) b.updates.push({ name, node: b.add('fill', [], { value: 0, shape: [4], dtype: 'f32' }) });
+    const { artefact } = compileArtefact([{ name: 'e', graph: b.build(), outputs: [{ name: 'sum', node: sum }], applyUpdates: true }], { bindings: new Map(), traits: DEFAULT_TRAITS });
+    expect(artefact.manifest.entries['e']!.updates.map((u) => u.inPlace)).toEqual([true, false]);
+    const program = await ArtefactProgram.load(await getDevice(), artefact);
+    try {
+      const f32 = (...v: number[]) => ({ dtype: 'f32' as const, shape: [4], data: Float32Array.of(...v) });
+      program.store.write(new Map([['acc1', f32(1, 2, 3, 4)], ['acc2', f32(100, 200, 300, 400)]]));
+      const x1 = new Map([['x', f32(10, 10, 10, 10)]]);
+      expect([...(await program.run('e', x1)).get('sum')!.data]).toEqual([111, 212, 313, 414]);
+      // Both accumulators were reset: the second step sees x alone.
+      expect([...(await program.run('e', x1)).get('sum')!.data]).toEqual([10, 10, 10, 10]);
+      const state = await program.store.read(names);
+      for (const n of names) expect([...state.get(n)!.data], n).toEqual([0, 0, 0, 0]);
+    } finally {
+      program.destroy();
+    }
+  });
+});
