@@ -10,5 +10,6 @@ export * from './eval/answers.js';
 export * from './webgpu/device.js';
 export * from './webgpu/buffers.js';
 export * from './artefact.js';
+export * from './fetch.js';
 export * from './webgpu/program.js';
 export * from './webgpu/profile.js';

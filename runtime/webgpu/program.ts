@@ -62,6 +62,13 @@ export function deviceArray(t: HostTensor, floatStorage: 'f32' | 'f16', what = '
   return t.data instanceof Int32Array ? t.data : Int32Array.from(t.data);
 }
 
+/**
+ * A typed array as TypeScript's DOM lib wants it for writeBuffer (not SharedArrayBuffer-backed);
+ * @webgpu/types alone accepts any view. Host tensors are never shared, and pages compile this
+ * file with the DOM lib (examples/browser/tsconfig.json).
+ */
+type OwnedView = ArrayBufferView<ArrayBuffer>;
+
 /** Device bytes (as read back) as a host tensor. */
 function hostTensor(raw: ArrayBuffer, dtype: DType, shape: readonly number[], floatStorage: 'f32' | 'f16'): HostTensor {
   const len = numel(shape);
@@ -137,7 +144,7 @@ export class TensorStore {
       const d = e.decl;
       const dtypeOk = t.dtype === d.dtype || (isFloat(t.dtype) && isFloat(d.dtype));
       if (!dtypeOk || !sameShape(t.shape, d.shape)) throw new KilnError(`the program expects ${describe(d)}, got ${describe(t)}`, { file: origin, tensor: name });
-      this.kd.device.queue.writeBuffer(e.buffer, 0, deviceArray(t, this.floatStorage, `${'kind' in d ? 'state tensor' : 'parameter'} '${name}'`));
+      this.kd.device.queue.writeBuffer(e.buffer, 0, deviceArray(t, this.floatStorage, `${'kind' in d ? 'state tensor' : 'parameter'} '${name}'`) as OwnedView);
       e.written = t;
     }
   }
@@ -448,7 +455,7 @@ export class ArtefactProgram {
         if (!t) throw new KilnError(`input ${decl.name}: no value was fed`);
         const dtypeOk = t.dtype === decl.dtype || (isFloat(t.dtype) && isFloat(decl.dtype));
         if (!dtypeOk || !sameShape(t.shape, decl.shape)) throw new KilnError(`input ${decl.name}: expected ${describe(decl)}, got ${describe(t)}`);
-        device.queue.writeBuffer(e.buffers[inputBuffer.get(decl.name)!]!, 0, deviceArray(t, this.manifest.floatStorage, `input tensor '${decl.name}'`));
+        device.queue.writeBuffer(e.buffers[inputBuffer.get(decl.name)!]!, 0, deviceArray(t, this.manifest.floatStorage, `input tensor '${decl.name}'`) as OwnedView);
       }
     });
   }

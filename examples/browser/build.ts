@@ -1,0 +1,94 @@
+// Builds what examples/browser serves, under out/browser-example/ (or `outDir`):
+//   artefact/          `kiln compile models/vwlmm.kiln --config tiny --ts` (entries loss, train_step)
+//   weights.safetensors the tiny model's initialised parameters (initParams, seed WEIGHT_SEED)
+//   batch.safetensors   one synthetic batch (data/synthetic.ts, seed BATCH_SEED) the page trains on
+//   index.html, main.js the page, main.ts bundled by esbuild with `kiln/runtime` (runtime/index.ts)
+// Everything is deterministic, so the Node run in test/examples/browser.test.ts can start from the
+// same bytes. examples/browser/model.ts is the typed bindings `kiln compile --ts` writes for this
+// artefact, checked in so that the page typechecks without a build; this script rewrites it when
+// the compiler's output changed (and the test fails until the new one is committed).
+import { build } from 'esbuild';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { main } from '../../compiler/cli/main.js';
+import { Output } from '../../compiler/cli/output.js';
+import { loadSpec } from '../../compiler/syntax/load.js';
+import { checkModel } from '../../compiler/check/index.js';
+import { initParams } from '../../compiler/exec/init.js';
+import { inputContract } from '../../compiler/passes/input-contract.js';
+import { syntheticBatch } from '../../data/synthetic.js';
+import { readArtefact } from '../../runtime/node/artefact-files.js';
+import { serializeSafetensors } from '../../runtime/safetensors.js';
+import type { HostTensor } from '../../runtime/tensor.js';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const HERE = join(ROOT, 'examples/browser');
+
+/** The compiled shape of the page's batch: B rows of T tokens. */
+export const SYMBOLS = { B: 2, T: 12 } as const;
+export const WEIGHT_SEED = 1;
+export const BATCH_SEED = 3;
+
+export interface BrowserExample {
+  readonly dir: string;
+  /** the initialised parameters the artefact reads, as written to weights.safetensors. */
+  readonly weights: Uint8Array;
+  readonly batch: Map<string, HostTensor>;
+  /** true when examples/browser/model.ts was out of date and has been rewritten. */
+  readonly bindingsChanged: boolean;
+}
+
+function concat(chunks: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  chunks.reduce((o, c) => (out.set(c, o), o + c.length), 0);
+  return out;
+}
+
+/** Compiles, initialises and bundles the example into `outDir`. Throws with the compiler's message when compiling fails. */
+export async function buildBrowserExample(outDir = join(ROOT, 'out/browser-example')): Promise<BrowserExample> {
+  const artefactDir = join(outDir, 'artefact');
+  const out = new Output(true);
+  const args = ['compile', join(ROOT, 'models/vwlmm.kiln'), '--config', 'tiny', '--batch-size', String(SYMBOLS.B), '--seq', String(SYMBOLS.T), '--entries', 'loss,train_step', '--out', artefactDir, '--ts'];
+  if ((await main(args, out)) !== 0) throw new Error(`kiln compile failed:\n${out.err.join('\n')}`);
+
+  const model = checkModel(loadSpec(join(ROOT, 'models/vwlmm.kiln'), (p) => readFileSync(p, 'utf8')).files, { config: 'tiny' });
+  // Only what the artefact reads: the tower's last layer is declared by the spec but never used.
+  const used = new Set(readArtefact(artefactDir).manifest.params.map((p) => p.name));
+  const params = new Map([...initParams(model.graph.params, WEIGHT_SEED)].filter(([n]) => used.has(n)));
+  const weights = concat(serializeSafetensors(params));
+  writeFileSync(join(outDir, 'weights.safetensors'), weights);
+  const batch = syntheticBatch(inputContract(model.graph), new Map(Object.entries(SYMBOLS)), BATCH_SEED);
+  writeFileSync(join(outDir, 'batch.safetensors'), concat(serializeSafetensors(batch)));
+
+  const fresh = readFileSync(join(artefactDir, 'model.ts'), 'utf8');
+  const committed = (() => {
+    try {
+      return readFileSync(join(HERE, 'model.ts'), 'utf8');
+    } catch {
+      return '';
+    }
+  })();
+  if (fresh !== committed) writeFileSync(join(HERE, 'model.ts'), fresh);
+
+  await build({
+    entryPoints: [join(HERE, 'main.ts')],
+    bundle: true,
+    minify: true,
+    sourcemap: true,
+    format: 'esm',
+    platform: 'browser',
+    target: 'es2022',
+    outfile: join(outDir, 'main.js'),
+    alias: { 'kiln/runtime': join(ROOT, 'runtime/index.ts') },
+    logLevel: 'warning',
+  });
+  mkdirSync(outDir, { recursive: true });
+  copyFileSync(join(HERE, 'index.html'), join(outDir, 'index.html'));
+  return { dir: outDir, weights, batch, bindingsChanged: fresh !== committed };
+}
+
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const r = await buildBrowserExample();
+  process.stdout.write(`browser example built in ${r.dir}${r.bindingsChanged ? ' (examples/browser/model.ts rewritten: commit it)' : ''}\n`);
+}

@@ -1,0 +1,98 @@
+// The page: fetches the artefact, the weights and a batch from where it is served, loads them on
+// navigator.gpu through the typed bindings `kiln compile --ts` wrote (./model.ts), runs `steps`
+// AdamW steps on the batch and draws each step's loss. Query: ?steps=N (default 8), ?lr=X (1e-3).
+// The result is also left on `window.kiln` for test/examples/browser.test.ts.
+import { fetchArtefact, fetchBytes, getDevice, parseSafetensors } from 'kiln/runtime';
+import { VWLMM, type TrainStepInputs } from './model.js';
+import type { PageResult } from './result.js';
+
+const result: PageResult = { done: false, losses: [], lmLosses: [], vmLosses: [], stepMs: [] };
+(globalThis as unknown as { kiln: PageResult }).kiln = result;
+
+const $ = <T extends HTMLElement>(id: string): T => document.getElementById(id) as T;
+const status = (s: string): void => {
+  $('status').textContent = s;
+};
+const log = (s: string): void => {
+  $('log').textContent += `${s}\n`;
+};
+
+/** The loss curve: steps on x, loss on y (axes fitted to what is there so far). */
+function draw(losses: readonly number[], steps: number): void {
+  const canvas = $<HTMLCanvasElement>('curve');
+  const g = canvas.getContext('2d');
+  if (!g) return;
+  const [w, h, pad] = [canvas.width, canvas.height, 48];
+  g.clearRect(0, 0, w, h);
+  g.strokeStyle = '#888';
+  g.beginPath();
+  g.moveTo(pad, pad / 2);
+  g.lineTo(pad, h - pad);
+  g.lineTo(w - pad / 2, h - pad);
+  g.stroke();
+  if (losses.length === 0) return;
+  const lo = Math.min(...losses);
+  const hi = Math.max(...losses);
+  const span = hi - lo || 1;
+  const x = (k: number): number => pad + ((w - 1.5 * pad) * k) / Math.max(1, steps - 1);
+  const y = (v: number): number => h - pad - ((h - 1.5 * pad) * (v - lo)) / span;
+  g.fillStyle = '#222';
+  g.font = '12px sans-serif';
+  g.fillText(hi.toFixed(4), 2, y(hi) + 4);
+  g.fillText(lo.toFixed(4), 2, y(lo) + 4);
+  g.fillText('step 1', pad, h - pad + 16);
+  g.fillText(`step ${steps}`, x(steps - 1) - 30, h - pad + 16);
+  g.fillText('loss', pad + 4, pad / 2 + 4);
+  g.strokeStyle = '#c33';
+  g.lineWidth = 2;
+  g.beginPath();
+  losses.forEach((v, k) => (k === 0 ? g.moveTo(x(k), y(v)) : g.lineTo(x(k), y(v))));
+  g.stroke();
+  g.fillStyle = '#c33';
+  losses.forEach((v, k) => g.fillRect(x(k) - 2, y(v) - 2, 4, 4));
+}
+
+async function run(): Promise<void> {
+  const t0 = performance.now();
+  const query = new URLSearchParams(location.search);
+  const steps = Number(query.get('steps') ?? 8);
+  const lr = Number(query.get('lr') ?? 1e-3);
+  if (!Number.isInteger(steps) || steps < 1 || !(lr > 0)) throw new Error(`bad query: steps must be a positive integer and lr positive (got ${query.get('steps')}, ${query.get('lr')})`);
+  status('requesting a WebGPU device…');
+  const kd = await getDevice();
+  result.adapter = kd.adapterName;
+  log(`adapter: ${kd.adapterName}`);
+  status('fetching the artefact, weights and batch…');
+  const [artefact, weights, batchBytes] = await Promise.all([fetchArtefact('artefact/'), fetchBytes('weights.safetensors'), fetchBytes('batch.safetensors')]);
+  log(`artefact: ${artefact.kernels.size} kernels; weights: ${(weights.length / 1024).toFixed(0)} KiB`);
+  const batch = Object.fromEntries(parseSafetensors(batchBytes, 'batch.safetensors')) as unknown as TrainStepInputs;
+  status('compiling kernels…');
+  const model = await VWLMM.load(kd, artefact, weights);
+  draw([], steps);
+  for (let step = 1; step <= steps; step++) {
+    const ts = performance.now();
+    const out = await model.trainStep(batch, { lr, step });
+    const [loss, lm, vm] = [out.loss.data[0]!, out['loss:lm'].data[0]!, out['loss:vm'].data[0]!];
+    const now = performance.now();
+    if (step === 1) result.firstStepMs = now - t0;
+    else result.stepMs.push(now - ts);
+    result.losses.push(loss);
+    result.lmLosses.push(lm);
+    result.vmLosses.push(vm);
+    log(`step ${step}: loss ${loss.toFixed(6)} (lm ${lm.toFixed(6)}, vm ${vm.toFixed(6)})${step === 1 ? `, first step at ${result.firstStepMs!.toFixed(0)} ms` : ''}`);
+    status(`step ${step} of ${steps}`);
+    draw(result.losses, steps);
+  }
+  model.destroy();
+  status(`done: ${steps} steps, loss ${result.losses[0]!.toFixed(4)} -> ${result.losses[steps - 1]!.toFixed(4)}`);
+}
+
+run()
+  .catch((e: unknown) => {
+    result.error = e instanceof Error ? e.message : String(e);
+    status(`error: ${result.error}`);
+    $('status').className = 'error';
+  })
+  .finally(() => {
+    result.done = true;
+  });

@@ -1,0 +1,17 @@
+// What the page (main.ts) leaves on `window.kiln` for test/examples/browser.e2e.ts: its own file,
+// so that Node code can import the type without main.ts's DOM.
+
+/** What the page leaves on window.kiln: the test reads it. */
+export interface PageResult {
+  done: boolean;
+  error?: string;
+  adapter?: string;
+  /** the total loss each train_step reports (computed before that step's update), in order. */
+  losses: number[];
+  lmLosses: number[];
+  vmLosses: number[];
+  /** ms from the script's start to the first step's loss on the host: fetch, load, compile, step. */
+  firstStepMs?: number;
+  /** ms the steps after the first took, each. */
+  stepMs: number[];
+}
