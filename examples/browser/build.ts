@@ -5,8 +5,9 @@
 //   index.html, main.js the page, main.ts bundled by esbuild with `kiln/runtime` (runtime/index.ts)
 // Everything is deterministic, so the Node run in test/examples/browser.test.ts can start from the
 // same bytes. examples/browser/model.ts is the typed bindings `kiln compile --ts` writes for this
-// artefact, checked in so that the page typechecks without a build; this script rewrites it when
-// the compiler's output changed (and the test fails until the new one is committed).
+// artefact, checked in so that the page typechecks without a build; run as a script (or through
+// `npm run example:browser`) this rewrites it when the compiler's output changed, while tests only
+// report it (test/examples/browser.e2e.ts fails until the new one is committed).
 import { build } from 'esbuild';
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -35,7 +36,7 @@ export interface BrowserExample {
   /** the initialised parameters the artefact reads, as written to weights.safetensors. */
   readonly weights: Uint8Array;
   readonly batch: Map<string, HostTensor>;
-  /** true when examples/browser/model.ts was out of date and has been rewritten. */
+  /** true when examples/browser/model.ts differs from what the compiler writes now (rewritten with `updateBindings`). */
   readonly bindingsChanged: boolean;
 }
 
@@ -45,8 +46,12 @@ function concat(chunks: readonly Uint8Array[]): Uint8Array {
   return out;
 }
 
-/** Compiles, initialises and bundles the example into `outDir`. Throws with the compiler's message when compiling fails. */
-export async function buildBrowserExample(outDir = join(ROOT, 'out/browser-example')): Promise<BrowserExample> {
+/**
+ * Compiles, initialises and bundles the example into `outDir`; with `updateBindings`, rewrites a
+ * stale examples/browser/model.ts (else the page is bundled with the checked-in one). Throws with
+ * the compiler's message when compiling fails.
+ */
+export async function buildBrowserExample(outDir = join(ROOT, 'out/browser-example'), opts: { updateBindings?: boolean } = {}): Promise<BrowserExample> {
   const artefactDir = join(outDir, 'artefact');
   const out = new Output(true);
   const args = ['compile', join(ROOT, 'models/vwlmm.kiln'), '--config', 'tiny', '--batch-size', String(SYMBOLS.B), '--seq', String(SYMBOLS.T), '--entries', 'loss,train_step', '--out', artefactDir, '--ts'];
@@ -69,7 +74,7 @@ export async function buildBrowserExample(outDir = join(ROOT, 'out/browser-examp
       return '';
     }
   })();
-  if (fresh !== committed) writeFileSync(join(HERE, 'model.ts'), fresh);
+  if (fresh !== committed && opts.updateBindings) writeFileSync(join(HERE, 'model.ts'), fresh);
 
   await build({
     entryPoints: [join(HERE, 'main.ts')],
@@ -89,6 +94,6 @@ export async function buildBrowserExample(outDir = join(ROOT, 'out/browser-examp
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  const r = await buildBrowserExample();
+  const r = await buildBrowserExample(undefined, { updateBindings: true });
   process.stdout.write(`browser example built in ${r.dir}${r.bindingsChanged ? ' (examples/browser/model.ts rewritten: commit it)' : ''}\n`);
 }

@@ -53,7 +53,7 @@ export function serveStatic(root: string, port = 0): Promise<{ server: Server; u
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  const built = await buildBrowserExample();
+  const built = await buildBrowserExample(undefined, { updateBindings: true });
   const { url } = await serveStatic(built.dir, Number(process.env.PORT ?? 8080));
   process.stdout.write(`serving ${built.dir} at ${url} (WebGPU needed: Chrome/Chromium with WebGPU enabled; Ctrl-C stops)\n`);
 }

@@ -1,0 +1,160 @@
+// A small HTTP service embedding `kiln/runtime` (node:http, no framework): it loads one compiled
+// artefact and its weights once, at start, and answers
+//   GET  /            what it serves: the artefact's source, entries and the loss entry's inputs
+//   POST /loss        { <input>: nested array of the compiled shape, ... } -> { loss, "loss:lm", ... }
+// Generation is not served: `kiln compile` writes loss/grads/train_step entries, and the prefill
+// and decode graphs `kiln generate` runs are compiled on the fly by the compiler
+// (compiler/exec/generate.ts, compiler/passes/kv-cache.ts), which this service does not embed.
+// Requests are queued on the one device (a promise chain): a step's buffer writes, dispatches and
+// read-back never interleave with another's. A malformed request gets 400 and the reason (JSON:
+// { error }); the runtime's own checks (dtype, shape, ids and labels in range) answer the same way.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { ArtefactProgram, KilnError, numel, type Artefact, type HostTensor, type KilnDevice, type TensorDecl } from 'kiln/runtime';
+
+/** The largest request body accepted (bytes); the tiny model's batch is ~20 KiB of JSON. */
+export const MAX_BODY_BYTES = 16 << 20;
+
+/** A request the service refuses: the HTTP status and the reason sent back. */
+export class RequestError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface ServiceOptions {
+  readonly kd: KilnDevice;
+  readonly artefact: Artefact;
+  /** safetensors bytes holding every parameter the artefact declares. */
+  readonly weights: Uint8Array;
+  /** the entry POST /loss runs (default 'loss'); it must output 'loss'. */
+  readonly entry?: string;
+}
+
+export interface KilnService {
+  readonly server: Server;
+  /** http://127.0.0.1:PORT/ once listening. */
+  readonly url: string;
+  /** how many steps ran, and the most that were ever on the device at once (1: never interleaved). */
+  readonly stats: { steps: number; maxInFlight: number };
+  close(): Promise<void>;
+}
+
+/** `value` (nested arrays of numbers) flattened, checked against `decl`'s shape and dtype. */
+export function tensorFromJson(decl: TensorDecl, value: unknown): HostTensor {
+  const shape: number[] = [];
+  for (let v = value; Array.isArray(v); v = v[0]) shape.push(v.length);
+  const want = `${decl.dtype}[${decl.shape.join(', ')}]`;
+  const flat = Array.isArray(value) ? (value as unknown[]).flat(Infinity) : [value];
+  if (shape.length !== decl.shape.length || shape.some((n, k) => n !== decl.shape[k]) || flat.length !== numel(decl.shape))
+    throw new RequestError(400, `${decl.name}: expected nested arrays of shape [${decl.shape.join(', ')}] (${want}), got ${Array.isArray(value) ? `[${shape.join(', ')}]${flat.length !== numel(shape) ? ' (ragged)' : ''}` : typeof value}`);
+  const bad = flat.findIndex((x) => typeof x !== 'number' || !Number.isFinite(x) || (decl.dtype === 'i32' && !Number.isInteger(x)));
+  if (bad >= 0) throw new RequestError(400, `${decl.name}: element ${bad} (flat) is ${JSON.stringify(flat[bad])}, not ${decl.dtype === 'i32' ? 'an integer' : 'a finite number'}`);
+  const data = decl.dtype === 'i32' ? Int32Array.from(flat as number[]) : Float32Array.from(flat as number[]);
+  return { dtype: decl.dtype, shape: [...decl.shape], data };
+}
+
+async function readBody(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req as AsyncIterable<Buffer>) {
+    size += c.length;
+    if (size > MAX_BODY_BYTES) throw new RequestError(413, `the body is over ${MAX_BODY_BYTES} bytes`);
+    chunks.push(c);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (e) {
+    throw new RequestError(400, `the body is not JSON: ${(e as Error).message}`);
+  }
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }).end(text);
+}
+
+/**
+ * Loads the artefact and weights on `kd` and listens on 127.0.0.1:`port` (0: any free port).
+ * Throws a KilnError (naming the tensor) when the weights do not fit the artefact.
+ */
+export async function startService(opts: ServiceOptions, port = 0): Promise<KilnService> {
+  const entryName = opts.entry ?? 'loss';
+  const program = await ArtefactProgram.load(opts.kd, opts.artefact, { entries: [entryName] });
+  program.store.loadSafetensors(opts.weights, { file: 'weights', required: opts.artefact.manifest.params.map((p) => p.name) });
+  const entry = opts.artefact.manifest.entries[entryName]!;
+  if (!entry.outputs.some((o) => o.name === 'loss')) throw new KilnError(`entry '${entryName}' has no 'loss' output`);
+  const stats = { steps: 0, maxInFlight: 0 };
+  let inFlight = 0;
+  let tail: Promise<unknown> = Promise.resolve();
+  /** Runs `job` after every job queued before it; a failed job does not stop the queue. */
+  const enqueue = <T>(job: () => Promise<T>): Promise<T> => {
+    const run = tail.then(async () => {
+      inFlight++;
+      stats.maxInFlight = Math.max(stats.maxInFlight, inFlight);
+      try {
+        return await job();
+      } finally {
+        inFlight--;
+        stats.steps++;
+      }
+    });
+    tail = run.catch(() => undefined);
+    return run;
+  };
+
+  const loss = async (body: unknown): Promise<Record<string, number>> => {
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new RequestError(400, `the body must be a JSON object with ${entry.inputs.map((i) => i.name).join(', ')}`);
+    const fields = body as Record<string, unknown>;
+    const unknownField = Object.keys(fields).find((k) => !entry.inputs.some((i) => i.name === k));
+    if (unknownField !== undefined) throw new RequestError(400, `unknown field '${unknownField}' (the inputs are ${entry.inputs.map((i) => i.name).join(', ')})`);
+    const feeds = new Map<string, HostTensor>();
+    for (const decl of entry.inputs) {
+      if (!(decl.name in fields)) throw new RequestError(400, `missing field '${decl.name}' (${decl.dtype}[${decl.shape.join(', ')}])`);
+      feeds.set(decl.name, tensorFromJson(decl, fields[decl.name]));
+    }
+    const out = await enqueue(() => program.run(entryName, feeds));
+    return Object.fromEntries([...out].map(([k, t]) => [k, t.data[0]!]));
+  };
+
+  const server = createServer((req, res) => {
+    void (async () => {
+      const path = new URL(req.url ?? '/', 'http://localhost').pathname;
+      try {
+        if (path === '/' && req.method === 'GET') {
+          send(res, 200, { source: opts.artefact.manifest.source, entries: Object.keys(opts.artefact.manifest.entries), serves: { 'POST /loss': entry.inputs } });
+        } else if (path === '/loss') {
+          if (req.method !== 'POST') throw new RequestError(405, 'POST /loss');
+          send(res, 200, await loss(await readBody(req)));
+        } else {
+          throw new RequestError(404, `no ${req.method} ${path} here (GET /, POST /loss)`);
+        }
+      } catch (e) {
+        // Bad input the runtime found (a KilnError names the tensor) is the caller's: 400. Anything
+        // else is ours: 500 with the message, and the service keeps answering.
+        if (e instanceof RequestError) send(res, e.status, { error: e.message });
+        else if (e instanceof KilnError) send(res, 400, { error: e.message });
+        else send(res, 500, { error: e instanceof Error ? e.message : String(e) });
+      }
+    })();
+  });
+  await new Promise<void>((ok, fail) => {
+    server.once('error', fail);
+    server.listen(port, '127.0.0.1', () => ok());
+  });
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+  return {
+    server,
+    url,
+    stats,
+    close: () =>
+      new Promise<void>((ok) => {
+        server.close(() => ok());
+        program.destroy();
+      }),
+  };
+}
