@@ -13,10 +13,14 @@ export const specOptions = {
   help: { type: 'boolean', short: 'h' },
 } as const satisfies NonNullable<ParseArgsConfig['options']>;
 
-export const specHelp = `  --config NAME     the config to build (default: the spec file's first)
+/** The spec options' help lines, for a command that describes its own --json. */
+export const specHelpBase = `  --config NAME     the config to build (default: the spec file's first)
   --set KEY=VALUE   override a config value, e.g. --set text.layers=2 (repeatable)
   --model NAME      the model to build when the file declares several
-  --stage NAME      the training stage whose frozen/trainable split applies (default: the last)
+  --stage NAME      the training stage whose frozen/trainable split applies (default: the last)`;
+
+/** The spec options' help lines with the generic --json line. */
+export const specHelp = `${specHelpBase}
   --json            machine-readable output on stdout`;
 
 export function parse<O extends NonNullable<ParseArgsConfig['options']>>(argv: readonly string[], options: O) {

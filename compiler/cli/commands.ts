@@ -11,6 +11,7 @@ import { runGenerate } from './generate.js';
 import { runGraph } from './graph.js';
 import { runProfile } from './profile.js';
 import { runDoctor } from './doctor.js';
+import { runWords } from './words.js';
 
 export interface Command {
   summary: string;
@@ -28,5 +29,6 @@ export const commands: Record<string, Command> = {
   graph: { summary: 'draw the graph (SVG or DOT): modules collapsed or expanded, fused kernels outlined', run: runGraph },
   profile: { summary: 'time every kernel of a step on WebGPU (timestamp queries): a table, JSON or a Chrome trace', run: runProfile },
   doctor: { summary: 'report the WebGPU adapter, its features and limits, the driver (Mesa) version and the shader cache', run: runDoctor },
+  words: { summary: 'draw each image patch\'s visual word (the VM head\'s top token) on the image; --json gives the top-k with probabilities', run: runWords },
   plan: { summary: 'print the device memory plan of a step (weights, activations, gradients, peak)', run: runPlan },
 };

@@ -14,7 +14,7 @@ import { renderMistral, renderVicunaV1 } from '../../data/template.js';
 import type { TextTokenizer } from '../../data/tokenizer.js';
 import type { CheckedModel } from '../check/index.js';
 import { chooseTemplate, configNumber } from './data-source.js';
-import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
+import { checkOptions, onePositional, parse, specHelpBase, specOptions } from './args.js';
 import { checkFolderRoles, checkpointOverrides } from './loss.js';
 import { loadBatch, loadModelParams } from './model-inputs.js';
 import type { Output } from './output.js';
@@ -46,7 +46,7 @@ then one compiled decode step per token reads it (the prefix is never recomputed
   --json              {"tokens": [...], "text": "..." (null without a tokenizer), "prefill_ms": x,
                       "decode_tokens_per_s": y, "stop": why, "backend": name}
 Text streams to stdout as it comes (token ids without a tokenizer).
-${specHelp}`;
+${specHelpBase}`;
 
 const generateOptions = {
   ...specOptions,

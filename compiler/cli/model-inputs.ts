@@ -26,9 +26,15 @@ export function loadBatch(model: CheckedModel, path: string): Map<string, HostTe
   return validateBatch(inputContract(model.graph), readSafetensors(path), { file: path });
 }
 
-/** The parameters the model declares, from the checkpoint folders (the tower from its own folder when given). */
-export function loadModelParams(model: CheckedModel, paths: Omit<InputPaths, 'batch'>, warn: (message: string) => void = () => {}): Map<string, HostTensor> {
+/**
+ * The parameters the model declares, from the checkpoint folders (the tower from its own folder
+ * when given). `only`: load just these parameter names (a sub-graph such as kiln words' tower,
+ * projector and VM head); the model's other parameters may then be in the folders or not.
+ */
+export function loadModelParams(model: CheckedModel, paths: Omit<InputPaths, 'batch'>, warn: (message: string) => void = () => {}, only?: ReadonlySet<string>): Map<string, HostTensor> {
   const graph = model.graph;
+  const requested = only ? graph.params.filter((p) => only.has(p.name)) : graph.params;
+  const unused = only ? [...model.unused, ...graph.params.filter((p) => !only.has(p.name)).map((p) => p.name)] : model.unused;
   const sources: CheckpointSource[] = [];
   if (paths.visionTower) {
     const view = openCheckpointDir(paths.visionTower);
@@ -36,7 +42,7 @@ export function loadModelParams(model: CheckedModel, paths: Omit<InputPaths, 'ba
     if (!declared) throw new KilnError(`--vision-tower given, but model ${model.modelName} declares no 'checkpoint <sub> from "<prefix>"'`, { file: paths.visionTower });
     // transformers 5 saves a CLIPVisionModel without the `vision_model.` prefix; accept both.
     const prefixed = view.names.some((n) => n.startsWith(declared.filePrefix));
-    sources.push({ dir: view, prefixFrom: prefixed ? declared.filePrefix : '', prefixTo: declared.ckptPrefix, unused: model.unused });
+    sources.push({ dir: view, prefixFrom: prefixed ? declared.filePrefix : '', prefixTo: declared.ckptPrefix, unused });
   }
   const main = openCheckpointDir(paths.checkpoint);
   const separate = model.checkpointSources[0];
@@ -48,10 +54,10 @@ export function loadModelParams(model: CheckedModel, paths: Omit<InputPaths, 'ba
       { file: paths.checkpoint },
     );
   }
-  sources.push({ dir: main, unused: model.unused });
+  sources.push({ dir: main, unused });
   for (const src of sources) if (typeof src.dir !== 'string') for (const w of src.dir.warnings ?? []) warn(w);
   // Which parameters are one tensor is the spec's `tie` (e.g. tie_word_embeddings), not ours.
-  return new Map(loadParams(paramRequests(graph.params), sources, { tied: model.tied, buffers: model.buffers }).tensors);
+  return new Map(loadParams(paramRequests(requested), sources, { tied: model.tied, buffers: model.buffers }).tensors);
 }
 
 /** ' (config.json's mm_vision_tower says "...")', when the checkpoint's config names its tower. */

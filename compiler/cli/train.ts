@@ -18,7 +18,7 @@ import { ReferenceBackend, WebGpuBackend, type TrainBackend } from '../train/bac
 import { RepeatedBatch, SampleBatches, type BatchSource } from '../train/data.js';
 import { Trainer, type StepRecord, type TrainHook, type TrainSummary, type TrainerOptions } from '../train/trainer.js';
 import { TermCounter } from '../train/accumulate.js';
-import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
+import { checkOptions, onePositional, parse, specHelpBase, specOptions } from './args.js';
 import { checkpointHook, tokenizerFiles } from '../train/checkpoints.js';
 import { configNumber, prepareData, type PreparedData } from './data-source.js';
 import { checkFolderRoles, checkpointOverrides } from './loss.js';
@@ -73,7 +73,7 @@ schedule step for step, clip_grad_norm_), parameters and optimiser state residen
   --tokenizer DIR, --template NAME, --image-folder DIR, --max-length N, --limit N
                       the data pipeline's options, as kiln data takes them
   --json              one JSON line per optimiser step, then a summary line
-${specHelp}`;
+${specHelpBase}`;
 
 const trainOptions = {
   ...specOptions,
