@@ -64,12 +64,13 @@ export function renderMistral(turns: readonly Turn[], eos: string): RenderedConv
 
 /**
  * The checkpoint's own jinja `chat_template`, rendered as transformers' apply_chat_template does
- * (messages with roles user/assistant, bos_token, eos_token, add_generation_prompt false; the
- * result is tokenised without adding special tokens). Each assistant message is then found in the
+ * (messages with roles user/assistant, bos_token, eos_token, add_generation_prompt false unless
+ * `opts.addGenerationPrompt`, as generation asks for it; the result is tokenised without adding
+ * special tokens). Each assistant message is then found in the
  * rendered text in order, and its span runs to the end of an EOS that directly follows it.
  * @throws KilnError when the template fails or an answer is not in its output verbatim.
  */
-export function renderChatTemplate(turns: readonly Turn[], source: string, bos: string | null, eos: string, where: string): RenderedConversation {
+export function renderChatTemplate(turns: readonly Turn[], source: string, bos: string | null, eos: string, where: string, opts: { addGenerationPrompt?: boolean } = {}): RenderedConversation {
   let template: Template;
   try {
     template = new Template(source);
@@ -83,7 +84,7 @@ export function renderChatTemplate(turns: readonly Turn[], source: string, bos: 
       messages,
       bos_token: bos ?? '',
       eos_token: eos,
-      add_generation_prompt: false,
+      add_generation_prompt: opts.addGenerationPrompt ?? false,
     });
   } catch (e) {
     throw new KilnError(`chat_template: ${(e as Error).message}`, { file: where, cause: e });

@@ -6,11 +6,11 @@ import { UsageError } from '../check/index.js';
 import { KilnError } from '../../runtime/errors.js';
 import { getDevice } from '../../runtime/node/device.js';
 import type { HostTensor } from '../../runtime/tensor.js';
-import { generateTokens, generationGraphs, referenceRunner, TextStream, webgpuRunner, type StepRunner } from '../exec/generate.js';
+import { generateRows, generateTokens, generationGraphs, leftPadPrompts, referenceRunner, TextStream, webgpuRunner, type StepRunner } from '../exec/generate.js';
 import { IMAGE_PLACEHOLDER, IMAGE_TOKEN_ID } from '../../data/encode.js';
 import { readTokenizerDir } from '../../data/node.js';
 import { CLIP_MEAN, CLIP_STD, loadImageFile, preprocessLlava } from '../../data/image-node.js';
-import { renderMistral, renderVicunaV1 } from '../../data/template.js';
+import { renderChatTemplate, renderMistral, renderVicunaV1, type TemplateName } from '../../data/template.js';
 import type { TextTokenizer } from '../../data/tokenizer.js';
 import type { CheckedModel } from '../check/index.js';
 import { chooseTemplate, configNumber } from './data-source.js';
@@ -23,17 +23,24 @@ import { loadAndCheck } from './spec.js';
 export const generateHelp = `usage: kiln generate SPEC --checkpoint DIR [--vision-tower DIR] (--image FILE --prompt TEXT | --batch FILE) [options]
 
 Generates tokens after a prompt: the prompt runs once (prefill) and fills a KV cache per layer,
-then one compiled decode step per token reads it (the prefix is never recomputed).
+then one compiled decode step per token reads it (the prefix is never recomputed). Several
+prompts run together, left-padded to one length with their padding masked, each giving the
+tokens it gives alone.
   --checkpoint DIR    Hugging Face folder (LLaVA-1.5 layout); its config.json's eos_token_id stops
   --vision-tower DIR  Hugging Face CLIP folder (CLIPVisionModel or CLIPModel)
-  --image FILE        PNG or JPEG, preprocessed as LLaVA-1.5 does (pad to square, resize, crop)
+  --image FILE        PNG or JPEG, preprocessed as LLaVA-1.5 does (pad to square, resize, crop);
+                      repeatable: one per --prompt, or one for them all
   --prompt TEXT       the question: templated as one user turn with the image in front, up to
-                      where the answer starts ("ASSISTANT:" for vicuna_v1, "[/INST]" for mistral)
+                      where the answer starts ("ASSISTANT:" for vicuna_v1, "[/INST]" for mistral,
+                      add_generation_prompt for a chat_template); repeatable: several prompts
   --tokenizer DIR     tokenizer.json (+ tokenizer_config.json); default: the checkpoint folder's
-  --template NAME     vicuna_v1, mistral or auto (default; as kiln data chooses)
+  --template NAME     vicuna_v1, mistral, chat_template or auto; default: the tokenizer's
+                      chat_template when its tokenizer_config.json has one, else auto (as kiln
+                      data chooses: the checkpoint's model type, else the spec config's name)
   --batch FILE        safetensors batch: the prompt is row 0 of input_ids (with the image
                       placeholder) through its last token (the last attention_mask == 1 position
                       when the batch has attention_mask, else the whole row), with pixel_values[0]
+  --rows LIST         with --batch: the rows to generate from, e.g. 0,2 or all (default 0)
   --max-tokens N      tokens to generate at most (default 32); the end-of-sequence token stops
                       earlier and is included
   --cache N           KV cache capacity in positions (default: prompt length + max tokens)
@@ -44,8 +51,12 @@ then one compiled decode step per token reads it (the prefix is never recomputed
   --backend NAME      webgpu (default when an adapter exists) or cpu (the reference executor);
                       webgpu runs the prompt and one step once untimed first (shader compilation)
   --json              {"tokens": [...], "text": "..." (null without a tokenizer), "prefill_ms": x,
-                      "decode_tokens_per_s": y, "stop": why, "backend": name}
-Text streams to stdout as it comes (token ids without a tokenizer).
+                      "decode_tokens_per_s": y, "stop": why, "backend": name}; several prompts:
+                      {"rows": [{"tokens", "text", "stop"}], "prefill_ms", "decode_tokens_per_s"
+                      (tokens of all rows together), "backend"}
+Text streams to stdout as it comes (token ids without a tokenizer); several prompts print one
+line per prompt when all are done, "[i] text". Sampling: each prompt draws from its own stream
+seeded with --seed, so it samples what it samples alone.
 ${specHelpBase}`;
 
 const generateOptions = {
@@ -55,8 +66,9 @@ const generateOptions = {
   batch: { type: 'string' },
   tokenizer: { type: 'string' },
   template: { type: 'string' },
-  image: { type: 'string' },
-  prompt: { type: 'string' },
+  image: { type: 'string', multiple: true },
+  prompt: { type: 'string', multiple: true },
+  rows: { type: 'string' },
   'max-tokens': { type: 'string' },
   cache: { type: 'string' },
   temperature: { type: 'string' },
@@ -88,27 +100,53 @@ export function eosTokenIds(dir: string): number[] {
 }
 
 /**
- * The prompt of a batch file: row 0 of input_ids through its last token (attention_mask's last 1
- * when present, else the whole row) as input_ids [1, T], and pixel_values[0] as [1, ...].
+ * The prompt of a batch file: row `row` (default 0) of input_ids through its last token
+ * (attention_mask's last 1 when present, else the whole row) as input_ids [1, T], and
+ * pixel_values[row] as [1, ...].
  */
-export function promptFromBatch(batch: ReadonlyMap<string, HostTensor>, file: string): Map<string, HostTensor> {
+export function promptFromBatch(batch: ReadonlyMap<string, HostTensor>, file: string, row = 0): Map<string, HostTensor> {
   const ids = batch.get('input_ids');
   if (!ids) throw new KilnError('the batch has no input_ids', { file });
-  const [, T] = ids.shape as [number, number];
+  const [B, T] = ids.shape as [number, number];
+  if (row >= B) throw new KilnError(`the batch has ${B} rows; row ${row} was asked for (--rows)`, { file, tensor: 'input_ids' });
   let n = T;
   const mask = batch.get('attention_mask');
   if (mask) {
     n = 0;
-    for (let t = 0; t < T; t++) if (mask.data[t] !== 0) n = t + 1;
-    if (n === 0) throw new KilnError('row 0 of attention_mask is all 0: the prompt is empty', { file, tensor: 'attention_mask' });
+    for (let t = 0; t < T; t++) if (mask.data[row * T + t] !== 0) n = t + 1;
+    if (n === 0) throw new KilnError(`row ${row} of attention_mask is all 0: the prompt is empty`, { file, tensor: 'attention_mask' });
   }
-  const out = new Map<string, HostTensor>([['input_ids', { dtype: 'i32', shape: [1, n], data: Int32Array.from(ids.data.slice(0, n)) }]]);
+  const out = new Map<string, HostTensor>([['input_ids', { dtype: 'i32', shape: [1, n], data: Int32Array.from(ids.data.slice(row * T, row * T + n)) }]]);
   const px = batch.get('pixel_values');
   if (px) {
     const per = px.shape.slice(1).reduce((a, x) => a * x, 1);
-    out.set('pixel_values', { dtype: 'f32', shape: [1, ...px.shape.slice(1)], data: Float32Array.from(px.data.slice(0, per)) });
+    out.set('pixel_values', { dtype: 'f32', shape: [1, ...px.shape.slice(1)], data: Float32Array.from(px.data.slice(row * per, (row + 1) * per)) });
   }
   return out;
+}
+
+/** --rows: "all", or comma-separated row indices (default 0). */
+export function parseRows(flag: string | undefined, rows: number): number[] {
+  if (flag === undefined) return [0];
+  if (flag.trim() === 'all') return Array.from({ length: rows }, (_, i) => i);
+  const list = flag.split(',').map((x) => x.trim());
+  const out = list.map(Number);
+  if (list.some((x) => x === '') || out.some((x) => !Number.isSafeInteger(x) || x < 0)) throw new UsageError(`--rows ${flag}: expected all or row numbers such as 0,2`);
+  return out;
+}
+
+/**
+ * The template a generation prompt is made with: the flag when given (auto: as kiln data
+ * chooses), else the tokenizer's chat_template when its tokenizer_config.json has one (the
+ * checkpoint's own conversation format), else as kiln data chooses.
+ */
+export function generationTemplate(flag: string | undefined, checkpoint: string, tok: TextTokenizer, configName: string): TemplateName {
+  if (flag === 'chat_template') {
+    if (!tok.chatTemplate) throw new UsageError(`--template chat_template: the tokenizer (${tok.source}) has no chat_template in its tokenizer_config.json`);
+    return 'chat_template';
+  }
+  if (flag === undefined && tok.chatTemplate) return 'chat_template';
+  return chooseTemplate(flag, checkpoint, tok, configName);
 }
 
 /**
@@ -120,10 +158,15 @@ export function promptFromBatch(batch: ReadonlyMap<string, HostTensor>, file: st
 export async function promptFromImage(model: CheckedModel, tok: TextTokenizer, template: string, image: string, prompt: string): Promise<Map<string, HostTensor>> {
   const question = `${IMAGE_PLACEHOLDER}\n${prompt.replaceAll(IMAGE_PLACEHOLDER, '').trim()}`.trim();
   let text: string;
+  // A chat_template writes its own BOS (tokenised without special tokens, as in kiln data).
+  let prefix: readonly number[] = tok.prefixIds;
   if (template === 'vicuna_v1') text = `${renderVicunaV1([{ from: 'human', value: question }], tok.eosToken).text}ASSISTANT:`;
   else if (template === 'mistral') text = renderMistral([{ from: 'human', value: question }], tok.eosToken).text;
-  else throw new UsageError(`--template ${template}: generation prompts are made for vicuna_v1 and mistral; pass --template vicuna_v1 or mistral`);
-  const ids: number[] = [...tok.prefixIds];
+  else if (template === 'chat_template' && tok.chatTemplate) {
+    text = renderChatTemplate([{ from: 'human', value: question }], tok.chatTemplate, tok.bosToken, tok.eosToken, tok.source, { addGenerationPrompt: true }).text;
+    prefix = [];
+  } else throw new UsageError(`--template ${template}: generation prompts are made for vicuna_v1, mistral and a tokenizer's chat_template`);
+  const ids: number[] = [...prefix];
   text.split(IMAGE_PLACEHOLDER).forEach((chunk, k) => {
     if (k > 0) ids.push(IMAGE_TOKEN_ID);
     ids.push(...tok.encode(chunk).ids);
@@ -144,10 +187,14 @@ export async function runGenerate(argv: readonly string[], out: Output): Promise
   }
   const spec = onePositional(positionals, 'SPEC (a .kiln file)');
   if (!values.checkpoint) throw new UsageError('--checkpoint DIR is required');
-  const fromImage = values.image !== undefined || values.prompt !== undefined;
+  const images = values.image ?? [];
+  const questions = values.prompt ?? [];
+  const fromImage = images.length > 0 || questions.length > 0;
   if (fromImage && values.batch) throw new UsageError('give either --image FILE --prompt TEXT or --batch FILE, not both');
-  if (fromImage && (values.image === undefined || values.prompt === undefined)) throw new UsageError(values.image === undefined ? '--prompt needs --image FILE' : '--image needs --prompt TEXT');
+  if (fromImage && (images.length === 0 || questions.length === 0)) throw new UsageError(images.length === 0 ? '--prompt needs --image FILE' : '--image needs --prompt TEXT');
+  if (images.length > 1 && images.length !== questions.length) throw new UsageError(`${images.length} --image and ${questions.length} --prompt: give one image for all prompts, or one per prompt`);
   if (!fromImage && !values.batch) throw new UsageError('a prompt is required: --image FILE --prompt TEXT, or --batch FILE (its row 0)');
+  if (values.rows !== undefined && !values.batch) throw new UsageError('--rows chooses rows of --batch FILE');
   if (values.backend !== undefined && values.backend !== 'cpu' && values.backend !== 'webgpu') throw new UsageError(`--backend ${values.backend}: expected webgpu or cpu`);
   const maxTokens = number('max-tokens', values['max-tokens'], 'positive-int') ?? 32;
   const cacheFlag = number('cache', values.cache, 'positive-int');
@@ -166,17 +213,25 @@ export async function runGenerate(argv: readonly string[], out: Output): Promise
   const tokDir = values.tokenizer ?? (existsSync(join(values.checkpoint, 'tokenizer.json')) ? values.checkpoint : undefined);
   if (fromImage && !tokDir) throw new KilnError('no tokenizer.json in the checkpoint folder, and --prompt needs one to make input ids (pass --tokenizer DIR, or give the prompt as --batch FILE)', { file: values.checkpoint });
   const tok = tokDir ? readTokenizerDir(tokDir) : null;
-  const origin = values.batch ?? values.image!;
-  const prompt = fromImage
-    ? await promptFromImage(model, tok!, chooseTemplate(values.template, values.checkpoint, tok, model.configName), values.image!, values.prompt!)
-    : promptFromBatch(loadBatch(model, values.batch!), values.batch!);
+  const origin = values.batch ?? images[0]!;
+  const prompts: Map<string, HostTensor>[] = [];
+  if (fromImage) {
+    const template = generationTemplate(values.template, values.checkpoint, tok!, model.configName);
+    for (const [i, q] of questions.entries()) prompts.push(await promptFromImage(model, tok!, template, images.length === 1 ? images[0]! : images[i]!, q));
+  } else {
+    const batch = loadBatch(model, values.batch!);
+    for (const r of parseRows(values.rows, batch.get('input_ids')?.shape[0] ?? 0)) prompts.push(promptFromBatch(batch, values.batch!, r));
+  }
+  const rows = prompts.length;
+  // Several prompts: one left-padded batch (the pad id is masked; the tokenizer's when there is one).
+  const prompt = rows === 1 ? prompts[0]! : leftPadPrompts(prompts, tok?.padId ?? 0, IMAGE_TOKEN_ID);
   const T = prompt.get('input_ids')!.shape[1]!;
   // The decoder's prompt length (T with the image spliced in) comes from the graphs; build once
   // with a probe capacity when the flag does not fix it.
-  const probe = generationGraphs(model.graph, { T, capacity: Number.MAX_SAFE_INTEGER });
+  const probe = generationGraphs(model.graph, { T, capacity: Number.MAX_SAFE_INTEGER, rows });
   const capacity = cacheFlag ?? probe.promptLength + maxTokens;
   if (probe.promptLength > capacity) throw new KilnError(`the prompt is ${probe.promptLength} positions long (with the image), longer than the KV cache (--cache ${capacity})`, { file: origin });
-  const graphs = generationGraphs(model.graph, { T, capacity });
+  const graphs = generationGraphs(model.graph, { T, capacity, rows });
   const params = loadModelParams(model, { checkpoint: values.checkpoint, visionTower: values['vision-tower'] }, (w) => out.stderr(`warning: ${w}`));
   let backend = values.backend;
   if (backend === undefined) {
@@ -195,6 +250,26 @@ export async function runGenerate(argv: readonly string[], out: Output): Promise
     throw new KilnError((e as Error).message, { file: origin });
   }
   try {
+    if (rows > 1) {
+      const result = await generateRows(runner, graphs, prompt, {
+        maxTokens,
+        eos: eosTokenIds(values.checkpoint),
+        ...(temperature !== undefined ? { temperature } : {}),
+        ...(topK !== undefined ? { topK } : {}),
+        ...(topP !== undefined ? { topP } : {}),
+        seed,
+        warmup: backend === 'webgpu',
+      });
+      const perS = Number.isFinite(result.decodeStepsPerS) ? Number((result.decodeStepsPerS * rows).toFixed(2)) : null;
+      const prefillMs = Number(result.prefillMs.toFixed(1));
+      const textOf = (ids: readonly number[]) => (tok ? tok.decode(ids) : null);
+      if (values.json) out.stdout(JSON.stringify({ rows: result.rows.map((r) => ({ tokens: r.tokens, text: textOf(r.tokens), stop: r.stop })), prefill_ms: prefillMs, decode_tokens_per_s: perS, backend }));
+      else {
+        result.rows.forEach((r, i) => out.stdout(`[${i}] ${textOf(r.tokens) ?? r.tokens.join(' ')}`));
+        out.stderr(`${rows} prompts: ${result.rows.map((r) => `${r.tokens.length} tokens (${r.stop})`).join(', ')}; prefill ${prefillMs} ms over ${rows} x ${graphs.promptLength} positions; decode ${perS ?? '-'} tokens/s; backend ${backend}`);
+      }
+      return 0;
+    }
     const stream = !values.json;
     const text = tok ? new TextStream((ids) => tok.decode(ids)) : null;
     const result = await generateTokens(runner, graphs, prompt, {

@@ -53,7 +53,7 @@ export function wordsLayout(image: Rgb8, grid: readonly [number, number], captio
 /**
  * words.png's bytes: the image scaled up (see wordsScale), a thin grid on the patch borders, and
  * on each patch its label (white on a dark box, centred; the font shrinks to fit, 8 px at least,
- * and a word still too long ends in an ellipsis) with the probability under it.
+ * and a word still too long ends in an ellipsis) with the probability under it (probabilityText).
  * @throws RangeError when the labels are not one per patch.
  */
 export function drawWordsPicture(image: Rgb8, grid: readonly [number, number], labels: readonly PatchLabel[], caption?: string): Buffer {
@@ -117,13 +117,20 @@ function fit(g: SKRSContext2D, text: string, width: number, size: number, min: n
   return `${t}…`;
 }
 
+/** A probability in at most 6 characters that keeps 2 significant digits below 0.01 (0.0013): near-uniform visual words stay readable. */
+export function probabilityText(p: number): string {
+  if (p >= 0.01 || p === 0) return p.toFixed(2);
+  if (p >= 1e-4) return p.toPrecision(2);
+  return p.toExponential(0);
+}
+
 function drawLabel(g: SKRSContext2D, label: PatchLabel, x: number, y: number, w: number, h: number): void {
   const pad = 3;
   const size = Math.max(8, Math.min(14, Math.floor(h / 4)));
   const word = fit(g, label.text, w - 2 * pad - 4, size, 8, 'bold ');
   const wordFont = g.font;
   const wordW = g.measureText(word).width;
-  const pText = label.p.toFixed(2);
+  const pText = probabilityText(label.p);
   const pSize = Math.max(7, size - 3);
   g.font = `${pSize}px ${FONT}`;
   const pW = g.measureText(pText).width;

@@ -7,26 +7,46 @@ import { ArtefactProgram } from '../../runtime/webgpu/program.js';
 import type { KilnDevice } from '../../runtime/webgpu/device.js';
 import { compileArtefact } from '../emit/artefact.js';
 import type { Graph } from '../ir/graph.js';
-import { CACHE_AXIS, generationGraphs, type GenerationGraphs } from '../passes/kv-cache.js';
+import { CACHE_AXIS, generationGraphs, PROMPT_START, type GenerationGraphs } from '../passes/kv-cache.js';
 import { seededRandom } from './init.js';
 import { runReference } from './reference.js';
 import { deviceTraits } from './webgpu.js';
 
-/** Runs the two entries: logits [vocab] of the last prompt position, then of each fed token. */
+/**
+ * Runs the two entries: logits [rows * vocab] (row-major) of the last prompt position of each
+ * row, then of each row's fed token.
+ */
 export interface StepRunner {
-  /** `feeds`: the prompt's inputs (input_ids [1, T], pixel_values [1, ...]); fills the cache. */
+  /**
+   * `feeds`: the prompt's inputs (input_ids [rows, T], pixel_values [rows, ...], and for
+   * left-padded graphs prompt_start [rows]); fills the cache.
+   */
   prefill(feeds: ReadonlyMap<string, HostTensor>): Promise<Float32Array>;
-  /** one token at cache position `position` (the prompt fills 0 .. promptLength - 1). */
-  decode(token: number, position: number): Promise<Float32Array>;
+  /** one token per row at cache position `position` (the prompt fills 0 .. promptLength - 1). */
+  decode(token: number | readonly number[], position: number): Promise<Float32Array>;
   destroy(): void;
 }
 
 const scalarI32 = (v: number): HostTensor => ({ dtype: 'i32', shape: [], data: Int32Array.of(v) });
-const tokenFeed = (t: number): HostTensor => ({ dtype: 'i32', shape: [1, 1], data: Int32Array.of(t) });
+const tokenFeed = (t: number | readonly number[]): HostTensor => {
+  const ids = typeof t === 'number' ? [t] : t;
+  return { dtype: 'i32', shape: [ids.length, 1], data: Int32Array.from(ids) };
+};
 const asF32 = (t: HostTensor): Float32Array => (t.data instanceof Float32Array ? t.data : Float32Array.from(t.data));
+
+/** The decode step's feeds: the tokens, the position, and (left-padded) the rows' starts from the prefill. */
+function decodeFeeds(g: GenerationGraphs, token: number | readonly number[], position: number, start: HostTensor | undefined): Map<string, HostTensor> {
+  const feeds = new Map([['input_ids', tokenFeed(token)], ['position', scalarI32(position)]]);
+  if (g.leftPadded) {
+    if (!start) throw new KilnError(`left-padded generation: the prefill was fed no ${PROMPT_START}`);
+    feeds.set(PROMPT_START, start);
+  }
+  return feeds;
+}
 
 /** The reference executor (f32) over the two graphs; the caches live on the host. */
 export function referenceRunner(g: GenerationGraphs, params: ReadonlyMap<string, HostTensor>): StepRunner {
+  let start: HostTensor | undefined;
   const caches = new Map<string, HostTensor>();
   const run = (graph: Graph, feeds: ReadonlyMap<string, HostTensor>): Float32Array => {
     const logits = graph.outputs.find((o) => o.name === 'logits')!.node;
@@ -42,8 +62,11 @@ export function referenceRunner(g: GenerationGraphs, params: ReadonlyMap<string,
     caches.set(name, { dtype: 'f32', shape, data: new Float32Array(shape.reduce((a, x) => a * x, 1)) });
   }
   return {
-    prefill: async (feeds) => run(g.prefill, feeds),
-    decode: async (token, position) => run(g.decode, new Map([['input_ids', tokenFeed(token)], ['position', scalarI32(position)]])),
+    prefill: async (feeds) => {
+      start = feeds.get(PROMPT_START);
+      return run(g.prefill, feeds);
+    },
+    decode: async (token, position) => run(g.decode, decodeFeeds(g, token, position, start)),
     destroy: () => caches.clear(),
   };
 }
@@ -66,9 +89,13 @@ export async function webgpuRunner(g: GenerationGraphs, params: ReadonlyMap<stri
   const program = await ArtefactProgram.load(kd, artefact);
   program.store.write(new Map([...params].filter(([name]) => program.store.has(name) && !g.caches.includes(name))));
   const logits = async (entry: string, feeds: ReadonlyMap<string, HostTensor>) => asF32((await program.run(entry, feeds, ['logits'])).get('logits')!);
+  let start: HostTensor | undefined;
   return {
-    prefill: (feeds) => logits('prefill', feeds),
-    decode: (token, position) => logits('decode', new Map([['input_ids', tokenFeed(token)], ['position', scalarI32(position)]])),
+    prefill: (feeds) => {
+      start = feeds.get(PROMPT_START);
+      return logits('prefill', feeds);
+    },
+    decode: (token, position) => logits('decode', decodeFeeds(g, token, position, start)),
     destroy: () => {
       program.destroy();
       program.store.destroy();
@@ -154,13 +181,23 @@ export interface GenerateOptions extends SamplingOptions {
   readonly onToken?: (token: number) => void;
 }
 
+export type StopReason = 'eos' | 'max-tokens' | 'cache-full';
+
 export interface GenerateResult {
   readonly tokens: number[];
   readonly prefillMs: number;
   /** decode steps per second over the steps after the prefill (NaN when there were none). */
   readonly decodeTokensPerS: number;
   /** why it stopped. */
-  readonly stop: 'eos' | 'max-tokens' | 'cache-full';
+  readonly stop: StopReason;
+}
+
+export interface BatchGenerateResult {
+  /** per prompt: its tokens (through its end-of-sequence token) and why it stopped. */
+  readonly rows: { tokens: number[]; stop: StopReason }[];
+  readonly prefillMs: number;
+  /** decode steps per second (each step decodes one token of every row). */
+  readonly decodeStepsPerS: number;
 }
 
 /**
@@ -168,40 +205,97 @@ export interface GenerateResult {
  * the prompt takes `g.promptLength`, each decoded token one more.
  */
 export async function generateTokens(runner: StepRunner, g: GenerationGraphs, prompt: ReadonlyMap<string, HostTensor>, o: GenerateOptions): Promise<GenerateResult> {
-  const random = seededRandom(o.seed ?? 0);
+  const r = await generateRows(runner, g, prompt, { ...o, ...(o.onToken ? { onToken: (t: number) => o.onToken!(t) } : {}) });
+  return { tokens: r.rows[0]!.tokens, stop: r.rows[0]!.stop, prefillMs: r.prefillMs, decodeTokensPerS: r.decodeStepsPerS };
+}
+
+/**
+ * Generates for each of `g.rows` prompts (left-padded when several) until every row has emitted
+ * an end-of-sequence token or `maxTokens`, or the cache is full. Each row samples from its own
+ * stream seeded with `seed`, so a row gets the tokens it gets alone. A finished row keeps being
+ * fed its last token (its logits are no longer read), as transformers feeds a finished row padding.
+ */
+export async function generateRows(
+  runner: StepRunner,
+  g: GenerationGraphs,
+  prompt: ReadonlyMap<string, HostTensor>,
+  o: Omit<GenerateOptions, 'onToken'> & { readonly onToken?: (token: number, row: number) => void },
+): Promise<BatchGenerateResult> {
+  const R = g.rows;
+  const randoms = Array.from({ length: R }, () => seededRandom(o.seed ?? 0));
   if (o.warmup) {
     await runner.prefill(prompt);
-    if (g.capacity > g.promptLength) await runner.decode(0, g.promptLength);
+    if (g.capacity > g.promptLength) await runner.decode(new Array<number>(R).fill(0), g.promptLength);
   }
   const t0 = performance.now();
   let logits = await runner.prefill(prompt);
   const prefillMs = performance.now() - t0;
-  const tokens: number[] = [];
+  const V = logits.length / R;
+  const rows = Array.from({ length: R }, () => ({ tokens: [] as number[], stop: 'max-tokens' as StopReason }));
+  const done = new Array<boolean>(R).fill(false);
+  const last = new Array<number>(R).fill(0);
   let position = g.promptLength;
-  let stop: GenerateResult['stop'] = 'max-tokens';
   const t1 = performance.now();
   let steps = 0;
   for (;;) {
-    const token = sampleToken(logits, o, random);
-    tokens.push(token);
-    o.onToken?.(token);
-    if (o.eos.includes(token)) {
-      stop = 'eos';
-      break;
+    for (let r = 0; r < R; r++) {
+      if (done[r]) continue;
+      const token = sampleToken(logits.subarray(r * V, (r + 1) * V), o, randoms[r]!);
+      rows[r]!.tokens.push(token);
+      last[r] = token;
+      o.onToken?.(token, r);
+      if (o.eos.includes(token)) {
+        rows[r]!.stop = 'eos';
+        done[r] = true;
+      } else if (rows[r]!.tokens.length >= o.maxTokens) done[r] = true;
     }
-    if (tokens.length >= o.maxTokens) break;
+    if (done.every(Boolean)) break;
     if (position >= g.capacity) {
-      stop = 'cache-full';
+      for (let r = 0; r < R; r++) if (!done[r]) rows[r]!.stop = 'cache-full';
       break;
     }
-    logits = await runner.decode(token, position++);
+    logits = await runner.decode(R === 1 ? last[0]! : last, position++);
     steps++;
   }
   const decodeS = (performance.now() - t1) / 1000;
-  return { tokens, prefillMs, decodeTokensPerS: steps > 0 ? steps / decodeS : NaN, stop };
+  return { rows, prefillMs, decodeStepsPerS: steps > 0 ? steps / decodeS : NaN };
 }
 
-export { generationGraphs, seededRandom };
+/**
+ * Several prompts as one left-padded batch: input_ids [rows, T] with `padId` in front of the
+ * shorter prompts, pixel_values stacked [rows, ...], and prompt_start [rows] (each row's number of
+ * padding positions). Each prompt is input_ids [1, n] and, when any has one, pixel_values [1, ...].
+ * @throws KilnError when the prompts hold different numbers of image placeholders (their spliced
+ *   lengths would differ) or only some have pixel_values.
+ */
+export function leftPadPrompts(prompts: readonly ReadonlyMap<string, HostTensor>[], padId: number, imageToken: number): Map<string, HostTensor> {
+  const ids = prompts.map((p) => Array.from(p.get('input_ids')!.data));
+  const images = ids.map((row) => row.filter((t) => t === imageToken).length);
+  if (images.some((n) => n !== images[0])) throw new KilnError(`the prompts hold ${images.join(', ')} images; prompts generated together must hold the same number (each has its image in front)`);
+  const T = Math.max(...ids.map((r) => r.length));
+  const data = new Int32Array(prompts.length * T);
+  const start = new Int32Array(prompts.length);
+  ids.forEach((row, r) => {
+    start[r] = T - row.length;
+    data.fill(padId, r * T, r * T + start[r]!);
+    data.set(row, r * T + start[r]!);
+  });
+  const out = new Map<string, HostTensor>([
+    ['input_ids', { dtype: 'i32', shape: [prompts.length, T], data }],
+    [PROMPT_START, { dtype: 'i32', shape: [prompts.length], data: start }],
+  ]);
+  const px = prompts.map((p) => p.get('pixel_values'));
+  if (px.some((p) => p !== undefined)) {
+    if (px.some((p) => p === undefined)) throw new KilnError('only some of the prompts have an image');
+    const per = px[0]!.data.length;
+    const all = new Float32Array(per * px.length);
+    px.forEach((p, r) => all.set(p!.data, r * per));
+    out.set('pixel_values', { dtype: 'f32', shape: [px.length, ...px[0]!.shape.slice(1)], data: all });
+  }
+  return out;
+}
+
+export { generationGraphs, PROMPT_START, seededRandom };
 
 /**
  * Text of the tokens so far as it comes, as a whole-sequence decode gives it: each call decodes

@@ -1,8 +1,10 @@
 // Rotary position embedding in Hugging Face's rotate_half layout (LlamaRotaryEmbedding +
 // apply_rotary_pos_emb): inv_freq = 1 / theta^(arange(0, D, 2) / D), emb = cat(freqs, freqs),
 // out = x * cos + rotate_half(x) * sin, positions offset .. offset + T - 1 along axis -2.
-// An optional second input `pos` (i32 scalar, fed at run time) adds to the offset: the decode
-// step of a KV cache rotates its one token at the cache position with one compiled kernel.
+// An optional second input `pos` (i32, fed at run time) adds to the offset: a scalar for every
+// row (the decode step of a KV cache rotates its one token at the cache position with one
+// compiled kernel), or one value per batch row [B] (left-padded prompts: each row's positions
+// start at its first real token, as transformers' position_ids = cumsum(attention_mask) - 1).
 // The map is a rotation, so its VJP is the same op with the angle negated (`inverse`).
 import { dimToString, isConst, shapeToString } from '../ir/dims.js';
 import type { OpDef } from './types.js';
@@ -45,13 +47,14 @@ export const ropeOp: OpDef = {
   surface: {
     inputs: ['x', 'pos?'],
     attrs: { theta: { type: 'number', default: 10000 }, offset: { type: 'int', default: 0 } },
-    doc: 'rope(x, pos?, theta = 10000, offset = 0): rotary embedding of x [B, H, T, D] (HF rotate_half layout) at positions offset + pos + t',
+    doc: 'rope(x, pos?, theta = 10000, offset = 0): rotary embedding of x [B, H, T, D] (HF rotate_half layout) at positions offset + pos + t (pos: a scalar, or [B] per row)',
   },
   infer(inputs, attrs) {
     expectArity('rope', inputs, 1, 2);
     const x = inputs[0]!;
     const p = inputs[1];
-    if (p && (p.dtype !== 'i32' || p.shape.length !== 0)) fail(`rope: pos must be an i32 scalar (the run-time position offset), got ${p.dtype}[${shapeToString(p.shape)}]`, 1);
+    if (p && (p.dtype !== 'i32' || p.shape.length > 1 || (p.shape.length === 1 && (x.shape.length < 3 || dimToString(p.shape[0]!) !== dimToString(x.shape[0]!)))))
+      fail(`rope: pos must be an i32 scalar or one i32 per batch row [${x.shape.length >= 3 ? dimToString(x.shape[0]!) : 'B'}] (the run-time position offset), got ${p.dtype}[${shapeToString(p.shape)}]`, 1);
     expectFloat('rope', x, 'x', 0);
     if (x.shape.length < 2) fail(`rope: x must be [..., T, D], got ${shapeToString(x.shape)}`, 0);
     const d = x.shape[x.shape.length - 1]!;
@@ -64,7 +67,7 @@ export const ropeOp: OpDef = {
   vjp: (b, node, g) => [b.add('rope', [g, ...node.inputs.slice(1)], { ...node.attrs, inverse: !attrBool('rope', node.attrs, 'inverse', false) }), ...node.inputs.slice(1).map(() => null)],
   reference([x, p], attrs, out, ctx) {
     const theta = attrNumber('rope', attrs, 'theta', 10000);
-    const offset = attrNumber('rope', attrs, 'offset', 0) + (p ? p.data[0]! : 0);
+    const base = attrNumber('rope', attrs, 'offset', 0);
     const sign = attrBool('rope', attrs, 'inverse', false) ? -1 : 1;
     const r = out.shape.length;
     const T = out.shape[r - 2]!;
@@ -72,11 +75,20 @@ export const ropeOp: OpDef = {
     const half = D / 2;
     const f32 = ctx.precision === 'f32';
     const round = f32 ? Math.fround : (v: number) => v;
-    const { cos, sin } = tables(T, D, theta, offset, f32);
+    // One table per distinct offset: a scalar pos gives one, a per-row pos one per batch row.
+    const perRow = p !== undefined && p.shape.length === 1;
+    const rowsPerBatch = perRow ? x!.data.length / D / p.shape[0]! : 1;
+    const cache = new Map<number, { cos: Float64Array; sin: Float64Array }>();
+    const table = (offset: number) => {
+      let t = cache.get(offset);
+      if (!t) cache.set(offset, (t = tables(T, D, theta, offset, f32)));
+      return t;
+    };
     const y = alloc(ctx, out.dtype, out.shape);
     const xs = x!.data;
     for (let off = 0; off < xs.length; off += D) {
       const t = (off / D) % T;
+      const { cos, sin } = table(base + (p === undefined ? 0 : perRow ? p.data[Math.floor(off / D / rowsPerBatch)]! : p.data[0]!));
       for (let i = 0; i < half; i++) {
         const c = cos[t * half + i]!;
         const s = sign * sin[t * half + i]!;
@@ -130,6 +142,10 @@ function lowerRope(ctx: LowerContext): KernelBody {
   const r = Math.fround;
   const inv = Array.from({ length: half }, (_, i) => f32(r(1 / r(theta ** r((2 * i) / Math.max(D, 2))))));
   const pairs = product(shape) / 2;
+  // pos [B]: rows (of D) of x per batch row, so row / rowsPerBatch is the batch index.
+  const posShape = ctx.inputs[1]?.shape ?? [];
+  const perRowPos = posShape.length === 1;
+  const rowsPerBatch = perRowPos ? Math.max(1, product(shape) / D / posShape[0]!) : 1;
   const lanes = singleLanes(ctx.device);
   const code = `${SINCOS}
 const K_INV_FREQ = array<f32, ${half}>(${inv.join(', ')});
@@ -139,7 +155,7 @@ ${entry(
   `  let row = grp / ${half}u;
   let i = grp % ${half}u;
   let at = row * ${D}u + i;
-  let pos = f32(i32(row % ${T}u + ${offset}u)${ctx.inputs.length > 1 ? ' + i32(load1(0u))' : ''});
+  let pos = f32(i32(row % ${T}u + ${offset}u)${ctx.inputs.length > 1 ? ` + i32(load1(${perRowPos ? `row / ${rowsPerBatch}u` : '0u'}))` : ''});
   let cs = k_sincos(K_INV_FREQ[i] * pos);
   let c = cs.x;
   let s = ${sign}cs.y;

@@ -12,7 +12,18 @@
 //            A splice (the image placeholder) is the identity on a token that is not the
 //            placeholder, so the vision tower drops out of the decode step.
 // Both graphs have concrete shapes (no symbols), so they compile into one artefact whose state is
-// the caches `kv.{layer}.k` / `kv.{layer}.v` [1, kv_heads, capacity, head_dim].
+// the caches `kv.{layer}.k` / `kv.{layer}.v` [rows, kv_heads, capacity, head_dim].
+//
+// Several prompts at once (`leftPadded`): the rows are padded on the left to one length, as
+// transformers pads for generation, and an input `prompt_start` [rows] (i32) gives each row's
+// first real position (its number of padding positions; all before the image placeholder, so the
+// splice keeps them in front). As transformers computes position_ids = cumsum(attention_mask) - 1
+// for a left-padded batch, row b's positions count from its first real token: rope rotates cache
+// position t at t - prompt_start[b]. Every attention masks the padding keys (key >= start) on
+// top of the causal and sliding-window masks, which stay in cache positions as transformers'
+// masks do (q_idx - kv_idx is the same with and without the padding). The prefill writes out
+// its attention as matmul, mask, softmax, matmul for that; the padding rows' own outputs are
+// never read by a real row. All rows share the cache position of the decode step.
 import { KilnError } from '../../runtime/errors.js';
 import { GraphBuilder } from '../ir/builder.js';
 import { dimToString, isSymDim, type SymbolBindings } from '../ir/dims.js';
@@ -24,9 +35,16 @@ export const cacheName = (layer: number, which: 'k' | 'v'): string => `kv.${laye
 /** The position axis of every cache tensor [1, kv_heads, capacity, head_dim]. */
 export const CACHE_AXIS = 2;
 
+/** The input of left-padded generation graphs: each row's first real position [rows] i32. */
+export const PROMPT_START = 'prompt_start';
+
 export interface GenerationGraphs {
   readonly prefill: Graph;
   readonly decode: Graph;
+  /** prompts per call (the batch dim B of both graphs). */
+  readonly rows: number;
+  /** whether both graphs take PROMPT_START (several prompts, left-padded). */
+  readonly leftPadded: boolean;
   /** output names: `logits` [1, 1, vocab] in both. */
   readonly caches: readonly string[];
   /** the decoder's sequence length for the prompt: input_ids' T with the image spliced in. */
@@ -115,14 +133,49 @@ function decodeReachable(graph: Graph, logits: number): number[] {
 }
 
 /**
- * The prefill and decode graphs of `graph` for a prompt of `T` input ids (one row) and a cache of
- * `capacity` positions. `promptLength` is the decoder's length of the prompt (T with the spliced
- * image); it must be at most `capacity`.
+ * Attention over keys that `allowed` (bool, broadcasting to [B, Hq, Lq, Lk]) admits, written out:
+ * q [B, Hq, Lq, D], k [B, Hkv, Lk, D], v [B, Hkv, Lk, Dv] -> [B, Hq, Lq, Dv]. Query head h reads
+ * kv head floor(h / G) (repeat_kv): q as [B, Hkv, G * Lq, D] is the same memory. A masked score
+ * is -1e30, and exp(-1e30 - max) is exactly 0 in f32, as transformers' finfo.min mask gives.
+ */
+function explicitAttention(b: GraphBuilder, q: number, k: number, v: number, scale: number, allowed: (b: GraphBuilder) => number): number {
+  const [B, Hq, Lq, D] = shapeOf(b, q) as [number, number, number, number];
+  const [, Hkv, Lk] = shapeOf(b, k) as [number, number, number, number];
+  const Dv = shapeOf(b, v)[3]!;
+  const G = Hq / Hkv;
+  const qg = b.add('reshape', [q], { shape: [B, Hkv, G * Lq, D] });
+  const raw = b.add('mul', [b.add('matmul', [qg, b.add('transpose', [k], { perm: [0, 1, 3, 2] })]), b.add('fill', [], { value: scale, shape: [], dtype: 'f32' })]);
+  const scores = b.add('reshape', [raw], { shape: [B, Hq, Lq, Lk] });
+  const masked = b.add('where', [allowed(b), scores, b.add('fill', [], { value: -1e30, shape: [], dtype: 'f32' })]);
+  const p = b.add('reshape', [b.add('softmax', [masked], { axis: -1 })], { shape: [B, Hkv, G * Lq, Lk] });
+  return b.add('reshape', [b.add('matmul', [p, v])], { shape: [B, Hq, Lq, Dv] });
+}
+
+/**
+ * The prefill and decode graphs of `graph` for prompts of `T` input ids and a cache of
+ * `capacity` positions. `rows` prompts per call (default 1); `leftPadded` (implied by rows > 1):
+ * the graphs take PROMPT_START (see the file comment). `promptLength` is the decoder's length of
+ * the prompt (T with the spliced image); it must be at most `capacity`.
  * @throws KilnError when the graph has no `logits` output or no attention, or the prompt does not fit.
  */
-export function generationGraphs(graph: Graph, opts: { T: number; capacity: number }): GenerationGraphs {
+export function generationGraphs(graph: Graph, opts: { T: number; capacity: number; rows?: number; leftPadded?: boolean }): GenerationGraphs {
   const logits = logitsOf(graph);
   const C = opts.capacity;
+  const rows = opts.rows ?? 1;
+  const padded = opts.leftPadded === true || rows > 1;
+  const startInputs = new Map<GraphBuilder, number>();
+  /** PROMPT_START [rows], added to `b` on first use. */
+  const start = (b: GraphBuilder): number => {
+    let id = startInputs.get(b);
+    if (id === undefined) {
+      id = b.add('input', [], { name: PROMPT_START, dtype: 'i32', shape: [rows] });
+      b.inputs.push({ name: PROMPT_START, node: id });
+      startInputs.set(b, id);
+    }
+    return id;
+  };
+  const scaleOf = (node: Node, D: number): number => (typeof node.attrs['scale'] === 'number' ? node.attrs['scale'] : 1 / Math.sqrt(D));
+  const windowOf = (node: Node): number => (typeof node.attrs['window'] === 'number' ? node.attrs['window'] : 0);
   const caches: string[] = [];
   const decodeIds = decodeReachable(graph, logits);
   // The cached layers: the attentions the decode step runs (not the vision tower's).
@@ -131,13 +184,35 @@ export function generationGraphs(graph: Graph, opts: { T: number; capacity: numb
   for (const id of cached)
     if (graph.nodes[id]!.attrs['causal'] !== true) throw new KilnError(`attention${graph.nodes[id]!.label ? ` '${graph.nodes[id]!.label}'` : ''} is not causal: a token-by-token decode would change what it computes`);
 
-  // Prefill: the model as written, plus the cache writes.
-  const pre = replay(graph, reachable(graph, [logits]), new Map([['B', 1], ['T', opts.T]]), () => undefined);
-  const attn = cached.map((id) => pre.map.get(id)!);
+  // Prefill: the model as written, plus the cache writes (and with left padding, positions from
+  // each row's start and the padding keys masked).
+  const preBindings = new Map([['B', rows], ['T', opts.T]]);
+  // Only the decoder's attentions and ropes see the padding (the vision tower's sequence is its patches).
+  const decoderNodes = new Set(decodeIds);
+  const pre = replay(graph, reachable(graph, [logits]), preBindings, (b, node, inputs) => {
+    if (!padded || !decoderNodes.has(node.id)) return undefined;
+    const fill = (value: number) => b.add('fill', [], { value, shape: [], dtype: 'i32' });
+    if (node.op === 'rope') return b.add('rope', [inputs[0]!, b.add('sub', [fill(0), start(b)])], evalAttrs(node.attrs, preBindings));
+    if (node.op !== 'attention') return undefined;
+    const [q, k, v] = inputs as [number, number, number];
+    const L = shapeOf(b, q)[2]!;
+    const Lk = shapeOf(b, k)[2]!;
+    return explicitAttention(b, q, k, v, scaleOf(node, shapeOf(b, q)[3]!), (b) => {
+      const keys = b.add('reshape', [b.add('iota', [], { n: Lk })], { shape: [1, 1, 1, Lk] });
+      const queries = b.add('reshape', [b.add('iota', [], { n: L })], { shape: [1, 1, L, 1] });
+      let ok = b.add('ge', [keys, b.add('reshape', [start(b)], { shape: [rows, 1, 1, 1] })]);
+      const and = (c: number) => (ok = b.add('where', [c, ok, c]));
+      if (node.attrs['causal'] === true) and(b.add('le', [keys, queries]));
+      const window = windowOf(node);
+      if (window > 0) and(b.add('gt', [b.add('add', [keys, fill(window)]), queries]));
+      return ok;
+    });
+  });
   let promptLength = -1;
-  attn.forEach((a, layer) => {
-    const node = pre.b.node(a);
-    for (const [which, src] of [['k', node.inputs[1]!], ['v', node.inputs[2]!]] as const) {
+  cached.forEach((id, layer) => {
+    // The keys and values the attention read: its own inputs, in the prefill's nodes.
+    const [k, v] = graph.nodes[id]!.inputs.slice(1, 3).map((i) => pre.map.get(i)!) as [number, number];
+    for (const [which, src] of [['k', k], ['v', v]] as const) {
       const [B, H, L, D] = shapeOf(pre.b, src) as [number, number, number, number];
       promptLength = L;
       if (L > C) throw new KilnError(`the prompt is ${L} positions long (with the image), more than the KV cache's capacity of ${C}`);
@@ -164,10 +239,11 @@ export function generationGraphs(graph: Graph, opts: { T: number; capacity: numb
     }
     return pos;
   };
-  const one = new Map([['B', 1], ['T', 1]]);
+  const one = new Map([['B', rows], ['T', 1]]);
   const dec = replay(graph, decodeIds, one, (b, node, inputs) => {
     if (node.op === 'splice') return inputs[0];
-    if (node.op === 'rope') return b.add('rope', [inputs[0]!, position(b)], evalAttrs(node.attrs, one));
+    // With left padding, row b's token at cache position p is at position p - start[b].
+    if (node.op === 'rope') return b.add('rope', [inputs[0]!, padded ? b.add('sub', [position(b), start(b)]) : position(b)], evalAttrs(node.attrs, one));
     if (node.op !== 'attention') return undefined;
     const p = position(b);
     const [q, k, v] = inputs as [number, number, number];
@@ -177,7 +253,7 @@ export function generationGraphs(graph: Graph, opts: { T: number; capacity: numb
     const fill = (value: number, dtype: 'f32' | 'i32') => b.add('fill', [], { value, shape: [], dtype });
     const written = (which: 'k' | 'v', x: number, d: number): number => {
       const name = cacheName(layer, which);
-      const cache = b.add('input', [], { name, dtype: 'f32', shape: [1, Hkv, C, d] });
+      const cache = b.add('input', [], { name, dtype: 'f32', shape: [rows, Hkv, C, d] });
       b.inputs.push({ name, node: cache });
       const hit = b.add('eq', [b.add('reshape', [b.add('iota', [], { n: C })], { shape: [1, 1, C, 1] }), p]);
       const w = b.add('where', [hit, x, cache]);
@@ -187,21 +263,27 @@ export function generationGraphs(graph: Graph, opts: { T: number; capacity: numb
     const K = written('k', k, D);
     const V = written('v', v, Dv);
     layer++;
-    const scale = typeof node.attrs['scale'] === 'number' ? node.attrs['scale'] : 1 / Math.sqrt(D);
-    // Query head h reads kv head floor(h / G) (repeat_kv): [1, Hq, 1, D] as [1, Hkv, G, D].
-    const qg = b.add('reshape', [q], { shape: [1, Hkv, G, D] });
+    const scale = scaleOf(node, D);
+    // Query head h reads kv head floor(h / G) (repeat_kv): [B, Hq, 1, D] as [B, Hkv, G, D].
+    const qg = b.add('reshape', [q], { shape: [rows, Hkv, G, D] });
     const scores = b.add('mul', [b.add('matmul', [qg, b.add('transpose', [K], { perm: [0, 1, 3, 2] })]), fill(scale, 'f32')]);
     const keys = b.add('reshape', [b.add('iota', [], { n: C })], { shape: [1, 1, 1, C] });
     // exp(-1e30 - max) is exactly 0 in f32, as transformers' finfo.min mask gives.
     const neg = fill(-1e30, 'f32');
     let masked = b.add('where', [b.add('le', [keys, p]), scores, neg]);
-    const window = typeof node.attrs['window'] === 'number' ? node.attrs['window'] : 0;
+    const window = windowOf(node);
     if (window > 0) masked = b.add('where', [b.add('gt', [b.add('add', [keys, fill(window, 'i32')]), p]), masked, neg]);
+    if (padded) masked = b.add('where', [b.add('ge', [keys, b.add('reshape', [start(b)], { shape: [rows, 1, 1, 1] })]), masked, neg]);
     const out = b.add('matmul', [b.add('softmax', [masked], { axis: -1 }), V]);
-    return b.add('reshape', [out], { shape: [1, Hq, 1, Dv] });
+    return b.add('reshape', [out], { shape: [rows, Hq, 1, Dv] });
   });
   if (pos < 0) position(dec.b);
+  // A padded graph takes PROMPT_START even where nothing reads it, so every call feeds the same inputs.
+  if (padded) {
+    start(pre.b);
+    start(dec.b);
+  }
   dec.b.outputs.push({ name: 'logits', node: dec.map.get(logits)! });
   const built = (b: GraphBuilder): Graph => ({ ...b.build(), symbols: [] });
-  return { prefill: built(pre.b), decode: built(dec.b), caches, promptLength, capacity: C };
+  return { prefill: built(pre.b), decode: built(dec.b), caches, promptLength, capacity: C, rows, leftPadded: padded };
 }

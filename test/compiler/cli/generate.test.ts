@@ -2,7 +2,7 @@
 // test/compiler/exec/generate.test.ts checks against full recomputation), sampling reproduced by
 // its seed, and the exit codes of bad usage (2) and bad input (1), with no stack trace.
 import { spawnSync } from 'node:child_process';
-import { cpSync, mkdtempSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -87,6 +87,67 @@ describe('kiln generate', () => {
     expect(r.code).toBe(code);
     expect(r.err).toContain(message);
     expect(r.err).not.toMatch(/\n\s+at /);
+  }, 120_000);
+
+  it('several --prompt: left-padded into one call, each row the tokens and text of its prompt alone', () => {
+    // Prompts of 2 and 7 words: the short one gets left padding.
+    const qs = ['colour?', 'what colour is the shape in the picture?'];
+    const both = kiln([...image, '--image', 'test/golden/images/src/rgb.png', '--prompt', qs[0]!, '--prompt', qs[1]!, '--json']);
+    expect(both.err).toBe('');
+    expect(both.code).toBe(0);
+    const j = JSON.parse(both.out) as { rows: { tokens: number[]; text: string; stop: string }[]; decode_tokens_per_s: number };
+    expect(j.rows).toHaveLength(2);
+    qs.forEach((q, i) => {
+      const one = JSON.parse(kiln([...image, '--image', 'test/golden/images/src/rgb.png', '--prompt', q, '--json']).out) as { tokens: number[]; text: string; stop: string };
+      expect(j.rows[i]!.tokens, q).toEqual(one.tokens);
+      expect(j.rows[i]!.text).toBe(one.text);
+      expect(j.rows[i]!.stop).toBe(one.stop);
+    });
+    expect(j.decode_tokens_per_s).toBeGreaterThan(0);
+    // Text mode: one line per prompt.
+    const text = kiln([...image, '--image', 'test/golden/images/src/rgb.png', '--prompt', qs[0]!, '--prompt', qs[1]!]);
+    expect(text.out).toBe(`[0] ${j.rows[0]!.text}\n[1] ${j.rows[1]!.text}\n`);
+  }, 300_000);
+
+  it('--batch --rows all: the rows of a batch together, each as with --rows i', () => {
+    const all = JSON.parse(kiln([...base, '--max-tokens', '4', '--rows', 'all', '--json']).out) as { rows: { tokens: number[] }[] };
+    expect(all.rows).toHaveLength(2);
+    for (const r of [0, 1]) expect(all.rows[r]!.tokens).toEqual((JSON.parse(kiln([...base, '--max-tokens', '4', '--rows', String(r), '--json']).out) as { tokens: number[] }).tokens);
+  }, 300_000);
+
+  it('the checkpoint\'s chat_template is the default template when its tokenizer_config has one', () => {
+    // A chat_template that writes the mistral format into a checkpoint whose model type (llama)
+    // would choose vicuna_v1: without --template the prompt is the mistral one.
+    const dir = mkdtempSync(join(tmpdir(), 'kiln-generate-chat-'));
+    cpSync(withTok, dir, { recursive: true });
+    const cfg = JSON.parse(readFileSync(join(dir, 'tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
+    cfg['chat_template'] = "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}{{ '[INST] ' + m['content'] + ' [/INST]' }}{% else %}{{ m['content'] + eos_token }}{% endif %}{% endfor %}";
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(cfg));
+    const args = ['generate', 'models/vwlmm.kiln', '--config', 'tiny', '--checkpoint', dir, '--vision-tower', `${G}/clip`, '--backend', 'cpu', '--max-tokens', '8', '--image', 'test/golden/images/src/rgb.png', '--prompt', 'what colour is the shape?', '--json'];
+    const tokens = (extra: string[]) => (JSON.parse(kiln([...args, ...extra]).out) as { tokens: number[] }).tokens;
+    const chat = tokens([]);
+    expect(chat).toEqual(tokens(['--template', 'mistral']));
+    expect(chat).not.toEqual(tokens(['--template', 'vicuna_v1']));
+    expect(chat).toEqual(tokens(['--template', 'chat_template']));
+  }, 300_000);
+
+  it.each([
+    [['--rows', '0,x'], 2, '--rows 0,x: expected all or row numbers such as 0,2'],
+    [['--rows', '5'], 1, 'the batch has 2 rows; row 5 was asked for (--rows)'],
+  ])('--batch %j: exit %i', (extra, code, message) => {
+    const r = kiln([...base, ...extra]);
+    expect(r.code).toBe(code);
+    expect(r.err).toContain(message);
+  }, 120_000);
+
+  it.each([
+    [['--image', 'test/golden/images/src/rgb.png', '--image', 'test/golden/images/src/rgb.png', '--prompt', 'x'], 2, '2 --image and 1 --prompt'],
+    [['--image', 'test/golden/images/src/rgb.png', '--prompt', 'x', '--rows', '1'], 2, '--rows chooses rows of --batch FILE'],
+    [['--image', 'test/golden/images/src/rgb.png', '--prompt', 'x', '--template', 'chat_template'], 2, 'has no chat_template'],
+  ])('several prompts %j: exit %i', (extra, code, message) => {
+    const r = kiln([...image, ...extra]);
+    expect(r.code).toBe(code);
+    expect(r.err).toContain(message);
   }, 120_000);
 
   it('--prompt with a checkpoint that has no tokenizer: exit 1', () => {

@@ -15,7 +15,8 @@ import { loadAndCheck } from '../../../compiler/cli/spec.js';
 import type { CheckedModel } from '../../../compiler/check/index.js';
 import { runReference } from '../../../compiler/exec/reference.js';
 import { runOnWebGpu } from '../../../compiler/exec/webgpu-run.js';
-import { argmax, generateTokens, generationGraphs, isSampling, referenceRunner, sampleToken, seededRandom, webgpuRunner } from '../../../compiler/exec/generate.js';
+import { argmax, generateRows, generateTokens, generationGraphs, isSampling, leftPadPrompts, referenceRunner, sampleToken, seededRandom, webgpuRunner, type StepRunner } from '../../../compiler/exec/generate.js';
+import type { GenerationGraphs } from '../../../compiler/passes/kv-cache.js';
 import { getDevice } from '../../../runtime/node/device.js';
 import type { HostTensor } from '../../../runtime/tensor.js';
 
@@ -104,6 +105,102 @@ describe('KV-cache decode on WebGPU', () => {
       runner.destroy();
     }
   }, 600_000);
+});
+
+/**
+ * Prompts of different lengths from a golden batch: row r's input_ids through `keep[r]` ids
+ * (each keeps its image placeholder) with its pixel_values.
+ */
+function prompts(name: string, keep: readonly number[]): Map<string, HostTensor>[] {
+  const G = `test/golden/${name}`;
+  const { model } = golden(name);
+  const batch = loadBatch(model, `${G}/batch.safetensors`);
+  const ids = batch.get('input_ids')!;
+  const px = batch.get('pixel_values')!;
+  const [, T] = ids.shape as [number, number];
+  const per = px.data.length / px.shape[0]!;
+  return keep.map((n, r) => new Map<string, HostTensor>([
+    ['input_ids', { dtype: 'i32', shape: [1, n], data: Int32Array.from(ids.data.slice(r * T, r * T + n)) }],
+    ['pixel_values', { dtype: 'f32', shape: [1, ...px.shape.slice(1)], data: Float32Array.from(px.data.slice(r * per, (r + 1) * per)) }],
+  ]));
+}
+
+async function alone(name: string, prompt: Map<string, HostTensor>, steps: number, make: (g: GenerationGraphs) => Promise<StepRunner>): Promise<{ tokens: number[]; first: Float32Array }> {
+  const { model } = golden(name);
+  const T = prompt.get('input_ids')!.shape[1]!;
+  const probe = generationGraphs(model.graph, { T, capacity: 1 << 20 });
+  const g = generationGraphs(model.graph, { T, capacity: probe.promptLength + steps });
+  const runner = await make(g);
+  try {
+    const first = Float32Array.from(await runner.prefill(prompt));
+    const { tokens } = await generateTokens(runner, g, prompt, { maxTokens: steps, eos: [] });
+    return { tokens, first };
+  } finally {
+    runner.destroy();
+  }
+}
+
+// Several prompts left-padded into one call give each prompt's tokens alone. The prompts' lengths
+// differ (mistral_swa: 7, 5 and 4 ids, so 2 and 3 padding positions; its sliding window of 4 is
+// shorter than every spliced prompt), and the first logits agree within 1e-4 (the padded
+// prefill writes its attention out instead of the fused op: f32 summation order only).
+// WebGPU runs one case (each runner is a compile: three on lavapipe take minutes): mistral_swa's
+// first and last prompts, for GQA, the sliding window and 3 padding positions.
+describe.each([
+  ['llama_b2', [9, 6], ['cpu']],
+  ['mistral_swa', [7, 5, 4], ['cpu']],
+  ['mistral_swa', [7, 4], ['webgpu']],
+] as const)('left-padded prompts on %s, lengths %j', (name, keep, backends) => {
+  const steps = 5;
+  for (const backend of backends) {
+    it(`${backend}: each row's tokens equal the prompt's alone`, async () => {
+      const { model, params } = golden(name);
+      const make = async (g: GenerationGraphs) => (backend === 'cpu' ? referenceRunner(g, params) : await webgpuRunner(g, params, await getDevice()));
+      const ps = prompts(name, keep);
+      const feeds = leftPadPrompts(ps, 0, -200);
+      expect(Array.from(feeds.get('prompt_start')!.data)).toEqual(keep.map((n) => Math.max(...keep) - n));
+      const T = feeds.get('input_ids')!.shape[1]!;
+      const probe = generationGraphs(model.graph, { T, capacity: 1 << 20, rows: ps.length });
+      const g = generationGraphs(model.graph, { T, capacity: probe.promptLength + steps, rows: ps.length });
+      expect(g.leftPadded).toBe(true);
+      const runner = await make(g);
+      try {
+        const firstAll = Float32Array.from(await runner.prefill(feeds));
+        const res = await generateRows(runner, g, feeds, { maxTokens: steps, eos: [] });
+        const V = firstAll.length / ps.length;
+        for (let r = 0; r < ps.length; r++) {
+          const one = await alone(name, ps[r]!, steps, make);
+          let worst = 0;
+          for (let i = 0; i < V; i++) worst = Math.max(worst, Math.abs(firstAll[r * V + i]! - one.first[i]!));
+          expect(worst, `row ${r} first logits`).toBeLessThanOrEqual(1e-4);
+          console.log(`${name} ${backend} row ${r} (${keep[r]} ids, ${Math.max(...keep) - keep[r]!} padding): first logits within ${worst.toExponential(2)} of the prompt alone; tokens ${res.rows[r]!.tokens.join(' ')}`);
+          expect(res.rows[r]!.tokens, `row ${r}`).toEqual(one.tokens);
+        }
+        // Tokens differ between the rows: the padding did not make them one prompt.
+        expect(new Set(res.rows.map((r) => r.tokens.join(','))).size).toBeGreaterThan(1);
+      } finally {
+        runner.destroy();
+      }
+    }, 600_000);
+  }
+  it('a row that emits end-of-sequence stops there while the others go on', async () => {
+    const { model, params } = golden(name);
+    const ps = prompts(name, keep);
+    const feeds = leftPadPrompts(ps, 0, -200);
+    const T = feeds.get('input_ids')!.shape[1]!;
+    const probe = generationGraphs(model.graph, { T, capacity: 1 << 20, rows: ps.length });
+    const g = generationGraphs(model.graph, { T, capacity: probe.promptLength + steps, rows: ps.length });
+    const free = await generateRows(referenceRunner(g, params), g, feeds, { maxTokens: steps, eos: [] });
+    // Row 0's second token as end-of-sequence: row 0 stops after 2 tokens, unless another row
+    // emits that token too (then it stops there as well).
+    const eos = free.rows[0]!.tokens[1]!;
+    const res = await generateRows(referenceRunner(g, params), g, feeds, { maxTokens: steps, eos: [eos] });
+    res.rows.forEach((row, r) => {
+      const at = free.rows[r]!.tokens.indexOf(eos);
+      expect(row.tokens).toEqual(at < 0 ? free.rows[r]!.tokens : free.rows[r]!.tokens.slice(0, at + 1));
+      expect(row.stop).toBe(at < 0 ? 'max-tokens' : 'eos');
+    });
+  });
 });
 
 describe('sampling', () => {

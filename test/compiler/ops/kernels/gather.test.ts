@@ -56,6 +56,23 @@ describe('rope kernel', () => {
     }
   });
 
+  it('a per-row position input [B] (left-padded prompts) rotates each batch row as its own offset, negative ones too', async () => {
+    const shape = [3, 2, 5, 8];
+    const offset = 2;
+    const pos = [0, -4, 37];
+    const x = f32t(shape, randn(numel(shape), 11, -2, 2));
+    const p: HostTensor = { dtype: 'i32', shape: [3], data: Int32Array.from(pos) };
+    const per = numel(shape) / 3;
+    // Each row alone with its offset as an attribute: the expected value, row by row.
+    const rows = pos.map((q, b) => reference('rope', [f32t([1, 2, 5, 8], x.data.slice(b * per, (b + 1) * per))], { theta: 10000, offset: offset + q } as never, outType('rope', [f32t([1, 2, 5, 8], new Float32Array(per))], { theta: 10000 } as never), 'f32'));
+    const want: HostTensor = { dtype: 'f32', shape, data: Float32Array.from(rows.flatMap((r) => Array.from(r.data))) };
+    const out = outType('rope', [x, p], { theta: 10000, offset } as never);
+    const xs = x.data;
+    const tol = (i: number): number => 1e-6 * (Math.abs(xs[i]!) + Math.abs(xs[i % 8 < 4 ? i + 4 : i - 4]!));
+    expectClose(reference('rope', [x, p], { theta: 10000, offset } as never, out, 'f32'), want, () => 0, 'rope reference pos [B]');
+    for (const v of VARIANTS) expectClose(await gpu('rope', [x, p], { theta: 10000, offset } as never, out, v), want, tol, `rope pos [B] ${v}`);
+  });
+
   it('long positions: angles up to ~9000 rad at the highest frequency', async () => {
     await checkRope([4096, 4], { offset: 5000 }, 3);
     await checkRope([2, 300, 128], { theta: 10000 }, 4);
