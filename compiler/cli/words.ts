@@ -128,13 +128,13 @@ export async function runWords(argv: readonly string[], out: Output): Promise<nu
   const top = topWords(words, k);
   const [rows, cols] = words.grid;
   const text = (id: number): string | null => (tok ? tok.decode([id]) : null);
+  // A token that decodes to nothing visible (a special token, a lone space) shows as its vocabulary entry.
+  const label = (id: number): string => {
+    const t = text(id)?.trim();
+    if (t) return t;
+    return tok ? tok.idToToken(id) : String(id);
+  };
   if (outPath !== undefined) {
-    // A token that decodes to nothing visible (a special token, a lone space) shows as its vocabulary entry.
-    const label = (id: number): string => {
-      const t = text(id)?.trim();
-      if (t) return t;
-      return tok ? tok.idToToken(id) : String(id);
-    };
     const image = denormalise(pixels.data, pixels.shape[2]!, CLIP_MEAN, CLIP_STD);
     const caption = `top-1 visual word per patch (${rows}x${cols}) and its probability; ${values.checkpoint} on ${origin}; ${backend}`;
     writeAtomically(outPath, drawWordsPicture(image, [rows, cols], top.map((t) => ({ text: label(t[0]!.id), p: t[0]!.p })), caption));
@@ -144,8 +144,9 @@ export async function runWords(argv: readonly string[], out: Output): Promise<nu
     const patches = top.map((t, i) => ({ row: Math.floor(i / cols), col: i % cols, top: t.map((c) => ({ id: c.id, token: text(c.id), p: c.p })) }));
     out.stdout(JSON.stringify({ grid: [rows, cols], patches }));
   } else {
-    const width = Math.max(...top.map((t) => (text(t[0]!.id) ?? String(t[0]!.id)).length), 1);
-    for (let r = 0; r < rows; r++) out.stdout(top.slice(r * cols, (r + 1) * cols).map((t) => JSON.stringify(text(t[0]!.id) ?? t[0]!.id).padEnd(width + 2)).join(' '));
+    const cells = top.map((t) => JSON.stringify(label(t[0]!.id)));
+    const width = Math.max(...cells.map((c) => c.length));
+    for (let r = 0; r < rows; r++) out.stdout(cells.slice(r * cols, (r + 1) * cols).map((c) => c.padEnd(width)).join(' ').trimEnd());
     out.stderr(`${rows}x${cols} patches; ${outPath} written; backend ${backend}`);
   }
   return 0;
