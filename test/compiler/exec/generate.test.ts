@@ -183,6 +183,23 @@ describe.each([
       }
     }, 600_000);
   }
+  it('sampling: each row draws what its prompt draws alone with the same seed', async () => {
+    const { model, params } = golden(name);
+    const ps = prompts(name, keep);
+    const feeds = leftPadPrompts(ps, 0, -200);
+    const T = feeds.get('input_ids')!.shape[1]!;
+    const probe = generationGraphs(model.graph, { T, capacity: 1 << 20, rows: ps.length });
+    const g = generationGraphs(model.graph, { T, capacity: probe.promptLength + steps, rows: ps.length });
+    const o = { maxTokens: steps, eos: [], temperature: 1.5, topP: 0.95, seed: 7 };
+    const res = await generateRows(referenceRunner(g, params), g, feeds, o);
+    for (let r = 0; r < ps.length; r++) {
+      const Tr = ps[r]!.get('input_ids')!.shape[1]!;
+      const pr = generationGraphs(model.graph, { T: Tr, capacity: 1 << 20 });
+      const gr = generationGraphs(model.graph, { T: Tr, capacity: pr.promptLength + steps });
+      expect(res.rows[r]!.tokens, `row ${r}`).toEqual((await generateTokens(referenceRunner(gr, params), gr, ps[r]!, o)).tokens);
+    }
+  });
+
   it('a row that emits end-of-sequence stops there while the others go on', async () => {
     const { model, params } = golden(name);
     const ps = prompts(name, keep);
