@@ -33,7 +33,7 @@ export function imageWordsGraph(graph: Graph): Graph {
   const symbols = new Set<string>();
   for (const id of reachable(graph, [root])) {
     const node = graph.nodes[id]!;
-    const nid = b.add(node.op, node.inputs.map((i) => map.get(i)!), node.attrs, { ...(node.span ? { span: node.span } : {}), ...(node.label ? { label: node.label } : {}) });
+    const nid = b.add(node.op, node.inputs.map((i) => map.get(i)!), node.attrs, { ...(node.span ? { span: node.span } : {}), ...(node.label ? { label: node.label } : {}), ...(node.scope ? { scope: node.scope } : {}) });
     map.set(id, nid);
     for (const d of node.type.shape) for (const s of symbolsOf(d)) symbols.add(s);
     const p = params.get(id);
