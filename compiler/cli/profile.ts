@@ -11,7 +11,7 @@ import { getDevice } from '../../runtime/node/device.js';
 import { KernelProfiler, type KernelRow } from '../../runtime/webgpu/profile.js';
 import type { HostTensor } from '../../runtime/tensor.js';
 import { syntheticBatch } from '../../data/synthetic.js';
-import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
+import { checkOptions, onePositional, parse, specHelpBase, specOptions } from './args.js';
 import { loadBatch } from './model-inputs.js';
 import { checkOutputPath } from './output-path.js';
 import type { Output } from './output.js';
@@ -37,7 +37,7 @@ warmup runs first (they compile the kernels and are not timed).
   --top K            rows of the table (default 20; the rest are summed in one line)
   --trace FILE       also write a Chrome trace (JSON; opens in Perfetto or chrome://tracing)
   --json             the table and totals as JSON
-${specHelp}
+${specHelpBase}
 
 Each dispatch runs in its own compute pass so that its start and end can be stamped: on a real
 GPU that forbids overlap between neighbouring kernels, so the sum can exceed an unprofiled step.
