@@ -2,6 +2,8 @@
 //   artefact/          `kiln compile models/vwlmm.kiln --config tiny --ts` (entries loss, train_step)
 //   weights.safetensors the tiny model's initialised parameters (initParams, seed WEIGHT_SEED)
 //   batch.safetensors   one synthetic batch (data/synthetic.ts, seed BATCH_SEED) the page trains on
+//   generate/           prefill + decode entries (compiler/passes/kv-cache.ts) for greedy tokens
+//                       after row 0's first PROMPT_IDS ids and image (prompt.safetensors, generate.json)
 //   index.html, main.js the page, main.ts bundled by esbuild with `kiln/runtime` (runtime/index.ts)
 // Everything is deterministic, so the Node run in test/examples/browser.test.ts can start from the
 // same bytes. examples/browser/model.ts is the typed bindings `kiln compile --ts` writes for this
@@ -19,9 +21,13 @@ import { checkModel } from '../../compiler/check/index.js';
 import { initParams } from '../../compiler/exec/init.js';
 import { inputContract } from '../../compiler/passes/input-contract.js';
 import { syntheticBatch } from '../../data/synthetic.js';
-import { readArtefact } from '../../runtime/node/artefact-files.js';
+import { readArtefact, writeArtefact } from '../../runtime/node/artefact-files.js';
+import { artefactFiles, compileArtefact } from '../../compiler/emit/artefact.js';
+import { DEFAULT_TRAITS } from '../../compiler/codegen/kernel.js';
+import { CACHE_AXIS, generationGraphs } from '../../compiler/passes/kv-cache.js';
 import { serializeSafetensors } from '../../runtime/safetensors.js';
 import type { HostTensor } from '../../runtime/tensor.js';
+import type { GenerationInfo } from './result.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const HERE = join(ROOT, 'examples/browser');
@@ -30,12 +36,19 @@ const HERE = join(ROOT, 'examples/browser');
 export const SYMBOLS = { B: 2, T: 12 } as const;
 export const WEIGHT_SEED = 1;
 export const BATCH_SEED = 3;
+/** The generation prompt: the first ids of the batch's row 0 (its image placeholder is at column 1), and its image. */
+export const PROMPT_IDS = 8;
+export const MAX_NEW_TOKENS = 8;
+
 
 export interface BrowserExample {
   readonly dir: string;
   /** the initialised parameters the artefact reads, as written to weights.safetensors. */
   readonly weights: Uint8Array;
   readonly batch: Map<string, HostTensor>;
+  /** input_ids [1, PROMPT_IDS] and pixel_values [1, ...] of the generation prompt. */
+  readonly prompt: Map<string, HostTensor>;
+  readonly generation: GenerationInfo;
   /** true when examples/browser/model.ts differs from what the compiler writes now (rewritten with `updateBindings`). */
   readonly bindingsChanged: boolean;
 }
@@ -66,6 +79,30 @@ export async function buildBrowserExample(outDir = join(ROOT, 'out/browser-examp
   const batch = syntheticBatch(inputContract(model.graph), new Map(Object.entries(SYMBOLS)), BATCH_SEED);
   writeFileSync(join(outDir, 'batch.safetensors'), concat(serializeSafetensors(batch)));
 
+  // Generation: compiled with the default kernel traits, not this adapter's, so that no kernel
+  // assumes lavapipe's subgroup width (Chromium's SwiftShader has 4, lavapipe 8).
+  const ids = batch.get('input_ids')!;
+  const px = batch.get('pixel_values')!;
+  const perImage = px.data.length / px.shape[0]!;
+  const prompt = new Map<string, HostTensor>([
+    ['input_ids', { dtype: 'i32', shape: [1, PROMPT_IDS], data: Int32Array.from(ids.data.slice(0, PROMPT_IDS)) }],
+    ['pixel_values', { dtype: 'f32', shape: [1, ...px.shape.slice(1)], data: Float32Array.from(px.data.slice(0, perImage)) }],
+  ]);
+  const probe = generationGraphs(model.graph, { T: PROMPT_IDS, capacity: Number.MAX_SAFE_INTEGER });
+  const g = generationGraphs(model.graph, { T: PROMPT_IDS, capacity: probe.promptLength + MAX_NEW_TOKENS });
+  const logits = (graph: typeof g.prefill) => graph.outputs.filter((o) => o.name === 'logits');
+  const { artefact: genArtefact } = compileArtefact(
+    [
+      { name: 'prefill', graph: g.prefill, outputs: logits(g.prefill), applyUpdates: true },
+      { name: 'decode', graph: g.decode, outputs: logits(g.decode), applyUpdates: true },
+    ],
+    { bindings: new Map(), traits: DEFAULT_TRAITS, kvCaches: new Map(g.caches.map((n) => [n, CACHE_AXIS])) },
+  );
+  writeArtefact(join(outDir, 'generate'), artefactFiles(genArtefact));
+  writeFileSync(join(outDir, 'prompt.safetensors'), concat(serializeSafetensors(prompt)));
+  const generation: GenerationInfo = { promptLength: g.promptLength, capacity: g.capacity, maxTokens: MAX_NEW_TOKENS };
+  writeFileSync(join(outDir, 'generate.json'), JSON.stringify(generation) + '\n');
+
   const fresh = readFileSync(join(artefactDir, 'model.ts'), 'utf8');
   const committed = (() => {
     try {
@@ -90,7 +127,7 @@ export async function buildBrowserExample(outDir = join(ROOT, 'out/browser-examp
   });
   mkdirSync(outDir, { recursive: true });
   copyFileSync(join(HERE, 'index.html'), join(outDir, 'index.html'));
-  return { dir: outDir, weights, batch, bindingsChanged: fresh !== committed };
+  return { dir: outDir, weights, batch, prompt, generation, bindingsChanged: fresh !== committed };
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {

@@ -1,10 +1,12 @@
 // The page: fetches the artefact, the weights and a batch from where it is served, loads them on
 // navigator.gpu through the typed bindings `kiln compile --ts` wrote (./model.ts), runs `steps`
-// AdamW steps on the batch and draws each step's loss. Query: ?steps=N (default 8), ?lr=X (1e-3).
+// AdamW steps on the batch and draws each step's loss, then generates greedy tokens after a prompt
+// (row 0's first ids and its image) with the trained weights. Query: ?steps=N (default 8), ?lr=X (1e-3).
 // The result is also left on `window.kiln` for test/examples/browser.test.ts.
-import { fetchArtefact, fetchBytes, getDevice, parseSafetensors } from 'kiln/runtime';
+import { ArtefactProgram, fetchArtefact, fetchBytes, getDevice, parseSafetensors } from 'kiln/runtime';
+import { greedyTokens } from './generate.js';
 import { VWLMM, type TrainStepInputs } from './model.js';
-import type { PageResult } from './result.js';
+import type { GenerationInfo, PageResult } from './result.js';
 
 const result: PageResult = { done: false, losses: [], lmLosses: [], vmLosses: [], stepMs: [] };
 (globalThis as unknown as { kiln: PageResult }).kiln = result;
@@ -83,8 +85,21 @@ async function run(): Promise<void> {
     status(`step ${step} of ${steps}`);
     draw(result.losses, steps);
   }
+  status('generating…');
+  const [genArtefact, promptBytes, info] = await Promise.all([
+    fetchArtefact('generate/'),
+    fetchBytes('prompt.safetensors'),
+    fetch('generate.json').then((r) => r.json() as Promise<GenerationInfo>),
+  ]);
+  // Over the trained model's own store: the weights the steps above left on the device.
+  const gen = await ArtefactProgram.load(kd, genArtefact, { store: model.program.store });
+  const tg = performance.now();
+  result.tokens = await greedyTokens(gen, parseSafetensors(promptBytes, 'prompt.safetensors'), { ...info, onToken: (t) => log(`token ${t}`) });
+  result.generateMs = performance.now() - tg;
+  log(`generated ${result.tokens.length} tokens greedily in ${result.generateMs.toFixed(0)} ms: ${result.tokens.join(' ')}`);
+  gen.destroy();
   model.destroy();
-  status(`done: ${steps} steps, loss ${result.losses[0]!.toFixed(4)} -> ${result.losses[steps - 1]!.toFixed(4)}`);
+  status(`done: ${steps} steps, loss ${result.losses[0]!.toFixed(4)} -> ${result.losses[steps - 1]!.toFixed(4)}; generated ${result.tokens.join(' ')}`);
 }
 
 run()

@@ -14,4 +14,14 @@ export interface PageResult {
   firstStepMs?: number;
   /** ms the steps after the first took, each. */
   stepMs: number[];
+  /** greedy token ids after the prompt, with the trained weights. */
+  tokens?: number[];
+  generateMs?: number;
+}
+
+/** generate.json (examples/browser/build.ts): the generation artefact's prompt length and cache size. */
+export interface GenerationInfo {
+  readonly promptLength: number;
+  readonly capacity: number;
+  readonly maxTokens: number;
 }

@@ -1,7 +1,7 @@
 // The browser example end to end (`npm run test:browser`): builds examples/browser, serves it on
 // 127.0.0.1, drives the page in headless Debian Chromium through playwright-core, and checks that
-// the losses of its training steps equal the same artefact's on the same bytes run by Node over
-// Dawn. Writes the page's screenshot to out/browser-test/page.png. Needs /usr/bin/chromium
+// the losses of its training steps and the greedy tokens generated after them equal the same
+// artefacts' on the same bytes run by Node over Dawn. Writes the page's screenshot to out/browser-test/page.png. Needs /usr/bin/chromium
 // (scripts/setup-browser.sh installs Debian's `chromium`) and a WebGPU adapter in Node.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -15,6 +15,8 @@ import type { PageResult } from '../../examples/browser/result.js';
 import { VWLMM, type TrainStepInputs } from '../../examples/browser/model.js';
 import { getDevice } from '../../runtime/node/device.js';
 import { readArtefact } from '../../runtime/node/artefact-files.js';
+import { ArtefactProgram } from '../../runtime/webgpu/program.js';
+import { greedyTokens } from '../../examples/browser/generate.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const STEPS = 6;
@@ -60,11 +62,16 @@ describe('examples/browser in headless Chromium', () => {
     const model = await VWLMM.load(kd, readArtefact(join(built.dir, 'artefact')), built.weights);
     const batch = Object.fromEntries(built.batch) as unknown as TrainStepInputs;
     const node: number[] = [];
+    let nodeTokens: number[];
     try {
       for (let step = 1; step <= STEPS; step++) node.push((await model.trainStep(batch, { lr: LR, step })).loss.data[0]!);
+      const gen = await ArtefactProgram.load(kd, readArtefact(join(built.dir, 'generate')), { store: model.program.store });
+      nodeTokens = await greedyTokens(gen, built.prompt, built.generation);
+      gen.destroy();
     } finally {
       model.destroy();
     }
+    expect(nodeTokens).toHaveLength(built.generation.maxTokens);
     expect(node[STEPS - 1]).toBeLessThan(node[0]!);
 
     const profile = mkdtempSync(join(tmpdir(), 'kiln-chromium-'));
@@ -86,6 +93,9 @@ describe('examples/browser in headless Chromium', () => {
           r.losses.map((v, k) => `  step ${k + 1}: browser ${v} node ${node[k]} rel ${rel[k]!.toExponential(2)}\n`).join(''),
       );
       for (const [k, d] of rel.entries()) expect(d, `step ${k + 1}: browser ${r.losses[k]} vs node ${node[k]}`).toBeLessThan(REL);
+      process.stdout.write(`generated: browser ${r.tokens?.join(' ')} (${r.generateMs?.toFixed(0)} ms), node ${nodeTokens.join(' ')}\n`);
+      // Greedy tokens from logits that differ by a few ulps: equal unless two logits tie that closely.
+      expect(r.tokens).toEqual(nodeTokens);
       expect(readFileSync(join(outDir, 'page.png')).length).toBeGreaterThan(1000);
     } finally {
       await ctx.close();
