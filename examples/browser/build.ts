@@ -3,7 +3,8 @@
 //   weights.safetensors the tiny model's initialised parameters (initParams, seed WEIGHT_SEED)
 //   batch.safetensors   one synthetic batch (data/synthetic.ts, seed BATCH_SEED) the page trains on
 //   generate/           prefill + decode entries (compiler/passes/kv-cache.ts) for greedy tokens
-//                       after row 0's first PROMPT_IDS ids and image (prompt.safetensors, generate.json)
+//                       after row 0's first PROMPT_IDS ids and image (prompt.safetensors;
+//                       generate/generation.json: prompt length, cache capacity, tokens)
 //   index.html, main.js the page, main.ts bundled by esbuild with `kiln/runtime` (runtime/index.ts)
 // Everything is deterministic, so the Node run in test/examples/browser.test.ts can start from the
 // same bytes. examples/browser/model.ts is the typed bindings `kiln compile --ts` writes for this
@@ -27,7 +28,7 @@ import { DEFAULT_TRAITS } from '../../compiler/codegen/kernel.js';
 import { CACHE_AXIS, generationGraphs } from '../../compiler/passes/kv-cache.js';
 import { serializeSafetensors } from '../../runtime/safetensors.js';
 import type { HostTensor } from '../../runtime/tensor.js';
-import type { GenerationInfo } from './result.js';
+import { GENERATION_FILE, type GenerationInfo } from './result.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const HERE = join(ROOT, 'examples/browser');
@@ -101,7 +102,7 @@ export async function buildBrowserExample(outDir = join(ROOT, 'out/browser-examp
   writeArtefact(join(outDir, 'generate'), artefactFiles(genArtefact));
   writeFileSync(join(outDir, 'prompt.safetensors'), concat(serializeSafetensors(prompt)));
   const generation: GenerationInfo = { promptLength: g.promptLength, capacity: g.capacity, maxTokens: MAX_NEW_TOKENS };
-  writeFileSync(join(outDir, 'generate.json'), JSON.stringify(generation) + '\n');
+  writeFileSync(join(outDir, 'generate', GENERATION_FILE), JSON.stringify(generation) + '\n');
 
   const fresh = readFileSync(join(artefactDir, 'model.ts'), 'utf8');
   const committed = (() => {

@@ -6,7 +6,7 @@
 import { ArtefactProgram, fetchArtefact, fetchBytes, getDevice, parseSafetensors } from 'kiln/runtime';
 import { greedyTokens } from './generate.js';
 import { VWLMM, type TrainStepInputs } from './model.js';
-import type { GenerationInfo, PageResult } from './result.js';
+import { GENERATION_FILE, type GenerationInfo, type PageResult } from './result.js';
 
 const result: PageResult = { done: false, losses: [], lmLosses: [], vmLosses: [], stepMs: [] };
 (globalThis as unknown as { kiln: PageResult }).kiln = result;
@@ -89,7 +89,7 @@ async function run(): Promise<void> {
   const [genArtefact, promptBytes, info] = await Promise.all([
     fetchArtefact('generate/'),
     fetchBytes('prompt.safetensors'),
-    fetch('generate.json').then((r) => r.json() as Promise<GenerationInfo>),
+    fetch(`generate/${GENERATION_FILE}`).then((r) => r.json() as Promise<GenerationInfo>),
   ]);
   // Over the trained model's own store: the weights the steps above left on the device.
   const gen = await ArtefactProgram.load(kd, genArtefact, { store: model.program.store });

@@ -19,7 +19,10 @@ export interface PageResult {
   generateMs?: number;
 }
 
-/** generate.json (examples/browser/build.ts): the generation artefact's prompt length and cache size. */
+/** The file beside a generation artefact's manifest that holds its GenerationInfo. */
+export const GENERATION_FILE = 'generation.json';
+
+/** generation.json (examples/browser/build.ts): the generation artefact's prompt length and cache size. */
 export interface GenerationInfo {
   readonly promptLength: number;
   readonly capacity: number;

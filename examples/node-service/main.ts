@@ -7,19 +7,30 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { getDevice, readArtefact, KilnError } from 'kiln/runtime/node';
 import { startService } from './service.js';
+import { GENERATION_FILE, type GenerationInfo } from '../browser/result.js';
 
-const USAGE = 'usage: npm run example:node-service -- [--artefact DIR --weights FILE.safetensors] [--port N (default 8081)]';
+function readText(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new KilnError(`cannot read: ${(e as Error).message}`, { file });
+  }
+}
+
+const USAGE = 'usage: npm run example:node-service -- [--artefact DIR --weights FILE.safetensors [--generate DIR]] [--port N (default 8081)]';
 
 try {
-  const { values } = parseArgs({ options: { artefact: { type: 'string' }, weights: { type: 'string' }, port: { type: 'string', default: '8081' } } });
+  const { values } = parseArgs({ options: { artefact: { type: 'string' }, weights: { type: 'string' }, generate: { type: 'string' }, port: { type: 'string', default: '8081' } } });
   if ((values.artefact === undefined) !== (values.weights === undefined)) throw new KilnError(`--artefact and --weights go together\n${USAGE}`);
   let artefactDir = values.artefact;
   let weightsFile = values.weights;
+  let generateDir = values.generate;
   if (artefactDir === undefined) {
     const { buildBrowserExample } = await import('../browser/build.js');
     const built = await buildBrowserExample();
     artefactDir = join(built.dir, 'artefact');
     weightsFile = join(built.dir, 'weights.safetensors');
+    generateDir = join(built.dir, 'generate');
   }
   const weights = (() => {
     try {
@@ -29,8 +40,9 @@ try {
     }
   })();
   const kd = await getDevice();
-  const service = await startService({ kd, artefact: readArtefact(artefactDir), weights: new Uint8Array(weights) }, Number(values.port));
-  process.stdout.write(`kiln service on ${service.url} (${kd.adapterName}): GET /, POST /loss; Ctrl-C stops\n`);
+  const generation = generateDir === undefined ? undefined : { artefact: readArtefact(generateDir), ...(JSON.parse(readText(join(generateDir, GENERATION_FILE))) as GenerationInfo) };
+  const service = await startService({ kd, artefact: readArtefact(artefactDir), weights: new Uint8Array(weights), generation }, Number(values.port));
+  process.stdout.write(`kiln service on ${service.url} (${kd.adapterName}): GET /, POST /loss${generation ? ', POST /generate' : ''}; Ctrl-C stops\n`);
   process.on('SIGINT', () => void service.close().then(() => process.exit(0)));
 } catch (e) {
   process.stderr.write(`error: ${e instanceof Error ? e.message : String(e)}\n`);

@@ -2,12 +2,16 @@
 // artefact and its weights once, at start, and answers
 //   GET  /            what it serves: the artefact's source, entries and the loss entry's inputs
 //   POST /loss        { <input>: nested array of the compiled shape, ... } -> { loss, "loss:lm", ... }
-// Generation is not served: `kiln compile` writes loss/grads/train_step entries, and the prefill
-// and decode graphs `kiln generate` runs are compiled on the fly by the compiler
-// (compiler/exec/generate.ts, compiler/passes/kv-cache.ts), which this service does not embed.
+//   POST /generate    { input_ids: [[...]], pixel_values: [[[[...]]]] } -> greedy tokens, streamed
+//                     as NDJSON lines {"token": id}, then {"tokens": [...]}
+// /generate needs a generation artefact (prefill + decode entries over KV-cache state) compiled
+// ahead of time: `kiln compile` does not write one yet, so examples/browser/build.ts compiles it
+// with the compiler's generationGraphs; the service itself runs it with the runtime alone.
 // Requests are queued on the one device (a promise chain): a step's buffer writes, dispatches and
-// read-back never interleave with another's. A malformed request gets 400 and the reason (JSON:
+// read-back never interleave with another's, and a whole generation (prefill and every decode
+// step, which share the KV cache) is one job. A malformed request gets 400 and the reason (JSON:
 // { error }); the runtime's own checks (dtype, shape, ids and labels in range) answer the same way.
+import { greedyTokens } from '../browser/generate.js';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ArtefactProgram, KilnError, numel, type Artefact, type HostTensor, type KilnDevice, type TensorDecl } from 'kiln/runtime';
@@ -32,6 +36,8 @@ export interface ServiceOptions {
   readonly weights: Uint8Array;
   /** the entry POST /loss runs (default 'loss'); it must output 'loss'. */
   readonly entry?: string;
+  /** POST /generate: an artefact with `prefill` and `decode` entries over the same parameters. */
+  readonly generation?: { readonly artefact: Artefact; readonly promptLength: number; readonly capacity: number; readonly maxTokens: number };
 }
 
 export interface KilnService {
@@ -88,6 +94,8 @@ export async function startService(opts: ServiceOptions, port = 0): Promise<Kiln
   program.store.loadSafetensors(opts.weights, { file: 'weights', required: opts.artefact.manifest.params.map((p) => p.name) });
   const entry = opts.artefact.manifest.entries[entryName]!;
   if (!entry.outputs.some((o) => o.name === 'loss')) throw new KilnError(`entry '${entryName}' has no 'loss' output`);
+  const gen = opts.generation;
+  const genProgram = gen ? await ArtefactProgram.load(opts.kd, gen.artefact, { store: program.store }) : undefined;
   const stats = { steps: 0, maxInFlight: 0 };
   let inFlight = 0;
   let tail: Promise<unknown> = Promise.resolve();
@@ -107,16 +115,42 @@ export async function startService(opts: ServiceOptions, port = 0): Promise<Kiln
     return run;
   };
 
-  const loss = async (body: unknown): Promise<Record<string, number>> => {
-    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new RequestError(400, `the body must be a JSON object with ${entry.inputs.map((i) => i.name).join(', ')}`);
+  /** The body checked against an entry's inputs: each a nested array of the compiled shape. */
+  const feedsFor = (body: unknown, inputs: readonly TensorDecl[]): Map<string, HostTensor> => {
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new RequestError(400, `the body must be a JSON object with ${inputs.map((i) => i.name).join(', ')}`);
     const fields = body as Record<string, unknown>;
-    const unknownField = Object.keys(fields).find((k) => !entry.inputs.some((i) => i.name === k));
-    if (unknownField !== undefined) throw new RequestError(400, `unknown field '${unknownField}' (the inputs are ${entry.inputs.map((i) => i.name).join(', ')})`);
+    const unknownField = Object.keys(fields).find((k) => !inputs.some((i) => i.name === k));
+    if (unknownField !== undefined) throw new RequestError(400, `unknown field '${unknownField}' (the inputs are ${inputs.map((i) => i.name).join(', ')})`);
     const feeds = new Map<string, HostTensor>();
-    for (const decl of entry.inputs) {
+    for (const decl of inputs) {
       if (!(decl.name in fields)) throw new RequestError(400, `missing field '${decl.name}' (${decl.dtype}[${decl.shape.join(', ')}])`);
       feeds.set(decl.name, tensorFromJson(decl, fields[decl.name]));
     }
+    return feeds;
+  };
+
+  /** Streams the tokens as NDJSON once the prompt is valid; an error after the first line ends the stream with {"error"}. */
+  const generate = async (body: unknown, res: ServerResponse): Promise<void> => {
+    if (!gen || !genProgram) throw new RequestError(404, 'this service was started without a generation artefact');
+    const feeds = feedsFor(body, gen.artefact.manifest.entries['prefill']!.inputs);
+    let started = false;
+    const line = (o: unknown) => {
+      if (!started) res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      started = true;
+      res.write(`${JSON.stringify(o)}\n`);
+    };
+    try {
+      const tokens = await enqueue(() => greedyTokens(genProgram, feeds, { ...gen, onToken: (token) => line({ token }) }));
+      line({ tokens });
+      res.end();
+    } catch (e) {
+      if (!started) throw e;
+      res.end(`${JSON.stringify({ error: e instanceof Error ? e.message : String(e) })}\n`);
+    }
+  };
+
+  const loss = async (body: unknown): Promise<Record<string, number>> => {
+    const feeds = feedsFor(body, entry.inputs);
     const out = await enqueue(() => program.run(entryName, feeds));
     return Object.fromEntries([...out].map(([k, t]) => [k, t.data[0]!]));
   };
@@ -126,12 +160,15 @@ export async function startService(opts: ServiceOptions, port = 0): Promise<Kiln
       const path = new URL(req.url ?? '/', 'http://localhost').pathname;
       try {
         if (path === '/' && req.method === 'GET') {
-          send(res, 200, { source: opts.artefact.manifest.source, entries: Object.keys(opts.artefact.manifest.entries), serves: { 'POST /loss': entry.inputs } });
+          send(res, 200, { source: opts.artefact.manifest.source, entries: Object.keys(opts.artefact.manifest.entries), serves: { 'POST /loss': entry.inputs, ...(gen ? { 'POST /generate': gen.artefact.manifest.entries['prefill']!.inputs } : {}) } });
         } else if (path === '/loss') {
           if (req.method !== 'POST') throw new RequestError(405, 'POST /loss');
           send(res, 200, await loss(await readBody(req)));
+        } else if (path === '/generate') {
+          if (req.method !== 'POST') throw new RequestError(405, 'POST /generate');
+          await generate(await readBody(req), res);
         } else {
-          throw new RequestError(404, `no ${req.method} ${path} here (GET /, POST /loss)`);
+          throw new RequestError(404, `no ${req.method} ${path} here (GET /, POST /loss, POST /generate)`);
         }
       } catch (e) {
         // Bad input the runtime found (a KilnError names the tensor) is the caller's: 400. Anything
@@ -154,6 +191,7 @@ export async function startService(opts: ServiceOptions, port = 0): Promise<Kiln
     close: () =>
       new Promise<void>((ok) => {
         server.close(() => ok());
+        genProgram?.destroy();
         program.destroy();
       }),
   };

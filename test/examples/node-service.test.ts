@@ -14,6 +14,7 @@ import { inputContract } from '../../compiler/passes/input-contract.js';
 import { syntheticBatch } from '../../data/synthetic.js';
 import type { HostTensor } from '../../runtime/tensor.js';
 import { readFileSync } from 'node:fs';
+import { greedyTokens } from '../../examples/browser/generate.js';
 
 /** A host tensor as the nested arrays the service reads. */
 function nested(t: HostTensor): unknown {
@@ -30,20 +31,24 @@ describe('examples/node-service', () => {
   let built: BrowserExample;
   let service: KilnService;
   let direct: ArtefactProgram;
+  let directGen: ArtefactProgram;
   const batches: Map<string, HostTensor>[] = [];
 
   beforeAll(async () => {
     built = await buildBrowserExample(resolve('out/node-service-test'));
     const artefact = readArtefact(join(built.dir, 'artefact'));
     const kd = await getDevice();
-    service = await startService({ kd, artefact, weights: built.weights });
+    const genArtefact = readArtefact(join(built.dir, 'generate'));
+    service = await startService({ kd, artefact, weights: built.weights, generation: { artefact: genArtefact, ...built.generation } });
     direct = await ArtefactProgram.load(kd, artefact, { entries: ['loss'] });
     direct.store.loadSafetensors(built.weights);
+    directGen = await ArtefactProgram.load(kd, genArtefact, { store: direct.store });
     const model = checkModel(loadSpec('models/vwlmm.kiln', (p) => readFileSync(p, 'utf8')).files, { config: 'tiny' });
     for (const seed of [3, 4, 5, 6]) batches.push(syntheticBatch(inputContract(model.graph), new Map(Object.entries(SYMBOLS)), seed));
   }, 300_000);
   afterAll(async () => {
     await service?.close();
+    directGen?.destroy();
     direct?.destroy();
   });
 
@@ -65,6 +70,37 @@ describe('examples/node-service', () => {
     expect(service.stats.steps).toBeGreaterThanOrEqual(batches.length);
   });
 
+  it('streams greedy tokens for concurrent /generate and /loss requests, each as a direct run gives them', async () => {
+    const prompts = batches.slice(0, 3).map((b) => {
+      const ids = b.get('input_ids')!;
+      const px = b.get('pixel_values')!;
+      return new Map<string, HostTensor>([
+        ['input_ids', { dtype: 'i32', shape: [1, built.prompt.get('input_ids')!.shape[1]!], data: Int32Array.from(ids.data.slice(0, built.prompt.get('input_ids')!.shape[1]!)) }],
+        ['pixel_values', { dtype: 'f32', shape: built.prompt.get('pixel_values')!.shape, data: Float32Array.from(px.data.slice(0, px.data.length / px.shape[0]!)) }],
+      ]);
+    });
+    const before = service.stats.steps;
+    const [streams, losses] = await Promise.all([
+      Promise.all(prompts.map(async (p) => {
+        const r = await post(body(p), 'generate');
+        expect(r.status).toBe(200);
+        expect(r.headers.get('content-type')).toBe('application/x-ndjson');
+        return (await r.text()).trim().split('\n').map((l) => JSON.parse(l) as { token?: number; tokens?: number[] });
+      })),
+      Promise.all(batches.map(async (b) => ((await (await post(body(b))).json()) as { loss: number }).loss)),
+    ]);
+    for (const [k, p] of prompts.entries()) {
+      const want = await greedyTokens(directGen, p, built.generation);
+      const lines = streams[k]!;
+      expect(lines.slice(0, -1).map((l) => l.token)).toEqual(want);
+      expect(lines[lines.length - 1]!.tokens).toEqual(want);
+    }
+    for (const [k, b] of batches.entries()) expect(losses[k]).toBe((await direct.run('loss', b)).get('loss')!.data[0]);
+    // One job per generation (its prefill and decodes share the KV cache) and per loss, never two at once.
+    expect(service.stats.steps - before).toBe(prompts.length + batches.length);
+    expect(service.stats.maxInFlight).toBe(1);
+  });
+
   it('refuses malformed requests with 400 and the reason, and keeps answering', async () => {
     const good = Object.fromEntries([...batches[0]!].map(([k, t]) => [k, nested(t)]));
     const cases: [string, RegExp][] = [
@@ -84,7 +120,10 @@ describe('examples/node-service', () => {
       expect(j.error).toMatch(reason);
     }
     expect((await fetch(new URL('loss', service.url))).status).toBe(405);
-    expect((await post('{}', 'generate')).status).toBe(404);
+    expect((await post('{}', 'nothing')).status).toBe(404);
+    const g = await post(JSON.stringify({ pixel_values: nested(built.prompt.get('pixel_values')!), input_ids: [[1, 2]] }), 'generate');
+    expect(g.status).toBe(400);
+    expect(((await g.json()) as { error: string }).error).toMatch(/input_ids: expected nested arrays of shape \[1, 8\]/);
     const r = await post(body(batches[1]!));
     expect(r.status).toBe(200);
     expect(((await r.json()) as { loss: number }).loss).toBe((await direct.run('loss', batches[1]!)).get('loss')!.data[0]);
