@@ -2,6 +2,7 @@
 //   artefact/          `kiln compile models/vwlmm.kiln --config tiny --ts` (entries loss, train_step)
 //   weights.safetensors the tiny model's initialised parameters (initParams, seed WEIGHT_SEED)
 //   batch.safetensors   one synthetic batch (data/synthetic.ts, seed BATCH_SEED) the page trains on
+//   words/              the visual-words entry (`kiln words`' graph): image_words of the prompt's image
 //   generate/           prefill + decode entries (compiler/passes/kv-cache.ts) for greedy tokens
 //                       after row 0's first PROMPT_IDS ids and image (prompt.safetensors;
 //                       generate/generation.json: prompt length, cache capacity, tokens)
@@ -26,6 +27,7 @@ import { readArtefact, writeArtefact } from '../../runtime/node/artefact-files.j
 import { artefactFiles, compileArtefact } from '../../compiler/emit/artefact.js';
 import { DEFAULT_TRAITS } from '../../compiler/codegen/kernel.js';
 import { CACHE_AXIS, generationGraphs } from '../../compiler/passes/kv-cache.js';
+import { IMAGE_WORDS, imageWordsGraph } from '../../compiler/exec/words.js';
 import { serializeSafetensors } from '../../runtime/safetensors.js';
 import type { HostTensor } from '../../runtime/tensor.js';
 import { GENERATION_FILE, type GenerationInfo } from './result.js';
@@ -103,6 +105,11 @@ export async function buildBrowserExample(outDir = join(ROOT, 'out/browser-examp
   writeFileSync(join(outDir, 'prompt.safetensors'), concat(serializeSafetensors(prompt)));
   const generation: GenerationInfo = { promptLength: g.promptLength, capacity: g.capacity, maxTokens: MAX_NEW_TOKENS };
   writeFileSync(join(outDir, 'generate', GENERATION_FILE), JSON.stringify(generation) + '\n');
+
+  // Visual words: the graph `kiln words` runs (tower, projector, VM head -> image_words [1, patches, vocab]), B = 1.
+  const wg = imageWordsGraph(model.graph);
+  const { artefact: wordsArtefact } = compileArtefact([{ name: 'words', graph: wg, outputs: wg.outputs.filter((o) => o.name === IMAGE_WORDS) }], { bindings: new Map([['B', 1]]), traits: DEFAULT_TRAITS });
+  writeArtefact(join(outDir, 'words'), artefactFiles(wordsArtefact));
 
   const fresh = readFileSync(join(artefactDir, 'model.ts'), 'utf8');
   const committed = (() => {

@@ -42,3 +42,18 @@ export async function greedyTokens(program: ArtefactProgram, prompt: ReadonlyMap
     );
   }
 }
+
+/**
+ * Each patch's most probable visual word (argmax over `image_words` [1, patches, vocab], the first
+ * id on ties) and its probability, patches in row-major order; `words` is an artefact entry
+ * reading pixel_values [1, ...] and outputting image_words.
+ */
+export async function topVisualWords(program: ArtefactProgram, pixelValues: HostTensor, entry = 'words'): Promise<{ id: number; p: number }[]> {
+  const w = (await program.run(entry, new Map([['pixel_values', pixelValues]]), ['image_words'])).get('image_words')!;
+  const [, patches, vocab] = w.shape as [number, number, number];
+  return Array.from({ length: patches }, (_, k) => {
+    const row = w.data.subarray(k * vocab, (k + 1) * vocab);
+    const id = argmax(row);
+    return { id, p: row[id]! };
+  });
+}

@@ -1,10 +1,11 @@
 // The page: fetches the artefact, the weights and a batch from where it is served, loads them on
 // navigator.gpu through the typed bindings `kiln compile --ts` wrote (./model.ts), runs `steps`
 // AdamW steps on the batch and draws each step's loss, then generates greedy tokens after a prompt
-// (row 0's first ids and its image) with the trained weights. Query: ?steps=N (default 8), ?lr=X (1e-3).
+// (row 0's first ids and its image) with the trained weights, and overlays each image patch's most
+// probable visual word (the VM head's output) on the image. Query: ?steps=N (default 8), ?lr=X (1e-3).
 // The result is also left on `window.kiln` for test/examples/browser.test.ts.
-import { ArtefactProgram, fetchArtefact, fetchBytes, getDevice, parseSafetensors } from 'kiln/runtime';
-import { greedyTokens } from './generate.js';
+import { ArtefactProgram, fetchArtefact, fetchBytes, getDevice, parseSafetensors, type HostTensor } from 'kiln/runtime';
+import { greedyTokens, topVisualWords } from './generate.js';
 import { VWLMM, type TrainStepInputs } from './model.js';
 import { GENERATION_FILE, type GenerationInfo, type PageResult } from './result.js';
 
@@ -54,6 +55,43 @@ function draw(losses: readonly number[], steps: number): void {
   losses.forEach((v, k) => g.fillRect(x(k) - 2, y(v) - 2, 4, 4));
 }
 
+/**
+ * The prompt's image (pixel_values [1, 3, S, S], CLIP-normalised, shown min-max stretched) with
+ * each patch's most probable visual word id and its probability on top: the VW-LMM overlay.
+ */
+function drawWords(pixels: HostTensor, words: readonly { id: number; p: number }[]): void {
+  const canvas = $<HTMLCanvasElement>('words');
+  const g = canvas.getContext('2d');
+  if (!g) return;
+  const S = pixels.shape[2]!;
+  const plane = S * S;
+  let [lo, hi] = [Infinity, -Infinity];
+  for (const v of pixels.data) [lo, hi] = [Math.min(lo, v), Math.max(hi, v)];
+  const img = new ImageData(S, S);
+  for (let i = 0; i < plane; i++)
+    for (let c = 0; c < 3; c++) img.data[4 * i + c] = Math.round((255 * (pixels.data[c * plane + i]! - lo)) / (hi - lo || 1));
+  for (let i = 0; i < plane; i++) img.data[4 * i + 3] = 255;
+  const small = document.createElement('canvas');
+  [small.width, small.height] = [S, S];
+  small.getContext('2d')!.putImageData(img, 0, 0);
+  g.imageSmoothingEnabled = false;
+  g.drawImage(small, 0, 0, canvas.width, canvas.height);
+  const side = Math.round(Math.sqrt(words.length));
+  const cell = canvas.width / side;
+  g.font = '13px monospace';
+  g.textAlign = 'center';
+  words.forEach((w, k) => {
+    const [x, y] = [(k % side) * cell, Math.floor(k / side) * cell];
+    g.strokeStyle = 'rgba(255,255,255,0.8)';
+    g.strokeRect(x, y, cell, cell);
+    g.fillStyle = 'rgba(0,0,0,0.6)';
+    g.fillRect(x + 4, y + cell / 2 - 16, cell - 8, 34);
+    g.fillStyle = '#fff';
+    g.fillText(`#${w.id}`, x + cell / 2, y + cell / 2);
+    g.fillText(w.p.toFixed(3), x + cell / 2, y + cell / 2 + 14);
+  });
+}
+
 async function run(): Promise<void> {
   const t0 = performance.now();
   const query = new URLSearchParams(location.search);
@@ -98,6 +136,14 @@ async function run(): Promise<void> {
   result.generateMs = performance.now() - tg;
   log(`generated ${result.tokens.length} tokens greedily in ${result.generateMs.toFixed(0)} ms: ${result.tokens.join(' ')}`);
   gen.destroy();
+
+  status('reading the visual words…');
+  const wordsProgram = await ArtefactProgram.load(kd, await fetchArtefact('words/'), { store: model.program.store });
+  const pixels = parseSafetensors(promptBytes, 'prompt.safetensors').get('pixel_values')!;
+  const words = await topVisualWords(wordsProgram, pixels);
+  result.words = words.map((w) => w.id);
+  drawWords(pixels, words);
+  wordsProgram.destroy();
   model.destroy();
   status(`done: ${steps} steps, loss ${result.losses[0]!.toFixed(4)} -> ${result.losses[steps - 1]!.toFixed(4)}; generated ${result.tokens.join(' ')}`);
 }

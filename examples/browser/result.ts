@@ -17,6 +17,8 @@ export interface PageResult {
   /** greedy token ids after the prompt, with the trained weights. */
   tokens?: number[];
   generateMs?: number;
+  /** each image patch's most probable visual word id, row-major (the overlay). */
+  words?: number[];
 }
 
 /** The file beside a generation artefact's manifest that holds its GenerationInfo. */

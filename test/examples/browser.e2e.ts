@@ -16,7 +16,7 @@ import { VWLMM, type TrainStepInputs } from '../../examples/browser/model.js';
 import { getDevice } from '../../runtime/node/device.js';
 import { readArtefact } from '../../runtime/node/artefact-files.js';
 import { ArtefactProgram } from '../../runtime/webgpu/program.js';
-import { greedyTokens } from '../../examples/browser/generate.js';
+import { greedyTokens, topVisualWords } from '../../examples/browser/generate.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const STEPS = 6;
@@ -63,11 +63,15 @@ describe('examples/browser in headless Chromium', () => {
     const batch = Object.fromEntries(built.batch) as unknown as TrainStepInputs;
     const node: number[] = [];
     let nodeTokens: number[];
+    let nodeWords: number[];
     try {
       for (let step = 1; step <= STEPS; step++) node.push((await model.trainStep(batch, { lr: LR, step })).loss.data[0]!);
       const gen = await ArtefactProgram.load(kd, readArtefact(join(built.dir, 'generate')), { store: model.program.store });
       nodeTokens = await greedyTokens(gen, built.prompt, built.generation);
       gen.destroy();
+      const words = await ArtefactProgram.load(kd, readArtefact(join(built.dir, 'words')), { store: model.program.store });
+      nodeWords = (await topVisualWords(words, built.prompt.get('pixel_values')!)).map((w) => w.id);
+      words.destroy();
     } finally {
       model.destroy();
     }
@@ -96,6 +100,11 @@ describe('examples/browser in headless Chromium', () => {
       process.stdout.write(`generated: browser ${r.tokens?.join(' ')} (${r.generateMs?.toFixed(0)} ms), node ${nodeTokens.join(' ')}\n`);
       // Greedy tokens from logits that differ by a few ulps: equal unless two logits tie that closely.
       expect(r.tokens).toEqual(nodeTokens);
+      process.stdout.write(`visual words: browser ${r.words?.join(' ')}, node ${nodeWords.join(' ')}\n`);
+      // The same argmax rule over probabilities that differ by ulps; both implementations are
+      // deterministic, so this is not flaky run to run (an untrained VM head is near-uniform, so a
+      // SwiftShader or Mesa upgrade could flip a near-tie: compare the probabilities then).
+      expect(r.words).toEqual(nodeWords);
       expect(readFileSync(join(outDir, 'page.png')).length).toBeGreaterThan(1000);
     } finally {
       await ctx.close();
