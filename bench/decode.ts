@@ -19,6 +19,7 @@ import { bindSymbols } from '../compiler/exec/reference.js';
 import { deviceTraits } from '../compiler/exec/webgpu.js';
 import { argmax, compileGeneration, generateTokens, generationGraphs, webgpuRunner, type StepRunner } from '../compiler/exec/generate.js';
 import { ArtefactProgram } from '../runtime/webgpu/program.js';
+import { gpuStep } from '../runtime/webgpu/device.js';
 import type { HostTensor } from '../runtime/tensor.js';
 import { configNumber } from '../compiler/cli/data-source.js';
 import { benchPrompt, loadVwlmm, median, round, vwlmmParams } from './vwlmm-inputs.js';
@@ -35,6 +36,11 @@ export interface DeviceFigures {
   dispatch_us: number;
   /** an empty submission plus a 4-byte read-back: the floor of any step that returns a value. */
   roundtrip_ms: number;
+  /**
+   * runtime/webgpu/device.ts gpuStep around nothing (push and pop its error scopes, each pop a
+   * round trip through Dawn's event loop): ArtefactProgram.run pays two per call (upload, run).
+   */
+  gpu_step_ms: number;
 }
 
 export interface DecodeRow {
@@ -111,7 +117,15 @@ export async function measureDevice(kd: KilnDevice, runs = 5): Promise<DeviceFig
   const rtMs = median(await sequence(runs, roundtrip));
   out.destroy();
   staging.destroy();
-  return { copy_gb_per_s: round(bytes / (copyMs / 1000) / 1e9, 2), copy_bytes: bytes, dispatch_us: round((dispatchMs * 1000) / n, 1), roundtrip_ms: round(rtMs, 3) };
+  const stepOnce = async () => {
+    const t0 = performance.now();
+    await gpuStep(device, 'bench: an empty step', () => undefined);
+    return performance.now() - t0;
+  };
+  await stepOnce();
+  const stepMs = median(await sequence(4 * runs, stepOnce));
+  return {
+    gpu_step_ms: round(stepMs, 3), copy_gb_per_s: round(bytes / (copyMs / 1000) / 1e9, 2), copy_bytes: bytes, dispatch_us: round((dispatchMs * 1000) / n, 1), roundtrip_ms: round(rtMs, 3) };
 }
 
 async function sequence(n: number, f: () => Promise<number>): Promise<number[]> {
@@ -197,11 +211,11 @@ export async function benchDecode(kd: KilnDevice, opts: { cases: readonly Decode
     const recomputeLoad = (performance.now() - t0) / 1000;
     const vocab = configNumber(model, 'text.vocab');
     const Lmax = probe.promptLength + c.newTokens - 1;
-    const recompute = async (): Promise<{ tokens: number[]; ms: number }> => {
+    const recompute = async (n: number): Promise<{ tokens: number[]; ms: number }> => {
       const ids = [...promptIds];
       const tokens: number[] = [];
       const s0 = performance.now();
-      while (tokens.length < c.newTokens) {
+      while (tokens.length < n) {
         const out = await program.run('forward', feedsOf(ids), ['logits']);
         const logits = out.get('logits')!.data as Float32Array;
         const row = probe.promptLength - 1 + tokens.length;
@@ -212,8 +226,9 @@ export async function benchDecode(kd: KilnDevice, opts: { cases: readonly Decode
       }
       return { tokens, ms: performance.now() - s0 };
     };
-    await recompute();
-    const re = await recompute();
+    // One compiled program at one shape: a single warm-up forward JITs every kernel it runs.
+    await recompute(1);
+    const re = await recompute(c.newTokens);
     const reDispatches = artefact.manifest.entries['forward']!.dispatches.length;
     program.destroy();
     program.store.destroy();
@@ -223,6 +238,8 @@ export async function benchDecode(kd: KilnDevice, opts: { cases: readonly Decode
     const peer = await tfjsVwlmm(model, params, [], { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 });
     let tf;
     try {
+      // tfjs builds pipelines per shape, and its caches grow by a position each step: the warm-up
+      // runs every length the timed run will see.
       await peer.generate(prompt, c.newTokens);
       tf = await peer.generate(prompt, c.newTokens);
     } finally {

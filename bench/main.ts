@@ -45,7 +45,7 @@ const sections: BenchSection[] = [
     name: 'decode',
     run: async (ctx) => {
       const device = await measureDevice(ctx.kd);
-      ctx.log(`decode: copy ${device.copy_gb_per_s} GB/s over ${device.copy_bytes} B; ${device.dispatch_us} us per trivial dispatch; ${device.roundtrip_ms} ms per submit + 4-byte read-back`);
+      ctx.log(`decode: copy ${device.copy_gb_per_s} GB/s over ${device.copy_bytes} B; ${device.dispatch_us} us per trivial dispatch; ${device.roundtrip_ms} ms per submit + 4-byte read-back; ${device.gpu_step_ms} ms per empty gpuStep`);
       return { device, rows: await benchDecode(ctx.kd, { cases: DECODE_CASES.filter((c) => ctx.configs.has(c.config)), log: ctx.log, device }) };
     },
   },
