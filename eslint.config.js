@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'dist/', 'grammar/*.gen.js', 'test/golden/**/*.py', '.gl/', 'out/'] },
+  { ignores: ['node_modules/', 'dist/', 'grammar/*.gen.js', 'test/golden/**/*.py', '.gl/', 'out/', '.venv-torch/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

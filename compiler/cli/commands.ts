@@ -12,6 +12,7 @@ import { runGraph } from './graph.js';
 import { runProfile } from './profile.js';
 import { runDoctor } from './doctor.js';
 import { runWords } from './words.js';
+import { runExport } from './export.js';
 
 export interface Command {
   summary: string;
@@ -30,5 +31,6 @@ export const commands: Record<string, Command> = {
   profile: { summary: 'time every kernel of a step on WebGPU (timestamp queries): a table, JSON or a Chrome trace', run: runProfile },
   doctor: { summary: 'report the WebGPU adapter, its features and limits, the driver (Mesa) version and the shader cache', run: runDoctor },
   words: { summary: 'draw each image patch\'s visual word (the VM head\'s top token) on the image; --json gives the top-k with probabilities', run: runWords },
+  export: { summary: 'write the model as a PyTorch package (model.py, train.py for torchrun + FSDP2, README)', run: runExport },
   plan: { summary: 'print the device memory plan of a step (weights, activations, gradients, peak)', run: runPlan },
 };

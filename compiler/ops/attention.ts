@@ -143,5 +143,26 @@ export const attentionOp: OpDef = {
     });
     return y;
   },
+  torch: {
+    expr: (c) => {
+      const scale = c.attrs['scale'];
+      const s = typeof scale === 'number' ? c.num(scale) : 'None';
+      return `_attention(${c.inputs.join(', ')}, causal=${c.attrs['causal'] === true ? 'True' : 'False'}, window=${windowOf(c.attrs)}, scale=${s})`;
+    },
+    // The mask is the op's (causal aligned to the end, the sliding window as transformers'
+    // masking_utils); grouped heads as repeat_kv (enable_gqa repeats each kv head in place).
+    helpers: {
+      _attention: `def _attention(q, k, v, causal=False, window=0, scale=None):
+    T, S = q.shape[-2], k.shape[-2]
+    mask = None
+    if causal:
+        i = torch.arange(T, device=q.device)[:, None] + (S - T)
+        j = torch.arange(S, device=q.device)[None, :]
+        mask = j <= i
+        if window > 0:
+            mask = mask & (j > i - window)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1])`,
+    },
+  },
   kernel: { kind: 'custom', lower: lowerAttention },
 };

@@ -17,6 +17,18 @@ interface BinaryRow {
   readonly doc: string;
 }
 
+/** PyTorch for each row (a, b Python expressions; i32 operands stay i32 as in torch). */
+const BINARY_TORCH: Readonly<Record<string, { f(a: string, b: string): string; i?(a: string, b: string): string }>> = {
+  add: { f: (a, b) => `(${a} + ${b})` },
+  sub: { f: (a, b) => `(${a} - ${b})` },
+  mul: { f: (a, b) => `(${a} * ${b})` },
+  div: { f: (a, b) => `(${a} / ${b})`, i: (a, b) => `torch.div(${a}, ${b}, rounding_mode="floor")` },
+  remainder: { f: (a, b) => `torch.remainder(${a}, ${b})` },
+  maximum: { f: (a, b) => `torch.maximum(${a}, ${b})` },
+  minimum: { f: (a, b) => `torch.minimum(${a}, ${b})` },
+  pow: { f: (a, b) => `torch.pow(${a}, ${b})` },
+};
+
 function intDiv(a: number, b: number): number {
   if (b === 0) throw new Error('div: integer division by zero');
   return Math.floor(a / b);
@@ -180,6 +192,12 @@ function binaryOp(name: string, row: BinaryRow): OpDef {
       return y;
     },
     kernel: { kind: 'elementwise', expr: ([a, b], types) => BINARY_WGSL[name]![types.output === 'i32' ? 'i' : 'f'](a!, b!) },
+    torch: {
+      expr: (c) => {
+        const t = BINARY_TORCH[name]!;
+        return (c.output.dtype === 'i32' && t.i ? t.i : t.f)(c.inputs[0]!, c.inputs[1]!);
+      },
+    },
   };
 }
 

@@ -28,5 +28,6 @@ export const broadcastOp: OpDef = {
     return y;
   },
   // An index map in the reader's accessor (compiler/codegen/views.ts); never a kernel of its own.
+  torch: { expr: (c) => `${c.inputs[0]!}.expand(${c.shape(attrDims('broadcast', c.attrs, 'shape'))})` },
   kernel: { kind: 'view' },
 };

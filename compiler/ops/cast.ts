@@ -25,6 +25,8 @@ export const castOp: OpDef = {
     for (let i = 0; i < src.length; i++) dst[i] = f(src[i]!);
     return y;
   },
+  // torch's .to(): float -> int truncates toward zero, -> bool is != 0, as the reference.
+  torch: { expr: (c) => `${c.inputs[0]!}.to(${c.dtype(c.output.dtype)})` },
   kernel: {
     kind: 'elementwise',
     expr([x], types) {

@@ -29,6 +29,7 @@ export const compareOps: readonly OpDef[] = Object.entries(COMPARE).map(([name, 
   },
   // Bool is i32 0/1 in kernels, as in the reference's Int32Array.
   kernel: { kind: 'elementwise', expr: ([a, b]) => boolToI32(`${a} ${SYMBOL[name]} ${b}`) },
+  torch: { expr: (c) => `(${c.inputs[0]!} ${SYMBOL[name]} ${c.inputs[1]!})` },
 }));
 
 /**
@@ -53,4 +54,5 @@ export const isfiniteOp: OpDef = {
     return y;
   },
   kernel: { kind: 'elementwise', expr: ([x]) => boolToI32(`((bitcast<u32>(${x}) & 0x7fffffffu) < 0x7f800000u)`) },
+  torch: { expr: (c) => `torch.isfinite(${c.inputs[0]!})` },
 };

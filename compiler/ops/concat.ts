@@ -85,5 +85,6 @@ export const concatOp: OpDef = {
     }
     return y;
   },
+  torch: { expr: (c) => `torch.cat([${c.inputs.join(', ')}], dim=${normAxis('concat', attrInt('concat', c.attrs, 'axis', 0), c.output.shape.length)})` },
   kernel: { kind: 'custom', lower: lowerConcat },
 };

@@ -31,6 +31,18 @@ export function forEachLabel(op: string, logits: HostTensor, labels: HostTensor,
   return n;
 }
 
+/**
+ * torch's CrossEntropyLoss summed over the labels that are not ignore_index, then divided by
+ * their count (its mean), 0 when there are none; in float32 as transformers' LM losses upcast.
+ */
+export const CROSS_ENTROPY_TORCH = `def _cross_entropy(logits, labels, ignore_index, reduction="mean"):
+    z = logits.reshape(-1, logits.shape[-1]).to(torch.float32)
+    y = labels.reshape(-1).to(torch.int64)
+    total = F.cross_entropy(z, y, ignore_index=ignore_index, reduction="sum")
+    if reduction == "sum":
+        return total
+    return total / (y != ignore_index).sum().clamp(min=1)`;
+
 export const crossEntropyOp: OpDef = {
   name: 'cross_entropy',
   surface: {
@@ -57,6 +69,10 @@ export const crossEntropyOp: OpDef = {
     const y = alloc(ctx, out.dtype, []);
     y.data[0] = lossReduction('cross_entropy', attrs) === 'sum' ? total : n === 0 ? 0 : total / n;
     return y;
+  },
+  torch: {
+    expr: (c) => `_cross_entropy(${c.inputs[0]!}, ${c.inputs[1]!}, ${attrInt('cross_entropy', c.attrs, 'ignore_index', -100)}, "${lossReduction('cross_entropy', c.attrs)}")`,
+    helpers: { _cross_entropy: CROSS_ENTROPY_TORCH },
   },
   kernel: { kind: 'custom', lower: (ctx) => lowerCrossEntropy(ctx, attrInt('cross_entropy', ctx.attrs, 'ignore_index', -100), lossReduction('cross_entropy', ctx.attrs)) },
   // The mean's denominator: labels that are not ignore_index.

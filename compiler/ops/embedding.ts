@@ -37,6 +37,7 @@ export const embeddingOp: OpDef = {
     }
     return y;
   },
+  torch: { expr: (c) => `F.embedding(${c.inputs[0]!}, ${c.inputs[1]!})` },
   kernel: {
     kind: 'custom',
     lower(ctx) {

@@ -1,6 +1,7 @@
 // A constant tensor. `value` may be a dim (mean's VJP divides by a symbolic count); the
 // executor evaluates it like any dim-valued attribute.
 import type { OpDef } from './types.js';
+import type { Dim } from '../ir/dims.js';
 import { alloc } from './util/ref.js';
 import { attrDType, attrDims, expectArity, fail, isDim } from './util/shape.js';
 import { literal } from '../codegen/expr.js';
@@ -28,6 +29,7 @@ export const fillOp: OpDef = {
     return y;
   },
   // A literal: fused code inlines it into every reader, so a fill never needs a buffer.
+  torch: { expr: (c) => `torch.full(${c.shape(attrDims('fill', c.attrs, 'shape'))}, ${typeof c.attrs['value'] === 'number' ? c.num(c.attrs['value']) : c.dim(c.attrs['value'] as Dim)}, dtype=${c.dtype(c.output.dtype)}, device=dev)` },
   kernel: {
     kind: 'elementwise',
     expr(_args, types, attrs = {}) {

@@ -3,6 +3,7 @@
 // cache written at `pos` is where(eq(iota(C), pos), new, cache), so one compiled kernel serves
 // every position.
 import type { OpDef } from './types.js';
+import type { Dim } from '../ir/dims.js';
 import { alloc } from './util/ref.js';
 import { attrDType, expectArity, fail, isDim } from './util/shape.js';
 import { grid1d, wgslType } from '../codegen/kernel.js';
@@ -29,6 +30,7 @@ export const iotaOp: OpDef = {
     for (let i = 0; i < y.data.length; i++) y.data[i] = i;
     return y;
   },
+  torch: { expr: (c) => `torch.arange(${c.dim(c.attrs['n'] as Dim)}, dtype=${c.dtype(c.output.dtype)}, device=dev)` },
   kernel: {
     kind: 'custom',
     lower(ctx) {

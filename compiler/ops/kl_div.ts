@@ -53,6 +53,20 @@ export function forEachMaskedRow(
   return n;
 }
 
+/**
+ * The VW-LMM release's KLDivLoss(reduction="batchmean")(log_softmax(z[rows]), softmax(t[rows]))
+ * over the rows where mask != 0 (F.kl_div's sum over those rows, / their count), 0 when none; in
+ * float32. The target is not detached.
+ */
+export const KL_DIV_TORCH = `def _kl_div(logits, target_logits, mask, reduction="mean"):
+    rows = mask.reshape(-1) != 0
+    z = logits.reshape(-1, logits.shape[-1])[rows].to(torch.float32)
+    t = target_logits.reshape(-1, target_logits.shape[-1])[rows].to(torch.float32)
+    total = F.kl_div(F.log_softmax(z, dim=-1), F.softmax(t, dim=-1), reduction="sum")
+    if reduction == "sum":
+        return total
+    return total / rows.sum().clamp(min=1)`;
+
 export const klDivOp: OpDef = {
   name: 'kl_div',
   surface: {
@@ -78,6 +92,10 @@ export const klDivOp: OpDef = {
     const y = alloc(ctx, out.dtype, []);
     y.data[0] = lossReduction('kl_div', attrs) === 'sum' ? total : n === 0 ? 0 : total / n;
     return y;
+  },
+  torch: {
+    expr: (c) => `_kl_div(${c.inputs.join(', ')}, "${lossReduction('kl_div', c.attrs)}")`,
+    helpers: { _kl_div: KL_DIV_TORCH },
   },
   kernel: { kind: 'custom', lower: (ctx) => lowerKlDiv(ctx, lossReduction('kl_div', ctx.attrs)) },
   // batchmean's denominator: rows where mask != 0.

@@ -47,5 +47,8 @@ export const layerNormOp: OpDef = {
     }
     return y;
   },
+  torch: {
+    expr: (c) => `F.layer_norm(${c.inputs[0]!}, (${c.dim(c.inputTypes[0]!.shape.at(-1)!)},), ${c.inputs[1]!}, ${c.inputs[2]!}, eps=${c.num(attrNumber('layer_norm', c.attrs, 'eps', 1e-5))})`,
+  },
   kernel: { kind: 'custom', lower: (ctx) => lowerNorm(ctx, 'layer', attrNumber('layer_norm', ctx.attrs, 'eps', 1e-5)) },
 };

@@ -60,5 +60,6 @@ export const linearOp: OpDef = {
     return y;
   },
   // The tuned generator (compiler/codegen/matmul.ts) behind the load/store contract.
+  torch: { expr: (c) => `F.linear(${c.inputs.join(', ')})` },
   kernel: { kind: 'custom', lower: lowerLinear },
 };

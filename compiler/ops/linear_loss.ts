@@ -10,9 +10,9 @@ import type { Attrs, Node, TensorType } from '../ir/graph.js';
 import type { GraphBuilder } from '../ir/builder.js';
 import type { HostTensor } from '../../runtime/tensor.js';
 import type { ConcreteType, OpDef, ReferenceContext } from './types.js';
-import { crossEntropyOp } from './cross_entropy.js';
+import { CROSS_ENTROPY_TORCH, crossEntropyOp } from './cross_entropy.js';
 import { crossEntropyGradOp } from './cross_entropy_grad.js';
-import { klDivOp } from './kl_div.js';
+import { KL_DIV_TORCH, klDivOp } from './kl_div.js';
 import { klDivGradOp } from './kl_div_grad.js';
 import { linearOp } from './linear.js';
 import { matmulOp } from './matmul.js';
@@ -83,6 +83,10 @@ export const linearCrossEntropyOp: OpDef = {
   reference([x, w, labels], attrs, out, ctx) {
     return crossEntropyOp.reference([logits(x!, w!, ctx), labels!], ceAttrs(attrs), out, ctx);
   },
+  torch: {
+    expr: (c) => `_cross_entropy(F.linear(${c.inputs[0]!}, ${c.inputs[1]!}), ${c.inputs[2]!}, ${ceAttrs(c.attrs)['ignore_index'] as number})`,
+    helpers: { _cross_entropy: CROSS_ENTROPY_TORCH },
+  },
   // cross_entropy's count (the labels that are not ignore_index), over this op's labels.
   count: (b, node) => crossEntropyOp.count!(b, { ...node, inputs: [node.inputs[0]!, node.inputs[2]!] }),
 };
@@ -116,6 +120,18 @@ export const linearKlDivOp: OpDef = {
   },
   reference([x, w, tx, tw, mask], _attrs, out, ctx) {
     return klDivOp.reference([logits(x!, w!, ctx), logits(tx!, tw!, ctx), mask!], {}, out, ctx);
+  },
+  // Only the selected rows are projected: per row the same numbers as projecting every row.
+  torch: {
+    expr: (c) => `_linear_kl_div(${c.inputs.join(', ')})`,
+    helpers: {
+      _kl_div: KL_DIV_TORCH,
+      _linear_kl_div: `def _linear_kl_div(x, weight, target_x, target_weight, mask):
+    rows = mask.reshape(-1) != 0
+    z = F.linear(x.reshape(-1, x.shape[-1])[rows], weight)
+    t = F.linear(target_x.reshape(-1, target_x.shape[-1])[rows], target_weight)
+    return _kl_div(z, t, torch.ones(z.shape[0], dtype=torch.int32, device=z.device))`,
+    },
   },
   // kl_div's count (the rows where mask != 0), over this op's mask.
   count: (b, node) => klDivOp.count!(b, { ...node, inputs: [node.inputs[0]!, node.inputs[2]!, node.inputs[4]!] }),

@@ -98,5 +98,6 @@ export const matmulOp: OpDef = {
     return y;
   },
   // The tuned generator (compiler/codegen/matmul.ts) behind the load/store contract.
+  torch: { expr: (c) => `torch.matmul(${c.inputs[0]!}, ${c.inputs[1]!})` },
   kernel: { kind: 'custom', lower: lowerMatmul },
 };

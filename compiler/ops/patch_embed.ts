@@ -83,5 +83,7 @@ export const patchEmbedOp: OpDef = {
           }
     return y;
   },
+  // CLIPVisionEmbeddings' Conv2d(bias=False, kernel_size=stride=patch).
+  torch: { expr: (c) => `F.conv2d(${c.inputs[0]!}, ${c.inputs[1]!}, stride=${attrInt('patch_embed', c.attrs, 'stride')})` },
   kernel: { kind: 'custom', lower: lowerPatchEmbed },
 };

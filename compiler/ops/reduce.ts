@@ -109,6 +109,16 @@ function reduceOp(kind: Kind): OpDef {
       else y.data.set(acc);
       return y;
     },
+    torch: {
+      expr: (c) => {
+        const axes = reduceAxes(kind, c.attrs, c.inputTypes[0]!.shape.length);
+        const x = c.inputs[0]!;
+        if (axes.length === 0) return x;
+        const keep = c.attrs['keepdims'] === true ? 'True' : 'False';
+        const fn = { sum: 'torch.sum', mean: 'torch.mean', max: 'torch.amax' }[kind];
+        return `${fn}(${x}, dim=(${axes.join(', ')},), keepdim=${keep})`;
+      },
+    },
     kernel: {
       kind: 'custom',
       lower(ctx) {

@@ -21,5 +21,6 @@ export const reshapeOp: OpDef = {
   // Row-major data is unchanged by a reshape; host tensors are immutable, so share it.
   reference: ([x], _attrs, out) => tensor(x!.dtype, out.shape, x!.data),
   // Row-major order is unchanged: the fused code reads the same element index.
+  torch: { expr: (c) => `${c.inputs[0]!}.reshape(${c.shape(attrDims('reshape', c.attrs, 'shape'))})` },
   kernel: { kind: 'view' },
 };

@@ -101,6 +101,31 @@ export const ropeOp: OpDef = {
     }
     return y;
   },
+  torch: {
+    expr: (c) => {
+      const theta = c.num(attrNumber('rope', c.attrs, 'theta', 10000));
+      const offset = c.dim(attrDim('rope', c.attrs, 'offset', 0));
+      const inverse = attrBool('rope', c.attrs, 'inverse', false) ? 'True' : 'False';
+      return `_rope(${c.inputs[0]!}, ${theta}, ${offset}, ${inverse}${c.inputs[1] ? `, ${c.inputs[1]}` : ''})`;
+    },
+    // transformers' LlamaRotaryEmbedding (default rope type) + apply_rotary_pos_emb: inv_freq,
+    // the angles, cos and sin in float32, then cast to x's dtype.
+    helpers: {
+      _rope: `def _rope(x, theta, offset, inverse=False, pos=None):
+    T, D = x.shape[-2], x.shape[-1]
+    inv_freq = 1.0 / (theta ** (torch.arange(0, D, 2, dtype=torch.int64, device=x.device).to(torch.float32) / D))
+    start = offset if pos is None else offset + pos.reshape(()).to(torch.int64)
+    positions = (torch.arange(T, device=x.device) + start).to(torch.float32)
+    freqs = positions[:, None] * inv_freq[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos = emb.cos().to(x.dtype)
+    sin = emb.sin().to(x.dtype)
+    if inverse:
+        sin = -sin
+    x1, x2 = x[..., : D // 2], x[..., D // 2 :]
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin`,
+    },
+  },
   kernel: { kind: 'custom', lower: lowerRope },
 };
 

@@ -66,5 +66,12 @@ export const sliceOp: OpDef = {
     return y;
   },
   // An index map in the reader's accessor (compiler/codegen/views.ts); never a kernel of its own.
+  torch: {
+    expr: (c) => {
+      const axis = normAxis('slice', attrInt('slice', c.attrs, 'axis'), c.inputTypes[0]!.shape.length);
+      const start = attrDim('slice', c.attrs, 'start');
+      return `${c.inputs[0]!}.narrow(${axis}, ${c.dim(start)}, ${c.dim(subDims(attrDim('slice', c.attrs, 'stop'), start))})`;
+    },
+  },
   kernel: { kind: 'view' },
 };

@@ -38,6 +38,7 @@ function softmaxOp(log: boolean): OpDef {
         }
       return y;
     },
+    torch: { expr: (c) => `${log ? 'F.log_softmax' : 'F.softmax'}(${c.inputs[0]!}, dim=${attrInt(name, c.attrs, 'axis', -1)})` },
     kernel: {
       kind: 'custom',
       lower(ctx) {

@@ -15,6 +15,7 @@ function sourceOp(name: 'input' | 'param'): OpDef {
     reference() {
       throw new Error(`${name} nodes are bound by the executor, not computed`);
     },
+    torch: { expr: (c) => c.source(name, attrString(name, c.attrs, 'name')) },
   };
 }
 

@@ -13,4 +13,5 @@ export const stopGradientOp: OpDef = {
   // Host tensors are never written after creation, so the value can be shared.
   reference: ([x]) => x!,
   kernel: { kind: 'elementwise', expr: ([x]) => x! },
+  torch: { expr: (c) => `${c.inputs[0]!}.detach()` },
 };

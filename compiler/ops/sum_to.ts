@@ -29,6 +29,16 @@ export const sumToOp: OpDef = {
     y.data.set(acc);
     return y;
   },
+  torch: {
+    expr: (c) => `_sum_to(${c.inputs[0]!}, ${c.shape(attrDims('sum_to', c.attrs, 'shape'))})`,
+    helpers: {
+      _sum_to: `def _sum_to(x, shape):
+    lead = x.dim() - len(shape)
+    dims = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and x.shape[lead + i] != 1)
+    y = x.sum(dim=dims, keepdim=True) if dims else x
+    return y.reshape(shape)`,
+    },
+  },
   kernel: {
     kind: 'custom',
     lower(ctx) {

@@ -32,5 +32,6 @@ export const transposeOp: OpDef = {
     return y;
   },
   // An index map in the reader's accessor (compiler/codegen/views.ts); never a kernel of its own.
+  torch: { expr: (c) => `${c.inputs[0]!}.permute(${attrInts('transpose', c.attrs, 'perm').join(', ')})` },
   kernel: { kind: 'view' },
 };

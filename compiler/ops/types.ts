@@ -4,6 +4,7 @@ import type { GraphBuilder } from '../ir/builder.js';
 import type { AttrValue, Attrs, DType, Node, TensorType } from '../ir/graph.js';
 import type { HostTensor, TensorData } from '../../runtime/tensor.js';
 import type { OpKernel } from '../codegen/kernel.js';
+import type { Dim } from '../ir/dims.js';
 
 export interface ReferenceContext {
   /** 'f32': float outputs are Float32Array, rounded like PyTorch f32; 'f64': Float64Array. */
@@ -31,6 +32,38 @@ export interface Surface {
   readonly doc: string;
 }
 
+/**
+ * What an op's PyTorch rendering is given (compiler/export/torch.ts): its inputs as Python
+ * expressions, its attributes (symbolic dims unevaluated: render them with `dim`), and the types.
+ */
+export interface TorchContext {
+  readonly inputs: readonly string[];
+  readonly attrs: Attrs;
+  readonly inputTypes: readonly TensorType[];
+  readonly output: TensorType;
+  /** a dim as a Python int expression over the model's symbols (B, T, ...). */
+  dim(d: Dim): string;
+  /** a shape as a Python tuple expression. */
+  shape(ds: readonly Dim[]): string;
+  /** a Python literal for a number (inf, nan and integers written as Python reads them). */
+  num(v: number): string;
+  /** `torch.float32`, ... for a Kiln dtype. */
+  dtype(d: DType): string;
+  /** the Python expression of the model input or the parameter (by checkpoint name) `name`. */
+  source(kind: 'input' | 'param', name: string): string;
+}
+
+/**
+ * The op in PyTorch: a Python expression computing the output from the inputs, using `torch`,
+ * `F` (torch.nn.functional), `dev` (the device of the model's inputs) and the Python functions in `helpers` (emitted once into model.py
+ * when an op that names them is used; keyed by function name). The export refuses a graph with
+ * an op that has no rendering (naming the op and its spec line).
+ */
+export interface TorchRendering {
+  expr(ctx: TorchContext): string;
+  readonly helpers?: Readonly<Record<string, string>>;
+}
+
 export interface OpDef {
   readonly name: string;
   /** present for ops a spec may call by name (internal backward ops have none). */
@@ -47,6 +80,8 @@ export interface OpDef {
   reference(inputs: readonly HostTensor[], attrs: Attrs, out: ConcreteType, ctx: ReferenceContext): HostTensor;
   /** How the op runs on WebGPU (compiler/codegen/kernel.ts). */
   readonly kernel?: OpKernel;
+  /** How the op is written in PyTorch (`kiln export --target torch`). */
+  readonly torch?: TorchRendering;
   /**
    * For a loss op that averages over items (cross_entropy: the non-ignored labels; kl_div: the
    * selected rows; mean: its elements): a node counting them in this call, an f32 scalar built

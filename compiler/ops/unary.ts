@@ -45,24 +45,27 @@ interface UnaryRow {
   /** i32 inputs allowed (the op is exact on integers). */
   readonly ints?: (x: number) => number;
   readonly doc: string;
+  /** the PyTorch expression (x a Python expression). */
+  readonly torch: (x: string) => string;
 }
 
 export const UNARY: Readonly<Record<string, UnaryRow>> = {
-  neg: { f: (x) => -x, df: () => -1, ints: (x) => -x | 0, doc: 'neg(x): -x' },
-  exp: { f: Math.exp, df: Math.exp, doc: 'exp(x)' },
-  log: { f: Math.log, df: (x) => 1 / x, doc: 'log(x): natural logarithm' },
-  sqrt: { f: Math.sqrt, df: (x) => 0.5 / Math.sqrt(x), doc: 'sqrt(x)' },
-  rsqrt: { f: (x) => 1 / Math.sqrt(x), df: (x) => -0.5 / (x * Math.sqrt(x)), doc: 'rsqrt(x): 1 / sqrt(x)' },
-  tanh: { f: Math.tanh, df: (x) => 1 - Math.tanh(x) ** 2, doc: 'tanh(x)' },
-  sigmoid: { f: sigmoid, df: (x) => sigmoid(x) * (1 - sigmoid(x)), doc: 'sigmoid(x): 1 / (1 + exp(-x))' },
+  neg: { f: (x) => -x, df: () => -1, ints: (x) => -x | 0, doc: 'neg(x): -x', torch: (x) => `torch.neg(${x})` },
+  exp: { f: Math.exp, df: Math.exp, doc: 'exp(x)', torch: (x) => `torch.exp(${x})` },
+  log: { f: Math.log, df: (x) => 1 / x, doc: 'log(x): natural logarithm', torch: (x) => `torch.log(${x})` },
+  sqrt: { f: Math.sqrt, df: (x) => 0.5 / Math.sqrt(x), doc: 'sqrt(x)', torch: (x) => `torch.sqrt(${x})` },
+  rsqrt: { f: (x) => 1 / Math.sqrt(x), df: (x) => -0.5 / (x * Math.sqrt(x)), doc: 'rsqrt(x): 1 / sqrt(x)', torch: (x) => `torch.rsqrt(${x})` },
+  tanh: { f: Math.tanh, df: (x) => 1 - Math.tanh(x) ** 2, doc: 'tanh(x)', torch: (x) => `torch.tanh(${x})` },
+  sigmoid: { f: sigmoid, df: (x) => sigmoid(x) * (1 - sigmoid(x)), doc: 'sigmoid(x): 1 / (1 + exp(-x))', torch: (x) => `torch.sigmoid(${x})` },
   // PyTorch's relu and abs backward: 0 at the kink. relu keeps NaN, and its backward
   // (threshold_backward: 0 where the output <= 0) passes g through a NaN.
-  relu: { f: (x) => (x > 0 || Number.isNaN(x) ? x : 0), df: (x) => (x <= 0 ? 0 : 1), ints: (x) => (x > 0 ? x : 0), doc: 'relu(x): max(x, 0)' },
-  abs: { f: Math.abs, df: (x) => (x > 0 ? 1 : x < 0 ? -1 : 0), ints: (x) => Math.abs(x) | 0, doc: 'abs(x)' },
+  relu: { f: (x) => (x > 0 || Number.isNaN(x) ? x : 0), df: (x) => (x <= 0 ? 0 : 1), ints: (x) => (x > 0 ? x : 0), doc: 'relu(x): max(x, 0)', torch: (x) => `torch.relu(${x})` },
+  abs: { f: Math.abs, df: (x) => (x > 0 ? 1 : x < 0 ? -1 : 0), ints: (x) => Math.abs(x) | 0, doc: 'abs(x)', torch: (x) => `torch.abs(${x})` },
   gelu: {
     f: (x) => 0.5 * x * (1 + erf(x / Math.SQRT2)),
     df: (x) => 0.5 * (1 + erf(x / Math.SQRT2)) + x * INV_SQRT_2PI * Math.exp(-0.5 * x * x),
     doc: 'gelu(x): x * Phi(x) with the exact erf (torch.nn.GELU default)',
+    torch: (x) => `F.gelu(${x})`,
   },
   gelu_tanh: {
     f: (x) => 0.5 * x * (1 + Math.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x ** 3))),
@@ -71,6 +74,7 @@ export const UNARY: Readonly<Record<string, UnaryRow>> = {
       return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x);
     },
     doc: "gelu_tanh(x): GELU with the tanh approximation (approximate='tanh')",
+    torch: (x) => `F.gelu(${x}, approximate="tanh")`,
   },
   quick_gelu: {
     f: (x) => x * sigmoid(1.702 * x),
@@ -79,6 +83,8 @@ export const UNARY: Readonly<Record<string, UnaryRow>> = {
       return s + 1.702 * x * s * (1 - s);
     },
     doc: 'quick_gelu(x): x * sigmoid(1.702 x) (CLIP)',
+    // transformers' QuickGELUActivation, written the same way.
+    torch: (x) => `(${x} * torch.sigmoid(1.702 * ${x}))`,
   },
   silu: {
     f: (x) => x * sigmoid(x),
@@ -87,6 +93,7 @@ export const UNARY: Readonly<Record<string, UnaryRow>> = {
       return s + x * s * (1 - s);
     },
     doc: 'silu(x): x * sigmoid(x) (SwiGLU gate)',
+    torch: (x) => `F.silu(${x})`,
   },
 };
 
@@ -165,6 +172,7 @@ function unaryOp(name: string, row: UnaryRow): OpDef {
       return y;
     },
     kernel: { kind: 'elementwise', expr: ([x], types) => (name === 'relu' && types.output === 'i32' ? `max(${x!}, 0)` : wgslRow(name).f(x!)) },
+    torch: { expr: (c) => row.torch(c.inputs[0]!) },
   };
 }
 
@@ -204,4 +212,14 @@ export const unaryGrad: OpDef = {
     kind: 'elementwise',
     expr: ([x, g], _types, attrs = {}) => wgslRow(attrString('unary_grad', attrs, 'fn')).df(x!, g!),
   } satisfies ElementwiseKernel,
+  // g * f'(x) by autograd through the forward op's own rendering.
+  torch: {
+    expr: (c) => `_unary_grad(lambda x: ${rowOf(c.attrs).torch('x')}, ${c.inputs[0]!}, ${c.inputs[1]!})`,
+    helpers: {
+      _unary_grad: `def _unary_grad(f, x, g):
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        return torch.autograd.grad(f(x), x, g)[0]`,
+    },
+  },
 };

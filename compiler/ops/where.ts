@@ -38,4 +38,5 @@ export const whereOp: OpDef = {
     return y;
   },
   kernel: { kind: 'elementwise', expr: ([c, a, b]) => `select(${b}, ${a}, ${c} != 0)` },
+  torch: { expr: (c) => `torch.where(${c.inputs[0]!}, ${c.inputs[1]!}, ${c.inputs[2]!})` },
 };

@@ -1,0 +1,338 @@
+// `kiln export --target torch`: the checked forward graph rendered as a PyTorch package. Each op
+// is written by the rendering defined beside it (OpDef.torch in compiler/ops/), so an op is
+// still defined once; this file only lays the rendered statements out and adds the data a
+// trainer needs (parameter table, stages, checkpoint naming). The output is deterministic: the
+// same model and options give the same bytes.
+//
+// model.py: an nn.Module whose parameters sit in a module tree following their checkpoint names
+// (so `state_dict()` keys are the LLaVA-1.5 / VW-LMM names and `load_state_dict(strict=True)`
+// takes such a checkpoint as released), a forward that is the graph in topological order, and
+// load_checkpoint() with the spec's `checkpoint ... from`, `unused`, `tie` and `buffer` rules.
+// README.md is a static file beside this one (compiler/export/torch/).
+import { readFileSync } from 'node:fs';
+import type { CheckedModel } from '../check/index.js';
+import { fail } from '../diagnostics.js';
+import type { Dim } from '../ir/dims.js';
+import { isConst } from '../ir/dims.js';
+import type { DType, Graph, Node } from '../ir/graph.js';
+import { reachable } from '../ir/graph.js';
+import { getOp } from '../ops/registry.js';
+import type { TorchContext } from '../ops/types.js';
+
+/** What the export was made from, recorded in model.py for the reader (and the README). */
+export interface ExportOrigin {
+  /** the spec path as given on the command line. */
+  readonly spec: string;
+  /** --set values and checkpoint folders, as `key=value` / folder paths. */
+  readonly sets: readonly string[];
+  readonly checkpoint?: string | undefined;
+  readonly visionTower?: string | undefined;
+}
+
+const TORCH_DTYPE: Readonly<Record<DType, string>> = {
+  f32: 'torch.float32',
+  f16: 'torch.float16',
+  bf16: 'torch.bfloat16',
+  i32: 'torch.int32',
+  bool: 'torch.bool',
+};
+
+/** A number as Python reads it back exactly (shortest round-trip form; inf and nan by name). */
+export function pyNumber(v: number): string {
+  if (Number.isNaN(v)) return 'math.nan';
+  if (v === Infinity) return 'math.inf';
+  if (v === -Infinity) return '-math.inf';
+  if (Object.is(v, -0)) return '-0.0';
+  return String(v).replace('e+', 'e');
+}
+
+/** A symbolic dim as a Python int expression over the symbols (`B * T`, `(T + 575)`). */
+export function pyDim(d: Dim): string {
+  if (isConst(d)) return String(d);
+  const parts: string[] = [];
+  let constant = 0;
+  for (const [k, v] of d.terms) {
+    if (k === '') {
+      constant = v;
+      continue;
+    }
+    const mono = k.split('*').join(' * ');
+    const body = Math.abs(v) === 1 ? mono : `${Math.abs(v)} * ${mono}`;
+    parts.push(parts.length === 0 ? (v < 0 ? `-${body}` : body) : v < 0 ? ` - ${body}` : ` + ${body}`);
+  }
+  if (constant !== 0) parts.push(constant < 0 ? ` - ${-constant}` : ` + ${constant}`);
+  const text = parts.join('');
+  return parts.length === 1 ? text : `(${text})`;
+}
+
+function pyShape(ds: readonly Dim[]): string {
+  if (ds.length === 0) return '()';
+  if (ds.length === 1) return `(${pyDim(ds[0]!)},)`;
+  return `(${ds.map(pyDim).join(', ')})`;
+}
+
+/** A JSON value as a Python literal (JSON's true/false/null spelled as Python's). */
+function pyLiteral(v: unknown): string {
+  if (v === null || v === undefined) return 'None';
+  if (v === true) return 'True';
+  if (v === false) return 'False';
+  if (typeof v === 'number') return pyNumber(v);
+  if (typeof v === 'string') return JSON.stringify(v);
+  if (Array.isArray(v)) return `[${v.map(pyLiteral).join(', ')}]`;
+  const entries = Object.entries(v as Record<string, unknown>);
+  return `{${entries.map(([k, x]) => `${JSON.stringify(k)}: ${pyLiteral(x)}`).join(', ')}}`;
+}
+
+const where = (n: Node): string => (n.span ? `${n.span.file}:${n.span.line}` : 'no spec line');
+
+/**
+ * The forward as Python statements (8-space indented): the loss path first, then what only the
+ * declared outputs need under `if return_outputs:`. A value is deleted after its last use on the
+ * loss path, so a large model does not keep every intermediate alive (autograd keeps what the
+ * backward needs). Throws a DiagnosticError naming the op and the spec line for an op without a
+ * PyTorch rendering.
+ */
+function renderForward(graph: Graph, helpers: Map<string, string>): string[] {
+  const lossRoots = [...graph.losses.map((l) => l.node), ...(graph.totalLoss === null ? [] : [graph.totalLoss])];
+  const lossNodes = reachable(graph, lossRoots);
+  const inLoss = new Set(lossNodes);
+  const outputNodes = reachable(graph, graph.outputs.map((o) => o.node)).filter((id) => !inLoss.has(id));
+  const order = [...lossNodes, ...outputNodes].filter((id) => graph.nodes[id]!.op !== 'param');
+  const name = (id: number): string => {
+    const n = graph.nodes[id]!;
+    if (n.op === 'param') return `P[${JSON.stringify(n.attrs['name'])}]`;
+    return `v${id}`;
+  };
+  // Last use of each value among the loss-path statements; values the outputs read stay.
+  const keep = new Set<number>();
+  for (const id of outputNodes) for (const i of graph.nodes[id]!.inputs) keep.add(i);
+  for (const r of lossRoots) keep.add(r);
+  for (const o of graph.outputs) keep.add(o.node);
+  const lastUse = new Map<number, number>();
+  for (const id of lossNodes) for (const i of graph.nodes[id]!.inputs) lastUse.set(i, id);
+
+  const lines: string[] = [];
+  for (const id of order) {
+    const n = graph.nodes[id]!;
+    if (id === outputNodes[0]) lines.push('        if return_outputs:');
+    const indent = inLoss.has(id) ? '        ' : '            ';
+    const op = getOp(n.op);
+    if (!op.torch) {
+      return fail('export', `op '${n.op}' has no PyTorch rendering, so this model cannot be exported with --target torch`, n.span);
+    }
+    const ctx: TorchContext = {
+      inputs: n.inputs.map(name),
+      attrs: n.attrs,
+      inputTypes: n.inputs.map((i) => graph.nodes[i]!.type),
+      output: n.type,
+      dim: pyDim,
+      shape: pyShape,
+      num: pyNumber,
+      dtype: (d) => TORCH_DTYPE[d],
+      source: (kind, src) => (kind === 'input' ? src : `P[${JSON.stringify(src)}]`),
+    };
+    for (const [fn, code] of Object.entries(op.torch.helpers ?? {})) {
+      const prior = helpers.get(fn);
+      if (prior !== undefined && prior !== code) throw new Error(`two different PyTorch helpers are named ${fn} (op ${n.op})`);
+      helpers.set(fn, code);
+    }
+    const note = `${n.op}${n.label && n.op !== 'input' ? ` ${n.label}` : ''}, ${where(n)}`;
+    lines.push(`${indent}${name(id)} = ${op.torch.expr(ctx)}  # ${note}`);
+    if (!inLoss.has(id)) continue;
+    const dead = n.inputs.filter((i, k) => lastUse.get(i) === id && !keep.has(i) && graph.nodes[i]!.op !== 'param' && n.inputs.indexOf(i) === k);
+    if (dead.length > 0) lines.push(`${indent}del ${dead.map(name).join(', ')}`);
+  }
+  return lines;
+}
+
+/** Symbols bound from the inputs' shapes, and a check of every input's rank and fixed dims. */
+function renderInputChecks(graph: Graph): string[] {
+  const lines: string[] = [];
+  const bound = new Set<string>();
+  for (const input of graph.inputs) {
+    const shape = graph.nodes[input.node]!.type.shape;
+    const dtype = graph.nodes[input.node]!.type.dtype;
+    lines.push(`        _check_input(${JSON.stringify(input.name)}, ${input.name}, ${shape.length}, ${TORCH_DTYPE[dtype]})`);
+    shape.forEach((d, axis) => {
+      if (!isConst(d) && d.terms.size === 1) {
+        const [[sym, coef]] = [...d.terms] as [[string, number]];
+        if (coef === 1 && !sym.includes('*') && sym !== '' && !bound.has(sym)) {
+          bound.add(sym);
+          lines.push(`        ${sym} = ${input.name}.shape[${axis}]`);
+        }
+      }
+    });
+  }
+  for (const input of graph.inputs) {
+    const shape = graph.nodes[input.node]!.type.shape;
+    lines.push(`        _check_shape(${JSON.stringify(input.name)}, ${input.name}, ${pyShape(shape)})`);
+  }
+  return lines;
+}
+
+/** A parameter's initialiser as model.py's PARAMS table writes it. */
+function initLiteral(p: Graph['params'][number]): string {
+  const i = p.init;
+  switch (i.kind) {
+    case 'zeros':
+    case 'ones':
+      return `(${JSON.stringify(i.kind)},)`;
+    case 'normal':
+      return `("normal", ${pyNumber(i.std)}, ${pyNumber(i.mean)})`;
+    case 'uniform':
+      return `("uniform", ${pyNumber(i.low)}, ${pyNumber(i.high)})`;
+    case 'constant':
+      return `("constant", ${pyNumber(i.value)})`;
+  }
+}
+
+function pyIdentifier(name: string): string {
+  const id = name.replace(/[^A-Za-z0-9_]/g, '_');
+  return /^[0-9]/.test(id) ? `_${id}` : id;
+}
+
+/**
+ * model.py for `model` (its default stage) and each of its stages' checked models (which
+ * parameters each trains). `config` is the config.json a checkpoint of this model carries
+ * (compiler/checkpoint/save.ts checkpointConfig), embedded so the trainer writes the same.
+ */
+export function renderModelPy(model: CheckedModel, stages: ReadonlyMap<string, CheckedModel>, config: Record<string, unknown>, origin: ExportOrigin): string {
+  const graph = model.graph;
+  if (graph.totalLoss === null) return fail('export', `model ${model.modelName} declares no loss: the exported module returns {"loss", "terms"}`);
+  const helpers = new Map<string, string>();
+  const forward = renderForward(graph, helpers);
+  const cls = pyIdentifier(model.modelName);
+  const inputNames = graph.inputs.map((i) => i.name);
+
+  const params = graph.params.map((p) => {
+    const shape = p.type.shape.map((d) => (isConst(d) ? d : NaN));
+    return `    (${JSON.stringify(p.name)}, (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), ${TORCH_DTYPE[p.type.dtype]}, ${initLiteral(p)}, ${JSON.stringify(p.path)}),`;
+  });
+  const stageTable = [...stages].map(([name, m]) => {
+    const s = m.stage;
+    const trainable = m.graph.params.filter((p) => p.trainable).map((p) => JSON.stringify(p.name));
+    return `    ${JSON.stringify(name)}: {\n        "optimizer": ${pyLiteral(s?.optimizer ?? null)},\n        "schedule": ${pyLiteral(s?.schedule ?? null)},\n        "settings": ${pyLiteral(s?.settings ?? {})},\n        "trainable": [\n${trainable.map((t) => `            ${t},`).join('\n')}\n        ],\n    },`;
+  });
+  const outputs = graph.outputs.map((o) => `                ${JSON.stringify(o.name)}: v${o.node},`);
+  const terms = graph.losses.map((l) => `            ${JSON.stringify(l.name)}: v${l.node},`);
+  const helperCode = [...helpers.keys()].sort().map((k) => helpers.get(k)!);
+  const tail = readFileSync(new URL('./torch/model_tail.py', import.meta.url), 'utf8');
+
+  const origins = [
+    `spec ${origin.spec}, model ${model.modelName}, config ${model.configName}`,
+    ...(origin.checkpoint ? [`dims from ${origin.checkpoint}/config.json`] : []),
+    ...(origin.visionTower ? [`vision tower dims from ${origin.visionTower}/config.json`] : []),
+    ...origin.sets.map((s) => `--set ${s}`),
+  ];
+  return `# Generated by \`kiln export --target torch\`; do not edit, export again.
+# From ${origins.join('; ')}.
+"""${model.modelName} (config ${model.configName}) as a PyTorch nn.Module, generated from the Kiln spec.
+
+Model() builds it (parameters initialised as the spec declares, trainable per the stage);
+model(${inputNames.map((n) => `${n}=...`).join(', ')}) returns {"loss": tensor, "terms": {name: tensor}}
+(and "outputs" with return_outputs=True); load_checkpoint(model, checkpoint_dir, vision_tower_dir=None)
+loads Hugging Face folders (single or sharded safetensors) by the spec's checkpoint names, strictly.
+"""
+import math
+import os
+import re
+import json
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+MODEL_NAME = ${JSON.stringify(model.modelName)}
+CONFIG_NAME = ${JSON.stringify(model.configName)}
+INPUTS = ${pyLiteral(inputNames)}
+# (checkpoint name, shape, dtype, initialiser, spec path), in the spec's order.
+PARAMS = [
+${params.join('\n')}
+]
+# Parameters a \`tie\` made another one: no tensor of their own (tie_word_embeddings).
+TIED = ${pyLiteral(Object.fromEntries(model.tied.map((t) => [t.name, t.to])))}
+# Checkpoint tensors that may be present and are ignored (\`unused\`), as globs.
+UNUSED = ${pyLiteral(model.unused)}
+# Checkpoint tensors the model computes itself (\`buffer\`): accepted when equal to these values.
+BUFFERS = ${pyLiteral(model.buffers.map((b) => ({ pattern: b.pattern, values: b.values, what: b.what })))}
+# Submodules whose tensors may come from their own folder (\`checkpoint <sub> from "<prefix>"\`).
+CHECKPOINT_SOURCES = ${pyLiteral(model.checkpointSources.map((s) => ({ path: s.path, ckpt_prefix: s.ckptPrefix, file_prefix: s.filePrefix })))}
+LOSS_WEIGHTS = ${pyLiteral(Object.fromEntries(graph.losses.map((l) => [l.name, l.weight])))}
+# The spec's training stages: optimiser, schedule, settings and the parameters each trains.
+STAGES = {
+${stageTable.join('\n')}
+}
+DEFAULT_STAGE = ${pyLiteral(model.stage?.name ?? null)}
+# config.json as \`kiln train\` writes it into a checkpoint of this model.
+HF_CONFIG = json.loads(${JSON.stringify(JSON.stringify(config))})
+
+
+# ---- op renderings (each defined beside its op in Kiln's compiler/ops/) ----
+
+${helperCode.join('\n\n\n')}
+
+
+def _check_input(name, x, rank, dtype):
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"input {name}: expected a tensor, got {type(x).__name__}")
+    if x.dim() != rank:
+        raise ValueError(f"input {name}: expected {rank} dims, got shape {list(x.shape)}")
+    if dtype != torch.int32 and x.dtype.is_floating_point != dtype.is_floating_point:
+        raise ValueError(f"input {name}: expected a {dtype} tensor, got {x.dtype}")
+
+
+def _check_shape(name, x, shape):
+    if tuple(x.shape) != tuple(shape):
+        raise ValueError(f"input {name}: shape {list(x.shape)} does not match the model's {list(shape)}")
+
+
+class ${cls}(nn.Module):
+    """The spec's ${model.modelName}; parameters named as in its checkpoints (state_dict keys)."""
+
+    def __init__(self, stage=DEFAULT_STAGE, device=None, dtype=None):
+        super().__init__()
+        for name, shape, pdtype, _init, _path in PARAMS:
+            _register(self, name, nn.Parameter(torch.empty(shape, dtype=dtype or pdtype, device=device)))
+        self.reset_parameters()
+        self.set_stage(stage)
+
+    def reset_parameters(self, generator=None):
+        """Initialises every parameter as the spec's \`init\` says (not Kiln's random stream)."""
+        with torch.no_grad():
+            for name, _shape, _dtype, init, _path in PARAMS:
+                _initialise(self.get_parameter(name), init, generator)
+
+    def set_stage(self, stage):
+        """requires_grad per the stage's trainable parameters (None: all of them)."""
+        trainable = None if stage is None else set(STAGES[stage]["trainable"])
+        for name, p in self.named_parameters():
+            p.requires_grad_(trainable is None or name in trainable)
+        self.stage = stage
+
+    def forward(self, ${inputNames.join(', ')}, return_outputs=False):
+        P = dict(self.named_parameters())
+        dev = ${inputNames[0]!}.device
+${renderInputChecks(graph).join('\n')}
+${forward.join('\n')}
+        result = {
+            "loss": v${graph.totalLoss},
+            "terms": {
+${terms.join('\n')}
+            },
+        }
+        if return_outputs:
+            result["outputs"] = {
+${outputs.join('\n')}
+            }
+        return result
+
+
+Model = ${cls}
+
+${tail}`;
+}
+
+/** The static README, shipped beside this file. */
+export function staticFile(name: 'README.md'): string {
+  return readFileSync(new URL(`./torch/${name}`, import.meta.url), 'utf8');
+}

@@ -1,0 +1,118 @@
+// `kiln export --target torch`: the generated model.py against Kiln's reference executor on every
+// golden case (loss terms within 2e-4 relative, gradients within 2e-2 relative Frobenius per
+// tensor: the golden tests' tolerances), deterministic output, and the command's refusals.
+import { mkdtempSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { main } from '../../../compiler/cli/main.js';
+import { Output } from '../../../compiler/cli/output.js';
+import { readSafetensors } from '../../../runtime/node/safetensors-file.js';
+import { GOLDEN_CASES, relFrobenius } from '../../golden/compare.js';
+import { runPython } from '../../helpers/torch-python.js';
+import { loadAndCheck } from '../../../compiler/cli/spec.js';
+import { renderModelPy } from '../../../compiler/export/torch.js';
+import { surfaceOps } from '../../../compiler/ops/registry.js';
+import { DiagnosticError } from '../../../compiler/diagnostics.js';
+
+async function kiln(args: readonly string[]): Promise<{ code: number; out: string; err: string }> {
+  const out = new Output(true);
+  const code = await main([...args], out);
+  return { code, out: out.out.join('\n'), err: out.err.join('\n') };
+}
+
+function caseArgs(name: string): string[] {
+  const dir = join('test/golden', name);
+  const expected = JSON.parse(readFileSync(join(dir, 'expected.json'), 'utf8')) as { loss: number; terms: Record<string, number> };
+  const vmWeight = (expected.loss - expected.terms['lm']!) / expected.terms['vm']!;
+  return ['models/vwlmm.kiln', '--config', 'tiny', '--checkpoint', join(dir, 'llava'), '--vision-tower', join(dir, 'clip'), '--set', `vm_weight=${Math.round(vmWeight * 1e6) / 1e6}`];
+}
+
+const tmp = (tag: string) => mkdtempSync(join(tmpdir(), `kiln-export-${tag}-`));
+
+describe.each(GOLDEN_CASES)('the exported PyTorch module equals Kiln on %s', (name) => {
+  it('loss terms within 2e-4 and gradients within 2e-2 (relative) of the reference executor', async () => {
+    const dir = join('test/golden', name);
+    const out = join(tmp(name), 'pkg');
+    const exp = await kiln(['export', ...caseArgs(name), '--target', 'torch', '--out', out]);
+    expect(exp.err).toBe('');
+    expect(exp.code).toBe(0);
+
+    const kilnGrads = join(tmp(name), 'kiln.safetensors');
+    const ref = await kiln(['loss', ...caseArgs(name), '--batch', join(dir, 'batch.safetensors'), '--backend', 'cpu', '--grads', kilnGrads, '--json']);
+    expect(ref.code).toBe(0);
+    const mine = JSON.parse(ref.out) as { loss: number; terms: Record<string, number> };
+
+    const torchGrads = join(tmp(name), 'torch.safetensors');
+    const args = ['test/compiler/export/run_exported.py', out, '--checkpoint', join(dir, 'llava'), '--vision-tower', join(dir, 'clip'), '--batch', join(dir, 'batch.safetensors'), '--grads', torchGrads];
+    const theirs = JSON.parse(runPython(args)) as { loss: number; terms: Record<string, number> };
+
+    const rel = (a: number, b: number) => Math.abs(a - b) / Math.abs(b);
+    expect(Object.keys(theirs.terms).sort()).toEqual(Object.keys(mine.terms).sort());
+    let worstTerm = rel(theirs.loss, mine.loss);
+    for (const [k, v] of Object.entries(mine.terms)) worstTerm = Math.max(worstTerm, rel(theirs.terms[k]!, v));
+    const a = readSafetensors(kilnGrads);
+    const b = readSafetensors(torchGrads);
+    expect([...b.keys()].sort()).toEqual([...a.keys()].sort());
+    let worstGrad = 0;
+    let worstName = '';
+    for (const [k, t] of a) {
+      const r = relFrobenius(b.get(k)!.data, t.data);
+      if (!(r <= worstGrad)) [worstGrad, worstName] = [r, k];
+    }
+    console.log(`${name}: exported module vs Kiln reference: loss ${theirs.loss} vs ${mine.loss}; worst loss-term rel error ${worstTerm.toExponential(2)}, worst gradient rel error ${worstGrad.toExponential(2)} (${worstName}) over ${a.size} tensors`);
+    expect(worstTerm).toBeLessThan(2e-4);
+    expect(worstGrad).toBeLessThan(2e-2);
+  });
+});
+
+describe('kiln export', () => {
+  it('writes the same bytes twice', async () => {
+    const [a, b] = [join(tmp('det'), 'a'), join(tmp('det'), 'b')];
+    for (const out of [a, b]) expect((await kiln(['export', ...caseArgs('mistral_gqa'), '--target', 'torch', '--out', out])).code).toBe(0);
+    expect(readdirSync(a).sort()).toEqual(['README.md', 'model.py']);
+    for (const f of readdirSync(a)) expect(readFileSync(join(b, f)).equals(readFileSync(join(a, f)))).toBe(true);
+  });
+
+  it('refuses a non-empty --out without --force, and replaces the export with it', async () => {
+    const out = join(tmp('force'), 'pkg');
+    mkdirSync(out);
+    writeFileSync(join(out, 'notes.txt'), 'mine');
+    const refused = await kiln(['export', 'models/vwlmm.kiln', '--config', 'tiny', '--target', 'torch', '--out', out]);
+    expect(refused.code).toBe(2);
+    expect(refused.err).toMatch(/--out .*not empty \(notes\.txt\); pass --force/);
+    expect(readdirSync(out)).toEqual(['notes.txt']);
+    const forced = await kiln(['export', 'models/vwlmm.kiln', '--config', 'tiny', '--target', 'torch', '--out', out, '--force']);
+    expect(forced.code).toBe(0);
+    expect(readdirSync(out).sort()).toEqual(['README.md', 'model.py', 'notes.txt']);
+  });
+
+  it('needs --target torch and --out', async () => {
+    expect((await kiln(['export', 'models/vwlmm.kiln', '--out', tmp('u')])).err).toMatch(/--target is required/);
+    expect((await kiln(['export', 'models/vwlmm.kiln', '--target', 'onnx', '--out', tmp('u')])).err).toMatch(/--target onnx: expected torch/);
+    expect((await kiln(['export', 'models/vwlmm.kiln', '--target', 'torch'])).code).toBe(2);
+  });
+});
+
+describe('op renderings', () => {
+  it('every op a spec can call has a PyTorch rendering', () => {
+    expect(surfaceOps().filter((op) => !op.torch).map((op) => op.name)).toEqual([]);
+  });
+
+  it('an op without one is an export error naming the op and its spec line', () => {
+    const model = loadAndCheck('models/vwlmm.kiln', { config: 'tiny' }, new Output(true));
+    const softmax = model.graph.nodes.find((n) => n.op === 'softmax')!;
+    // A backward op has no rendering (autograd derives it); put one where the softmax was.
+    const nodes = model.graph.nodes.map((n) => (n.id === softmax.id ? { ...n, op: 'softmax_grad' } : n));
+    const broken = { ...model, graph: { ...model.graph, nodes } };
+    expect(() => renderModelPy(broken, new Map(), {}, { spec: 'models/vwlmm.kiln', sets: [] })).toThrow(DiagnosticError);
+    try {
+      renderModelPy(broken, new Map(), {}, { spec: 'models/vwlmm.kiln', sets: [] });
+    } catch (e) {
+      const d = (e as DiagnosticError).diagnostics[0]!;
+      expect(d.message).toMatch(/op 'softmax_grad' has no PyTorch rendering/);
+      expect(d.span?.file).toBe('models/vwlmm.kiln');
+      expect(d.span?.line).toBe(softmax.span!.line);
+    }
+  });
+});
