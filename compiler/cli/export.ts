@@ -1,5 +1,5 @@
-// `kiln export`: the spec as a PyTorch package (model.py, README.md), so the same model trains
-// where PyTorch runs. The checkpoint folders' config.json decide the dims,
+// `kiln export`: the spec as a PyTorch package (model.py, train.py, README.md), so the same model
+// trains beyond one device with torchrun + FSDP2. The checkpoint folders' config.json decide the dims,
 // as in `kiln loss`; nothing is loaded from them.
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -16,7 +16,8 @@ import { loadAndCheck } from './spec.js';
 export const exportHelp = `usage: kiln export SPEC --target torch --out DIR [options]
 
 Writes the model as a PyTorch package: model.py (an nn.Module generated from the spec, its loss
-terms, load_checkpoint for Hugging Face folders) and README.md (how to use it).
+terms, load_checkpoint for Hugging Face folders), train.py (the spec's stages with AdamW, the
+schedule and clipping, on torchrun + FSDP2), README.md (how to launch on one node and several).
   --target torch      the only target
   --out DIR           the folder to write (created; an existing non-empty folder needs --force)
   --force             replace the files of an existing non-empty --out folder
@@ -34,7 +35,7 @@ const exportOptions = {
 } as const;
 
 /** Files the export writes, by name, in the order written. */
-export const EXPORT_FILES = ['model.py', 'README.md'] as const;
+export const EXPORT_FILES = ['model.py', 'train.py', 'README.md'] as const;
 
 /**
  * Refuses an --out that is a file, or a non-empty folder without --force (a user's files are not
@@ -73,7 +74,7 @@ export async function runExport(argv: readonly string[], out: Output): Promise<n
   if (values.target === undefined) throw new UsageError('--target is required (torch)');
   if (values.target !== 'torch') throw new UsageError(`--target ${values.target}: expected torch`);
   if (!values.out) throw new UsageError('--out DIR is required');
-  if (values.stage !== undefined) throw new UsageError('--stage: the export carries every stage (Model(stage=NAME) picks one)');
+  if (values.stage !== undefined) throw new UsageError('--stage: the export carries every stage (train.py --stage NAME picks one)');
   checkOutDir(values.out, values.force === true);
 
   const overrides = [...checkpointOverrides(values.checkpoint), ...checkpointOverrides(values['vision-tower'], '--vision-tower')];
@@ -84,6 +85,7 @@ export async function runExport(argv: readonly string[], out: Output): Promise<n
   const config = checkpointConfig(model, values.checkpoint);
   const files = new Map<string, string>([
     ['model.py', renderModelPy(model, stages, config, { spec, sets: values.set ?? [], checkpoint: values.checkpoint, visionTower: values['vision-tower'] })],
+    ['train.py', staticFile('train.py')],
     ['README.md', staticFile('README.md')],
   ]);
   if (values.force === true) for (const name of EXPORT_FILES) rmSync(join(values.out, name), { force: true });
@@ -93,7 +95,7 @@ export async function runExport(argv: readonly string[], out: Output): Promise<n
     out.stdout(JSON.stringify({ out: values.out, model: model.modelName, config: model.configName, files: Object.fromEntries([...files].map(([n, t]) => [n, Buffer.byteLength(t)])), bytes }));
   } else {
     const lines = [...files].map(([n, t]) => `  ${n.padEnd(10)} ${Buffer.byteLength(t)} bytes, ${t.split('\n').length - 1} lines`);
-    out.stdout([`exported ${model.modelName} (config ${model.configName}) for PyTorch to ${values.out}`, ...lines, `see ${join(values.out, 'README.md')} to load a checkpoint`].join('\n'));
+    out.stdout([`exported ${model.modelName} (config ${model.configName}) for PyTorch to ${values.out}`, ...lines, `see ${join(values.out, 'README.md')} to load a checkpoint and launch training`].join('\n'));
   }
   return 0;
 }

@@ -8,7 +8,7 @@
 // (so `state_dict()` keys are the LLaVA-1.5 / VW-LMM names and `load_state_dict(strict=True)`
 // takes such a checkpoint as released), a forward that is the graph in topological order, and
 // load_checkpoint() with the spec's `checkpoint ... from`, `unused`, `tie` and `buffer` rules.
-// README.md is a static file beside this one (compiler/export/torch/).
+// train.py and README.md are static files beside this one (compiler/export/torch/).
 import { readFileSync } from 'node:fs';
 import type { CheckedModel } from '../check/index.js';
 import { fail } from '../diagnostics.js';
@@ -16,6 +16,7 @@ import type { Dim } from '../ir/dims.js';
 import { isConst } from '../ir/dims.js';
 import type { DType, Graph, Node } from '../ir/graph.js';
 import { reachable } from '../ir/graph.js';
+import { GraphBuilder } from '../ir/builder.js';
 import { getOp } from '../ops/registry.js';
 import type { TorchContext } from '../ops/types.js';
 
@@ -85,6 +86,61 @@ function pyLiteral(v: unknown): string {
 
 const where = (n: Node): string => (n.span ? `${n.span.file}:${n.span.line}` : 'no spec line');
 
+/** The Python name of a value: `v<id>`, or the parameter by checkpoint name. */
+const valueName =
+  (graph: Graph) =>
+  (id: number): string => {
+    const n = graph.nodes[id]!;
+    return n.op === 'param' ? `P[${JSON.stringify(n.attrs['name'])}]` : `v${id}`;
+  };
+
+/**
+ * One statement: the node's value by its op's PyTorch rendering, with the op and spec line in a
+ * comment; the helpers it names are added to `helpers`. Throws a DiagnosticError naming the op
+ * and the spec line for an op without a rendering.
+ */
+function renderNode(graph: Graph, id: number, helpers: Map<string, string>): string {
+  const n = graph.nodes[id]!;
+  const op = getOp(n.op);
+  if (!op.torch) return fail('export', `op '${n.op}' has no PyTorch rendering, so this model cannot be exported with --target torch`, n.span);
+  const ctx: TorchContext = {
+    inputs: n.inputs.map(valueName(graph)),
+    attrs: n.attrs,
+    inputTypes: n.inputs.map((i) => graph.nodes[i]!.type),
+    output: n.type,
+    dim: pyDim,
+    shape: pyShape,
+    num: pyNumber,
+    dtype: (d) => TORCH_DTYPE[d],
+    source: (kind, src) => (kind === 'input' ? src : `P[${JSON.stringify(src)}]`),
+  };
+  for (const [fn, code] of Object.entries(op.torch.helpers ?? {})) {
+    const prior = helpers.get(fn);
+    if (prior !== undefined && prior !== code) throw new Error(`two different PyTorch helpers are named ${fn} (op ${n.op})`);
+    helpers.set(fn, code);
+  }
+  const note = `${n.op}${n.label && n.op !== 'input' ? ` ${n.label}` : ''}, ${where(n)}`;
+  return `${valueName(graph)(id)} = ${op.torch.expr(ctx)}  # ${note}`;
+}
+
+/**
+ * Each loss term's item count (the op's `count`: non-ignored labels, selected rows) as Python
+ * statements over the inputs, and the names of the terms that have one. Data-parallel training
+ * normalises each term by its count over all processes' rows, so N processes equal one.
+ */
+function renderCounts(graph: Graph, helpers: Map<string, string>): { lines: string[]; terms: [string, number][] } {
+  const b = new GraphBuilder(graph);
+  const terms: [string, number][] = [];
+  for (const l of graph.losses) {
+    const node = graph.nodes[l.node]!;
+    const count = getOp(node.op).count;
+    if (count) terms.push([l.name, count(b, node)]);
+  }
+  const counted = b.build();
+  const ids = reachable(counted, terms.map(([, id]) => id)).filter((id) => counted.nodes[id]!.op !== 'param');
+  return { lines: ids.map((id) => `        ${renderNode(counted, id, helpers)}`), terms };
+}
+
 /**
  * The forward as Python statements (8-space indented): the loss path first, then what only the
  * declared outputs need under `if return_outputs:`. A value is deleted after its last use on the
@@ -98,11 +154,6 @@ function renderForward(graph: Graph, helpers: Map<string, string>): string[] {
   const inLoss = new Set(lossNodes);
   const outputNodes = reachable(graph, graph.outputs.map((o) => o.node)).filter((id) => !inLoss.has(id));
   const order = [...lossNodes, ...outputNodes].filter((id) => graph.nodes[id]!.op !== 'param');
-  const name = (id: number): string => {
-    const n = graph.nodes[id]!;
-    if (n.op === 'param') return `P[${JSON.stringify(n.attrs['name'])}]`;
-    return `v${id}`;
-  };
   // Last use of each value among the loss-path statements; values the outputs read stay.
   const keep = new Set<number>();
   for (const id of outputNodes) for (const i of graph.nodes[id]!.inputs) keep.add(i);
@@ -116,31 +167,10 @@ function renderForward(graph: Graph, helpers: Map<string, string>): string[] {
     const n = graph.nodes[id]!;
     if (id === outputNodes[0]) lines.push('        if return_outputs:');
     const indent = inLoss.has(id) ? '        ' : '            ';
-    const op = getOp(n.op);
-    if (!op.torch) {
-      return fail('export', `op '${n.op}' has no PyTorch rendering, so this model cannot be exported with --target torch`, n.span);
-    }
-    const ctx: TorchContext = {
-      inputs: n.inputs.map(name),
-      attrs: n.attrs,
-      inputTypes: n.inputs.map((i) => graph.nodes[i]!.type),
-      output: n.type,
-      dim: pyDim,
-      shape: pyShape,
-      num: pyNumber,
-      dtype: (d) => TORCH_DTYPE[d],
-      source: (kind, src) => (kind === 'input' ? src : `P[${JSON.stringify(src)}]`),
-    };
-    for (const [fn, code] of Object.entries(op.torch.helpers ?? {})) {
-      const prior = helpers.get(fn);
-      if (prior !== undefined && prior !== code) throw new Error(`two different PyTorch helpers are named ${fn} (op ${n.op})`);
-      helpers.set(fn, code);
-    }
-    const note = `${n.op}${n.label && n.op !== 'input' ? ` ${n.label}` : ''}, ${where(n)}`;
-    lines.push(`${indent}${name(id)} = ${op.torch.expr(ctx)}  # ${note}`);
+    lines.push(`${indent}${renderNode(graph, id, helpers)}`);
     if (!inLoss.has(id)) continue;
     const dead = n.inputs.filter((i, k) => lastUse.get(i) === id && !keep.has(i) && graph.nodes[i]!.op !== 'param' && n.inputs.indexOf(i) === k);
-    if (dead.length > 0) lines.push(`${indent}del ${dead.map(name).join(', ')}`);
+    if (dead.length > 0) lines.push(`${indent}del ${dead.map(valueName(graph)).join(', ')}`);
   }
   return lines;
 }
@@ -201,6 +231,7 @@ export function renderModelPy(model: CheckedModel, stages: ReadonlyMap<string, C
   if (graph.totalLoss === null) return fail('export', `model ${model.modelName} declares no loss: the exported module returns {"loss", "terms"}`);
   const helpers = new Map<string, string>();
   const forward = renderForward(graph, helpers);
+  const counts = renderCounts(graph, helpers);
   const cls = pyIdentifier(model.modelName);
   const inputNames = graph.inputs.map((i) => i.name);
 
@@ -326,13 +357,23 @@ ${outputs.join('\n')}
             }
         return result
 
+    def counts(self, ${inputNames.join(', ')}):
+        """Each loss term's item count on this batch (what its mean divides by), for data-parallel training."""
+        P = dict(self.named_parameters())
+        dev = ${inputNames[0]!}.device
+${renderInputChecks(graph).join('\n')}
+${counts.lines.join('\n')}
+        return {
+${counts.terms.map(([name, id]) => `            ${JSON.stringify(name)}: v${id},`).join('\n')}
+        }
+
 
 Model = ${cls}
 
 ${tail}`;
 }
 
-/** The static README, shipped beside this file. */
-export function staticFile(name: 'README.md'): string {
+/** The static trainer and README, shipped beside this file. */
+export function staticFile(name: 'train.py' | 'README.md'): string {
   return readFileSync(new URL(`./torch/${name}`, import.meta.url), 'utf8');
 }
