@@ -373,6 +373,28 @@ Model = ${cls}
 ${tail}`;
 }
 
+/**
+ * Values `roots` of any graph (a differentiated one too) as a Python function
+ * `def <name>(P, <inputs>)` returning them as a list, with the helpers it needs: how the tests run
+ * the renderings of the ops model.py does not use (backward ops) against the reference executor.
+ */
+export function renderGraphFunction(graph: Graph, roots: readonly number[], name: string): string {
+  const helpers = new Map<string, string>();
+  const ids = reachable(graph, roots).filter((id) => graph.nodes[id]!.op !== 'param');
+  const body = ids.map((id) => `        ${renderNode(graph, id, helpers)}`);
+  const inputs = graph.inputs.map((i) => i.name);
+  return `${[...helpers.keys()].sort().map((k) => helpers.get(k)!).join('\n\n\n')}
+
+
+def ${name}(P, ${inputs.join(', ')}):
+    with torch.no_grad():
+        dev = ${inputs[0]!}.device
+${renderInputChecks(graph).join('\n')}
+${body.join('\n')}
+        return [${roots.map(valueName(graph)).join(', ')}]
+`;
+}
+
 /** The static trainer and README, shipped beside this file. */
 export function staticFile(name: 'train.py' | 'README.md'): string {
   return readFileSync(new URL(`./torch/${name}`, import.meta.url), 'utf8');

@@ -109,6 +109,21 @@ export function forEachRow(
     }
 }
 
+/**
+ * The op in PyTorch: the mask is the op's (causal aligned to the end, the sliding window as
+ * transformers' masking_utils); grouped heads as repeat_kv (enable_gqa repeats each kv head in place).
+ */
+export const ATTENTION_TORCH = `def _attention(q, k, v, causal=False, window=0, scale=None):
+    T, S = q.shape[-2], k.shape[-2]
+    mask = None
+    if causal:
+        i = torch.arange(T, device=q.device)[:, None] + (S - T)
+        j = torch.arange(S, device=q.device)[None, :]
+        mask = j <= i
+        if window > 0:
+            mask = mask & (j > i - window)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1])`;
+
 export const attentionOp: OpDef = {
   name: 'attention',
   surface: {
@@ -149,19 +164,8 @@ export const attentionOp: OpDef = {
       const s = typeof scale === 'number' ? c.num(scale) : 'None';
       return `_attention(${c.inputs.join(', ')}, causal=${c.attrs['causal'] === true ? 'True' : 'False'}, window=${windowOf(c.attrs)}, scale=${s})`;
     },
-    // The mask is the op's (causal aligned to the end, the sliding window as transformers'
-    // masking_utils); grouped heads as repeat_kv (enable_gqa repeats each kv head in place).
     helpers: {
-      _attention: `def _attention(q, k, v, causal=False, window=0, scale=None):
-    T, S = q.shape[-2], k.shape[-2]
-    mask = None
-    if causal:
-        i = torch.arange(T, device=q.device)[:, None] + (S - T)
-        j = torch.arange(S, device=q.device)[None, :]
-        mask = j <= i
-        if window > 0:
-            mask = mask & (j > i - window)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1])`,
+      _attention: ATTENTION_TORCH,
     },
   },
   kernel: { kind: 'custom', lower: lowerAttention },

@@ -2,9 +2,10 @@
 // softmax from q and k: dV = P^T g; dS = P * (g v^T - rowsum(g * O)); dQ = scale dS k;
 // dK = scale dS^T q. Grouped query heads sum into their shared kv head.
 import type { TensorType } from '../ir/graph.js';
+import { VJP_TORCH, wrtIndex } from './util/torch.js';
 import type { OpDef } from './types.js';
 import { alloc } from './util/ref.js';
-import { attentionDims, attentionInfer, forEachRow } from './attention.js';
+import { ATTENTION_TORCH, attentionDims, attentionInfer, forEachRow, windowOf } from './attention.js';
 import { shapesEqual, shapeToString } from '../ir/dims.js';
 import { attrString, expectArity, fail } from './util/shape.js';
 import { lowerAttentionGradQ } from './wgsl/attention.js';
@@ -65,6 +66,15 @@ export const attentionGradOp: OpDef = {
     const y = alloc(ctx, out.dtype, out.shape);
     y.data.set(acc);
     return y;
+  },
+  torch: {
+    expr: (c) => {
+      const scale = c.attrs['scale'];
+      const s = typeof scale === 'number' ? c.num(scale) : 'None';
+      const f = `lambda q, k, v: _attention(q, k, v, causal=${c.attrs['causal'] === true ? 'True' : 'False'}, window=${windowOf(c.attrs)}, scale=${s})`;
+      return `_vjp(${f}, [${c.inputs.slice(0, 3).join(', ')}], ${c.inputs[3]!}, ${wrtIndex('attention_grad', c.attrs['wrt'], ['q', 'k', 'v'])})`;
+    },
+    helpers: { _vjp: VJP_TORCH, _attention: ATTENTION_TORCH },
   },
   kernel: {
     kind: 'custom',

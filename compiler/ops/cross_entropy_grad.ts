@@ -2,10 +2,11 @@
 // ignored ones (NaN on an ignored row whose log-sum-exp is not finite, as torch) (n = number of
 // counted rows).
 import { shapeToString } from '../ir/dims.js';
+import { VJP_TORCH } from './util/torch.js';
 import type { TensorType } from '../ir/graph.js';
 import type { OpDef } from './types.js';
 import { alloc, logSumExp } from './util/ref.js';
-import { crossEntropyInfer, forEachLabel } from './cross_entropy.js';
+import { CROSS_ENTROPY_TORCH, crossEntropyInfer, forEachLabel } from './cross_entropy.js';
 import { attrInt, expectArity, fail } from './util/shape.js';
 import { lossReduction } from './util/loss.js';
 import { lowerCrossEntropyGrad } from './wgsl/loss.js';
@@ -41,6 +42,11 @@ export const crossEntropyGradOp: OpDef = {
       for (let v = 0; v < V; v++) y.data[o + v] = scale * (Math.exp(xs[o + v]! - lse) - (v === label ? 1 : 0));
     }
     return y;
+  },
+  torch: {
+    expr: (c) =>
+      `_vjp(lambda z: _cross_entropy(z, ${c.inputs[1]!}, ${attrInt('cross_entropy_grad', c.attrs, 'ignore_index', -100)}, "${lossReduction('cross_entropy_grad', c.attrs)}"), [${c.inputs[0]!}], ${c.inputs[2]!}, 0)`,
+    helpers: { _vjp: VJP_TORCH, _cross_entropy: CROSS_ENTROPY_TORCH },
   },
   kernel: { kind: 'custom', lower: (ctx) => lowerCrossEntropyGrad(ctx, attrInt('cross_entropy_grad', ctx.attrs, 'ignore_index', -100), lossReduction('cross_entropy_grad', ctx.attrs)) },
 };

@@ -33,5 +33,13 @@ export const embeddingGradOp: OpDef = {
     y.data.set(acc);
     return y;
   },
+  torch: {
+    expr: (c) => `_embedding_grad(${c.inputs[0]!}, ${c.inputs[1]!}, ${c.dim(attrDim('embedding_grad', c.attrs, 'vocab'))})`,
+    helpers: {
+      _embedding_grad: `def _embedding_grad(ids, g, vocab):
+    D = g.shape[-1]
+    return torch.zeros(vocab, D, dtype=g.dtype, device=g.device).index_add_(0, ids.reshape(-1).to(torch.int64), g.reshape(-1, D))`,
+    },
+  },
   kernel: { kind: 'custom', lower: lowerEmbeddingGrad },
 };

@@ -1,10 +1,11 @@
 // Backward of kl_div on selected rows, scaled by g / rows (other rows get 0):
 // wrt 'logits': softmax(logits) - p; wrt 'target': p * (log p - log_softmax(logits) - KL_row).
 import { shapeToString } from '../ir/dims.js';
+import { VJP_TORCH, wrtIndex } from './util/torch.js';
 import type { TensorType } from '../ir/graph.js';
 import type { OpDef } from './types.js';
 import { alloc } from './util/ref.js';
-import { forEachMaskedRow, klInfer } from './kl_div.js';
+import { KL_DIV_TORCH, forEachMaskedRow, klInfer } from './kl_div.js';
 import { expectArity, fail } from './util/shape.js';
 import { lossReduction } from './util/loss.js';
 import { lowerKlDivGrad } from './wgsl/loss.js';
@@ -40,6 +41,11 @@ export const klDivGradOp: OpDef = {
         y.data[o + v] = scale * (toLogits ? Math.exp(logq) - p : p === 0 && Number.isFinite(kl) ? 0 : p * (logp - logq - kl));
       }
     return y;
+  },
+  torch: {
+    expr: (c) =>
+      `_vjp(lambda z, t: _kl_div(z, t, ${c.inputs[2]!}, "${lossReduction('kl_div_grad', c.attrs)}"), [${c.inputs[0]!}, ${c.inputs[1]!}], ${c.inputs[3]!}, ${wrtIndex('kl_div_grad', c.attrs['wrt'], ['logits', 'target'])})`,
+    helpers: { _vjp: VJP_TORCH, _kl_div: KL_DIV_TORCH },
   },
   kernel: { kind: 'custom', lower: (ctx) => lowerKlDivGrad(ctx, ctx.attrs['wrt'] === 'target' ? 'target' : 'logits', lossReduction('kl_div_grad', ctx.attrs)) },
 };

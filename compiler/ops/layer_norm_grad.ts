@@ -2,6 +2,7 @@
 // r * (gw - mean(gw) - xhat * mean(gw * xhat)) with gw = g * weight; wrt 'weight': sum over rows
 // of g * xhat. The bias cotangent is a plain sum_to.
 import type { OpDef } from './types.js';
+import { VJP_TORCH, wrtIndex } from './util/torch.js';
 import { alloc } from './util/ref.js';
 import { inferNormGrad, normWrt, rowStats } from './util/norm.js';
 import { attrNumber } from './util/shape.js';
@@ -41,6 +42,14 @@ export const layerNormGradOp: OpDef = {
     }
     if (wrt === 'weight') y.data.set(acc);
     return y;
+  },
+  // bias takes no part in the x and weight cotangents.
+  torch: {
+    expr: (c) => {
+      const eps = c.num(attrNumber('layer_norm_grad', c.attrs, 'eps'));
+      return `_vjp(lambda x, w: F.layer_norm(x, (w.shape[0],), w, None, eps=${eps}), [${c.inputs[0]!}, ${c.inputs[1]!}], ${c.inputs[2]!}, ${wrtIndex('layer_norm_grad', c.attrs['wrt'], ['x', 'weight'])})`;
+    },
+    helpers: { _vjp: VJP_TORCH },
   },
   kernel: {
     kind: 'custom',

@@ -18,6 +18,7 @@ import { linearOp } from './linear.js';
 import { matmulOp } from './matmul.js';
 import { transposeOp } from './transpose.js';
 import { attrInt, expectArity, fail } from './util/shape.js';
+import { VJP_TORCH, wrtIndex } from './util/torch.js';
 
 const concrete = (t: HostTensor | ConcreteType): ConcreteType => ({ dtype: t.dtype, shape: [...t.shape] });
 
@@ -68,6 +69,13 @@ function wrtOf(op: string, attrs: Attrs, allowed: readonly string[]): string {
 
 const ceAttrs = (attrs: Attrs): Attrs => ({ ignore_index: attrInt('linear_cross_entropy', attrs, 'ignore_index', -100) });
 
+/** The op in PyTorch: only the selected rows are projected (per row the same numbers as all rows). */
+const LINEAR_KL_DIV_TORCH = `def _linear_kl_div(x, weight, target_x, target_weight, mask):
+    rows = mask.reshape(-1) != 0
+    z = F.linear(x.reshape(-1, x.shape[-1])[rows], weight)
+    t = F.linear(target_x.reshape(-1, target_x.shape[-1])[rows], target_weight)
+    return _kl_div(z, t, torch.ones(z.shape[0], dtype=torch.int32, device=z.device))`;
+
 export const linearCrossEntropyOp: OpDef = {
   name: 'linear_cross_entropy',
   infer(inputs, attrs) {
@@ -100,6 +108,14 @@ export const linearCrossEntropyGradOp: OpDef = {
     scalarG('linear_cross_entropy_grad', g, x, 3);
     return wrtOf('linear_cross_entropy_grad', attrs, ['x', 'weight']) === 'x' ? x : w;
   },
+  torch: {
+    expr: (c) => {
+      const [x, w, labels, g] = c.inputs as [string, string, string, string];
+      const f = `lambda x, w: _cross_entropy(F.linear(x, w), ${labels}, ${ceAttrs(c.attrs)['ignore_index'] as number})`;
+      return `_vjp(${f}, [${x}, ${w}], ${g}, ${wrtIndex('linear_cross_entropy_grad', c.attrs['wrt'], ['x', 'weight'])})`;
+    },
+    helpers: { _vjp: VJP_TORCH, _cross_entropy: CROSS_ENTROPY_TORCH },
+  },
   reference([x, w, labels, g], attrs, out, ctx) {
     const z = logits(x!, w!, ctx);
     const dz = crossEntropyGradOp.reference([z, labels!, g!], ceAttrs(attrs), concrete(z), ctx);
@@ -121,16 +137,11 @@ export const linearKlDivOp: OpDef = {
   reference([x, w, tx, tw, mask], _attrs, out, ctx) {
     return klDivOp.reference([logits(x!, w!, ctx), logits(tx!, tw!, ctx), mask!], {}, out, ctx);
   },
-  // Only the selected rows are projected: per row the same numbers as projecting every row.
   torch: {
     expr: (c) => `_linear_kl_div(${c.inputs.join(', ')})`,
     helpers: {
       _kl_div: KL_DIV_TORCH,
-      _linear_kl_div: `def _linear_kl_div(x, weight, target_x, target_weight, mask):
-    rows = mask.reshape(-1) != 0
-    z = F.linear(x.reshape(-1, x.shape[-1])[rows], weight)
-    t = F.linear(target_x.reshape(-1, target_x.shape[-1])[rows], target_weight)
-    return _kl_div(z, t, torch.ones(z.shape[0], dtype=torch.int32, device=z.device))`,
+      _linear_kl_div: LINEAR_KL_DIV_TORCH,
     },
   },
   // kl_div's count (the rows where mask != 0), over this op's mask.
@@ -146,6 +157,14 @@ export const linearKlDivGradOp: OpDef = {
     scalarG('linear_kl_div_grad', g, x, 5);
     const types: Record<string, TensorType> = { x, weight: w, target_x: tx, target_weight: tw };
     return types[wrtOf('linear_kl_div_grad', attrs, Object.keys(types))]!;
+  },
+  torch: {
+    expr: (c) => {
+      const [x, w, tx, tw, mask, g] = c.inputs as [string, string, string, string, string, string];
+      const wrt = wrtIndex('linear_kl_div_grad', c.attrs['wrt'], ['x', 'weight', 'target_x', 'target_weight']);
+      return `_vjp(lambda x, w, tx, tw: _linear_kl_div(x, w, tx, tw, ${mask}), [${x}, ${w}, ${tx}, ${tw}], ${g}, ${wrt})`;
+    },
+    helpers: { _vjp: VJP_TORCH, _kl_div: KL_DIV_TORCH, _linear_kl_div: LINEAR_KL_DIV_TORCH },
   },
   reference([x, w, tx, tw, mask, g], attrs, _out, ctx) {
     const z = logits(x!, w!, ctx);

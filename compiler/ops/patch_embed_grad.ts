@@ -2,11 +2,12 @@
 // wrt 'x' spreads g back through the weight (x is read for its shape only). The frozen CLIP tower
 // never asks for either, but a trainable tower would.
 import { shapesEqual, shapeToString } from '../ir/dims.js';
+import { VJP_TORCH, wrtIndex } from './util/torch.js';
 import type { TensorType } from '../ir/graph.js';
 import type { OpDef } from './types.js';
 import { alloc } from './util/ref.js';
 import { patchDims, patchInfer, patchRow } from './patch_embed.js';
-import { expectArity, fail } from './util/shape.js';
+import { attrInt, expectArity, fail } from './util/shape.js';
 import { lowerPatchEmbedGrad } from './wgsl/patch.js';
 
 export const patchEmbedGradOp: OpDef = {
@@ -47,6 +48,11 @@ export const patchEmbedGradOp: OpDef = {
     const y = alloc(ctx, out.dtype, out.shape);
     y.data.set(acc);
     return y;
+  },
+  torch: {
+    expr: (c) =>
+      `_vjp(lambda x, w: F.conv2d(x, w, stride=${attrInt('patch_embed_grad', c.attrs, 'stride')}), [${c.inputs[0]!}, ${c.inputs[1]!}], ${c.inputs[2]!}, ${wrtIndex('patch_embed_grad', c.attrs['wrt'], ['x', 'weight'])})`,
+    helpers: { _vjp: VJP_TORCH },
   },
   kernel: { kind: 'custom', lower: (ctx) => lowerPatchEmbedGrad(ctx, ctx.attrs['wrt'] === 'x' ? 'x' : 'weight') },
 };

@@ -7,6 +7,14 @@ import { checkNormVectors, rowStats } from './util/norm.js';
 import { attrNumber, expectArity } from './util/shape.js';
 import { lowerNorm } from './wgsl/norm.js';
 
+/** transformers' LlamaRMSNorm.forward, line for line: statistics in float32. */
+export const RMS_NORM_TORCH = `def _rms_norm(x, weight, eps):
+    dtype = x.dtype
+    h = x.to(torch.float32)
+    variance = h.pow(2).mean(-1, keepdim=True)
+    h = h * torch.rsqrt(variance + eps)
+    return weight * h.to(dtype)`;
+
 export const rmsNormOp: OpDef = {
   name: 'rms_norm',
   surface: {
@@ -40,14 +48,8 @@ export const rmsNormOp: OpDef = {
   },
   torch: {
     expr: (c) => `_rms_norm(${c.inputs[0]!}, ${c.inputs[1]!}, ${c.num(attrNumber('rms_norm', c.attrs, 'eps', 1e-6))})`,
-    // transformers' LlamaRMSNorm.forward, line for line: statistics in float32.
     helpers: {
-      _rms_norm: `def _rms_norm(x, weight, eps):
-    dtype = x.dtype
-    h = x.to(torch.float32)
-    variance = h.pow(2).mean(-1, keepdim=True)
-    h = h * torch.rsqrt(variance + eps)
-    return weight * h.to(dtype)`,
+      _rms_norm: RMS_NORM_TORCH,
     },
   },
   kernel: { kind: 'custom', lower: (ctx) => lowerNorm(ctx, 'rms', attrNumber('rms_norm', ctx.attrs, 'eps', 1e-6)) },

@@ -1,6 +1,8 @@
 // Backward of rms_norm, recomputing r = rsqrt(mean(x^2) + eps). wrt 'x':
 // r * gw - x * r^3 * mean(gw * x) with gw = g * weight; wrt 'weight': sum over rows of g * x * r.
 import type { OpDef } from './types.js';
+import { RMS_NORM_TORCH } from './rms_norm.js';
+import { VJP_TORCH, wrtIndex } from './util/torch.js';
 import { alloc } from './util/ref.js';
 import { inferNormGrad, normWrt, rowStats } from './util/norm.js';
 import { attrNumber } from './util/shape.js';
@@ -31,6 +33,14 @@ export const rmsNormGradOp: OpDef = {
     }
     if (wrt === 'weight') y.data.set(acc);
     return y;
+  },
+  // bias takes no part in the x and weight cotangents.
+  torch: {
+    expr: (c) => {
+      const eps = c.num(attrNumber('rms_norm_grad', c.attrs, 'eps'));
+      return `_vjp(lambda x, w: _rms_norm(x, w, ${eps}), [${c.inputs[0]!}, ${c.inputs[1]!}], ${c.inputs[2]!}, ${wrtIndex('rms_norm_grad', c.attrs['wrt'], ['x', 'weight'])})`;
+    },
+    helpers: { _vjp: VJP_TORCH, _rms_norm: RMS_NORM_TORCH },
   },
   kernel: {
     kind: 'custom',

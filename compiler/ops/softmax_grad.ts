@@ -37,6 +37,13 @@ export const softmaxGradOp: OpDef = {
       }
     return dx;
   },
+  torch: {
+    expr: (c) => {
+      const [y, g] = c.inputs as [string, string];
+      const axis = attrInt('softmax_grad', c.attrs, 'axis');
+      return attrBool('softmax_grad', c.attrs, 'log') ? `(${g} - torch.exp(${y}) * ${g}.sum(dim=${axis}, keepdim=True))` : `(${y} * (${g} - (${g} * ${y}).sum(dim=${axis}, keepdim=True)))`;
+    },
+  },
   kernel: {
     kind: 'custom',
     lower(ctx) {

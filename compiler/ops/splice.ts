@@ -28,6 +28,30 @@ export function placeholderPositions(op: string, ids: HostTensor, token: number)
   return at;
 }
 
+/**
+ * The op in PyTorch: LLaVA's prepare_inputs_labels_for_multimodal for one placeholder per row, as
+ * two gathers (so both the text embeddings and the image features get their gradient).
+ */
+export const SPLICE_TORCH = `def _splice(seq, ins, ids, token):
+    hits = ids == token
+    counts = hits.sum(dim=1)
+    if bool((counts != 1).any()):
+        b = int((counts != 1).nonzero()[0, 0])
+        n = int(counts[b])
+        raise ValueError(f"splice: row {b} of ids holds the placeholder {token} {'nowhere' if n == 0 else str(n) + ' times'}; each row needs it exactly once")
+    B, T = ids.shape
+    P = ins.shape[1]
+    L = T - 1 + P
+    s = hits.to(torch.int32).argmax(dim=1)[:, None]
+    j = torch.arange(L, device=ids.device)[None, :]
+    from_insert = (j >= s) & (j < s + P)
+    seq_at = torch.where(j < s, j, j - P + 1).clamp(0, T - 1)
+    ins_at = (j - s).clamp(0, P - 1)
+    tail = (1,) * (seq.dim() - 2)
+    def take(x, at):
+        return torch.gather(x, 1, at.reshape(B, L, *tail).expand(B, L, *x.shape[2:]))
+    return torch.where(from_insert.reshape(B, L, *tail), take(ins, ins_at), take(seq, seq_at))`;
+
 export const spliceOp: OpDef = {
   name: 'splice',
   surface: {
@@ -85,28 +109,8 @@ export const spliceOp: OpDef = {
   },
   torch: {
     expr: (c) => `_splice(${c.inputs.join(', ')}, ${attrInt('splice', c.attrs, 'token')})`,
-    // LLaVA's prepare_inputs_labels_for_multimodal for one placeholder per row, as two gathers
-    // (so both the text embeddings and the image features get their gradient).
     helpers: {
-      _splice: `def _splice(seq, ins, ids, token):
-    hits = ids == token
-    counts = hits.sum(dim=1)
-    if bool((counts != 1).any()):
-        b = int((counts != 1).nonzero()[0, 0])
-        n = int(counts[b])
-        raise ValueError(f"splice: row {b} of ids holds the placeholder {token} {'nowhere' if n == 0 else str(n) + ' times'}; each row needs it exactly once")
-    B, T = ids.shape
-    P = ins.shape[1]
-    L = T - 1 + P
-    s = hits.to(torch.int32).argmax(dim=1)[:, None]
-    j = torch.arange(L, device=ids.device)[None, :]
-    from_insert = (j >= s) & (j < s + P)
-    seq_at = torch.where(j < s, j, j - P + 1).clamp(0, T - 1)
-    ins_at = (j - s).clamp(0, P - 1)
-    tail = (1,) * (seq.dim() - 2)
-    def take(x, at):
-        return torch.gather(x, 1, at.reshape(B, L, *tail).expand(B, L, *x.shape[2:]))
-    return torch.where(from_insert.reshape(B, L, *tail), take(ins, ins_at), take(seq, seq_at))`,
+      _splice: SPLICE_TORCH,
     },
   },
   kernel: { kind: 'custom', lower: (ctx) => lowerSplice(ctx, attrInt('splice', ctx.attrs, 'token')) },

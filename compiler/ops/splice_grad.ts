@@ -2,6 +2,8 @@
 // 'seq' -> [B, T, ...] with a zero row at the placeholder (its embedding was dropped);
 // part 'insert' -> [B, P, ...]. `shape` is that part's shape.
 import { dimsEqual, shapeToString } from '../ir/dims.js';
+import { VJP_TORCH } from './util/torch.js';
+import { SPLICE_TORCH } from './splice.js';
 import type { TensorType } from '../ir/graph.js';
 import type { OpDef } from './types.js';
 import { alloc } from './util/ref.js';
@@ -47,6 +49,25 @@ export const spliceGradOp: OpDef = {
       y.data.set(g!.data.subarray(go + (s + P) * R, go + L * R), yo + (s + 1) * R);
     }
     return y;
+  },
+  // The cotangent of splice's `part` input by autograd through splice's own rendering; the
+  // other part only lends its shape (the spliced length is T - 1 + P).
+  torch: {
+    expr: (c) => {
+      const part = c.attrs['part'] === 'insert' ? 'insert' : 'seq';
+      return `_splice_grad(${c.inputs[0]!}, ${c.inputs[1]!}, ${attrInt('splice_grad', c.attrs, 'token')}, "${part}", ${c.shape(attrDims('splice_grad', c.attrs, 'shape'))})`;
+    },
+    helpers: {
+      _vjp: VJP_TORCH,
+      _splice: SPLICE_TORCH,
+      _splice_grad: `def _splice_grad(g, ids, token, part, shape):
+    B, L = g.shape[0], g.shape[1]
+    T = ids.shape[1]
+    seq = torch.zeros((B, T) + tuple(g.shape[2:]), dtype=g.dtype, device=g.device)
+    ins = torch.zeros((B, L - T + 1) + tuple(g.shape[2:]), dtype=g.dtype, device=g.device)
+    out = _vjp(lambda s, i: _splice(s, i, ids, token), [seq, ins], g, 0 if part == "seq" else 1)
+    return out.reshape(shape)`,
+    },
   },
   kernel: {
     kind: 'custom',
