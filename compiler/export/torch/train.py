@@ -183,11 +183,12 @@ def same_run(state, settings, extra, path):
         ("max_steps", state.get("max_steps"), extra["max_steps"]),
     ] + [(f"extra.{k}", theirs_extra.get(k), v) for k, v in extra["run"].items()]
     for field, was, now in pairs:
-        if json.dumps(was, sort_keys=True) != json.dumps(now, sort_keys=True) and not (isinstance(was, (int, float)) and isinstance(now, (int, float)) and was == now) and not _same_json(was, now):
-            raise UsageError(f"{path}: field \"{field}\" is {json.dumps(was)} but this run has {json.dumps(now)}: --resume continues the same run (same flags)")
+        if not _same_json(was, now):
+            raise UsageError(f"{path}: field \"{field}\" is {json.dumps(was)} but this run has {json.dumps(now)}: --resume continues the same run (same flags); start a new --out for other settings")
 
 
 def _same_json(a, b):
+    """JSON equality as kiln train compares it (after a JSON round trip, 12.0 is 12)."""
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same_json(a[k], b[k]) for k in a)
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
