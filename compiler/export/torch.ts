@@ -99,12 +99,12 @@ const valueName =
  * comment; the helpers it names are added to `helpers`. Throws a DiagnosticError naming the op
  * and the spec line for an op without a rendering.
  */
-function renderNode(graph: Graph, id: number, helpers: Map<string, string>): string {
+function renderNode(graph: Graph, id: number, helpers: Map<string, string>, nameOf: (id: number) => string = valueName(graph)): string {
   const n = graph.nodes[id]!;
   const op = getOp(n.op);
   if (!op.torch) return fail('export', `op '${n.op}' has no PyTorch rendering, so this model cannot be exported with --target torch`, n.span);
   const ctx: TorchContext = {
-    inputs: n.inputs.map(valueName(graph)),
+    inputs: n.inputs.map(nameOf),
     attrs: n.attrs,
     inputTypes: n.inputs.map((i) => graph.nodes[i]!.type),
     output: n.type,
@@ -112,7 +112,7 @@ function renderNode(graph: Graph, id: number, helpers: Map<string, string>): str
     shape: pyShape,
     num: pyNumber,
     dtype: (d) => TORCH_DTYPE[d],
-    source: (kind, src) => (kind === 'input' ? src : `P[${JSON.stringify(src)}]`),
+    source: (kind, src) => (kind === 'input' ? src : nameOf(id)),
   };
   for (const [fn, code] of Object.entries(op.torch.helpers ?? {})) {
     const prior = helpers.get(fn);
@@ -120,7 +120,7 @@ function renderNode(graph: Graph, id: number, helpers: Map<string, string>): str
     helpers.set(fn, code);
   }
   const note = `${n.op}${n.label && n.op !== 'input' ? ` ${n.label}` : ''}, ${where(n)}`;
-  return `${valueName(graph)(id)} = ${op.torch.expr(ctx)}  # ${note}`;
+  return `${nameOf(id)} = ${op.torch.expr(ctx)}  # ${note}`;
 }
 
 /**
@@ -148,31 +148,190 @@ function renderCounts(graph: Graph, helpers: Map<string, string>): { lines: stri
  * backward needs). Throws a DiagnosticError naming the op and the spec line for an op without a
  * PyTorch rendering.
  */
-function renderForward(graph: Graph, helpers: Map<string, string>): string[] {
+/**
+ * The repeated layers' parameter scopes (`model.layers.3`): each instance of a `repeat` whose
+ * parameters sit under one checkpoint prefix. The forward calls each as a module (so FSDP2 can
+ * shard, gather and free them one at a time).
+ */
+function blockScopes(graph: Graph): Map<string, Set<number>> {
+  const byInstance = new Map<string, { names: string[]; nodes: Set<number> }>();
+  for (const p of graph.params) {
+    // The outermost repeat instance in the spec path: `model.layers.3.mlp.up_proj.weight`.
+    const m = /^(.*?\.\d+)\./.exec(p.path);
+    if (!m) continue;
+    const e = byInstance.get(m[1]!) ?? { names: [], nodes: new Set<number>() };
+    e.names.push(p.name);
+    e.nodes.add(p.node);
+    byInstance.set(m[1]!, e);
+  }
+  const scopes = new Map<string, Set<number>>();
+  for (const { names, nodes } of byInstance.values()) {
+    let prefix = names[0]!;
+    for (const n of names) while (!n.startsWith(prefix)) prefix = prefix.slice(0, -1);
+    prefix = prefix.slice(0, prefix.lastIndexOf('.'));
+    // The scope must hold exactly this instance's parameters (a shared prefix is no module).
+    const inside = graph.params.filter((p) => p.name.startsWith(`${prefix}.`));
+    if (prefix === '' || inside.length !== names.length || scopes.has(prefix)) continue;
+    scopes.set(prefix, nodes);
+  }
+  return scopes;
+}
+
+interface Block {
+  readonly scope: string;
+  /** positions in the statement order: the first and last statement of the block. */
+  readonly start: number;
+  readonly end: number;
+}
+
+/** Contiguous runs of statements reading one block scope's parameters and no other's. */
+function findBlocks(graph: Graph, order: readonly number[], inLoss: ReadonlySet<number>): Block[] {
+  const scopes = blockScopes(graph);
+  const scopeOf = new Map<number, string>();
+  for (const [scope, nodes] of scopes) for (const id of nodes) scopeOf.set(id, scope);
+  const spans = new Map<string, { start: number; end: number }>();
+  order.forEach((id, at) => {
+    for (const i of graph.nodes[id]!.inputs) {
+      const scope = scopeOf.get(i);
+      if (scope === undefined) continue;
+      const s = spans.get(scope);
+      spans.set(scope, s ? { start: s.start, end: at } : { start: at, end: at });
+    }
+  });
+  const blocks: Block[] = [];
+  for (const [scope, { start, end }] of [...spans].sort((a, b) => a[1].start - b[1].start)) {
+    const prior = blocks[blocks.length - 1];
+    if (prior && prior.end >= start) return [];
+    for (let at = start; at <= end; at++) {
+      const id = order[at]!;
+      if (!inLoss.has(id)) return [];
+      for (const i of graph.nodes[id]!.inputs) {
+        const other = graph.nodes[i]!.op === 'param' && scopeOf.get(i) !== scope;
+        if (other) return [];
+      }
+    }
+    // The layer's trailing statements (its residual add) belong to it: extend over statements
+    // that read only values the block computes or receives, so it returns the layer's output.
+    const mine = new Set(order.slice(start, end + 1));
+    let last = end;
+    while (last + 1 < order.length) {
+      const next = graph.nodes[order[last + 1]!]!;
+      if (!inLoss.has(next.id) || next.op === 'input' || next.inputs.length === 0 || !next.inputs.some((i) => mine.has(i))) break;
+      if (next.inputs.some((i) => graph.nodes[i]!.op === 'param' || (!mine.has(i) && (order.indexOf(i) < 0 || order.indexOf(i) > last)))) break;
+      mine.add(next.id);
+      last++;
+    }
+    blocks.push({ scope, start, end: last });
+  }
+  return blocks;
+}
+
+/**
+ * One block's statements as a function `def f(m, syms, x0, x1, ...)` over its scope module `m`
+ * (parameters by name relative to it), with canonical local names so that layers computing the
+ * same thing share one function. Returns the function body (without its name) and the values
+ * going in and out.
+ */
+function renderBlock(graph: Graph, order: readonly number[], block: Block, helpers: Map<string, string>, usedAfter: (id: number, at: number) => boolean, symbols: readonly string[]): { text: string; ins: number[]; outs: number[] } {
+  const inside = order.slice(block.start, block.end + 1);
+  const defined = new Set(inside);
+  const ins: number[] = [];
+  for (const id of inside)
+    for (const i of graph.nodes[id]!.inputs) if (!defined.has(i) && graph.nodes[i]!.op !== 'param' && !ins.includes(i)) ins.push(i);
+  const outs = inside.filter((id) => usedAfter(id, block.end));
+  const local = new Map<number, string>();
+  ins.forEach((id, k) => local.set(id, `x${k}`));
+  inside.forEach((id, k) => local.set(id, `t${k}`));
+  const nameOf = (id: number): string => {
+    const n = graph.nodes[id]!;
+    if (n.op === 'param') return `Q[${JSON.stringify(String(n.attrs['name']).slice(block.scope.length + 1))}]`;
+    return local.get(id)!;
+  };
+  const lines = [
+    `(m, syms${ins.map((_, k) => `, x${k}`).join('')}):`,
+    `    Q = dict(m.named_parameters())`,
+    ...(symbols.length > 0 ? [`    ${symbols.join(', ')}${symbols.length === 1 ? ',' : ''} = syms`] : []),
+    ...(ins.length > 0 ? [`    dev = x0.device`] : []),
+    ...inside.map((id) => `    ${renderNode(graph, id, helpers, nameOf)}`),
+    `    return ${outs.length === 1 ? nameOf(outs[0]!) : `(${outs.map(nameOf).join(', ')}${outs.length === 1 ? ',' : ''})`}`,
+  ];
+  return { text: lines.join('\n'), ins, outs };
+}
+
+/**
+ * The forward as Python statements (8-space indented): the loss path first, then what only the
+ * declared outputs need under `if return_outputs:`. Each repeated layer (blockScopes) runs as a
+ * call of its scope module with a function shared by the layers that compute alike (`blocks`
+ * collects them: name -> def). A value is deleted after its last use on the loss path, so a large
+ * model does not keep every intermediate alive (autograd keeps what the backward needs). Throws a
+ * DiagnosticError naming the op and the spec line for an op without a PyTorch rendering.
+ */
+function renderForward(graph: Graph, helpers: Map<string, string>, blocks: Map<string, string>, symbols: readonly string[]): { lines: string[]; scopes: string[] } {
   const lossRoots = [...graph.losses.map((l) => l.node), ...(graph.totalLoss === null ? [] : [graph.totalLoss])];
   const lossNodes = reachable(graph, lossRoots);
   const inLoss = new Set(lossNodes);
   const outputNodes = reachable(graph, graph.outputs.map((o) => o.node)).filter((id) => !inLoss.has(id));
   const order = [...lossNodes, ...outputNodes].filter((id) => graph.nodes[id]!.op !== 'param');
-  // Last use of each value among the loss-path statements; values the outputs read stay.
+  const position = new Map(order.map((id, at) => [id, at]));
+  // Values read by the outputs, the roots, and the last loss-path reader of every value.
   const keep = new Set<number>();
   for (const id of outputNodes) for (const i of graph.nodes[id]!.inputs) keep.add(i);
   for (const r of lossRoots) keep.add(r);
   for (const o of graph.outputs) keep.add(o.node);
-  const lastUse = new Map<number, number>();
-  for (const id of lossNodes) for (const i of graph.nodes[id]!.inputs) lastUse.set(i, id);
+  const lastAt = new Map<number, number>();
+  order.forEach((id, at) => {
+    for (const i of graph.nodes[id]!.inputs) lastAt.set(i, at);
+  });
+  const usedAfter = (id: number, at: number): boolean => keep.has(id) || (lastAt.get(id) ?? -1) > at;
+  const found = findBlocks(graph, order, inLoss);
+  const blockAt = new Map(found.map((b) => [b.start, b]));
+  const name = valueName(graph);
 
   const lines: string[] = [];
-  for (const id of order) {
-    const n = graph.nodes[id]!;
+  const live = new Set<number>();
+  const free = (at: number, indent: string) => {
+    const dead = [...live].filter((i) => !keep.has(i) && (lastAt.get(i) ?? -1) <= at && inLoss.has(order[at]!));
+    for (const i of dead) live.delete(i);
+    if (dead.length > 0) lines.push(`${indent}del ${dead.sort((a, b) => (position.get(a) ?? 0) - (position.get(b) ?? 0)).map(name).join(', ')}`);
+  };
+  for (let at = 0; at < order.length; at++) {
+    const id = order[at]!;
     if (id === outputNodes[0]) lines.push('        if return_outputs:');
     const indent = inLoss.has(id) ? '        ' : '            ';
+    const block = blockAt.get(at);
+    if (block) {
+      const { text, ins, outs } = renderBlock(graph, order, block, helpers, usedAfter, symbols);
+      let fn = [...blocks].find(([, t]) => t === text)?.[0];
+      if (fn === undefined) {
+        const base = `_${pyIdentifier(block.scope.replace(/\.\d+$/, ''))}`;
+        fn = blocks.has(base) || [...blocks.keys()].some((k) => k === base) ? `${base}_${blocks.size}` : base;
+        blocks.set(fn, text);
+      }
+      const target = outs.length === 1 ? name(outs[0]!) : `${outs.map(name).join(', ')}${outs.length === 1 ? ',' : ''}`;
+      const syms = symbols.length === 0 ? '()' : `(${symbols.join(', ')}${symbols.length === 1 ? ',' : ''})`;
+      lines.push(`${indent}${target} = self.get_submodule(${JSON.stringify(block.scope)})(${fn}, ${syms}${ins.map((i) => `, ${name(i)}`).join('')})  # ${block.scope}`);
+      for (const o of outs) live.add(o);
+      at = block.end;
+      free(at, indent);
+      continue;
+    }
     lines.push(`${indent}${renderNode(graph, id, helpers)}`);
-    if (!inLoss.has(id)) continue;
-    const dead = n.inputs.filter((i, k) => lastUse.get(i) === id && !keep.has(i) && graph.nodes[i]!.op !== 'param' && n.inputs.indexOf(i) === k);
-    if (dead.length > 0) lines.push(`${indent}del ${dead.map(valueName(graph)).join(', ')}`);
+    live.add(id);
+    free(at, indent);
   }
-  return lines;
+  return { lines, scopes: found.map((b) => b.scope) };
+}
+
+/** The symbols renderInputChecks binds, in order. */
+function symbolNames(graph: Graph): string[] {
+  const names: string[] = [];
+  for (const input of graph.inputs)
+    for (const d of graph.nodes[input.node]!.type.shape) {
+      if (isConst(d) || d.terms.size !== 1) continue;
+      const [[sym, coef]] = [...d.terms] as [[string, number]];
+      if (coef === 1 && !sym.includes('*') && sym !== '' && !names.includes(sym)) names.push(sym);
+    }
+  return names;
 }
 
 /** Symbols bound from the inputs' shapes, and a check of every input's rank and fixed dims. */
@@ -230,7 +389,9 @@ export function renderModelPy(model: CheckedModel, stages: ReadonlyMap<string, C
   const graph = model.graph;
   if (graph.totalLoss === null) return fail('export', `model ${model.modelName} declares no loss: the exported module returns {"loss", "terms"}`);
   const helpers = new Map<string, string>();
-  const forward = renderForward(graph, helpers);
+  const symbols = symbolNames(graph);
+  const blocks = new Map<string, string>();
+  const { lines: forward, scopes } = renderForward(graph, helpers, blocks, symbols);
   const counts = renderCounts(graph, helpers);
   const cls = pyIdentifier(model.modelName);
   const inputNames = graph.inputs.map((i) => i.name);
@@ -288,6 +449,8 @@ UNUSED = ${pyLiteral(model.unused)}
 BUFFERS = ${pyLiteral(model.buffers.map((b) => ({ pattern: b.pattern, values: b.values, what: b.what })))}
 # Submodules whose tensors may come from their own folder (\`checkpoint <sub> from "<prefix>"\`).
 CHECKPOINT_SOURCES = ${pyLiteral(model.checkpointSources.map((s) => ({ path: s.path, ckpt_prefix: s.ckptPrefix, file_prefix: s.filePrefix })))}
+# The repeated layers, each a module the forward calls (FSDP2 shards each on its own).
+BLOCKS = ${pyLiteral(scopes)}
 LOSS_WEIGHTS = ${pyLiteral(Object.fromEntries(graph.losses.map((l) => [l.name, l.weight])))}
 # The spec's training stages: optimiser, schedule, settings and the parameters each trains.
 STAGES = {
@@ -301,6 +464,11 @@ HF_CONFIG = json.loads(${JSON.stringify(JSON.stringify(config))})
 # ---- op renderings (each defined beside its op in Kiln's compiler/ops/) ----
 
 ${helperCode.join('\n\n\n')}
+
+
+# ---- the repeated layers' computation: one function per distinct layer body ----
+
+${[...blocks].map(([fn, text]) => `def ${fn}${text}`).join('\n\n\n')}
 
 
 def _check_input(name, x, rank, dtype):

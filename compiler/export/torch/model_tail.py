@@ -2,7 +2,14 @@
 
 
 class _Scope(nn.Module):
-    """One level of the checkpoint-name tree (`model`, `model.layers`, `model.layers.0`, ...)."""
+    """One level of the checkpoint-name tree (`model`, `model.layers`, `model.layers.0`, ...).
+
+    A repeated layer's scope is called as a module with its layer function, so module hooks (FSDP2's
+    gather before and free after) run around exactly that layer's computation.
+    """
+
+    def forward(self, fn, syms, *args):
+        return fn(self, syms, *args)
 
 
 def _register(root, name, param):

@@ -270,6 +270,10 @@ def main(argv):
     # Before sharding: counting reads only the batch (and, in general, whole parameters).
     counts_local, counts_total = term_counts(model, batch, world)
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if a.bf16 else MixedPrecisionPolicy()
+    # Each repeated layer is its own FSDP2 unit (gathered for its forward and backward only), then
+    # the rest of the model.
+    for scope in exported.BLOCKS:
+        fully_shard(model.get_submodule(scope), mp_policy=mp)
     fully_shard(model, mp_policy=mp)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     params = dict(model.named_parameters())

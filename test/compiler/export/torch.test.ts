@@ -74,6 +74,11 @@ describe('kiln export', () => {
     for (const out of [a, b]) expect((await kiln(['export', ...caseArgs('mistral_gqa'), '--target', 'torch', '--out', out])).code).toBe(0);
     expect(readdirSync(a).sort()).toEqual(['README.md', 'model.py', 'train.py']);
     for (const f of readdirSync(a)) expect(readFileSync(join(b, f)).equals(readFileSync(join(a, f)))).toBe(true);
+    // Each decoder / CLIP layer is called as its own module, all with one shared layer function.
+    const py = readFileSync(join(a, 'model.py'), 'utf8');
+    expect(py).toContain('BLOCKS = ["model.vision_tower.vision_tower.vision_model.encoder.layers.0", "model.layers.0", "model.layers.1", "model.layers.2"]');
+    expect(py.match(/^def _model_layers\(m, syms, x0\):$/gm)).toHaveLength(1);
+    expect(py.match(/self\.get_submodule\("model\.layers\.\d"\)\(_model_layers, /g)).toHaveLength(3);
   });
 
   it('refuses a non-empty --out without --force, and replaces the export with it', async () => {
