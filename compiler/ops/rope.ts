@@ -114,9 +114,13 @@ export const ropeOp: OpDef = {
       _rope: `def _rope(x, theta, offset, inverse=False, pos=None):
     T, D = x.shape[-2], x.shape[-1]
     inv_freq = 1.0 / (theta ** (torch.arange(0, D, 2, dtype=torch.int64, device=x.device).to(torch.float32) / D))
-    start = offset if pos is None else offset + pos.reshape(()).to(torch.int64)
-    positions = (torch.arange(T, device=x.device) + start).to(torch.float32)
-    freqs = positions[:, None] * inv_freq[None, :]
+    t = torch.arange(T, device=x.device) + offset
+    if pos is None or pos.dim() == 0:
+        positions = (t if pos is None else t + pos.to(torch.int64)).to(torch.float32)
+    else:
+        # One offset per batch row (pos [B]): positions [B, 1, ..., T] against x [B, ..., T, D].
+        positions = (t[None, :] + pos.to(torch.int64)[:, None]).to(torch.float32).reshape(pos.shape[0], *([1] * (x.dim() - 3)), T)
+    freqs = positions[..., None] * inv_freq
     emb = torch.cat((freqs, freqs), dim=-1)
     cos = emb.cos().to(x.dtype)
     sin = emb.sin().to(x.dtype)
