@@ -67,6 +67,8 @@ def parse_args(argv):
         raise UsageError("--steps must be at least 1")
     if a.max_grad_norm < 0:
         raise UsageError("--max-grad-norm must be >= 0 (0: no clipping)")
+    if not os.path.isfile(a.batch):
+        raise UsageError(f"--batch {a.batch}: no such file")
     if not a.checkpoint and not a.resume:
         raise UsageError("--checkpoint DIR is required (or --resume): Kiln's initialisation is not reproduced here")
     return a
@@ -378,6 +380,7 @@ def main(argv):
 if __name__ == "__main__":
     try:
         sys.exit(main(sys.argv[1:]))
-    except (UsageError, exported.CheckpointError) as e:
+    except (UsageError, exported.CheckpointError, ValueError) as e:
+        # Bad flags exit 2; a bad checkpoint or batch (the model's input checks) exits 1.
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2 if isinstance(e, UsageError) else 1)
