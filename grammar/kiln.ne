@@ -21,7 +21,7 @@ import moo from 'moo';
 export const KEYWORDS = [
   'import', 'config', 'extends', 'module', 'model', 'param', 'sub', 'repeat', 'input', 'forward',
   'let', 'for', 'in', 'return', 'output', 'loss', 'weight', 'init', 'ckpt', 'checkpoint', 'from',
-  'unused', 'tie', 'when', 'buffer', 'train', 'freeze', 'stage', 'trainable', 'optimizer', 'schedule',
+  'unused', 'tie', 'when', 'if', 'else', 'buffer', 'train', 'freeze', 'stage', 'trainable', 'optimizer', 'schedule',
   'f32', 'f16', 'bf16', 'i32', 'bool',
 ];
 
@@ -326,11 +326,17 @@ Stmt -> "let" Name "=" Expr {% ([k, name, , value]) => stmt('let', { name, value
   | Name "=" Expr {% ([name, , value]) => stmt('assign', { name, value }, name, value) %}
   | "for" Name "in" Expr ".." Expr Block
     {% ([k, variable, , from, , to, b]) => stmt('for', { variable, from, to, body: b.body }, k, b) %}
+  | If {% id %}
   | "return" Expr {% ([k, value]) => stmt('return', { value }, k, value) %}
   | "output" Name "=" Expr {% ([k, name, , value]) => stmt('output', { name, value }, k, value) %}
   | "loss" Name LossWeight "=" Expr
     {% ([k, name, weight, , value]) => stmt('loss', { name, weight, value }, k, value) %}
 LossWeight -> null {% nul %} | "weight" Expr {% second %}
+# `else` must follow the closing brace on the same line: a newline there ends the statement.
+If -> "if" Expr Block {% ([k, cond, b]) => stmt('if', { cond, then: b.body, else: null }, k, b) %}
+  | "if" Expr Block "else" Block
+    {% ([k, cond, b, , e]) => stmt('if', { cond, then: b.body, else: e.body }, k, e) %}
+  | "if" Expr Block "else" If {% ([k, cond, b, , e]) => stmt('if', { cond, then: b.body, else: new List(null, e) }, k, e) %}
 
 # ---- expressions, loosest first ----
 

@@ -180,6 +180,20 @@ export class Evaluator {
           }
           break;
         }
+        case 'if': {
+          // Decided now, like a loop bound: the graph has one branch, never a run-time select.
+          const cond = this.expr(s.cond, scope);
+          if (cond.kind !== 'bool') {
+            const why = cond.kind === 'tensor' ? '; a tensor condition would need both branches in the graph: use where(cond, a, b)' : '';
+            fail('type', `if: the condition must be true or false when the graph is built (a config value), got ${describe(cond)}${why}`, s.cond.span);
+          }
+          const body = cond.value ? s.then : s.else;
+          if (body) {
+            const r = this.block(body, new Scope(scope), hooks);
+            if (r) return r;
+          }
+          break;
+        }
         case 'return':
           return this.expr(s.value, scope);
         case 'output': {

@@ -23,6 +23,8 @@ export interface Override {
   origin: string;
   /** a checkpoint's config may carry keys this spec does not use; --set may not. */
   optional?: boolean;
+  /** an optional value the spec must nevertheless have: without the key it builds another model (bad input, not skipped). */
+  needed?: boolean;
 }
 
 export interface CheckpointBuffer {
@@ -108,6 +110,7 @@ export function checkModel(files: readonly SpecFile[], opts: CheckOptions = {}):
       // A value of the wrong kind is never skipped: from --set a usage error, from a file bad input.
       if (e instanceof OverrideKindError) throw o.optional ? new KilnError(e.message) : new UsageError(e.message);
       if (!o.optional) throw new UsageError(`${e.message} (keys: ${flatKeys(config).join(', ')})`);
+      if (o.needed) throw new KilnError(`${e.message}; without it the spec would build another model than the checkpoint's`);
     }
   }
   try {

@@ -43,6 +43,8 @@ export interface LlavaConfigValues {
     readonly select_layer: number;
   };
   readonly projector_hidden: number;
+  /** pseudo image features (config value `pif`; false when the spec has none): architectures vwPifLlamaForCausalLM. */
+  readonly pif: boolean;
 }
 
 const NO_SPAN = { file: '<config.json writer>', start: 0, end: 0, line: 0, col: 0 };
@@ -98,6 +100,7 @@ export function llavaConfigValues(model: CheckedModel): LlavaConfigValues {
       select_layer: v('select_layer'),
     },
     projector_hidden: num(model, 'projector_hidden'),
+    pif: model.config.entries.has('pif') ? bool(model, 'pif') : false,
   };
 }
 
@@ -116,7 +119,8 @@ export interface LlavaConfigOptions {
  * config.json for a model with `values`: hf-config.ts's llavaConfigOverrides reads back exactly
  * these values. Throws KilnError for what the layout cannot say: a projector width other than
  * the decoder's (LLaVA's mlp2x_gelu maps to hidden_size), a sliding window on a llava_llama
- * model (LLaMA has none), a non-integer size.
+ * model (LLaMA has none), pif on a llava_mistral model (the release has no such class), a
+ * non-integer size.
  */
 export function llavaConfigJson(values: LlavaConfigValues, opts: LlavaConfigOptions = {}): Record<string, unknown> {
   const { text: t, vision: v } = values;
@@ -133,11 +137,15 @@ export function llavaConfigJson(values: LlavaConfigValues, opts: LlavaConfigOpti
     throw new KilnError(`text.sliding_window is ${t.sliding_window}, but a llava_llama config has no sliding window (LLaMA's attention ignores the key); write it as llava_mistral`);
   }
   const llama = modelType === 'llava_llama';
+  if (values.pif && !llama) {
+    throw new KilnError('pif is true, but the VW-LMM release has pseudo image features for LLaMA only (vwPifLlamaForCausalLM); a llava_mistral config cannot say pif');
+  }
   const out: Record<string, unknown> = { ...(opts.base ?? {}) };
   // Keys that would contradict the values below if kept from the base.
   for (const k of ['text_config', 'rope_parameters', 'rope_scaling', 'sliding_window']) delete out[k];
   Object.assign(out, {
-    architectures: [llama ? 'LlavaLlamaForCausalLM' : 'LlavaMistralForCausalLM'],
+    // hf-config.ts reads pif back from this name (the release's class for it).
+    architectures: [values.pif ? 'vwPifLlamaForCausalLM' : llama ? 'LlavaLlamaForCausalLM' : 'LlavaMistralForCausalLM'],
     model_type: modelType,
     vocab_size: t.vocab,
     hidden_size: t.hidden,

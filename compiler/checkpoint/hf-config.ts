@@ -30,10 +30,49 @@ export class ConfigOverrides extends Map<string, number | boolean | string> {
   /** spec key -> the field's path in the file (`mm_vision_select_layer`, `vision_config.hidden_size`). */
   readonly fields = new Map<string, string>();
 
-  put(key: string, field: string, value: number | boolean | string): this {
+  /** keys a spec must have to build the file's model (a spec without them would build another). */
+  readonly needed = new Set<string>();
+
+  put(key: string, field: string, value: number | boolean | string, needed = false): this {
     this.fields.set(key, field);
+    if (needed) this.needed.add(key);
     return this.set(key, value);
   }
+}
+
+/**
+ * `architectures` names the Python class that builds the checkpoint: LLaVA-1.5's, the VW-LMM
+ * release's (visual_words/model/language_model/*.py) and transformers' plain decoders. Only the
+ * pif class changes Kiln's graph (config value `pif`); the others build the graph the spec has.
+ */
+const ARCHITECTURES: Record<string, { pif: boolean; llamaOnly: boolean }> = {
+  LlavaLlamaForCausalLM: { pif: false, llamaOnly: false },
+  LlavaMistralForCausalLM: { pif: false, llamaOnly: false },
+  vwLlamaForCausalLM: { pif: false, llamaOnly: false },
+  vwMistralForCausalLM: { pif: false, llamaOnly: false },
+  // vw_pif_llama.py: LlamaForCausalLM + vwPifMetaForCausalLM; the release has no Mistral pif class.
+  vwPifLlamaForCausalLM: { pif: true, llamaOnly: true },
+  LlamaForCausalLM: { pif: false, llamaOnly: false },
+  MistralForCausalLM: { pif: false, llamaOnly: false },
+};
+
+/** The pif flag `architectures` implies, or undefined when the file has no architectures. */
+function pifOf(obj: Json, modelType: string, file: string): boolean | undefined {
+  const v = obj.architectures;
+  if (v === undefined || v === null) return undefined;
+  if (!Array.isArray(v) || v.length === 0 || v.some((a) => typeof a !== 'string')) {
+    throw new KilnError(`field "architectures" must be a non-empty list of class names, got ${JSON.stringify(v)}`, { file });
+  }
+  const known = (v as string[]).map((a) => {
+    const arch = ARCHITECTURES[a];
+    if (!arch) throw new KilnError(`field "architectures" names ${JSON.stringify(a)}, which Kiln cannot build; supported: ${Object.keys(ARCHITECTURES).join(', ')}`, { file });
+    if (arch.llamaOnly && !LLAMA_TYPES.has(modelType)) {
+      throw new KilnError(`field "architectures" names ${a}, a LLaMA class, but "model_type" is ${JSON.stringify(modelType)}`, { file });
+    }
+    return arch.pif;
+  });
+  if (new Set(known).size > 1) throw new KilnError(`field "architectures" mixes pseudo-image-feature and plain classes: ${JSON.stringify(v)}`, { file });
+  return known[0];
 }
 
 type Json = Record<string, unknown>;
@@ -52,6 +91,8 @@ const TEXT_MODEL_TYPES: Record<string, Json> = {
   mistral: MISTRAL_DEFAULTS,
   llava_mistral: MISTRAL_DEFAULTS,
 };
+
+const LLAMA_TYPES = new Set(['llama', 'llava', 'llava_llama']);
 
 const CLIP_VISION_DEFAULTS: Json = {
   num_channels: 3,
@@ -194,6 +235,9 @@ export function llavaConfigOverrides(json: unknown, file: string): ConfigOverrid
     out.put('text.sliding_window', 'model_type', 0);
   }
   out.put('projector_hidden', 'hidden_size', hidden);
+  const pif = pifOf(obj, modelType, file);
+  // A spec without `pif` must not build a pif checkpoint as a plain one.
+  if (pif !== undefined) out.put('pif', 'architectures', pif, pif);
   if (f.present('mm_hidden_size')) out.put('vision.width', 'mm_hidden_size', f.int('mm_hidden_size'));
   if (f.present('mm_vision_select_layer')) {
     const v = f.raw('mm_vision_select_layer');

@@ -93,6 +93,7 @@ export function checkTrainingCheckpoint(ckpt: TrainingCheckpoint, model: Checked
     ...Object.fromEntries(Object.entries(values.text).map(([k, v]) => [`text.${k}`, v])),
     ...Object.fromEntries(Object.entries(values.vision).map(([k, v]) => [`vision.${k}`, v])),
     projector_hidden: values.projector_hidden,
+    pif: values.pif,
   };
   for (const [key, value] of read) {
     if (key in mine && mine[key] !== value) {

@@ -57,7 +57,7 @@ export function checkpointOverrides(dir: string | undefined, flag = '--checkpoin
   const read = readHfConfig(path);
   return [...read].map(([key, value]) => {
     const field = read.fields.get(key);
-    return { key, value, origin: field === undefined ? path : `field "${field}" of ${path}`, optional: true };
+    return { key, value, origin: field === undefined ? path : `field "${field}" of ${path}`, optional: true, ...(read.needed.has(key) ? { needed: true } : {}) };
   });
 }
 

@@ -117,7 +117,7 @@ export interface TensorTypeExpr {
 
 // ---- statements inside forward bodies ----------------------------------------------------
 
-export type Stmt = LetStmt | AssignStmt | ForStmt | ReturnStmt | OutputStmt | LossStmt;
+export type Stmt = LetStmt | AssignStmt | ForStmt | IfStmt | ReturnStmt | OutputStmt | LossStmt;
 export interface LetStmt {
   kind: 'let';
   name: Ident;
@@ -137,6 +137,17 @@ export interface ForStmt {
   from: Expr;
   to: Expr;
   body: Stmt[];
+  span: Span;
+}
+/**
+ * `if cond { ... } else { ... }`, decided when the graph is built: `cond` must be a compile-time
+ * boolean (a config value), never a tensor. `else if` is an `else` holding one IfStmt.
+ */
+export interface IfStmt {
+  kind: 'if';
+  cond: Expr;
+  then: Stmt[];
+  else: Stmt[] | null;
   span: Span;
 }
 export interface ReturnStmt {

@@ -78,7 +78,9 @@ function feed(text: string, file: string): nearley.Parser {
     const token = (e as { token?: KilnToken }).token;
     if (!token) throw e;
     const column = chart.table[chart.current]!;
-    fail(`unexpected ${describe(token)}; ${expected(column)}`, token.span);
+    // A newline ends the if statement, so an `else` on the next line reads as a name.
+    const hint = /\}[ \t]*(\/\/[^\n]*)?\n\s*else\s*$/.test(text.slice(0, token.span.start)) ? " (an 'else' goes on the line of the '}' before it)" : '';
+    fail(`unexpected ${describe(token)}; ${expected(column)}${hint}`, token.span);
   }
   if (parser.results.length === 0) {
     fail(`unexpected end of input; ${expected(chart.table[chart.current]!)}`, lexer.lastEnd);

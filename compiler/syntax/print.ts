@@ -5,6 +5,7 @@ import type {
   Arg,
   ConfigItem,
   Expr,
+  IfStmt,
   IndexItem,
   ModuleDecl,
   ModuleMember,
@@ -121,6 +122,8 @@ function printStmt(s: Stmt): string[] {
       return [`${s.name.name} = ${printExpr(s.value)}`];
     case 'for':
       return block(`for ${s.variable.name} in ${printExpr(s.from)} .. ${printExpr(s.to)}`, s.body.flatMap(printStmt));
+    case 'if':
+      return printIf(s);
     case 'return':
       return [`return ${printExpr(s.value)}`];
     case 'output':
@@ -130,6 +133,16 @@ function printStmt(s: Stmt): string[] {
       return [`loss ${s.name.name}${weight} = ${printExpr(s.value)}`];
     }
   }
+}
+
+/** `else` stays on the closing brace's line: the grammar ends the statement at a newline there. */
+function printIf(s: IfStmt): string[] {
+  const lines = block(`if ${printExpr(s.cond)}`, s.then.flatMap(printStmt));
+  if (s.else === null) return lines;
+  const only = s.else.length === 1 ? s.else[0]! : null;
+  const tail = only?.kind === 'if' ? printIf(only) : block('', s.else.flatMap(printStmt)).map((l, i) => (i === 0 ? l.trimStart() : l));
+  const last = lines.pop()!;
+  return [...lines, `${last} else ${tail[0]}`, ...tail.slice(1)];
 }
 
 function printPath(p: Path): string {

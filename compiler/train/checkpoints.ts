@@ -77,6 +77,8 @@ export function checkpointHook(o: CheckpointHookOptions): CheckpointHook {
   let resumedFrom: number | undefined;
   let lastSaved = -1;
   const paramShape = new Map(model.graph.params.map((p) => [p.name, constShape(p)]));
+  // A model config.json cannot describe (pif on a Mistral decoder) fails before the first step, not at the first save.
+  checkpointConfig(model, o.baseConfigDir);
   const runState = {
     seed: run.seed,
     schedule: { kind: run.schedule.kind, base_lr: run.lr, warmup: run.schedule.warmup, total: run.schedule.total },

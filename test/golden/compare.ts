@@ -7,7 +7,7 @@ import { main } from '../../compiler/cli/main.js';
 import { Output } from '../../compiler/cli/output.js';
 import { readSafetensors } from '../../runtime/node/safetensors-file.js';
 
-export const GOLDEN_CASES = ['llama_b2', 'mistral_gqa', 'llama_vmw', 'mistral_swa'] as const;
+export const GOLDEN_CASES = ['llama_b2', 'mistral_gqa', 'llama_vmw', 'mistral_swa', 'llama_pif'] as const;
 
 export function relFrobenius(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let diff = 0;

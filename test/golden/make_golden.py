@@ -100,6 +100,11 @@ CASES = {
 # of 4 positions: the spliced rows have 15, so the window masks most of each row's past
 # (transformers' masking_utils: query i sees keys j with i - 4 < j <= i).
 CASES["mistral_swa"] = dict(CASES["mistral_gqa"], sliding_window=4)
+# llama_b2's files (same seeds: identical weights, CLIP and batch) as a pseudo-image-feature model
+# (the release's vw_pif_arch, config.json architectures vwPifLlamaForCausalLM, model_type "llava" as
+# the release's LlavaConfig says): each projector output v enters the decoder as
+# softmax(vm_head(v)) @ embed_tokens.weight, and the VM target at image positions is that softmax.
+CASES["llama_pif"] = dict(CASES["llama_b2"], pif=True)
 
 # Tiny CLIP text tower for the full-CLIPModel case (its values are irrelevant, Kiln must skip it).
 CLIP_TEXT = dict(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
@@ -181,6 +186,10 @@ def llava_config_json(case):
     }
     if not llama:
         cfg["sliding_window"] = case.get("sliding_window")
+    if case.get("pif"):
+        assert llama  # the release has vwPifLlamaForCausalLM only
+        cfg["architectures"] = ["vwPifLlamaForCausalLM"]
+        cfg["model_type"] = "llava"
     return cfg
 
 
@@ -466,14 +475,27 @@ def hf_run(case, case_dir, dtype):
         assert len(out.hidden_states) == case["vision"]["layers"] + 1
         features = out.hidden_states[-2][:, 1:]
     image = projector(features)
-    x, lab, is_image = splice(llm.model.embed_tokens, image, ids, labels)
+    if case.get("pif"):
+        # vw_pif_arch.prepare_inputs_labels_for_multimodal: textual_image_score = softmax(vm_head(v)),
+        # image_features = einsum("id,bli->bld", embed_tokens, score); the VM target at the image
+        # positions is that score (new_textual_image_labels), not detached.
+        vm_image = vm_head(image)
+        score = F.softmax(vm_image, dim=-1)
+        pseudo = torch.einsum("id,bli->bld", llm.model.embed_tokens.weight, score)
+        x, lab, is_image = splice(llm.model.embed_tokens, pseudo, ids, labels)
+        no_words = lambda i: torch.zeros((len(i), V), dtype=dtype)  # noqa: E731 (ignored positions)
+        target, _, _ = splice(no_words, score, ids, labels)
+        vm_logits, _, _ = splice(no_words, vm_image, ids, labels)
+    else:
+        x, lab, is_image = splice(llm.model.embed_tokens, image, ids, labels)
+        vm_logits = vm_head(x)
+        target = F.softmax(vm_logits, dim=-1)
     z = llm(inputs_embeds=x, use_cache=False).logits
     assert z.dtype == dtype
 
     lm = nn.CrossEntropyLoss()(z[:, :-1].reshape(-1, V), lab[:, 1:].reshape(-1))
-    vm_logits = vm_head(x)
     sel = is_image[:, 1:]
-    w = F.softmax(vm_logits[:, 1:][sel], dim=-1)  # NOT detached
+    w = target[:, 1:][sel]  # NOT detached
     vm = nn.KLDivLoss(reduction="batchmean")(F.log_softmax(z[:, :-1][sel], dim=-1), w)
     total = lm + case["vm_weight"] * vm
     total.backward()
@@ -557,7 +579,9 @@ def ind_rms(x, w, eps):
     return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * w
 
 
-def ind_losses(case, W, clip, pixels, ids, labels):
+def ind_losses(case, W, clip, pixels, ids, labels, pif_target_from_x=False):
+    """lm and vm from scratch. pif_target_from_x (a mistake the golden must catch): with pif, take
+    the VM target from the sequence the decoder reads instead of the projector outputs."""
     t = case["text"]
     H, V, nh, nkv = t["hidden"], t["vocab"], t["heads"], t["kv_heads"]
     hd = H // nh
@@ -565,7 +589,15 @@ def ind_losses(case, W, clip, pixels, ids, labels):
     g1 = feats @ W["model.mm_projector.0.weight"].T + W["model.mm_projector.0.bias"]
     g1 = 0.5 * g1 * (1 + torch.erf(g1 / math.sqrt(2)))
     image = g1 @ W["model.mm_projector.2.weight"].T + W["model.mm_projector.2.bias"]
-    x, lab, is_image = splice(lambda i: W["model.embed_tokens.weight"][i], image, ids, labels)
+    embed = lambda i: W["model.embed_tokens.weight"][i]  # noqa: E731
+    words_x, lab, is_image = splice(embed, image, ids, labels)
+    x = words_x
+    if case.get("pif"):
+        u_img = image @ W["vm_head.weight"].T
+        probs = torch.exp(u_img - torch.logsumexp(u_img, -1, keepdim=True))
+        x, _, _ = splice(embed, probs @ W["model.embed_tokens.weight"], ids, labels)
+        if pif_target_from_x:
+            words_x = x
     Bn, L, _ = x.shape
     h = x
     causal = torch.triu(torch.ones(L, L, dtype=torch.bool), 1)
@@ -596,7 +628,7 @@ def ind_losses(case, W, clip, pixels, ids, labels):
     lse = torch.logsumexp(zs[keep], -1)
     lm = (lse - zs[keep].gather(1, ts[keep][:, None])[:, 0]).mean()
     # VM: KL(w || softmax z) averaged over the selected rows.
-    u = x @ W["vm_head.weight"].T
+    u = words_x @ W["vm_head.weight"].T
     sel = is_image[:, 1:]
     lw = torch.log_softmax(u[:, 1:][sel], -1)
     lz = torch.log_softmax(z[:, :-1][sel], -1)
@@ -652,6 +684,16 @@ def independent_check(case, case_dir, hf, fd_entries=True):
             fd.append(dict(tensor=n, index=[int(i) for i in idx], finite_difference=num,
                            hf_autograd=float(gh[idx]), rel_err=abs(num - float(gh[idx])) / abs(float(gh[idx]))))
     out["finite_differences"] = fd
+    if case.get("pif"):
+        # How far the two ways of getting pif wrong land from the golden terms (relative).
+        a, b = ind_losses(case, llava, clip, pixels, ids, labels, pif_target_from_x=True)
+        plain = dict(case)
+        plain.pop("pif")
+        c, d = ind_losses(plain, llava, clip, pixels, ids, labels)
+        out["pif_mistakes"] = {
+            "vm_target_from_the_pif_sequence": dict(lm=rel(float(a), hf["lm"]), vm=rel(float(b), hf["vm"])),
+            "no_pif": dict(lm=rel(float(c), hf["lm"]), vm=rel(float(d), hf["vm"])),
+        }
     return out
 
 
@@ -680,6 +722,7 @@ def case_config(case, hf):
         "image_token": IMAGE_TOKEN,
         "ignore_index": IGNORE,
         "vm_weight": case["vm_weight"],
+        **({"pif": True} if case.get("pif") else {}),
         "lm_targets": hf["n_lm"],
         "vm_rows": hf["n_vm"],
         "llava_shards": case["shards"],
@@ -708,8 +751,9 @@ def build_case(name, case, write):
     checks = {
         "vm_rowwise": hf["vm_rowwise"],
         "hf_float32": dict(lm=hf32["lm"], vm=hf32["vm"], loss=hf32["total"], max_grad_rel_frobenius=g32_rel),
-        "independent_float64": {k: v for k, v in ind.items() if k != "finite_differences"},
+        "independent_float64": {k: v for k, v in ind.items() if k not in ("finite_differences", "pif_mistakes")},
         "finite_differences": ind["finite_differences"],
+        **({"pif_mistakes": ind["pif_mistakes"]} if "pif_mistakes" in ind else {}),
     }
     expected = {
         "loss": hf["total"],
@@ -736,6 +780,9 @@ def build_case(name, case, write):
     for e in ind["finite_differences"]:
         if e["rel_err"] > 1e-4:
             problems.append(f"finite difference {e}")
+    for mistake, moved in ind.get("pif_mistakes", {}).items():
+        if max(moved.values()) < 2e-3:  # ten times the 2e-4 term tolerance: the test would not see it
+            problems.append(f"pif mistake {mistake} moves the terms by only {moved}")
 
     if write:
         write_json(os.path.join(case_dir, "expected.json"), expected)

@@ -48,7 +48,8 @@ function margin(z: ArrayLike<number>): number {
 
 const STEPS = 6;
 
-describe.each(['llama_b2', 'mistral_gqa', 'mistral_swa'])('KV-cache decode on %s (cpu reference)', (name) => {
+// llama_pif: the prefill must splice the pseudo image features as the full forward does.
+describe.each(['llama_b2', 'mistral_gqa', 'mistral_swa', 'llama_pif'])('KV-cache decode on %s (cpu reference)', (name) => {
   it('each step equals full recomputation: logits within 1e-4, the same greedy tokens', async () => {
     const { model, prompt, params } = golden(name);
     const T = prompt.get('input_ids')!.shape[1]!;
@@ -74,9 +75,12 @@ describe.each(['llama_b2', 'mistral_gqa', 'mistral_swa'])('KV-cache decode on %s
 });
 
 describe('KV-cache decode on WebGPU', () => {
-  it('mistral_swa (window 4 < prompt 15): the same greedy tokens as full recomputation on WebGPU and on the reference', async () => {
+  it.each([
+    ['mistral_swa', 'window 4 < prompt 15'],
+    ['llama_pif', 'pseudo image features in the prefill'],
+  ])('%s (%s): the same greedy tokens as full recomputation on WebGPU and on the reference', async (name) => {
     const kd = await getDevice();
-    const { model, prompt, params } = golden('mistral_swa');
+    const { model, prompt, params } = golden(name);
     const T = prompt.get('input_ids')!.shape[1]!;
     const steps = 4;
     const probe = generationGraphs(model.graph, { T, capacity: 1 << 20 });

@@ -99,6 +99,14 @@ export function specArbitraries(opts: { keywordNames: boolean }): SpecArbitrarie
         body: fc.array(tie('stmt'), { maxLength: 3 }),
         span: fc.constant(S),
       }),
+      fc.record({
+        kind: fc.constant('if' as const),
+        cond: expr,
+        then: fc.array(tie('stmt'), { maxLength: 3 }),
+        // `else if` is an else holding one if; arbitrary else bodies cover it.
+        else: opt(fc.array(tie('stmt'), { maxLength: 3 })),
+        span: fc.constant(S),
+      }),
     ),
   }));
 

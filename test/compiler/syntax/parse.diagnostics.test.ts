@@ -32,6 +32,8 @@ describe('parse diagnostics', () => {
     ['extra brace', 'module A {}\n}', '2:1', "unexpected '}'; expected one of: a newline, end of input"],
     ['two numbers', 'config a { x = 1 2 }', '1:18', "unexpected number 2; expected one of: '(', '.', '[', '}', an operator, a newline"],
     ['string where a name goes', 'config "a" {}', '1:8', 'unexpected string "a"; expected an identifier'],
+    ['if without a block', 'model M { forward { if c.a return x } }', '1:28', "unexpected keyword 'return'; expected one of: '(', '.', '[', '{', an operator"],
+    ['else on its own line', 'model M { forward {\n  if c.a {\n  }\n  else { return x }\n} }', '4:8', "unexpected '{'; expected '=' (an 'else' goes on the line of the '}' before it)"],
   ])('%s', (_, text, where, message) => {
     const d = diagnose(text);
     expect(d.message).toBe(message);

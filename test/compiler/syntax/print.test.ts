@@ -53,6 +53,37 @@ module M(a, b) {
 `);
   });
 
+  it('keeps else (and else if) on the closing brace\'s line', () => {
+    const src = `module M {
+  forward(x) {
+    if c.a { x = f(x) } else if !c.b {
+    let y = x
+    } else { return x }
+    if c.d {}
+    if c.e {} else {}
+    return x
+  }
+}`;
+    const printed = printSpec(parseSpec(src, 'f.kiln'));
+    expect(printed).toBe(`module M {
+  forward(x) {
+    if c.a {
+      x = f(x)
+    } else if !c.b {
+      let y = x
+    } else {
+      return x
+    }
+    if c.d {}
+    if c.e {} else {}
+    return x
+  }
+}
+`);
+    expect(countParses(printed)).toBe(1);
+    expect(stripSpans(parseSpec(printed, 'f.kiln'))).toEqual(stripSpans(parseSpec(src, 'f.kiln')));
+  });
+
   it('parenthesises by precedence and left associativity', () => {
     for (const src of ['a - (b - c)', '(a - b) - c', '-(a + b)', '(-a).b', 'a * (b + c)', '(a || b) && c', '(a < b) == c', '--a', 'a - -1']) {
       const file = parseSpec(`config c {\n  x = ${src}\n}`, 'p.kiln');

@@ -18,6 +18,7 @@ function flat(v: LlavaConfigValues): Record<string, unknown> {
     ...Object.fromEntries(Object.entries(v.text).map(([k, x]) => [`text.${k}`, x])),
     ...Object.fromEntries(Object.entries(v.vision).map(([k, x]) => [`vision.${k}`, x])),
     projector_hidden: v.projector_hidden,
+    pif: v.pif,
   };
 }
 
@@ -33,11 +34,13 @@ describe('config.json writer', () => {
       { key: 'text.sliding_window', value: 5, origin: '--set' }, { key: 'vision.select_layer', value: 1, origin: '--set' },
       { key: 'vision.eps', value: 2e-6, origin: '--set' }, { key: 'vision.layers', value: 2, origin: '--set' },
     ], 'llava_mistral'],
+    ['tiny', [{ key: 'pif', value: true, origin: '--set' }], 'llava_llama'],
   ] as const)('%s %j: every value reads back, and the rebuilt model has the same parameters', (config, sets, type) => {
     const model = check(config, [...sets]);
     const values = llavaConfigValues(model);
     const json = llavaConfigJson(values);
     expect(json['model_type']).toBe(type);
+    expect(json['architectures']).toEqual([values.pif ? 'vwPifLlamaForCausalLM' : type === 'llava_llama' ? 'LlavaLlamaForCausalLM' : 'LlavaMistralForCausalLM']);
     const read = Object.fromEntries(llavaConfigOverrides(JSON.parse(JSON.stringify(json)), 'config.json'));
     const want = flat(values);
     for (const [k, v] of Object.entries(want)) expect([k, read[k]]).toEqual([k, v]);
@@ -59,6 +62,7 @@ describe('config.json writer', () => {
     const values = llavaConfigValues(check('tiny'));
     expect(() => llavaConfigJson({ ...values, projector_hidden: 32 })).toThrow('projector_hidden (32) differs from text.hidden (64)');
     expect(() => llavaConfigJson({ ...values, text: { ...values.text, sliding_window: 4 } }, { modelType: 'llava_llama' })).toThrow('a llava_llama config has no sliding window');
+    expect(() => llavaConfigJson({ ...values, pif: true }, { modelType: 'llava_mistral' })).toThrow('pseudo image features for LLaMA only');
   });
 
   it('a vision_config that contradicts mm_hidden_size is an error naming both fields', () => {

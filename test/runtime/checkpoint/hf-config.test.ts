@@ -47,9 +47,23 @@ describe('LLaVA configs', () => {
       'text.tie_word_embeddings': false,
       'text.sliding_window': 0,
       projector_hidden: 4096,
+      pif: false,
       'vision.width': 1024,
       'vision.select_layer': -2,
     });
+  });
+
+  it('architectures vwPifLlamaForCausalLM sets pif, which a spec must have; the other known classes unset it', () => {
+    const pif = llavaConfigOverrides({ ...vicuna, architectures: ['vwPifLlamaForCausalLM'], model_type: 'llava' }, 'c.json');
+    expect(pif.get('pif')).toBe(true);
+    expect(pif.fields.get('pif')).toBe('architectures');
+    expect(pif.needed.has('pif')).toBe(true);
+    for (const a of ['LlavaLlamaForCausalLM', 'vwLlamaForCausalLM', 'LlamaForCausalLM']) {
+      const plain = llavaConfigOverrides({ ...vicuna, architectures: [a] }, 'c.json');
+      expect([a, plain.get('pif'), plain.needed.has('pif')]).toEqual([a, false, false]);
+    }
+    // No architectures: the spec's value stands.
+    expect(llavaConfigOverrides({ ...vicuna, architectures: undefined }, 'c.json').has('pif')).toBe(false);
   });
 
   const sizes = { vocab_size: 97, hidden_size: 64, intermediate_size: 80, num_hidden_layers: 2, num_attention_heads: 8 };
@@ -125,6 +139,11 @@ describe('LLaVA configs', () => {
     [{ ...vicuna, model_type: undefined }, 'model_type'],
     [{ model_type: 'llava', text_config: {}, vision_config: {} }, 'text_config'],
     [[1, 2], 'not a JSON object'],
+    [{ ...vicuna, architectures: ['LlavaQwenForCausalLM'] }, 'architectures', 'LlavaQwenForCausalLM', 'vwPifLlamaForCausalLM'],
+    [{ ...vicuna, architectures: 'vwPifLlamaForCausalLM' }, 'architectures', 'list of class names'],
+    [{ ...vicuna, architectures: [] }, 'architectures', 'list of class names'],
+    [{ ...vicuna, architectures: ['vwPifLlamaForCausalLM', 'vwLlamaForCausalLM'] }, 'architectures', 'mixes'],
+    [{ ...vicuna, model_type: 'llava_mistral', architectures: ['vwPifLlamaForCausalLM'] }, 'architectures', 'LLaMA class', 'llava_mistral'],
   ])('rejects %j naming the file and the field', (json, ...parts) => {
     expectKilnError(() => llavaConfigOverrides(json, '/ckpt/config.json'), '/ckpt/config.json', ...parts);
   });
