@@ -13,6 +13,7 @@ import { runProfile } from './profile.js';
 import { runDoctor } from './doctor.js';
 import { runWords } from './words.js';
 import { runExport } from './export.js';
+import { runAblate } from './ablate.js';
 
 export interface Command {
   summary: string;
@@ -32,5 +33,6 @@ export const commands: Record<string, Command> = {
   doctor: { summary: 'report the WebGPU adapter, its features and limits, the driver (Mesa) version and the shader cache', run: runDoctor },
   words: { summary: 'draw each image patch\'s visual word (the VM head\'s top token) on the image; --json gives the top-k with probabilities', run: runWords },
   export: { summary: 'write the model as a PyTorch package (model.py, train.py for torchrun + FSDP2, README)', run: runExport },
+  ablate: { summary: 'train the tiny model on builtin:shapes as LLaVA (vm_weight 0), VW-LMM and VW-LMM with pif over N seeds; one table', run: runAblate },
   plan: { summary: 'print the device memory plan of a step (weights, activations, gradients, peak)', run: runPlan },
 };

@@ -81,6 +81,27 @@ function writeAtomically(path: string, bytes: Uint8Array): void {
 }
 
 /**
+ * One held-out evaluation of `ctx`'s model with its parameters as they are now: both loss terms
+ * over the whole split and answer accuracy (per question type for builtin:shapes' questions).
+ */
+export function evaluateHeldoutData(ctx: TrainContext, held: HeldoutData): Promise<HeldoutResult> {
+  const p = held.prepared;
+  const answerTypes = p.builtin && p.builtin.stage !== 1 ? new Map(p.builtin.all.map((s) => [s.id, s.questions.map((q) => q.type)])) : undefined;
+  return evaluateHeldout(
+    p.samples,
+    {
+      batchSize: evalBatchSize(p.samples.length, EVAL_ROWS),
+      padId: p.tokenizer.padId,
+      imageSize: p.imageSize,
+      imageTokens: p.imageTokens,
+      termKinds: termKinds(ctx.model.graph),
+      ...(answerTypes ? { answerTypes } : {}),
+    },
+    (batch) => ctx.backend.forward(batch),
+  );
+}
+
+/**
  * The hook: `every` 0 evaluates only before the first and after the last step. `json`: no
  * table on stdout (the summary line carries `heldout`). Without held-out data it still draws
  * loss.png from the train terms.
@@ -88,26 +109,11 @@ function writeAtomically(path: string, bytes: Uint8Array): void {
 export function evaluationHook(ctx: TrainContext, held: HeldoutData | null, out: Output, opts: { every: number; json: boolean }): TrainHook {
   const train: TrainPoint[] = [];
   const evals: { step: number; result: HeldoutResult }[] = [];
-  const kinds = termKinds(ctx.model.graph);
-  const answerTypes = held?.prepared.builtin ? new Map(held.prepared.builtin.all.map((s) => [s.id, s.questions.map((q) => q.type)])) : undefined;
-  const stage1 = held?.prepared.builtin?.stage === 1;
   const evaluate = async (step: number): Promise<void> => {
     if (!held) return;
     if (evals.at(-1)?.step === step) return;
-    const p = held.prepared;
     const t0 = performance.now();
-    const result = await evaluateHeldout(
-      p.samples,
-      {
-        batchSize: evalBatchSize(p.samples.length, EVAL_ROWS),
-        padId: p.tokenizer.padId,
-        imageSize: p.imageSize,
-        imageTokens: p.imageTokens,
-        termKinds: kinds,
-        ...(answerTypes && !stage1 ? { answerTypes } : {}),
-      },
-      (batch) => ctx.backend.forward(batch),
-    );
+    const result = await evaluateHeldoutData(ctx, held);
     evals.push({ step, result });
     if (!opts.json) {
       const terms = Object.entries(result.terms)

@@ -105,7 +105,7 @@ const trainOptions = {
   'eval-data': { type: 'string' },
 } as const;
 
-type TrainValues = ReturnType<typeof parse<typeof trainOptions>>['values'];
+export type TrainValues = ReturnType<typeof parse<typeof trainOptions>>['values'];
 
 function intFlag(flag: string, v: string | undefined, min: number): number | undefined {
   if (v === undefined) return undefined;
