@@ -1,6 +1,6 @@
 // `kiln ablate` (issue 12 §4): the three rows train in-process with kiln train's code, the same
 // seeds and steps for each, and one table comes out; bad usage and bad input end with exit 2 / 1
-// and a message. The run here is 2 steps of 1 seed (the figures at so few steps mean nothing;
+// and a message. The run here is 3 steps of 1 seed (the figures at so few steps mean nothing;
 // the test checks the rows are the three models and the table is what the runs measured).
 import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,10 +18,11 @@ async function ablate(args: string[]): Promise<{ code: number; out: string; err:
 
 describe('kiln ablate', () => {
   it('trains LLaVA, VW-LMM and VW-LMM pif with the same seeds and steps; --json gives the table', async () => {
-    const r = await ablate(['models/vwlmm.kiln', '--seeds', '1', '--steps', '2', '--json']);
+    // 3 steps: the stage's warmup (ceil(0.03 * 3) = 1 step) runs step 1 at learning rate 0.
+    const r = await ablate(['models/vwlmm.kiln', '--seeds', '1', '--steps', '3', '--json']);
     expect(r.code, r.err).toBe(0);
     const t = JSON.parse(r.out) as AblationTable;
-    expect(t).toMatchObject({ config: 'tiny', seeds: 1, steps: 2, recipe: { data: 'builtin:shapes?stage=mix', template: 'mistral', 'batch-size': '16', lr: '2e-3' } });
+    expect(t).toMatchObject({ config: 'tiny', seeds: 1, steps: 3, recipe: { data: 'builtin:shapes?stage=mix', template: 'mistral', 'batch-size': '16', lr: '2e-3' } });
     expect(t.rows.map((x) => x.sets)).toEqual([
       ['vm_weight=0', 'pif=false'],
       ['vm_weight=1', 'pif=false'],
@@ -41,8 +42,8 @@ describe('kiln ablate', () => {
       expect(row.wall_s).toBeGreaterThan(row.runs[0]!.train_s);
     }
     const [llava, vw, pif] = t.rows.map((x) => x.runs[0]!) as [AblationTable['rows'][0]['runs'][0], AblationTable['rows'][0]['runs'][0], AblationTable['rows'][0]['runs'][0]];
-    // Same seed, same first batch: step 2's LM term differs only by what step 1's VM gradient
-    // changed (vm_weight 0 against 1), and pif changes the forward itself.
+    // Same seed, same batches: step 3's LM term differs by what step 2's VM gradient changed
+    // (vm_weight 0 against 1), and pif changes the forward itself.
     expect(vw.train['lm']).not.toBe(llava.train['lm']);
     expect(Math.abs(pif.train['lm']! - vw.train['lm']!)).toBeGreaterThan(1e-3);
     // The text form of the same table.
