@@ -165,15 +165,41 @@ export async function runAblate(argv: readonly string[], out: Output): Promise<n
     }
   }
 
-  const rows: AblationRow[] = [];
+  // Seed by seed, every row within a seed: an interrupted run has already compared the rows on
+  // the seeds it finished (the table so far goes to stderr after each seed).
+  const runs: AblationRun[][] = ABLATION_ROWS.map(() => []);
   let backendName = '';
   let adapter = '';
   let heldName = '';
   let answers = 0;
   let baseline: number | null = null;
-  for (const row of ABLATION_ROWS) {
-    const runs: AblationRun[] = [];
-    for (let seed = 0; seed < seeds; seed++) {
+  const tableOf = (done: number): AblationTable => ({
+    spec,
+    config,
+    backend: backendName,
+    adapter,
+    seeds: done,
+    steps,
+    recipe: { ...ABLATION_DATA },
+    heldout: heldName,
+    answers,
+    baseline_accuracy: baseline,
+    rows: ABLATION_ROWS.map((row, i) => {
+      const rs = runs[i]!;
+      const accs = rs.map((r) => r.accuracy);
+      return {
+        name: row.name,
+        sets: row.sets,
+        accuracy: { mean: mean(accs), sd: sampleSd(accs) },
+        train: meanTerms(rs.map((r) => r.train)),
+        heldout: meanTerms(rs.map((r) => r.heldout)),
+        wall_s: mean(rs.map((r) => r.wall_s)),
+        runs: rs,
+      };
+    }),
+  });
+  for (let seed = 0; seed < seeds; seed++) {
+    for (const [i, row] of ABLATION_ROWS.entries()) {
       const trainValues: TrainValues = {
         ...ABLATION_DATA,
         config,
@@ -184,8 +210,8 @@ export async function runAblate(argv: readonly string[], out: Output): Promise<n
         ...(values.stage !== undefined ? { stage: values.stage } : {}),
         ...(values.backend !== undefined ? { backend: values.backend } : {}),
       };
-      // kiln train's notes (the run's banner, a missing adapter) stay out of the table's output.
       const t0 = performance.now();
+      // kiln train's notes (the run's banner, a missing adapter) stay out of the table's output.
       const quiet = new CapturedOutput(true);
       quiet.sources = out.sources;
       const ctx = await prepareTraining(trainValues, [spec], quiet);
@@ -197,7 +223,7 @@ export async function runAblate(argv: readonly string[], out: Output): Promise<n
         const result = await evaluateHeldoutData(ctx, held);
         const wall = (performance.now() - t0) / 1000;
         const run: AblationRun = { seed, accuracy: result.accuracy, train: { ...(trainer.last?.terms ?? {}) }, heldout: { ...result.terms }, wall_s: wall, train_s: summary.wall_s };
-        runs.push(run);
+        runs[i]!.push(run);
         backendName = ctx.backend.name;
         adapter = ctx.backend.adapter;
         heldName = held.name;
@@ -210,30 +236,9 @@ export async function runAblate(argv: readonly string[], out: Output): Promise<n
         ctx.backend.destroy();
       }
     }
-    const accs = runs.map((r) => r.accuracy);
-    rows.push({
-      name: row.name,
-      sets: row.sets,
-      accuracy: { mean: mean(accs), sd: sampleSd(accs) },
-      train: meanTerms(runs.map((r) => r.train)),
-      heldout: meanTerms(runs.map((r) => r.heldout)),
-      wall_s: mean(runs.map((r) => r.wall_s)),
-      runs,
-    });
+    if (seed + 1 < seeds) out.stderr(`after ${seed + 1} of ${seeds} seeds:\n${ablationText(tableOf(seed + 1))}`);
   }
-  const table: AblationTable = {
-    spec,
-    config,
-    backend: backendName,
-    adapter,
-    seeds,
-    steps,
-    recipe: { ...ABLATION_DATA },
-    heldout: heldName,
-    answers,
-    baseline_accuracy: baseline,
-    rows,
-  };
+  const table = tableOf(seeds);
   out.stdout(values.json ? JSON.stringify(table) : ablationText(table));
   return 0;
 }
