@@ -22,6 +22,9 @@
 // null means no window (text.sliding_window 0). LlamaConfig has no sliding window and LLaMA's
 // attention ignores the key, so for llama types it is not read, as transformers does, and the
 // window is 0 (none).
+// architectures: each name must be a class Kiln builds (ARCHITECTURES below); the VW-LMM
+// release's vwPifLlamaForCausalLM sets the spec's `pif` (a key the spec must have), the others
+// set it false. Absent: the spec's value stands.
 import * as fs from 'node:fs';
 import { KilnError, describeFsError } from '../../runtime/errors.js';
 
