@@ -1,20 +1,10 @@
 // `kiln doctor` and `kiln --version` through the real process; the shader-cache probe on folders.
-import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { mesaShaderCache } from '../../../compiler/cli/doctor.js';
-
-function kiln(args: string[], env: Record<string, string> = {}): { code: number; out: string; err: string } {
-  try {
-    const out = execFileSync('node', ['bin/kiln.js', ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
-    return { code: 0, out, err: '' };
-  } catch (e) {
-    const x = e as { status: number; stdout: string; stderr: string };
-    return { code: x.status, out: x.stdout, err: x.stderr };
-  }
-}
+import { kilnProcess as kiln } from '../../helpers/kiln-process.js';
 
 describe('kiln doctor', () => {
   it('reports the adapter, the features Kiln uses and the limits, as JSON', () => {

@@ -1,24 +1,14 @@
 // Errors that name their cause (issue 8 §5): one case of every class through the real `kiln`
 // process, checking the exit code (0 ok, 1 bad input, 2 bad usage, 3 no WebGPU adapter when asked
 // for one, never 70), the message, and that no JavaScript stack trace reaches the user.
-import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { kilnProcess as kiln } from '../../helpers/kiln-process.js';
 
 const G = 'test/golden/llama_b2';
 const dir = mkdtempSync(join(tmpdir(), 'kiln-errors-'));
-
-function kiln(args: string[], env: Record<string, string> = {}): { code: number; out: string; err: string } {
-  try {
-    const out = execFileSync('node', ['bin/kiln.js', ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
-    return { code: 0, out, err: '' };
-  } catch (e) {
-    const x = e as { status: number; stdout: string; stderr: string };
-    return { code: x.status, out: x.stdout, err: x.stderr };
-  }
-}
 
 const loss = (over: { checkpoint?: string; tower?: string | null; extra?: string[] } = {}) => [
   'loss', 'models/vwlmm.kiln', '--config', 'tiny', '--checkpoint', over.checkpoint ?? `${G}/llava`,
