@@ -12,6 +12,8 @@ export interface PendingParam {
   node: number;
   init: Initializer;
   path: string;
+  /** module types from the model down to the one declaring the parameter. */
+  modules: readonly string[];
   span: Span;
 }
 

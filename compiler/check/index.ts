@@ -218,6 +218,7 @@ function build(model: ModuleDecl, modules: ReadonlyMap<string, ModuleDecl>, conf
     trainable: plan.isTrainable(p.path),
     component: p.path.includes('.') ? p.path.split('.')[0]! : '(model)',
     path: p.path,
+    modules: p.modules,
     span: p.span,
   }));
   ctx.builder.params.push(...params);

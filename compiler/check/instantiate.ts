@@ -44,8 +44,11 @@ export class Instantiator {
   }
 
   /** Creates the members of an instance (its parameters, submodules and stacks). */
-  instantiate(decl: ModuleDecl, args: Map<string, Value>, path: string, ckpt: string): ModuleInstance {
+  instantiate(decl: ModuleDecl, args: Map<string, Value>, path: string, ckpt: string, outer: readonly string[] = []): ModuleInstance {
     const inst: ModuleInstance = { kind: 'module', decl, path, ckpt, args, members: new Map() };
+    // The module types from the model down to this one (the optimiser's weight-decay split asks
+    // whether a parameter lies inside a LayerNorm, as the Trainer asks of nn.LayerNorm).
+    const modules = [...outer, decl.name.name];
     const scope = this.memberScope(inst);
     const join = (p: string) => (path ? `${path}.${p}` : p);
     for (const m of decl.members) {
@@ -62,14 +65,14 @@ export class Instantiator {
           if (prior) fail('name', `two parameters load from the checkpoint name '${name}'`, m.span, [{ message: 'the other one', span: prior }]);
           this.ctx.paramNames.set(name, m.span);
           const node = this.ctx.builder.add('param', [], { name, dtype: m.type.dtype, shape }, { span: m.span, label: name, ...(path ? { scope: path } : {}) });
-          this.ctx.params.push({ name, node, init: this.initializer(m.init, scope), path: join(m.name.name), span: m.span });
+          this.ctx.params.push({ name, node, init: this.initializer(m.init, scope), path: join(m.name.name), modules, span: m.span });
           inst.members.set(m.name.name, { kind: 'tensor', id: node });
           break;
         }
         case 'sub': {
           const sub = this.lookupModule(m.module.name, m.module.span);
           const subCkpt = m.ckpt ? m.ckpt.value : m.name.name;
-          const child = this.instantiate(sub, this.bindArgs(sub, m.args, scope, m.span), join(m.name.name), subCkpt === '' ? ckpt : `${ckpt}${subCkpt}.`);
+          const child = this.instantiate(sub, this.bindArgs(sub, m.args, scope, m.span), join(m.name.name), subCkpt === '' ? ckpt : `${ckpt}${subCkpt}.`, modules);
           inst.members.set(m.name.name, child);
           break;
         }
@@ -86,7 +89,7 @@ export class Instantiator {
             const inner = new Scope(scope);
             inner.define(m.index.name, num(i));
             const c = pattern.split(hole).join(String(i));
-            items.push(this.instantiate(sub, this.bindArgs(sub, m.args, inner, m.span), join(`${m.name.name}.${i}`), `${ckpt}${c}.`));
+            items.push(this.instantiate(sub, this.bindArgs(sub, m.args, inner, m.span), join(`${m.name.name}.${i}`), `${ckpt}${c}.`, modules));
           }
           inst.members.set(m.name.name, { kind: 'modules', items, name: join(m.name.name) });
           break;

@@ -415,11 +415,11 @@ function checkBuffer(buffer: KnownBuffer, source: CheckpointView, tensor: string
   }
 }
 
-export function loadParams(params: readonly ParamRequest[], sources: readonly CheckpointSource[], options: LoadOptions = {}): LoadedParams {
-  const plan = planParams(params, sources, options);
-  const tensors = new Map(plan.params.map((p) => [p.param.name, p.load()]));
+/** The tie and buffer checks of a plan: each loads the two tensors it compares, one pair at a time. */
+function checkTiesAndBuffers(plan: LoadPlan): void {
+  const byName = new Map(plan.params.map((p) => [p.param.name, p]));
   for (const { tie, source, tensor } of plan.tiedPresent) {
-    const target = tensors.get(tie.to);
+    const target = byName.get(tie.to)?.load();
     const file = source.load(tensor);
     const same = target !== undefined && file.shape.length === target.shape.length && file.shape.every((d, i) => d === target.shape[i]) &&
       file.data.length === target.data.length && file.data.every((x, i) => Object.is(x, target.data[i]));
@@ -431,5 +431,63 @@ export function loadParams(params: readonly ParamRequest[], sources: readonly Ch
     }
   }
   for (const { buffer, source, tensor } of plan.buffersPresent) checkBuffer(buffer, source, tensor);
+}
+
+export function loadParams(params: readonly ParamRequest[], sources: readonly CheckpointSource[], options: LoadOptions = {}): LoadedParams {
+  const plan = planParams(params, sources, options);
+  checkTiesAndBuffers(plan);
+  const tensors = new Map(plan.params.map((p) => [p.param.name, p.load()]));
   return { tensors, absent: plan.absent };
+}
+
+/**
+ * Parameters by name whose values are read from the checkpoint files each time `get` asks (and
+ * iteration reaches them), never kept: what a WebGPU run uploads tensor by tensor, so the host
+ * holds one tensor's values at a time instead of the model's. `get` of a name again reads the
+ * file again; a consumer that needs every value repeatedly (the reference executor in a loop)
+ * copies them into a Map first.
+ */
+export class LazyParams implements ReadonlyMap<string, HostTensor> {
+  private readonly byName: ReadonlyMap<string, PlannedParam>;
+  /** how many tensors were read from the files so far (tests: checkpoint loads go one at a time). */
+  loads = 0;
+
+  constructor(readonly plan: LoadPlan) {
+    this.byName = new Map(plan.params.map((p) => [p.param.name, p]));
+  }
+
+  get size(): number {
+    return this.byName.size;
+  }
+  has(name: string): boolean {
+    return this.byName.has(name);
+  }
+  get(name: string): HostTensor | undefined {
+    const p = this.byName.get(name);
+    if (p === undefined) return undefined;
+    this.loads++;
+    return p.load();
+  }
+  keys(): MapIterator<string> {
+    return this.byName.keys();
+  }
+  *entries(): MapIterator<[string, HostTensor]> {
+    for (const name of this.byName.keys()) yield [name, this.get(name)!];
+  }
+  *values(): MapIterator<HostTensor> {
+    for (const name of this.byName.keys()) yield this.get(name)!;
+  }
+  [Symbol.iterator](): MapIterator<[string, HostTensor]> {
+    return this.entries();
+  }
+  forEach(f: (value: HostTensor, key: string, map: ReadonlyMap<string, HostTensor>) => void): void {
+    for (const [k, v] of this.entries()) f(v, k, this);
+  }
+}
+
+/** loadParams, lazily: the same plan and checks (missing, shapes, ties, buffers) up front, no values kept (LazyParams). */
+export function openParams(params: readonly ParamRequest[], sources: readonly CheckpointSource[], options: LoadOptions = {}): LazyParams {
+  const plan = planParams(params, sources, options);
+  checkTiesAndBuffers(plan);
+  return new LazyParams(plan);
 }

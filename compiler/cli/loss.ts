@@ -7,18 +7,19 @@ import type { Override } from '../check/index.js';
 import { differentiate } from '../passes/autodiff.js';
 import { KilnError } from '../../runtime/errors.js';
 import { readHfConfig } from '../checkpoint/hf-config.js';
-import { loadModelParams } from './model-inputs.js';
+import { openModelParams } from './model-inputs.js';
 import { checkOutputPath } from './output-path.js';
 import { inputContract } from '../passes/input-contract.js';
 import { validateBatch } from '../../runtime/validate.js';
 import { getDevice } from '../../runtime/node/device.js';
 import { runReference, traceReference } from '../exec/reference.js';
-import { runOnWebGpu, traceOnWebGpu, webgpuAvailable } from '../exec/webgpu-run.js';
+import { traceOnWebGpu, webgpuAvailable } from '../exec/webgpu-run.js';
+import { WebGpuExecutor } from '../exec/webgpu.js';
 import { checkFinite } from '../../runtime/nonfinite.js';
 import { fuse } from '../passes/fuse.js';
 import { opsWithoutKernels } from '../passes/lower.js';
 import type { Graph } from '../ir/graph.js';
-import { readSafetensors, writeSafetensors } from '../../runtime/node/safetensors-file.js';
+import { readSafetensors, writeSafetensorsStreaming } from '../../runtime/node/safetensors-file.js';
 import type { HostTensor } from '../../runtime/tensor.js';
 import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
 import type { Output } from './output.js';
@@ -112,15 +113,65 @@ export interface EvaluateOptions {
   readonly storage?: 'f32' | 'f16';
   /** the batch file, for error messages. */
   readonly file?: string;
+  /**
+   * Values computed with `wanted` but read back only when `read` asks, one at a time (WebGPU:
+   * a model's gradients stay on the device until each is written out). Each is checked for
+   * NaN and inf as it is read, with the same diagnosis as `wanted`'s.
+   */
+  readonly later?: readonly number[];
+}
+
+/** What evaluateBatch returns: `wanted`'s values, what computed them, and `later`'s on demand. */
+export interface Evaluated {
+  readonly results: Map<number, HostTensor>;
+  readonly info: RunInfo;
+  /** One of `later`'s values (throws NonFiniteError, naming where it began, when it is not finite). */
+  read(id: number): Promise<HostTensor>;
+}
+
+/** Two maps as one (`first` wins), without copying either: a lazy parameter map stays lazy. */
+export class JoinedMap<V> implements ReadonlyMap<string, V> {
+  constructor(
+    private readonly first: ReadonlyMap<string, V>,
+    private readonly second: ReadonlyMap<string, V>,
+  ) {}
+  private names(): Set<string> {
+    return new Set([...this.first.keys(), ...this.second.keys()]);
+  }
+  get size(): number {
+    return this.names().size;
+  }
+  has(k: string): boolean {
+    return this.first.has(k) || this.second.has(k);
+  }
+  get(k: string): V | undefined {
+    return this.first.has(k) ? this.first.get(k) : this.second.get(k);
+  }
+  keys(): MapIterator<string> {
+    return this.names().values();
+  }
+  *entries(): MapIterator<[string, V]> {
+    for (const k of this.names()) yield [k, this.get(k)!];
+  }
+  *values(): MapIterator<V> {
+    for (const k of this.names()) yield this.get(k)!;
+  }
+  [Symbol.iterator](): MapIterator<[string, V]> {
+    return this.entries();
+  }
+  forEach(f: (value: V, key: string, map: ReadonlyMap<string, V>) => void): void {
+    for (const [k, v] of this.entries()) f(v, k, this);
+  }
 }
 
 /**
  * Evaluates `wanted` of `graph` on one batch: validates the batch against the graph's input
  * contract first (runtime/validate.ts; before any backend sees it, so both backends refuse the
  * same batches with the same message), then runs the reference executor or WebGPU. `params` are
- * the checkpoint tensors by name, `batch` the batch file's tensors by name. Throws KilnError;
- * a loss term, the loss or a gradient among `wanted` that is not finite throws NonFiniteError
- * (runtime/nonfinite.ts) naming where it began, after a diagnostic re-run on the same backend.
+ * the checkpoint tensors by name (a LazyParams is read tensor by tensor, never held whole), `batch`
+ * the batch file's tensors by name. Throws KilnError; a loss term, the loss or a gradient among
+ * `wanted` that is not finite throws NonFiniteError (runtime/nonfinite.ts) naming where it began,
+ * after a diagnostic re-run on the same backend.
  */
 export async function evaluateBatch(
   graph: Graph,
@@ -128,20 +179,60 @@ export async function evaluateBatch(
   batch: ReadonlyMap<string, HostTensor>,
   wanted: readonly number[],
   opts: EvaluateOptions,
-): Promise<{ results: Map<number, HostTensor>; info: RunInfo }> {
+): Promise<Evaluated> {
   const where = opts.file === undefined ? {} : { file: opts.file };
-  const feeds = new Map([...params, ...validateBatch(inputContract(graph), batch, where)]);
+  const feeds = new JoinedMap(params, validateBatch(inputContract(graph), batch, where));
   const storage = opts.storage ?? 'f32';
+  const later = opts.later ?? [];
+  const all = [...new Set([...wanted, ...later])];
   let run: { results: Map<number, HostTensor>; info: RunInfo };
+  let fetch: (id: number) => Promise<HostTensor>;
+  let executor: WebGpuExecutor | undefined;
   try {
-    if (opts.backend === 'cpu') run = { results: runReference(graph, feeds, wanted, { precision: 'f32' }), info: { backend: 'cpu', adapter: 'host CPU, reference executor', storage } };
-    else run = { results: await runOnWebGpu(graph, feeds, wanted, { storage }), info: { backend: 'webgpu', adapter: (await getDevice()).adapterName, storage } };
+    if (opts.backend === 'cpu') {
+      const results = runReference(graph, feeds, all, { precision: 'f32' });
+      run = { results, info: { backend: 'cpu', adapter: 'host CPU, reference executor', storage } };
+      fetch = (id) => Promise.resolve(results.get(id)!);
+    } else {
+      const kd = await getDevice();
+      executor = new WebGpuExecutor(kd, graph, { stepByStep: process.env['KILN_GPU_STEPS'] === '1', storage });
+      const started = await executor.start(feeds, all);
+      run = { results: await started.read(wanted), info: { backend: 'webgpu', adapter: kd.adapterName, storage } };
+      fetch = async (id) => (await started.read([id])).get(id)!;
+    }
   } catch (e) {
+    executor?.destroy();
     if (e instanceof KilnError) throw e;
     throw new KilnError((e as Error).message, where);
   }
-  await checkResultsFinite(graph, feeds, wanted, run, storage);
-  return run;
+  const gone = () => executor?.destroy();
+  try {
+    await checkResultsFinite(graph, feeds, wanted, run, storage);
+  } catch (e) {
+    gone();
+    throw e;
+  }
+  if (later.length === 0) gone();
+  let left = new Set(later);
+  return {
+    ...run,
+    read: async (id) => {
+      if (!left.has(id)) throw new KilnError(`node ${id} is not among the values to read later (or was read already)`);
+      try {
+        const value = await fetch(id);
+        const one = { results: new Map([...run.results, [id, value]]), info: run.info };
+        await checkResultsFinite(graph, feeds, [id], one, storage);
+        return value;
+      } catch (e) {
+        left = new Set();
+        gone();
+        throw e;
+      } finally {
+        left.delete(id);
+        if (left.size === 0) gone();
+      }
+    },
+  };
 }
 
 /**
@@ -170,6 +261,14 @@ async function checkResultsFinite(
   const terms = [...(graph.totalLoss === null ? [] : [`loss ${value(graph.totalLoss)}`]), ...graph.losses.map((l) => `${l.name} ${value(l.node)}`)];
   err.message = `${err.message}\n  (${run.info.backend}: ${terms.join(', ')})`;
   throw err;
+}
+
+/** A gradient's (constant) shape, as the file header declares it before any value is read. */
+function shapeOf(graph: Graph, node: number): number[] {
+  return graph.nodes[node]!.type.shape.map((d) => {
+    if (typeof d !== 'number') throw new KilnError(`gradient node ${node} has a symbolic shape`);
+    return d;
+  });
 }
 
 /** Significant digits a stored float carries: f32 has a 24-bit significand, f16 an 11-bit one. */
@@ -202,12 +301,15 @@ export async function runLoss(argv: readonly string[], out: Output): Promise<num
   // The batch first: a bad batch is refused before the checkpoint is read or anything runs.
   const batch = readSafetensors(values.batch);
   validateBatch(inputContract(graph), batch, { file: values.batch });
-  const params = loadModelParams(model, { checkpoint: values.checkpoint, visionTower: values['vision-tower'] }, (w) => out.stderr(`warning: ${w}`));
+  // Lazily: each tensor is read from the checkpoint when uploaded (or evaluated) and not kept.
+  const params = openModelParams(model, { checkpoint: values.checkpoint, visionTower: values['vision-tower'] }, (w) => out.stderr(`warning: ${w}`));
 
-  const wanted = [graph.totalLoss!, ...graph.losses.map((l) => l.node), ...graph.gradients.map((g) => g.node)];
+  const wanted = [graph.totalLoss!, ...graph.losses.map((l) => l.node)];
+  const gradients = graph.gradients.map((g) => g.node);
   const storage = values.dtype === 'f16' ? 'f16' : 'f32';
-  const backend = values.dtype === 'f16' ? 'webgpu' : await chooseBackend(values.backend, graph, wanted);
-  const { results, info } = await evaluateBatch(graph, params, batch, wanted, { backend, storage, file: values.batch });
+  const backend = values.dtype === 'f16' ? 'webgpu' : await chooseBackend(values.backend, graph, [...wanted, ...gradients]);
+  const evaluated = await evaluateBatch(graph, params, batch, wanted, { backend, storage, file: values.batch, later: gradients });
+  const { results, info } = evaluated;
   // f16 storage rounds every stored value: print only the digits it keeps, not an f32's eight.
   const digits = significantDigits(info.storage);
   const scalar = (id: number) => {
@@ -216,8 +318,13 @@ export async function runLoss(argv: readonly string[], out: Output): Promise<num
   };
   const terms = Object.fromEntries(graph.losses.map((l) => [l.name, scalar(l.node)]));
   if (values.grads) {
-    const grads = new Map(graph.gradients.map((g) => [g.name, results.get(g.node)!]));
-    writeSafetensors(values.grads, grads, { dtype: 'f32' });
+    // One gradient at a time from the device into the file (written atomically): the host never
+    // holds the model's gradients, and a NaN in one stops the write before the file replaces any.
+    await writeSafetensorsStreaming(
+      values.grads,
+      graph.gradients.map((g) => ({ name: g.name, dtype: 'f32' as const, shape: shapeOf(graph, g.node), read: () => evaluated.read(g.node) })),
+      { dtype: 'f32', atomic: true },
+    );
   }
   if (values.json) {
     out.stdout(JSON.stringify({ loss: scalar(graph.totalLoss!), terms, backend: info.backend, adapter: info.adapter, storage: info.storage, significant_digits: digits }));

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { CheckedModel } from '../check/index.js';
 import { inputContract } from '../passes/input-contract.js';
 import { KilnError } from '../../runtime/errors.js';
-import { loadParams, openCheckpointDir, paramRequests } from '../checkpoint/load.js';
+import { loadParams, openCheckpointDir, openParams, paramRequests, type LazyParams } from '../checkpoint/load.js';
 import type { CheckpointSource } from '../checkpoint/load.js';
 import { readSafetensors } from '../../runtime/node/safetensors-file.js';
 import type { HostTensor } from '../../runtime/tensor.js';
@@ -32,8 +32,22 @@ export function loadBatch(model: CheckedModel, path: string): Map<string, HostTe
  * projector and VM head); the model's other parameters may then be in the folders or not.
  */
 export function loadModelParams(model: CheckedModel, paths: Omit<InputPaths, 'batch'>, warn: (message: string) => void = () => {}, only?: ReadonlySet<string>): Map<string, HostTensor> {
+  const requested = only ? model.graph.params.filter((p) => only.has(p.name)) : model.graph.params;
+  // Which parameters are one tensor is the spec's `tie` (e.g. tie_word_embeddings), not ours.
+  return new Map(loadParams(paramRequests(requested), modelSources(model, paths, warn, only), { tied: model.tied, buffers: model.buffers }).tensors);
+}
+
+/**
+ * loadModelParams without holding the values: the same checks up front (every tensor present,
+ * shapes, ties, buffers), then each tensor read from its file when asked (LazyParams), so a
+ * WebGPU run uploads a checkpoint one tensor at a time (kiln loss, kiln train).
+ */
+export function openModelParams(model: CheckedModel, paths: Omit<InputPaths, 'batch'>, warn: (message: string) => void = () => {}): LazyParams {
+  return openParams(paramRequests(model.graph.params), modelSources(model, paths, warn), { tied: model.tied, buffers: model.buffers });
+}
+
+function modelSources(model: CheckedModel, paths: Omit<InputPaths, 'batch'>, warn: (message: string) => void, only?: ReadonlySet<string>): CheckpointSource[] {
   const graph = model.graph;
-  const requested = only ? graph.params.filter((p) => only.has(p.name)) : graph.params;
   const unused = only ? [...model.unused, ...graph.params.filter((p) => !only.has(p.name)).map((p) => p.name)] : model.unused;
   const sources: CheckpointSource[] = [];
   if (paths.visionTower) {
@@ -56,8 +70,7 @@ export function loadModelParams(model: CheckedModel, paths: Omit<InputPaths, 'ba
   }
   sources.push({ dir: main, unused });
   for (const src of sources) if (typeof src.dir !== 'string') for (const w of src.dir.warnings ?? []) warn(w);
-  // Which parameters are one tensor is the spec's `tie` (e.g. tie_word_embeddings), not ours.
-  return new Map(loadParams(paramRequests(requested), sources, { tied: model.tied, buffers: model.buffers }).tensors);
+  return sources;
 }
 
 /** ' (config.json's mm_vision_tower says "...")', when the checkpoint's config names its tower. */

@@ -22,7 +22,7 @@ import { checkOptions, onePositional, parse, specHelpBase, specOptions } from '.
 import { checkpointHook, tokenizerFiles } from '../train/checkpoints.js';
 import { configNumber, prepareData, type PreparedData } from './data-source.js';
 import { checkFolderRoles, checkpointOverrides } from './loss.js';
-import { loadBatch, loadModelParams } from './model-inputs.js';
+import { loadBatch, openModelParams } from './model-inputs.js';
 import { checkOutputPath } from './output-path.js';
 import type { Output } from './output.js';
 import { loadAndCheck } from './spec.js';
@@ -56,13 +56,18 @@ schedule step for step, clip_grad_norm_), parameters and optimiser state residen
                       Hugging Face Trainer does for models whose forward takes no item count
                       (LLaVA, VW-LMM: what their checkpoints were trained with)
   --max-grad-norm G   clip the global gradient 2-norm to G (default 1.0; 0: no clipping)
+  --weight-decay D    AdamW's decoupled weight decay (default: the stage's optimizer
+                      weight_decay), on the parameters the Hugging Face Trainer decays: not on
+                      biases, LayerNorm/RMSNorm weights (compiler/passes/optimizer.ts)
   --seed S            initialisation and data order (default 0)
   --out DIR           where the run writes (default out/train): checkpoint-<step>/ folders, loss.png
                       (a Hugging Face folder kiln loss and PyTorch load, plus the trainer state)
   --save-every N      save a checkpoint every N optimiser steps (default: only at the end)
   --save-total-limit K  keep the K newest checkpoints (default 3)
   --resume            continue from the newest checkpoint in --out, with the same flags: every
-                      logged loss equals the uninterrupted run's (bit for bit on one backend)
+                      logged loss equals the uninterrupted run's (bit for bit on one backend);
+                      another --steps rebuilds the schedule over the new total from the
+                      checkpoint's step, as the Hugging Face Trainer does (a note says so)
   --eval-every N      evaluate the held-out data every N steps too (default 0: before the first
                       and after the last step only): both loss terms over the whole split and
                       answer accuracy (every answer token the greedy prediction under teacher
@@ -88,6 +93,7 @@ const trainOptions = {
   'warmup-steps': { type: 'string' },
   'warmup-ratio': { type: 'string' },
   'max-grad-norm': { type: 'string' },
+  'weight-decay': { type: 'string' },
   'grad-accum': { type: 'string' },
   'accum-mean-of-means': { type: 'boolean' },
   seed: { type: 'string' },
@@ -181,6 +187,7 @@ export async function prepareTraining(values: TrainValues, positionals: readonly
   const warmupStepsFlag = intFlag('warmup-steps', values['warmup-steps'], 0);
   const warmupRatioFlag = numberFlag('warmup-ratio', values['warmup-ratio'], (n) => n >= 0 && n <= 1, 'a ratio in [0, 1]');
   const maxGradNorm = numberFlag('max-grad-norm', values['max-grad-norm'], (n) => n >= 0, 'a norm >= 0 (0: no clipping)') ?? 1.0;
+  const weightDecay = numberFlag('weight-decay', values['weight-decay'], (n) => n >= 0, 'a weight decay >= 0');
   const seed = intFlag('seed', values.seed, 0) ?? 0;
   const gradAccum = intFlag('grad-accum', values['grad-accum'], 1) ?? 1;
   if (values['accum-mean-of-means'] && gradAccum === 1) throw new UsageError('--accum-mean-of-means applies to gradient accumulation: give --grad-accum K (K > 1)');
@@ -195,7 +202,7 @@ export async function prepareTraining(values: TrainValues, positionals: readonly
   if (values.checkpoint) checkFolderRoles(values.checkpoint, values['vision-tower']);
   const model = loadAndCheck(spec, checkOptions(values, overrides), out);
   if (model.graph.totalLoss === null) throw new UsageError(`model ${model.modelName} declares no loss: there is nothing to train`);
-  const hyper = adamwHyper(model);
+  const hyper = { ...adamwHyper(model), ...(weightDecay === undefined ? {} : { weightDecay }) };
   const stageLr = model.stage?.optimizer?.args['lr'];
   const lr = lrFlag ?? (typeof stageLr === 'number' ? stageLr : undefined);
   if (lr === undefined) throw new UsageError(`stage ${model.stage?.name ?? '(none)'} gives no learning rate: pass --lr X`);
@@ -237,8 +244,10 @@ export async function prepareTraining(values: TrainValues, positionals: readonly
   });
   const schedule: Schedule = { kind: st.kind, warmup, total: totalSteps };
 
-  const params: Map<string, HostTensor> = values.checkpoint
-    ? loadModelParams(model, { checkpoint: values.checkpoint, visionTower: values['vision-tower'] }, (w) => out.stderr(`warning: ${w}`))
+  // From a checkpoint lazily: the WebGPU backend uploads each tensor as it reads it (the host
+  // never holds the model); the cpu reference copies them into its own map.
+  const params: ReadonlyMap<string, HostTensor> = values.checkpoint
+    ? openModelParams(model, { checkpoint: values.checkpoint, visionTower: values['vision-tower'] }, (w) => out.stderr(`warning: ${w}`))
     : initParams(model.graph.params, seed);
   let backendName = values.backend;
   if (backendName === undefined) {

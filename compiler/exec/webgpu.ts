@@ -41,6 +41,12 @@ export interface ExecutorOptions {
   readonly lossChunkBytes?: number;
 }
 
+/** A run whose values stay on the device until read (WebGpuExecutor.start). */
+export interface StartedRun {
+  /** Reads these values (node ids among the run's `wanted`) back from the device. */
+  read(ids: readonly number[]): Promise<Map<number, HostTensor>>;
+}
+
 /** What one compiled step costs: for `npm run bench` and `kiln plan`-style reports. */
 export type RunStats = EntryStats;
 
@@ -86,23 +92,44 @@ export class WebGpuExecutor {
    * fetches their current values).
    */
   async run(feeds: ReadonlyMap<string, HostTensor>, wanted: readonly number[], opts: { applyUpdates?: boolean } = {}): Promise<Map<number, HostTensor>> {
-    const p = await this.prepare(feeds, wanted, opts.applyUpdates ?? false);
-    this.writeShared(p, feeds);
-    this.lastStats = p.entry.manifest.stats;
-    const out = await p.program.run(ENTRY, feeds);
-    return new Map(wanted.map((id) => [id, out.get(outputName(id))!]));
+    const run = await this.start(feeds, wanted, opts);
+    return run.read(wanted);
   }
 
-  /** Parameters and state from the feeds into the store (the same objects again send nothing). */
-  private writeShared(p: Prepared, feeds: ReadonlyMap<string, HostTensor>): void {
+  /**
+   * Runs like `run` but reads nothing back: the returned handle reads values of `wanted` when
+   * asked (`read`), until this executor runs again, so a caller can take a model's gradients
+   * one tensor at a time (kiln loss --grads streams them into the file).
+   */
+  async start(feeds: ReadonlyMap<string, HostTensor>, wanted: readonly number[], opts: { applyUpdates?: boolean } = {}): Promise<StartedRun> {
+    const p = await this.prepare(feeds, wanted, opts.applyUpdates ?? false);
+    await this.writeShared(p, feeds);
+    this.lastStats = p.entry.manifest.stats;
+    await p.program.dispatch(ENTRY, feeds);
+    const asked = new Set(wanted);
+    return {
+      read: async (ids) => {
+        for (const id of ids) if (!asked.has(id)) throw new KilnError(`node ${id} was not among the values this run computed`);
+        const out = await p.program.readOutputs(ENTRY, ids.map(outputName), p.program.runLabel(ENTRY, ids.length));
+        return new Map(ids.map((id) => [id, out.get(outputName(id))!]));
+      },
+    };
+  }
+
+  /**
+   * Parameters and state from the feeds into the store, one tensor at a time (each fetched from
+   * `feeds` when its turn comes, so a lazy map of checkpoint tensors is never all on the host;
+   * the same objects again send nothing).
+   */
+  private async writeShared(p: Prepared, feeds: ReadonlyMap<string, HostTensor>): Promise<void> {
     const m = p.program.manifest;
-    const shared = new Map<string, HostTensor>();
-    for (const t of [...m.params.map((d) => ['param', d.name] as const), ...m.state.map((d) => ['input', d.name] as const)]) {
-      const v = feeds.get(t[1]);
-      if (!v) throw new KilnError(`${t[0]} ${t[1]}: no value was fed`);
-      shared.set(t[1], v);
-    }
-    this.store.write(shared);
+    const names = [...m.params.map((d) => ['param', d.name] as const), ...m.state.map((d) => ['input', d.name] as const)];
+    for (const [kind, name] of names) if (!feeds.has(name)) throw new KilnError(`${kind} ${name}: no value was fed`);
+    await this.store.upload(
+      (function* () {
+        for (const [, name] of names) yield [name, feeds.get(name)!] as const;
+      })(),
+    );
   }
 
   /**
@@ -114,7 +141,7 @@ export class WebGpuExecutor {
    */
   async trace(feeds: ReadonlyMap<string, HostTensor>, wanted: readonly number[]): Promise<{ values: Map<number, HostTensor>; kernelOf: Map<number, TracedKernel> }> {
     const p = await this.prepare(feeds, wanted, false);
-    this.writeShared(p, feeds);
+    await this.writeShared(p, feeds);
     const { compiled, origin, partOf } = p.entry;
     const dispatches = p.entry.manifest.dispatches;
     const values = new Map<number, HostTensor>();

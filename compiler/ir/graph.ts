@@ -60,6 +60,11 @@ export interface ParamInfo {
   readonly component: string;
   /** the module path in the spec: `model.layers.0.self_attn.q_proj`. */
   readonly path: string;
+  /**
+   * the module types from the model down to the one that declares the parameter
+   * (`['VWLMM', 'LlamaModel', 'LlamaDecoderLayer', 'RMSNorm']`); absent for graphs built by hand.
+   */
+  readonly modules?: readonly string[];
   readonly span?: Span;
 }
 

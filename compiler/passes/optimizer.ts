@@ -21,12 +21,25 @@
 // The step-dependent scalars (lr after the schedule, bc1, sqrt(bc2)) are inputs, so one compiled
 // step serves every step.
 //
+// Weight decay goes where the Hugging Face Trainer puts it (transformers 5.18,
+// Trainer.create_optimizer / get_decay_parameter_names): two parameter groups, `weight_decay`
+// for the decaying ones and 0 for the rest, where a parameter is exempt when its lowercased
+// name matches one of the Trainer's patterns (`bias`, `layernorm`, `rmsnorm`, a dotted
+// component that is exactly `norm`, or `_norm` ending a component) or it lies inside an
+// nn.LayerNorm (ALL_LAYERNORM_LAYERS). Kiln asks the same of the checkpoint name (the patterns
+// do not depend on the prefix a wrapper adds) and of the spec's module types: a parameter
+// declared under a module named `LayerNorm` (models/common.kiln's, the spec's nn.LayerNorm) is
+// exempt. So biases, every LayerNorm (CLIP's layer_norm1/2 and pre_layrnorm by their module,
+// since their names match no pattern) and every RMSNorm weight named like transformers names
+// them (input_layernorm, post_attention_layernorm, model.norm) keep their values under decay;
+// matrices and embeddings decay. See `decays`.
+//
 // A step whose loss or gradient norm is not finite is not applied: parameters and moments keep
 // their values (torch would write NaN into them). Kiln stops training at such a step, and the
 // state left on the device is then the one that produced it, which the diagnosis re-runs to
 // name the op where the NaN or inf began.
 import { GraphBuilder } from '../ir/builder.js';
-import { OPTIMIZER_SCOPE, type Graph } from '../ir/graph.js';
+import { OPTIMIZER_SCOPE, type Graph, type ParamInfo } from '../ir/graph.js';
 import { STEP_INPUTS, momentName } from '../../runtime/optim/schedule.js';
 
 export interface AdamWHyper {
@@ -46,6 +59,22 @@ export function gradNormNode(graph: Graph): number {
   const o = graph.outputs.find((v) => v.name === GRAD_NORM);
   if (!o) throw new Error('gradNormNode: the graph has no optimiser step (withAdamW)');
   return o.node;
+}
+
+/** transformers 5.18 Trainer.get_decay_parameter_names' forbidden_name_patterns, searched in the lowercased name. */
+export const NO_DECAY_NAME_PATTERNS: readonly RegExp[] = [/bias/, /layernorm/, /rmsnorm/, /(?:^|\.)norm(?:$|\.)/, /_norm(?:$|\.)/];
+/** Spec module types that stand for nn.LayerNorm (the Trainer's ALL_LAYERNORM_LAYERS). */
+export const NO_DECAY_MODULES: readonly string[] = ['LayerNorm'];
+
+/**
+ * Whether AdamW's weight decay applies to this parameter, as the Hugging Face Trainer decides
+ * (see the file comment): not for names matching NO_DECAY_NAME_PATTERNS, nor inside a module
+ * of a NO_DECAY_MODULES type.
+ */
+export function decays(p: Pick<ParamInfo, 'name' | 'modules'>): boolean {
+  const name = p.name.toLowerCase();
+  if (NO_DECAY_NAME_PATTERNS.some((r) => r.test(name))) return false;
+  return !(p.modules ?? []).some((m) => NO_DECAY_MODULES.includes(m));
 }
 
 export function withAdamW(graph: Graph, hyper: AdamWHyper): Graph {
@@ -95,7 +124,7 @@ export function withAdamW(graph: Graph, hyper: AdamWHyper): Graph {
     const m2 = b.add('add', [b.add('mul', [m, c(hyper.beta1)]), b.add('mul', [grad, c(1 - hyper.beta1)])]);
     const v2 = b.add('add', [b.add('mul', [v, c(hyper.beta2)]), b.add('mul', [b.add('mul', [grad, grad]), c(1 - hyper.beta2)])]);
     const denom = b.add('add', [b.add('div', [b.add('sqrt', [v2]), sqrtBc2]), c(hyper.eps)]);
-    const decayed = hyper.weightDecay === 0 ? param.node : b.add('mul', [param.node, decay]);
+    const decayed = hyper.weightDecay === 0 || !decays(param) ? param.node : b.add('mul', [param.node, decay]);
     const p2 = b.add('sub', [decayed, b.add('mul', [stepSize, b.add('div', [m2, denom])])]);
     const keep = (next: number, old: number, label: string) => b.add('where', [ok, next, old], {}, { label });
     b.updates.push(

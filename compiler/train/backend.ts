@@ -17,6 +17,7 @@ import type { InputContract } from '../../runtime/validate.js';
 import { KilnError } from '../../runtime/errors.js';
 import { adamwStepInputs } from '../../runtime/optim/schedule.js';
 import { numel, type HostTensor } from '../../runtime/tensor.js';
+import { constShape, momentParam } from '../checkpoint/save.js';
 import type { KilnDevice } from '../../runtime/webgpu/device.js';
 import { ArtefactProgram, TensorStore, type RunOptions } from '../../runtime/webgpu/program.js';
 import type { KernelProfiler } from '../../runtime/webgpu/profile.js';
@@ -263,8 +264,12 @@ export class WebGpuBackend implements TrainBackend {
   readonly batchContract: InputContract;
   private readonly store: TensorStore;
   private readonly programs = new Map<string, Promise<ArtefactProgram>>();
-  /** values not yet in the store: written when an artefact first declares them. */
-  private readonly pending: Map<string, HostTensor>;
+  /**
+   * The starting parameters (a LazyParams reads each from the checkpoint as it is uploaded),
+   * until they are on the device; then dropped, so the host keeps no copy of the model.
+   */
+  private initial: ReadonlyMap<string, HostTensor> | null;
+  private uploaded: Promise<void> | null = null;
   private readonly diff: Graph;
   private readonly accum: AccumulationGraphs;
   private readonly shapes: Map<string, { shape: readonly number[] }>;
@@ -287,8 +292,28 @@ export class WebGpuBackend implements TrainBackend {
     this.trainable = this.graph.gradients.map((g) => g.name);
     this.batchContract = inputContract(model.graph);
     this.store = new TensorStore(kd, 'f32');
-    this.pending = new Map([...params, ...zeroMoments(this.graph, params)]);
-    this.shapes = new Map([...params].map(([n, t]) => [n, { shape: t.shape }]));
+    this.initial = params;
+    this.shapes = new Map(this.graph.params.map((p) => [p.name, { shape: constShape(p) }]));
+    // Every parameter and both moments of every trainable one get their device buffers now, so
+    // a value written before the first step (resume) goes straight to the device. The moments
+    // start at zero, which a new WebGPU buffer already is: they are never made on the host.
+    for (const p of this.graph.params) this.store.declare({ name: p.name, dtype: p.type.dtype, shape: constShape(p) });
+    for (const g of this.graph.gradients) for (const w of ['m', 'v'] as const) this.store.declare({ name: momentName(w, g.name), dtype: 'f32', shape: this.shapes.get(g.name)!.shape });
+  }
+
+  /** The starting parameters on the device (once; one tensor at a time), then the host's copies dropped. */
+  private ready(): Promise<void> {
+    this.uploaded ??= (async () => {
+      const initial = this.initial!;
+      const names = this.graph.params.map((p) => p.name);
+      await this.store.upload(
+        (function* () {
+          for (const n of names) yield [n, initial.get(n)!] as const;
+        })(),
+      );
+      this.initial = null;
+    })();
+    return this.uploaded;
   }
 
   private spec(entry: Entry): EntrySpec {
@@ -317,11 +342,9 @@ export class WebGpuBackend implements TrainBackend {
       p = (async () => {
         const t0 = performance.now();
         const { artefact } = compileArtefact([spec], { bindings, traits: deviceTraits(this.kd), maxBindings: this.kd.limits.maxStorageBuffersPerShaderStage });
+        await this.ready();
+        // Accumulators (declared by the accumulate artefact) start at zero as new buffers do.
         const program = await ArtefactProgram.load(this.kd, artefact, { store: this.store, stepByStep: process.env['KILN_GPU_STEPS'] === '1' });
-        // Parameters and state reach the device once, when an artefact first declares them.
-        const declared = new Map([...this.pending].filter(([n]) => this.store.has(n)));
-        this.store.write(declared);
-        for (const n of declared.keys()) this.pending.delete(n);
         this.compileSeconds.set(key, (performance.now() - t0) / 1000);
         return program;
       })();
@@ -347,7 +370,6 @@ export class WebGpuBackend implements TrainBackend {
 
   async accumulate(batch: ReadonlyMap<string, HostTensor>, scales: Readonly<Record<string, number>>): Promise<LossResult> {
     const g = this.accum.get().accumulate;
-    if (!this.store.has(accumName(this.trainable[0]!))) for (const [n, v] of zeroAccumulators(this.graph, this.shapes)) if (!this.pending.has(n)) this.pending.set(n, v);
     const program = await this.program('accumulate', batch);
     const out = await program.run('accumulate', new Map([...batch, ...scaleInputs(g, scales)]), undefined, this.runOptions());
     const terms = this.termsOf(g, out);
@@ -373,30 +395,19 @@ export class WebGpuBackend implements TrainBackend {
   }
 
   async read(names: readonly string[]): Promise<Map<string, HostTensor>> {
-    const out = new Map<string, HostTensor>();
-    const onDevice: string[] = [];
-    for (const n of names) {
-      const v = this.pending.get(n);
-      if (v) out.set(n, v);
-      else if (this.store.has(n)) onDevice.push(n);
-      else throw new KilnError(`'${n}' is not a parameter or optimiser state tensor`);
-    }
-    for (const [n, v] of await this.store.read(onDevice)) out.set(n, v);
-    return new Map(names.map((n) => [n, out.get(n)!]));
+    for (const n of names) if (!this.store.has(n)) throw new KilnError(`'${n}' is not a parameter or optimiser state tensor`);
+    await this.ready();
+    return this.store.read(names);
   }
 
-  write(values: ReadonlyMap<string, HostTensor>): Promise<void> {
-    const onDevice = new Map<string, HostTensor>();
+  async write(values: ReadonlyMap<string, HostTensor>): Promise<void> {
     for (const [n, v] of values) {
-      const have = this.pending.get(n);
-      if (have) {
-        if (have.shape.join(',') !== v.shape.join(',')) throw new KilnError(`expected [${have.shape.join(', ')}], got [${v.shape.join(', ')}]`, { tensor: n });
-        this.pending.set(n, v);
-      } else if (this.store.has(n)) onDevice.set(n, v);
-      else throw new KilnError(`'${n}' is not a parameter or optimiser state tensor`);
+      if (!this.store.has(n)) throw new KilnError(`'${n}' is not a parameter or optimiser state tensor`);
+      const have = this.shapes.get(n)?.shape ?? this.shapes.get(momentParam(n) ?? '')?.shape;
+      if (have !== undefined && have.join(',') !== v.shape.join(',')) throw new KilnError(`expected [${have.join(', ')}], got [${v.shape.join(', ')}]`, { tensor: n });
     }
-    this.store.write(onDevice);
-    return Promise.resolve();
+    await this.ready();
+    await this.store.upload(values);
   }
 
   stateNames(): string[] {

@@ -14,6 +14,19 @@
 // same run: the model's dims and parameters, the trained tensors, the schedule, learning rate,
 // clipping, seed and batch size; a difference is an error naming the field (resuming under
 // other settings would silently be another run).
+//
+// One exception, as the Hugging Face Trainer has it: the number of steps (--steps, or --epochs
+// through the steps they make). Trainer.train(resume_from_checkpoint=...) (transformers 5.18)
+// builds its scheduler from the new max_steps (create_scheduler(num_training_steps=max_steps),
+// warmup get_warmup_steps(max_steps)) and then loads scheduler.pt, whose LambdaLR state carries
+// the step count (last_epoch) but not the lambda's arguments (a functools.partial has no
+// __dict__ to save): the schedule is the new run's, continued from the checkpoint's step. Kiln
+// does the same: learningRate(lr, schedule over the new total, t), warmup recomputed from a
+// --warmup-ratio, and says so. The logged losses then equal the old run's up to the checkpoint
+// and follow the new schedule after it, so they equal no uninterrupted run (neither of the old
+// length nor of the new, whose schedule differs from step 1); with the same --steps they equal
+// the uninterrupted run's bit for bit as before. A new total at or below the checkpoint's step
+// leaves nothing to train: an error naming both.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CheckedModel } from '../check/index.js';
@@ -128,12 +141,15 @@ export function checkpointHook(o: CheckpointHookOptions): CheckpointHook {
   function checkSameRun(state: TrainerState, file: string): void {
     const theirs = state as unknown as Record<string, unknown>;
     const extra = (state.extra ?? {}) as Record<string, unknown>;
+    // Another step count rebuilds the schedule over it (see the file comment): its total, and
+    // the warmup a --warmup-ratio derives from it, may differ then; the kind and rate may not.
+    const sameLength = theirs['max_steps'] === runState.max_steps;
+    const scheduleOf = (x: TrainerState['schedule']) => (sameLength ? x : { kind: x.kind, base_lr: x.base_lr });
     const compare: [string, unknown, unknown][] = [
       ['seed', state.seed, runState.seed],
-      ['schedule', state.schedule, runState.schedule],
+      ['schedule', scheduleOf(state.schedule), scheduleOf(runState.schedule)],
       ['optimizer', state.optimizer, runState.optimizer],
       ['max_grad_norm', state.max_grad_norm, runState.max_grad_norm],
-      ['max_steps', theirs['max_steps'], runState.max_steps],
       ...Object.entries(runExtra).map(([k, v]): [string, unknown, unknown] => [`extra.${k}`, extra[k], v]),
     ];
     for (const [field, was, now] of compare) {
@@ -152,6 +168,13 @@ export function checkpointHook(o: CheckpointHookOptions): CheckpointHook {
     const ckpt = openTrainingCheckpoint(dir);
     const statePath = join(dir, 'trainer_state.json');
     checkSameRun(ckpt.state, statePath);
+    const planned = ckpt.state.max_steps;
+    if (planned !== run.totalSteps && ckpt.state.global_step >= run.totalSteps) {
+      throw new KilnError(
+        `--resume: the checkpoint is at step ${ckpt.state.global_step} (its run planned max_steps ${planned}), and this run's total is ${run.totalSteps} steps: nothing is left to train; give --steps above ${ckpt.state.global_step}`,
+        { file: statePath },
+      );
+    }
     const stateNames = backend.stateNames();
     checkTrainingCheckpoint(ckpt, model, stateNames);
     // One tensor at a time: the host holds one tensor's values, never the model's.
@@ -162,6 +185,13 @@ export function checkpointHook(o: CheckpointHookOptions): CheckpointHook {
     resumedFrom = ckpt.state.global_step;
     lastSaved = ckpt.state.global_step;
     o.note?.(`resuming from ${dir} (step ${ckpt.state.global_step} of ${run.totalSteps})`);
+    if (planned !== run.totalSteps) {
+      const t = ckpt.state.global_step;
+      const old = learningRate(run.lr, { kind: ckpt.state.schedule.kind as Schedule['kind'], warmup: ckpt.state.schedule.warmup, total: ckpt.state.schedule.total }, t);
+      o.note?.(
+        `note: the checkpoint's run planned max_steps ${planned}, this one ${run.totalSteps}: the schedule is rebuilt over ${run.totalSteps} steps (warmup ${run.schedule.warmup}) and continued from step ${t}, as the Hugging Face Trainer does on resume; the next learning rate is ${learningRate(run.lr, run.schedule, t)} (${old} under the old schedule), so the losses from here equal no uninterrupted run`,
+      );
+    }
   }
 
   return {

@@ -83,7 +83,7 @@ function writeAll(fd: number, bytes: Uint8Array): void {
 export function writeSafetensors(path: string, tensors: ReadonlyMap<string, HostTensor>, opts: WriteOptions = {}): void {
   const chunks = serializeSafetensors(tensors, opts, path);
   const dir = nodePath.dirname(path);
-  const tmp = nodePath.join(dir, `.${nodePath.basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+  const tmp = tempPath(path);
   try {
     withFd(tmp, 'w', (fd) => {
       for (const c of chunks) writeAll(fd, c);
@@ -95,8 +95,17 @@ export function writeSafetensors(path: string, tensors: ReadonlyMap<string, Host
     if (e instanceof KilnError) throw new KilnError(e.detail.replace(/^cannot open/, 'cannot write'), { file: path, cause: e });
     throw new KilnError(`cannot write: ${describeFsError(e)}`, { file: path, cause: e });
   }
-  // Make the rename itself durable; not every platform can fsync a directory, and the data is
-  // already safe, so a failure here is not worth failing the save for.
+  syncDir(dir);
+}
+
+/** A temporary name beside `path` (same folder, so the rename is atomic). */
+const tempPath = (path: string): string => nodePath.join(nodePath.dirname(path), `.${nodePath.basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+
+/**
+ * Makes a rename in `dir` durable; not every platform can fsync a directory, and the data is
+ * already safe, so a failure here is not worth failing the save for.
+ */
+function syncDir(dir: string): void {
   try {
     withFd(dir, 'r', (fd) => fs.fsyncSync(fd));
   } catch {
@@ -125,7 +134,23 @@ export interface TensorSource {
  * size in bytes. Errors (KilnError) name the file and the tensor: a value whose shape or dtype
  * differs from what the source declared, or a write that fails (no space left).
  */
-export async function writeSafetensorsStreaming(path: string, tensors: readonly TensorSource[], opts: WriteOptions = {}): Promise<number> {
+export async function writeSafetensorsStreaming(path: string, tensors: readonly TensorSource[], opts: WriteOptions & { atomic?: boolean } = {}): Promise<number> {
+  if (opts.atomic) {
+    // A temp file beside `path`, renamed over it once complete (as writeSafetensors does), so a
+    // failed read (a NaN found mid-way, a lost device) or a crash leaves the old file or none.
+    const tmp = tempPath(path);
+    let bytes: number;
+    try {
+      bytes = await writeSafetensorsStreaming(tmp, tensors, { ...opts, atomic: false });
+      fs.renameSync(tmp, path);
+    } catch (e) {
+      fs.rmSync(tmp, { force: true });
+      if (e instanceof KilnError && e.file === tmp) throw new KilnError(e.detail, { file: path, ...(e.tensor === undefined ? {} : { tensor: e.tensor }), cause: e });
+      throw e;
+    }
+    syncDir(nodePath.dirname(path));
+    return bytes;
+  }
   const planned = tensors.map((t) => ({ name: t.name, dtype: storageDtype(t.dtype, opts.dtype) as SafetensorsDtype, shape: t.shape, src: t }));
   const { prefix, order, bytes } = safetensorsLayout(planned, opts.metadata ?? { format: 'pt' }, path);
   let fd: number;

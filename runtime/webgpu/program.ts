@@ -86,9 +86,23 @@ const describe = (t: { dtype: DType; shape: readonly number[] }): string => `${t
 interface StoreEntry {
   readonly decl: TensorDecl;
   readonly buffer: GPUBuffer;
-  /** the host tensor last written, so writing the same object again sends nothing. */
-  written?: HostTensor;
+  /**
+   * The host tensor last written, so writing the same object again sends nothing. Weakly held:
+   * the store never keeps a host copy alive once its caller lets go of it (a 1B-parameter
+   * checkpoint would otherwise stay on the host beside its device copy for the store's life).
+   */
+  written?: WeakRef<HostTensor>;
 }
+
+/**
+ * Bytes written with queue.writeBuffer before the writer waits for the queue: Dawn copies each
+ * write into staging memory that it frees only when the queue has caught up, so writing a whole
+ * checkpoint without a wait would hold a second copy of it (host memory, on any adapter).
+ */
+export const UPLOAD_FLUSH_BYTES = 256 * MIB;
+
+/** Staging bytes one read-back may hold at a time (a bigger single output gets its own). */
+export const READ_BATCH_BYTES = 64 * MIB;
 
 /**
  * Parameters and state on the device, by checkpoint name (moments by `adamw.m:<param>`), shared
@@ -136,17 +150,52 @@ export class TensorStore {
    * Writes host values into the store, checking each against its declaration (a mismatch names
    * the tensor). The same object written again is not sent again; `forget()` makes it send.
    */
-  write(values: ReadonlyMap<string, HostTensor>, origin?: string): void {
+  write(values: Iterable<readonly [string, HostTensor]>, origin?: string): void {
+    for (const [name, t] of values) this.writeOne(name, t, origin);
+  }
+
+  /** Writes one tensor; returns the bytes sent (0 when it was the object last written). */
+  private writeOne(name: string, t: HostTensor, origin?: string): number {
+    const e = this.tensors.get(name);
+    if (!e) throw new KilnError('is not a parameter or state tensor of the compiled program', { file: origin, tensor: name });
+    if (e.written?.deref() === t) return 0;
+    const d = e.decl;
+    const dtypeOk = t.dtype === d.dtype || (isFloat(t.dtype) && isFloat(d.dtype));
+    if (!dtypeOk || !sameShape(t.shape, d.shape)) throw new KilnError(`the program expects ${describe(d)}, got ${describe(t)}`, { file: origin, tensor: name });
+    const bytes = deviceArray(t, this.floatStorage, `${'kind' in d ? 'state tensor' : 'parameter'} '${name}'`);
+    this.kd.device.queue.writeBuffer(e.buffer, 0, bytes as OwnedView);
+    e.written = new WeakRef(t);
+    return bytes.byteLength;
+  }
+
+  /**
+   * Writes host values one tensor at a time, as `values` yields them (a lazy source loads each
+   * only when its turn comes, e.g. compiler/checkpoint/load.ts's openParams), and waits for the
+   * queue after every UPLOAD_FLUSH_BYTES, so the host holds about one tensor and one flush's
+   * staging at a time, never the whole set. Checks as `write` does.
+   */
+  async upload(values: Iterable<readonly [string, HostTensor]>, origin?: string): Promise<void> {
+    let unflushed = 0;
     for (const [name, t] of values) {
-      const e = this.tensors.get(name);
-      if (!e) throw new KilnError('is not a parameter or state tensor of the compiled program', { file: origin, tensor: name });
-      if (e.written === t) continue;
-      const d = e.decl;
-      const dtypeOk = t.dtype === d.dtype || (isFloat(t.dtype) && isFloat(d.dtype));
-      if (!dtypeOk || !sameShape(t.shape, d.shape)) throw new KilnError(`the program expects ${describe(d)}, got ${describe(t)}`, { file: origin, tensor: name });
-      this.kd.device.queue.writeBuffer(e.buffer, 0, deviceArray(t, this.floatStorage, `${'kind' in d ? 'state tensor' : 'parameter'} '${name}'`) as OwnedView);
-      e.written = t;
+      unflushed += this.writeOne(name, t, origin);
+      if (unflushed >= UPLOAD_FLUSH_BYTES) {
+        await this.flush();
+        unflushed = 0;
+      }
     }
+    if (unflushed > 0) await this.flush();
+  }
+
+  /** Waits until the queue has consumed every write so far (Dawn frees their staging then). */
+  private async flush(): Promise<void> {
+    const q = this.kd.device.queue;
+    q.submit([]);
+    await unlessLost(this.kd, 'uploading tensors', q.onSubmittedWorkDone());
+  }
+
+  /** Whether the store still refers to the host tensor last written to `name` (tests: it must not keep one alive). */
+  writtenHostTensor(name: string): HostTensor | undefined {
+    return this.tensors.get(name)?.written?.deref();
   }
 
   /**
@@ -348,15 +397,27 @@ export class ArtefactProgram {
 
   /**
    * Runs `entry`: `inputs` by name (every input the entry declares; parameters and state come
-   * from the store), then reads back the outputs named in `read` (default: all). Updates are
-   * applied to the store after the dispatches, in the same submission.
+   * from the store), then reads back the outputs named in `read` (default: all), one at a time
+   * (readOutput). Updates are applied to the store after the dispatches, in the same submission.
    */
   async run(entry: string, inputs: ReadonlyMap<string, HostTensor>, read?: readonly string[], opts: RunOptions = {}): Promise<EntryOutputs> {
+    const m = this.entry(entry).manifest;
+    const wanted = read === undefined ? m.outputs.map((o) => o.name) : read;
+    for (const n of wanted) if (!m.outputs.some((o) => o.name === n)) fail(`entry '${entry}' has no output '${n}'`);
+    await this.dispatch(entry, inputs, opts);
+    return this.readOutputs(entry, wanted, this.runLabel(entry, wanted.length));
+  }
+
+  /**
+   * Runs `entry` without reading anything back: its outputs stay in the entry's own buffers
+   * until `entry` runs again, for `readOutput` to fetch one at a time (a 1B-parameter model's
+   * gradients are read and written to a file tensor by tensor, never all on the host at once).
+   * Profiled (opts.profiler), the kernel timestamps are read back and recorded here.
+   */
+  async dispatch(entry: string, inputs: ReadonlyMap<string, HostTensor>, opts: RunOptions = {}): Promise<void> {
     const e = this.entry(entry);
     const m = e.manifest;
     const device = this.kd.device;
-    const floatStorage = this.manifest.floatStorage;
-    const wanted = read === undefined ? m.outputs : read.map((n) => m.outputs.find((o) => o.name === n) ?? fail(`entry '${entry}' has no output '${n}'`));
     // The kernels clamp or silently shift on ids they cannot take: every call is checked on the
     // host first, with the reference's wording, whoever the caller is (kiln loss, training, a page).
     // Callers may pass more than the entry's inputs (the executor feeds parameters alongside).
@@ -400,8 +461,8 @@ export class ArtefactProgram {
         });
       }
     }
-    const what = `running ${m.dispatches.length} kernels and reading back ${wanted.length} values`;
-    return gpuStep(device, what, async () => {
+    const what = `running ${m.dispatches.length} kernels`;
+    await gpuStep(device, what, async () => {
       const enc = this.opts.stepByStep ? device.createCommandEncoder() : encodeRange(0, m.dispatches.length);
       // After every kernel has read the old values: the new ones replace them.
       for (const u of m.updates) {
@@ -409,37 +470,80 @@ export class ArtefactProgram {
         const target = this.store.buffer(u.name);
         enc.copyBufferToBuffer(e.buffers[u.buffer]!, 0, target, 0, paddedBytes(m.buffers[u.buffer]!.bytes));
       }
-      const staging = wanted.map((o) => {
-        const bytes = paddedBytes(numel(o.shape) * storedElementBytes(o.dtype, floatStorage));
+      if (!profiler) {
+        device.queue.submit([enc.finish()]);
+        return;
+      }
+      const timestampBytes = 2 * m.dispatches.length * 8;
+      const resolved = device.createBuffer({ size: querySets.length * QUERIES_PER_SET * 8, usage: QUERY_RESOLVE | COPY_SRC, label: 'kiln profile resolve' });
+      const times = device.createBuffer({ size: timestampBytes, usage: MAP_READ | COPY_DST, label: 'kiln profile read-back' });
+      try {
+        querySets.forEach((q, k) => enc.resolveQuerySet(q, 0, q.count, resolved, k * QUERIES_PER_SET * 8));
+        enc.copyBufferToBuffer(resolved, 0, times, 0, timestampBytes);
+        device.queue.submit([enc.finish()]);
+        await unlessLost(this.kd, what, times.mapAsync(MAP_READ));
+        profiler.record(entry, m.dispatches, new BigUint64Array(times.getMappedRange().slice(0)));
+      } finally {
+        if (times.mapState === 'mapped') times.unmap();
+        times.destroy();
+        resolved.destroy();
+        for (const q of querySets) q.destroy();
+      }
+    });
+  }
+
+  /** What a run and its read-back are called in errors (a lost device names it). */
+  runLabel(entry: string, outputs: number): string {
+    return `running ${this.entry(entry).manifest.dispatches.length} kernels and reading back ${outputs} values`;
+  }
+
+  /** Reads back output `name` of the last `dispatch` of `entry` (readOutputs of one). */
+  async readOutput(entry: string, name: string): Promise<HostTensor> {
+    return (await this.readOutputs(entry, [name])).get(name)!;
+  }
+
+  /**
+   * Reads back outputs of the last `dispatch` of `entry`: small ones together (one submission
+   * and one map for a training step's scalars), and the rest so that at most READ_BATCH_BYTES
+   * of staging exist at a time, each staging buffer freed once copied to the host. Errors name
+   * the entry and the output.
+   */
+  async readOutputs(entry: string, names: readonly string[], what?: string): Promise<EntryOutputs> {
+    const e = this.entry(entry);
+    const floatStorage = this.manifest.floatStorage;
+    const outs = names.map((n) => e.manifest.outputs.find((x) => x.name === n) ?? fail(`entry '${entry}' has no output '${n}'`));
+    const sized = outs.map((o) => ({ o, bytes: paddedBytes(numel(o.shape) * storedElementBytes(o.dtype, floatStorage)) }));
+    const result: EntryOutputs = new Map();
+    for (let i = 0; i < sized.length; ) {
+      let j = i + 1;
+      let total = sized[i]!.bytes;
+      while (j < sized.length && total + sized[j]!.bytes <= READ_BATCH_BYTES) total += sized[j++]!.bytes;
+      await this.readGroup(e, sized.slice(i, j), result, what);
+      i = j;
+    }
+    return new Map(names.map((n) => [n, result.get(n)!]));
+  }
+
+  private async readGroup(e: LoadedEntry, group: readonly { o: EntryManifest['outputs'][number]; bytes: number }[], into: EntryOutputs, label?: string): Promise<void> {
+    const device = this.kd.device;
+    const floatStorage = this.manifest.floatStorage;
+    const what = label ?? `reading back ${group.map((g) => g.o.name).join(', ')}`;
+    await gpuStep(device, what, async () => {
+      const enc = device.createCommandEncoder();
+      const staging = group.map(({ o, bytes }) => {
         const st = device.createBuffer({ size: bytes, usage: MAP_READ | COPY_DST, label: `kiln read-back ${o.name}` });
         enc.copyBufferToBuffer(e.buffers[o.buffer]!, 0, st, 0, bytes);
         return st;
       });
-      const timestampBytes = 2 * m.dispatches.length * 8;
-      let times: GPUBuffer | undefined;
-      let resolved: GPUBuffer | undefined;
-      if (profiler) {
-        const into = device.createBuffer({ size: querySets.length * QUERIES_PER_SET * 8, usage: QUERY_RESOLVE | COPY_SRC, label: 'kiln profile resolve' });
-        resolved = into;
-        querySets.forEach((q, k) => enc.resolveQuerySet(q, 0, q.count, into, k * QUERIES_PER_SET * 8));
-        times = device.createBuffer({ size: timestampBytes, usage: MAP_READ | COPY_DST, label: 'kiln profile read-back' });
-        enc.copyBufferToBuffer(into, 0, times, 0, timestampBytes);
-        staging.push(times);
-        device.queue.submit([enc.finish()]);
-      } else device.queue.submit([enc.finish()]);
       try {
-        await unlessLost(this.kd, what, Promise.all(staging.map((s) => s.mapAsync(MAP_READ))));
-        const out: EntryOutputs = new Map();
-        wanted.forEach((o, k) => out.set(o.name, hostTensor(staging[k]!.getMappedRange(), o.dtype, o.shape, floatStorage)));
-        if (profiler && times) profiler.record(entry, m.dispatches, new BigUint64Array(times.getMappedRange().slice(0)));
-        return out;
+        device.queue.submit([enc.finish()]);
+        await unlessLost(this.kd, what, Promise.all(staging.map((st) => st.mapAsync(MAP_READ))));
+        group.forEach(({ o }, k) => into.set(o.name, hostTensor(staging[k]!.getMappedRange(), o.dtype, o.shape, floatStorage)));
       } finally {
-        for (const s of staging) {
-          if (s.mapState === 'mapped') s.unmap();
-          s.destroy();
+        for (const st of staging) {
+          if (st.mapState === 'mapped') st.unmap();
+          st.destroy();
         }
-        resolved?.destroy();
-        for (const q of querySets) q.destroy();
       }
     });
   }

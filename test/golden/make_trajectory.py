@@ -5,8 +5,15 @@ Run by hand, in the venv of make_golden.py plus `accelerate` (the Trainer needs 
 
     /tmp/gvenv/bin/pip install --no-index --find-links /opt/pypi/files --find-links /opt/pypi-more/files \
         --find-links /opt/wheels accelerate
-    /tmp/gvenv/bin/python test/golden/make_trajectory.py           # writes test/golden/llama_b2/trajectory.json
+    /tmp/gvenv/bin/python test/golden/make_trajectory.py           # writes test/golden/llama_b2/trajectory{,_wd}.json
     /tmp/gvenv/bin/python test/golden/make_trajectory.py --check   # recomputes, compares, writes nothing
+
+Two runs, each its own file: trajectory.json (weight decay 0) and trajectory_wd.json (weight decay
+WD_DECAY, everything else equal), where the Trainer's own parameter groups decide what decays
+(Trainer.create_optimizer / get_decay_parameter_names: biases and norm weights are exempt). For
+the second, the script also runs the Trainer with every parameter decaying and checks that this
+moves some loss term by more than 1e-3 relative, so a Kiln that decays everything fails the 1e-4
+test (checks.decay_all_vs_split_max_rel).
 
 What runs: `transformers.Trainer` itself (not a re-implementation of its loop) on llama_b2's
 checkpoint and batch, the batch repeated every step (a one-item dataset whose item is the whole
@@ -61,6 +68,9 @@ WARMUP = 2
 BETAS = (0.9, 0.999)
 EPS = 1e-8
 WEIGHT_DECAY = 0.0
+# The weight-decay run: large, so that the exempt parameters (biases, norms) would move the loss
+# terms by more than 1e-3 if they decayed too (measured: checks.decay_all_vs_split_max_rel).
+WD_DECAY = 5.0
 # Pre-clip norms of this case (--norms, no clipping): 15.71, 15.71 (step 2 has step 1's
 # parameters: lr 0), 10.04, 20.34, 7.28; with 12, clip_grad_norm_ scales steps 1, 2 and 4 (20.46
 # on the clipped trajectory) and leaves 3 and 5 alone.
@@ -151,7 +161,14 @@ class RecordTerms(transformers.TrainerCallback):
         self.per_step.append(dict(self.model.last_terms))
 
 
-def run(dtype, max_grad_norm=MAX_GRAD_NORM):
+class DecayAllTrainer(Trainer):
+    """The Trainer with one parameter group: weight decay on every parameter (the check's foil)."""
+
+    def get_decay_parameter_names(self, model):
+        return [n for n, _ in model.named_parameters()]
+
+
+def run(dtype, max_grad_norm=MAX_GRAD_NORM, weight_decay=WEIGHT_DECAY, decay_all=False):
     case = G.CASES[CASE]
     case_dir = os.path.join(G.HERE, CASE)
     torch.manual_seed(0)
@@ -161,12 +178,12 @@ def run(dtype, max_grad_norm=MAX_GRAD_NORM):
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(
             output_dir=out, max_steps=K, per_device_train_batch_size=1, gradient_accumulation_steps=1,
-            learning_rate=LR, adam_beta1=BETAS[0], adam_beta2=BETAS[1], adam_epsilon=EPS, weight_decay=WEIGHT_DECAY,
+            learning_rate=LR, adam_beta1=BETAS[0], adam_beta2=BETAS[1], adam_epsilon=EPS, weight_decay=weight_decay,
             optim="adamw_torch", lr_scheduler_type="cosine", warmup_steps=WARMUP, max_grad_norm=max_grad_norm,
             logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, remove_unused_columns=False,
             dataloader_num_workers=0, seed=0, disable_tqdm=True,
         )
-        trainer = Trainer(model=model, args=args, train_dataset=OneBatch(batch), data_collator=lambda items: items[0], callbacks=[rec])
+        trainer = (DecayAllTrainer if decay_all else Trainer)(model=model, args=args, train_dataset=OneBatch(batch), data_collator=lambda items: items[0], callbacks=[rec])
         trainer.train()
         history = [h for h in trainer.state.log_history if "loss" in h]
     with torch.no_grad():
@@ -195,8 +212,17 @@ def main():
         print([h["grad_norm"] for h in hist])
         return
 
-    terms64, hist64, final64, params64 = run(torch.float64)
-    terms32, hist32, final32, _ = run(torch.float32)
+    failed = False
+    for suffix, wd in (("", WEIGHT_DECAY), ("_wd", WD_DECAY)):
+        failed |= make(suffix, wd, args.check)
+    if failed:
+        sys.exit(1)
+
+
+def make(suffix, weight_decay, check):
+    """One trajectory file (trajectory{suffix}.json) for this weight decay; True when a check failed."""
+    terms64, hist64, final64, params64 = run(torch.float64, weight_decay=weight_decay)
+    terms32, hist32, final32, _ = run(torch.float32, weight_decay=weight_decay)
     case = G.CASES[CASE]
     steps = []
     problems = []
@@ -224,27 +250,36 @@ def main():
     f32_rel = f32_by[f32_worst]
     if f32_rel > 5e-5:
         problems.append(f"float32 run differs from float64 by {f32_rel:.2e} relative")
+    checks = {"float32_vs_float64_max_rel": f32_rel, "float32_vs_float64_worst": f32_worst, "float32_vs_float64": f32_by}
+    if weight_decay > 0:
+        terms_all, _, final_all, _ = run(torch.float64, weight_decay=weight_decay, decay_all=True)
+        by = {f"step {k + 1} {key}": G.rel(terms_all[k][key], terms64[k][key]) for k in range(K) for key in ("lm", "vm")}
+        by.update({f"final {key}": G.rel(final_all["terms"][key], final64["terms"][key]) for key in ("lm", "vm")})
+        worst_all = max(by, key=by.get)
+        checks["decay_all_vs_split_max_rel"] = by[worst_all]
+        checks["decay_all_vs_split_worst"] = worst_all
+        if by[worst_all] < 1e-3:
+            problems.append(f"decaying every parameter moves the terms by only {by[worst_all]:.2e}: the test could not tell the split")
 
     record = {
         "case": CASE,
         "description": "HF Trainer, K optimiser steps on the case's batch repeated; see make_trajectory.py",
         "kiln_train": ["--config", "tiny", "--stage", "finetune", "--lr", str(LR), "--warmup-steps", str(WARMUP), "--steps", str(K),
-                       "--max-grad-norm", str(MAX_GRAD_NORM)],
+                       "--max-grad-norm", str(MAX_GRAD_NORM)] + (["--weight-decay", str(weight_decay)] if weight_decay > 0 else []),
         "hyper": dict(steps=K, lr=LR, schedule="cosine", warmup_steps=WARMUP, beta1=BETAS[0], beta2=BETAS[1], eps=EPS,
-                      weight_decay=WEIGHT_DECAY, max_grad_norm=MAX_GRAD_NORM, gradient_accumulation_steps=1,
+                      weight_decay=weight_decay, max_grad_norm=MAX_GRAD_NORM, gradient_accumulation_steps=1,
                       trainable="everything but the CLIP tower (finetune stage)", vm_weight=case["vm_weight"]),
         "steps": steps,
         "final": final64,
         "trainer_log_history": hist64,
-        "checks": {"float32_vs_float64_max_rel": f32_rel, "float32_vs_float64_worst": f32_worst,
-                   "float32_vs_float64": f32_by},
+        "checks": checks,
         "compute_dtype": "float64 (HF modules cast to float64; float32 weights/inputs)",
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
-    path = os.path.join(G.HERE, CASE, "trajectory.json")
-    params_path = os.path.join(G.HERE, CASE, "trajectory_params.safetensors")
-    if args.check:
+    path = os.path.join(G.HERE, CASE, f"trajectory{suffix}.json")
+    params_path = os.path.join(G.HERE, CASE, f"trajectory{suffix}_params.safetensors")
+    if check:
         with open(path) as f:
             old = json.load(f)
         for a, b in zip(old["steps"], steps):
@@ -254,15 +289,19 @@ def main():
     else:
         G.write_json(path, record)
         G.save_st(params_path, {k: v.to(torch.float32) for k, v in sorted(params64.items())})
+    print(f"== trajectory{suffix}.json (weight decay {weight_decay})")
     for s in steps:
         print(f"step {s['step']}: loss {s['loss']:.9f}  lm {s['terms']['lm']:.9f}  vm {s['terms']['vm']:.9f}  "
               f"lr {s['learning_rate']:.3e}  grad_norm {s['grad_norm']:.6f}{'  (clipped)' if s['clipped'] else ''}")
     print(f"final: loss {final64['loss']:.9f}  lm {final64['terms']['lm']:.9f}  vm {final64['terms']['vm']:.9f}")
     print(f"float32 vs float64: max rel {f32_rel:.2e} ({f32_worst})")
+    if weight_decay > 0:
+        print(f"every parameter decaying vs the Trainer's groups: max rel {checks['decay_all_vs_split_max_rel']:.2e} ({checks['decay_all_vs_split_worst']})")
     if problems:
         print("\n".join(["PROBLEMS:"] + problems))
-        sys.exit(1)
+        return True
     print("all checks passed")
+    return False
 
 
 if __name__ == "__main__":

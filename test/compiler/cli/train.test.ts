@@ -7,6 +7,7 @@
 //   - Schedules equal transformers' (values printed by transformers 5.18 / torch 2.13).
 //   - Bad usage and bad input end with exit 2 / 1 and a message, no stack; a NaN stops training
 //     naming the step and the op, with the step not applied.
+import { decays } from '../../../compiler/passes/optimizer.js';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -125,9 +126,11 @@ describe('clip_grad_norm_ + AdamW on the reference, against a host transcription
         const p = Float64Array.from(current.get(n)!.data);
         const g = grads.get(n)!;
         const st = mom.get(n)!;
+        // The Trainer's two groups: no decay on biases and norm weights (optimizer.ts `decays`).
+        const wd = decays(m.graph.params.find((q) => q.name === n)!) ? hyper.weightDecay : 0;
         for (let i = 0; i < p.length; i++) {
           const gi = g[i]! * coef;
-          p[i] = p[i]! * (1 - lr * hyper.weightDecay);
+          p[i] = p[i]! * (1 - lr * wd);
           st.m[i] = hyper.beta1 * st.m[i]! + (1 - hyper.beta1) * gi;
           st.v[i] = hyper.beta2 * st.v[i]! + (1 - hyper.beta2) * gi * gi;
           const denom = Math.sqrt(st.v[i]!) / Math.sqrt(1 - hyper.beta2 ** step) + hyper.eps;

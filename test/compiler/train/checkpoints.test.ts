@@ -180,6 +180,35 @@ describe('resume after the process was killed (cpu)', () => {
   }, 600_000);
 });
 
+describe('--resume with another --steps, as the Hugging Face Trainer resumes', () => {
+  it('rebuilds the schedule over the new total: a 2-step run resumed to 4 steps equals the uninterrupted 4-step run (warmup 2 makes their first steps alike)', async () => {
+    const dir = path.join(tmp, 'longer');
+    const steps = (n: string) => RUN.map((a) => (a === '5' ? n : a));
+    const first = await kiln(['train', SPEC, ...FROM, ...steps('2'), '--backend', 'cpu', '--out', dir]);
+    expect(first.code, first.stderr).toBe(0);
+    const resumed = await kiln(['train', SPEC, ...FROM, ...steps('4'), '--backend', 'cpu', '--out', dir, '--resume']);
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expect(resumed.stderr).toContain("the checkpoint's run planned max_steps 2, this one 4: the schedule is rebuilt over 4 steps (warmup 2) and continued from step 2, as the Hugging Face Trainer does on resume");
+    const whole = await kiln(['train', SPEC, ...FROM, ...steps('4'), '--backend', 'cpu', '--out', path.join(tmp, 'longer-whole')]);
+    expect(whole.code, whole.stderr).toBe(0);
+    // Under the old schedule (total 2) step 3's rate would be 0; the rebuilt one gives the 4-step run's.
+    expect(resumed.steps.map(logged)).toEqual(whole.steps.slice(2).map(logged));
+    expect(resumed.steps[0]!.lr).toBeGreaterThan(0);
+    const state = openTrainingCheckpoint(latestCheckpoint(dir)!).state;
+    expect(state).toMatchObject({ global_step: 4, max_steps: 4, schedule: { total: 4, warmup: 2 } });
+    expect(state.log_history.map((h) => h.step)).toEqual([1, 2, 3, 4]);
+  }, 600_000);
+
+  it('a total at or below the checkpoint\'s step leaves nothing to train: exit 1 naming both', async () => {
+    const dir = path.join(tmp, 'shorter');
+    const steps = (n: string) => RUN.map((a) => (a === '5' ? n : a));
+    expect((await kiln(['train', SPEC, ...FROM, ...steps('2'), '--backend', 'cpu', '--out', dir])).code).toBe(0);
+    const r = await kiln(['train', SPEC, ...FROM, ...steps('1'), '--backend', 'cpu', '--out', dir, '--resume']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('--resume: the checkpoint is at step 2 (its run planned max_steps 2), and this run\'s total is 1 steps: nothing is left to train; give --steps above 2');
+  }, 600_000);
+});
+
 describe('--resume refuses what would be another run', () => {
   it('bad --save-every / --save-total-limit values are usage errors (exit 2)', async () => {
     for (const [flag, value] of [['--save-every', '0'], ['--save-total-limit', 'three']] as const) {

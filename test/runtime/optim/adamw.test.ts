@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { loadSpec } from '../../../compiler/syntax/load.js';
 import { checkModel } from '../../../compiler/check/index.js';
 import { differentiate } from '../../../compiler/passes/autodiff.js';
-import { withAdamW } from '../../../compiler/passes/optimizer.js';
+import { decays, withAdamW } from '../../../compiler/passes/optimizer.js';
 import { runReference } from '../../../compiler/exec/reference.js';
 import { TrainState } from '../../../compiler/exec/train.js';
 import { learningRate } from '../../../runtime/optim/schedule.js';
@@ -46,8 +46,10 @@ describe('AdamW as a graph pass', () => {
         const pv = p.get(g.name)!;
         const m1 = mm.get(g.name)!;
         const v1 = vv.get(g.name)!;
+        // torch's AdamW in the Trainer's two groups: no decay on biases and norm weights.
+        const wd = decays(m.graph.params.find((q) => q.name === g.name)!) ? HYPER.weightDecay : 0;
         for (let i = 0; i < pv.length; i++) {
-          pv[i] = pv[i]! * (1 - lr * HYPER.weightDecay);
+          pv[i] = pv[i]! * (1 - lr * wd);
           m1[i] = HYPER.beta1 * m1[i]! + (1 - HYPER.beta1) * gd[i]!;
           v1[i] = HYPER.beta2 * v1[i]! + (1 - HYPER.beta2) * gd[i]! ** 2;
           const denom = Math.sqrt(v1[i]!) / Math.sqrt(1 - HYPER.beta2 ** t) + HYPER.eps;
