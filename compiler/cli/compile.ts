@@ -1,7 +1,7 @@
 // `kiln compile`: the model's entries as an artefact folder (manifest.json + kernels/*.wgsl)
 // that the runtime runs without the compiler. Compiling twice writes the same bytes.
 import { rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative, resolve, sep } from 'node:path';
 import { UsageError } from '../check/index.js';
 import { DEFAULT_TRAITS } from '../codegen/kernel.js';
 import { artefactFiles, compileArtefact } from '../emit/artefact.js';
@@ -67,7 +67,10 @@ export async function runCompile(argv: readonly string[], out: Output): Promise<
   const model = loadAndCheck(spec, checkOptions(values), out);
   for (const s of model.graph.symbols) if (!bindings.has(s)) throw new UsageError(`the model's inputs use a symbol ${s} that kiln compile cannot set (only B and T)`);
   const specs = defaultEntries(model, names);
-  const source: Record<string, string> = { spec, model: model.modelName, config: model.configName };
+  // The spec as a path from the working directory, '/'-separated: an absolute path would make the
+  // same compile in two checkouts differ byte for byte.
+  const specFrom = relative(process.cwd(), resolve(spec)).split(sep).join('/');
+  const source: Record<string, string> = { spec: specFrom, model: model.modelName, config: model.configName };
   if (model.stage) source['stage'] = model.stage.name;
   const { artefact } = compileArtefact(specs, {
     bindings: new Map([...bindings].filter(([k]) => model.graph.symbols.includes(k))),
