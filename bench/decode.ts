@@ -178,7 +178,7 @@ export async function benchDecode(kd: KilnDevice, opts: { cases: readonly Decode
     const kvLoad = (performance.now() - t0) / 1000;
     const kv = await generateTokens(runner, graphs, prompt, { maxTokens: c.newTokens, eos: [], warmup: true });
     runner.destroy();
-    const { artefact: genArtefact } = compileGeneration(graphs, kd);
+    const { artefact: genArtefact } = compileGeneration(graphs, deviceTraits(kd));
     const decodeDispatches = genArtefact.manifest.entries['decode']!.dispatches.length;
     const prof = await profileDispatches(kd, genArtefact, 'decode', params, new Map<string, HostTensor>([
       ['input_ids', { dtype: 'i32', shape: [1, 1], data: Int32Array.of(kv.tokens[0]!) }],

@@ -133,6 +133,25 @@ export interface Manifest {
   readonly params: readonly ParamDecl[];
   readonly state: readonly StateDecl[];
   readonly entries: Readonly<Record<string, EntryManifest>>;
+  /** present when the artefact has `prefill` and `decode` entries over KV-cache state (runtime/generate.ts). */
+  readonly generation?: GenerationDecl;
+}
+
+/**
+ * How the `prefill` and `decode` entries were compiled (compiler/passes/kv-cache.ts): the prefill
+ * takes input_ids [rows, promptTokens]; shorter prompts are left-padded to it when `leftPadded`.
+ */
+export interface GenerationDecl {
+  /** prompts per call: the batch dim of both entries. */
+  readonly rows: number;
+  /** input_ids' length in the prefill entry. */
+  readonly promptTokens: number;
+  /** the decoder's length of the prompt (promptTokens with the image spliced in): the first decode position. */
+  readonly promptLength: number;
+  /** KV cache positions; decoding stops when they are full. */
+  readonly capacity: number;
+  /** whether both entries take `prompt_start` [rows] (i32): each row's number of left-padding positions. */
+  readonly leftPadded: boolean;
 }
 
 /** A manifest and its kernels' WGSL, by file name: in memory, or read from a folder. */
@@ -165,6 +184,14 @@ export function parseManifest(text: string, file = MANIFEST_FILE): Manifest {
   for (const key of ['symbols', 'params', 'state'] as const) if (!Array.isArray(m[key])) throw bad(`${key} is not a list`);
   for (const t of [...m.params, ...m.state]) checkTensor(t, bad);
   if (!isRecord(m.entries)) throw bad('entries is not an object');
+  if (m.generation !== undefined) {
+    const g = m.generation as unknown;
+    if (!isRecord(g)) throw bad('generation is not an object');
+    for (const key of ['rows', 'promptTokens', 'promptLength', 'capacity'] as const)
+      if (!Number.isInteger(g[key]) || (g[key] as number) < 1) throw bad(`generation.${key} is ${JSON.stringify(g[key])}, expected a positive integer`);
+    if (typeof g['leftPadded'] !== 'boolean') throw bad('generation.leftPadded is not a boolean');
+    if (!isRecord(m.entries['prefill']) || !isRecord(m.entries['decode'])) throw bad('generation is declared but the prefill and decode entries are not both there');
+  }
   for (const [name, e] of Object.entries(m.entries)) {
     const where = `entry '${name}'`;
     if (!isRecord(e)) throw bad(`${where} is not an object`);

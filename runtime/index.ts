@@ -11,5 +11,7 @@ export * from './webgpu/device.js';
 export * from './webgpu/buffers.js';
 export * from './artefact.js';
 export * from './fetch.js';
+export * from './generate.js';
+export * from './random.js';
 export * from './webgpu/program.js';
 export * from './webgpu/profile.js';

@@ -13,6 +13,7 @@ import {
   type BufferDecl,
   type DispatchDecl,
   type EntryManifest,
+  type GenerationDecl,
   type Manifest,
   type OutputDecl,
   type ParamDecl,
@@ -53,6 +54,8 @@ export interface CompileOptions {
   readonly kvCaches?: ReadonlyMap<string, number>;
   /** provenance for the manifest (spec, config, stage). */
   readonly source?: Readonly<Record<string, string>>;
+  /** for generation artefacts: how the prefill and decode entries were built (recorded in the manifest). */
+  readonly generation?: GenerationDecl;
   /** bytes of one chunk of a loss head's logits (compiler/passes/loss-heads.ts; default LOSS_CHUNK_BYTES). */
   readonly lossChunkBytes?: number;
 }
@@ -120,6 +123,7 @@ export function compileArtefact(specs: readonly EntrySpec[], opts: CompileOption
     params: [...params.values()],
     state: [...state.values()],
     entries: manifests,
+    ...(opts.generation ? { generation: opts.generation } : {}),
   };
   return { artefact: { manifest, kernels: kernels.files }, entries };
 }

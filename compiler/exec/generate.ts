@@ -1,48 +1,20 @@
 // Token generation over the prefill and decode graphs of compiler/passes/kv-cache.ts, on the
 // reference executor or on WebGPU (one artefact, two entries over one TensorStore whose state is
 // the KV cache), with greedy decoding or sampling as transformers' generate() samples.
+import type { GenerationDecl } from '../../runtime/artefact.js';
 import { KilnError } from '../../runtime/errors.js';
+import { artefactStepRunner, decodeFeeds, PROMPT_START, type StepRunner } from '../../runtime/generate.js';
 import type { HostTensor } from '../../runtime/tensor.js';
 import { ArtefactProgram } from '../../runtime/webgpu/program.js';
 import type { KilnDevice } from '../../runtime/webgpu/device.js';
+import type { DeviceTraits } from '../codegen/kernel.js';
 import { compileArtefact } from '../emit/artefact.js';
 import type { Graph } from '../ir/graph.js';
-import { CACHE_AXIS, generationGraphs, PROMPT_START, type GenerationGraphs } from '../passes/kv-cache.js';
-import { seededRandom } from './init.js';
+import { CACHE_AXIS, generationGraphs, type GenerationGraphs } from '../passes/kv-cache.js';
 import { runReference } from './reference.js';
 import { deviceTraits } from './webgpu.js';
 
-/**
- * Runs the two entries: logits [rows * vocab] (row-major) of the last prompt position of each
- * row, then of each row's fed token.
- */
-export interface StepRunner {
-  /**
-   * `feeds`: the prompt's inputs (input_ids [rows, T], pixel_values [rows, ...], and for
-   * left-padded graphs prompt_start [rows]); fills the cache.
-   */
-  prefill(feeds: ReadonlyMap<string, HostTensor>): Promise<Float32Array>;
-  /** one token per row at cache position `position` (the prompt fills 0 .. promptLength - 1). */
-  decode(token: number | readonly number[], position: number): Promise<Float32Array>;
-  destroy(): void;
-}
-
-const scalarI32 = (v: number): HostTensor => ({ dtype: 'i32', shape: [], data: Int32Array.of(v) });
-const tokenFeed = (t: number | readonly number[]): HostTensor => {
-  const ids = typeof t === 'number' ? [t] : t;
-  return { dtype: 'i32', shape: [ids.length, 1], data: Int32Array.from(ids) };
-};
 const asF32 = (t: HostTensor): Float32Array => (t.data instanceof Float32Array ? t.data : Float32Array.from(t.data));
-
-/** The decode step's feeds: the tokens, the position, and (left-padded) the rows' starts from the prefill. */
-function decodeFeeds(g: GenerationGraphs, token: number | readonly number[], position: number, start: HostTensor | undefined): Map<string, HostTensor> {
-  const feeds = new Map([['input_ids', tokenFeed(token)], ['position', scalarI32(position)]]);
-  if (g.leftPadded) {
-    if (!start) throw new KilnError(`left-padded generation: the prefill was fed no ${PROMPT_START}`);
-    feeds.set(PROMPT_START, start);
-  }
-  return feeds;
-}
 
 /** The reference executor (f32) over the two graphs; the caches live on the host. */
 export function referenceRunner(g: GenerationGraphs, params: ReadonlyMap<string, HostTensor>): StepRunner {
@@ -71,31 +43,38 @@ export function referenceRunner(g: GenerationGraphs, params: ReadonlyMap<string,
   };
 }
 
-/** One artefact with entries `prefill` and `decode`, the caches as its kv-cache state. */
-export function compileGeneration(g: GenerationGraphs, kd: KilnDevice) {
+/** How `g` was built, as the manifest records it for runtime/generate.ts. */
+export function generationDecl(g: GenerationGraphs): GenerationDecl {
+  const ids = g.prefill.inputs.find((i) => i.name === 'input_ids');
+  const T = ids ? g.prefill.nodes[ids.node]!.type.shape[1] : undefined;
+  if (typeof T !== 'number') throw new KilnError('the prefill graph has no input_ids [rows, T] with a concrete T');
+  return { rows: g.rows, promptTokens: T, promptLength: g.promptLength, capacity: g.capacity, leftPadded: g.leftPadded };
+}
+
+/**
+ * One artefact with entries `prefill` and `decode`, the caches as its kv-cache state and the
+ * manifest's `generation` block saying how they were built. `traits`: the device's (deviceTraits)
+ * or, for an artefact compiled without one, DEFAULT_TRAITS.
+ */
+export function compileGeneration(g: GenerationGraphs, traits: DeviceTraits, source?: Readonly<Record<string, string>>) {
   const outputs = (graph: Graph) => graph.outputs.filter((o) => o.name === 'logits');
   return compileArtefact(
     [
       { name: 'prefill', graph: g.prefill, outputs: outputs(g.prefill), applyUpdates: true },
       { name: 'decode', graph: g.decode, outputs: outputs(g.decode), applyUpdates: true },
     ],
-    { bindings: new Map(), traits: deviceTraits(kd), kvCaches: new Map(g.caches.map((n) => [n, CACHE_AXIS])) },
+    { bindings: new Map(), traits, kvCaches: new Map(g.caches.map((n) => [n, CACHE_AXIS])), generation: generationDecl(g), ...(source ? { source } : {}) },
   );
 }
 
 /** WebGPU: the compiled artefact's two entries over one TensorStore holding weights and caches. */
 export async function webgpuRunner(g: GenerationGraphs, params: ReadonlyMap<string, HostTensor>, kd: KilnDevice): Promise<StepRunner> {
-  const { artefact } = compileGeneration(g, kd);
+  const { artefact } = compileGeneration(g, deviceTraits(kd));
   const program = await ArtefactProgram.load(kd, artefact);
   program.store.write(new Map([...params].filter(([name]) => program.store.has(name) && !g.caches.includes(name))));
-  const logits = async (entry: string, feeds: ReadonlyMap<string, HostTensor>) => asF32((await program.run(entry, feeds, ['logits'])).get('logits')!);
-  let start: HostTensor | undefined;
+  const steps = artefactStepRunner(program);
   return {
-    prefill: (feeds) => {
-      start = feeds.get(PROMPT_START);
-      return logits('prefill', feeds);
-    },
-    decode: (token, position) => logits('decode', decodeFeeds(g, token, position, start)),
+    ...steps,
     destroy: () => {
       program.destroy();
       program.store.destroy();
@@ -103,226 +82,6 @@ export async function webgpuRunner(g: GenerationGraphs, params: ReadonlyMap<stri
   };
 }
 
-export interface SamplingOptions {
-  /** 0 or undefined with no top-k/top-p: greedy. */
-  readonly temperature?: number;
-  readonly topK?: number;
-  readonly topP?: number;
-  readonly seed?: number;
-}
-
-/** The first index of the largest logit (torch.argmax's tie rule). A NaN logit is an error. */
-export function argmax(logits: ArrayLike<number>): number {
-  let best = 0;
-  for (let i = 0; i < logits.length; i++) {
-    if (Number.isNaN(logits[i]!)) throw new KilnError(`logit ${i} is NaN: the model's output is not a number, so no token can be chosen`);
-    if (logits[i]! > logits[best]!) best = i;
-  }
-  return best;
-}
-
-/** Whether these options sample (any of temperature > 0, top-k, top-p) rather than take the argmax. */
-export function isSampling(o: SamplingOptions): boolean {
-  if (o.temperature === 0) return false;
-  return o.temperature !== undefined || o.topK !== undefined || o.topP !== undefined;
-}
-
-/**
- * The next token as transformers' sampling picks it: logits / temperature, then top-k (the k
- * largest; ties at the k-th value kept, as TopKLogitsWarper's `< kth value` filter keeps them),
- * then top-p (TopPLogitsWarper: the smallest set of the most probable tokens whose probability
- * reaches p, never fewer than one), then one draw from the renormalised distribution.
- */
-export function sampleToken(logits: ArrayLike<number>, o: SamplingOptions, random: () => number): number {
-  if (!isSampling(o)) return argmax(logits);
-  const temperature = o.temperature ?? 1;
-  const n = logits.length;
-  const z = Float64Array.from({ length: n }, (_, i) => logits[i]! / temperature);
-  const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => z[b]! - z[a]! || a - b);
-  let keep = n;
-  if (o.topK !== undefined && o.topK > 0 && o.topK < n) {
-    const kth = z[order[o.topK - 1]!]!;
-    keep = o.topK;
-    while (keep < n && z[order[keep]!]! >= kth) keep++;
-  }
-  const max = z[order[0]!]!;
-  const w = order.slice(0, keep).map((i) => Math.exp(z[i]! - max));
-  let total = w.reduce((a, x) => a + x, 0);
-  if (o.topP !== undefined && o.topP < 1) {
-    let acc = 0;
-    let m = 0;
-    while (m < w.length) {
-      acc += w[m]! / total;
-      m++;
-      if (acc >= o.topP) break;
-    }
-    w.length = Math.max(1, m);
-    total = w.reduce((a, x) => a + x, 0);
-  }
-  let r = random() * total;
-  for (let j = 0; j < w.length; j++) {
-    r -= w[j]!;
-    if (r < 0) return order[j]!;
-  }
-  return order[w.length - 1]!;
-}
-
-export interface GenerateOptions extends SamplingOptions {
-  readonly maxTokens: number;
-  /** stop after emitting one of these (it is included in the tokens). */
-  readonly eos: readonly number[];
-  /**
-   * run the prefill and one decode step once before the timed run, so the figures leave out what
-   * the first dispatch of each kernel costs (lavapipe compiles shaders then). The decode writes
-   * cache position promptLength, which the timed run overwrites before reading it.
-   */
-  readonly warmup?: boolean;
-  /** called with each token as it is chosen (streaming). */
-  readonly onToken?: (token: number) => void;
-}
-
-export type StopReason = 'eos' | 'max-tokens' | 'cache-full';
-
-export interface GenerateResult {
-  readonly tokens: number[];
-  readonly prefillMs: number;
-  /** decode steps per second over the steps after the prefill (NaN when there were none). */
-  readonly decodeTokensPerS: number;
-  /** why it stopped. */
-  readonly stop: StopReason;
-}
-
-export interface BatchGenerateResult {
-  /** per prompt: its tokens (through its end-of-sequence token) and why it stopped. */
-  readonly rows: { tokens: number[]; stop: StopReason }[];
-  readonly prefillMs: number;
-  /** decode steps per second (each step decodes one token of every row). */
-  readonly decodeStepsPerS: number;
-}
-
-/**
- * Generates up to `maxTokens` tokens after the prompt. The cache holds `g.capacity` positions:
- * the prompt takes `g.promptLength`, each decoded token one more.
- */
-export async function generateTokens(runner: StepRunner, g: GenerationGraphs, prompt: ReadonlyMap<string, HostTensor>, o: GenerateOptions): Promise<GenerateResult> {
-  const r = await generateRows(runner, g, prompt, { ...o, ...(o.onToken ? { onToken: (t: number) => o.onToken!(t) } : {}) });
-  return { tokens: r.rows[0]!.tokens, stop: r.rows[0]!.stop, prefillMs: r.prefillMs, decodeTokensPerS: r.decodeStepsPerS };
-}
-
-/**
- * Generates for each of `g.rows` prompts (left-padded when several) until every row has emitted
- * an end-of-sequence token or `maxTokens`, or the cache is full. Each row samples from its own
- * stream seeded with `seed`, so a row gets the tokens it gets alone. A finished row keeps being
- * fed its last token (its logits are no longer read), as transformers feeds a finished row padding.
- */
-export async function generateRows(
-  runner: StepRunner,
-  g: GenerationGraphs,
-  prompt: ReadonlyMap<string, HostTensor>,
-  o: Omit<GenerateOptions, 'onToken'> & { readonly onToken?: (token: number, row: number) => void },
-): Promise<BatchGenerateResult> {
-  const R = g.rows;
-  const randoms = Array.from({ length: R }, () => seededRandom(o.seed ?? 0));
-  if (o.warmup) {
-    await runner.prefill(prompt);
-    if (g.capacity > g.promptLength) await runner.decode(new Array<number>(R).fill(0), g.promptLength);
-  }
-  const t0 = performance.now();
-  let logits = await runner.prefill(prompt);
-  const prefillMs = performance.now() - t0;
-  const V = logits.length / R;
-  const rows = Array.from({ length: R }, () => ({ tokens: [] as number[], stop: 'max-tokens' as StopReason }));
-  const done = new Array<boolean>(R).fill(false);
-  const last = new Array<number>(R).fill(0);
-  let position = g.promptLength;
-  const t1 = performance.now();
-  let steps = 0;
-  for (;;) {
-    for (let r = 0; r < R; r++) {
-      if (done[r]) continue;
-      const token = sampleToken(logits.subarray(r * V, (r + 1) * V), o, randoms[r]!);
-      rows[r]!.tokens.push(token);
-      last[r] = token;
-      o.onToken?.(token, r);
-      if (o.eos.includes(token)) {
-        rows[r]!.stop = 'eos';
-        done[r] = true;
-      } else if (rows[r]!.tokens.length >= o.maxTokens) done[r] = true;
-    }
-    if (done.every(Boolean)) break;
-    if (position >= g.capacity) {
-      for (let r = 0; r < R; r++) if (!done[r]) rows[r]!.stop = 'cache-full';
-      break;
-    }
-    logits = await runner.decode(R === 1 ? last[0]! : last, position++);
-    steps++;
-  }
-  const decodeS = (performance.now() - t1) / 1000;
-  return { rows, prefillMs, decodeStepsPerS: steps > 0 ? steps / decodeS : NaN };
-}
-
-/**
- * Several prompts as one left-padded batch: input_ids [rows, T] with `padId` in front of the
- * shorter prompts, pixel_values stacked [rows, ...], and prompt_start [rows] (each row's number of
- * padding positions). Each prompt is input_ids [1, n] and, when any has one, pixel_values [1, ...].
- * @throws KilnError when the prompts hold different numbers of image placeholders (their spliced
- *   lengths would differ) or only some have pixel_values.
- */
-export function leftPadPrompts(prompts: readonly ReadonlyMap<string, HostTensor>[], padId: number, imageToken: number): Map<string, HostTensor> {
-  const ids = prompts.map((p) => Array.from(p.get('input_ids')!.data));
-  const images = ids.map((row) => row.filter((t) => t === imageToken).length);
-  if (images.some((n) => n !== images[0])) throw new KilnError(`the prompts hold ${images.join(', ')} images; prompts generated together must hold the same number (each has its image in front)`);
-  const T = Math.max(...ids.map((r) => r.length));
-  const data = new Int32Array(prompts.length * T);
-  const start = new Int32Array(prompts.length);
-  ids.forEach((row, r) => {
-    start[r] = T - row.length;
-    data.fill(padId, r * T, r * T + start[r]!);
-    data.set(row, r * T + start[r]!);
-  });
-  const out = new Map<string, HostTensor>([
-    ['input_ids', { dtype: 'i32', shape: [prompts.length, T], data }],
-    [PROMPT_START, { dtype: 'i32', shape: [prompts.length], data: start }],
-  ]);
-  const px = prompts.map((p) => p.get('pixel_values'));
-  if (px.some((p) => p !== undefined)) {
-    if (px.some((p) => p === undefined)) throw new KilnError('only some of the prompts have an image');
-    const per = px[0]!.data.length;
-    const all = new Float32Array(per * px.length);
-    px.forEach((p, r) => all.set(p!.data, r * per));
-    out.set('pixel_values', { dtype: 'f32', shape: [px.length, ...px[0]!.shape.slice(1)], data: all });
-  }
-  return out;
-}
-
-export { generationGraphs, PROMPT_START, seededRandom };
-
-/**
- * Text of the tokens so far as it comes, as a whole-sequence decode gives it: each call decodes
- * every token seen and returns what is new past the text already returned. A decode ending in
- * U+FFFD (an incomplete UTF-8 character from byte-fallback or ByteLevel tokens) is held back
- * until later tokens complete it; `flush()` returns whatever remains.
- */
-export class TextStream {
-  private readonly ids: number[] = [];
-  private shown = 0;
-
-  constructor(private readonly decode: (ids: readonly number[]) => string) {}
-
-  push(token: number): string {
-    this.ids.push(token);
-    const text = this.decode(this.ids);
-    if (text.endsWith('\uFFFD')) return '';
-    return this.take(text);
-  }
-
-  flush(): string {
-    return this.take(this.decode(this.ids));
-  }
-
-  private take(text: string): string {
-    const fresh = text.length > this.shown ? text.slice(this.shown) : '';
-    this.shown = Math.max(this.shown, text.length);
-    return fresh;
-  }
-}
+export { generationGraphs };
+export * from '../../runtime/generate.js';
+export { seededRandom } from '../../runtime/random.js';

@@ -25,6 +25,7 @@
 // its attention as matmul, mask, softmax, matmul for that; the padding rows' own outputs are
 // never read by a real row. All rows share the cache position of the decode step.
 import { KilnError } from '../../runtime/errors.js';
+import { PROMPT_START } from '../../runtime/generate.js';
 import { GraphBuilder } from '../ir/builder.js';
 import { dimToString, isSymDim, type SymbolBindings } from '../ir/dims.js';
 import { evalAttr, evalAttrs, reachable, type AttrValue, type Attrs, type Graph, type Node } from '../ir/graph.js';
@@ -36,7 +37,7 @@ export const cacheName = (layer: number, which: 'k' | 'v'): string => `kv.${laye
 export const CACHE_AXIS = 2;
 
 /** The input of left-padded generation graphs: each row's first real position [rows] i32. */
-export const PROMPT_START = 'prompt_start';
+export { PROMPT_START };
 
 export interface GenerationGraphs {
   readonly prefill: Graph;
