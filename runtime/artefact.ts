@@ -152,6 +152,8 @@ export interface GenerationDecl {
   readonly capacity: number;
   /** whether both entries take `prompt_start` [rows] (i32): each row's number of left-padding positions. */
   readonly leftPadded: boolean;
+  /** the image placeholder id the prefill splices the image at (LLaVA's -200), when it takes an image. */
+  readonly imageToken?: number;
 }
 
 /** A manifest and its kernels' WGSL, by file name: in memory, or read from a folder. */

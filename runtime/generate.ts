@@ -319,3 +319,45 @@ export class TextStream {
     return fresh;
   }
 }
+
+/** One prompt for `generate`: token ids (the image placeholder included) and, when the model takes one, its image. */
+export interface GenerationPrompt {
+  /** at most the manifest's `generation.promptTokens` ids (exactly that many when the entries are not left-padded). */
+  readonly input_ids: ArrayLike<number>;
+  /** the preprocessed image, f32 [1, channels, height, width] (or without the leading 1). */
+  readonly pixel_values?: HostTensor;
+}
+
+/**
+ * Generates for up to `generation.rows` prompts at once over an artefact's `prefill` and `decode`
+ * entries (`kiln compile --entries prefill,decode`), as `kiln generate` does: left-padded to the
+ * compiled prompt length with `padId` (default 0; the padding is masked), each row sampled from
+ * its own stream seeded with `seed` so that a prompt gets the tokens it gets alone. Fewer prompts
+ * than rows fill the remaining rows with the first prompt; their results are dropped.
+ * @throws KilnError when there are no prompts or more than the rows, a prompt is longer than the
+ *   compiled prompt (or, without left padding, of another length), or only some have an image.
+ */
+export async function generate(
+  program: ArtefactProgram,
+  prompts: readonly GenerationPrompt[],
+  o: Omit<GenerateOptions, 'onToken'> & { readonly padId?: number; readonly onToken?: (token: number, row: number) => void },
+): Promise<BatchGenerateResult> {
+  const g = generationOf(program);
+  if (prompts.length === 0 || prompts.length > g.rows) throw new KilnError(`${prompts.length} prompts given; the artefact generates for 1 to ${g.rows} at once`);
+  const maps = prompts.map((p, r) => {
+    if (p.input_ids.length > g.promptTokens || (!g.leftPadded && p.input_ids.length !== g.promptTokens))
+      throw new KilnError(`prompt ${r} has ${p.input_ids.length} tokens; the prefill was compiled for ${g.leftPadded ? 'at most ' : ''}${g.promptTokens}`);
+    const m = new Map<string, HostTensor>([['input_ids', { dtype: 'i32', shape: [1, p.input_ids.length], data: Int32Array.from(p.input_ids) }]]);
+    if (p.pixel_values) {
+      const px = p.pixel_values;
+      m.set('pixel_values', { dtype: 'f32', shape: px.shape.length === 3 ? [1, ...px.shape] : px.shape, data: px.data instanceof Float32Array ? px.data : Float32Array.from(px.data) });
+    }
+    return m;
+  });
+  while (maps.length < g.rows) maps.push(maps[0]!);
+  const feeds = g.leftPadded ? leftPadPrompts(maps, o.padId ?? 0, g.imageToken ?? Number.NaN, g.promptTokens) : maps[0]!;
+  const runner = artefactStepRunner(program);
+  const { onToken } = o;
+  const r = await generateRows(runner, g, feeds, { ...o, ...(onToken ? { onToken: (t: number, row: number) => row < prompts.length && onToken(t, row) } : {}) });
+  return { ...r, rows: r.rows.slice(0, prompts.length) };
+}

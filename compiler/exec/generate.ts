@@ -48,7 +48,9 @@ export function generationDecl(g: GenerationGraphs): GenerationDecl {
   const ids = g.prefill.inputs.find((i) => i.name === 'input_ids');
   const T = ids ? g.prefill.nodes[ids.node]!.type.shape[1] : undefined;
   if (typeof T !== 'number') throw new KilnError('the prefill graph has no input_ids [rows, T] with a concrete T');
-  return { rows: g.rows, promptTokens: T, promptLength: g.promptLength, capacity: g.capacity, leftPadded: g.leftPadded };
+  const splice = g.prefill.nodes.find((n) => n.op === 'splice');
+  const imageToken = splice ? Number(splice.attrs['token']) : undefined;
+  return { rows: g.rows, promptTokens: T, promptLength: g.promptLength, capacity: g.capacity, leftPadded: g.leftPadded, ...(imageToken === undefined ? {} : { imageToken }) };
 }
 
 /**
