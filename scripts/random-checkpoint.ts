@@ -10,7 +10,8 @@
 // input_ids with one image placeholder per row, labels).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { checkOptions, parse, specOptions } from '../compiler/cli/args.js';
+import { Command } from 'commander';
+import { checkOptions } from '../compiler/cli/args.js';
 import { loadAndCheck } from '../compiler/cli/spec.js';
 import { Output } from '../compiler/cli/output.js';
 import { checkpointConfig, constShape } from '../compiler/checkpoint/save.js';
@@ -19,15 +20,26 @@ import { initParam, seededRandom } from '../compiler/exec/init.js';
 import { writeSafetensors, writeSafetensorsStreaming } from '../runtime/node/safetensors-file.js';
 import type { HostTensor } from '../runtime/tensor.js';
 
-const { values, positionals } = parse(process.argv.slice(2), { ...specOptions, out: { type: 'string' }, seed: { type: 'string' }, seq: { type: 'string' }, 'batch-size': { type: 'string' } });
-if (positionals.length !== 1 || !values.out) {
-  process.stderr.write('usage: random-checkpoint.ts SPEC [--config NAME] [--set k=v]... --out DIR [--seed S] [--seq T] [--batch-size B]\n');
-  process.exit(2);
-}
+const cli = new Command('random-checkpoint.ts')
+  .argument('<SPEC>', 'a .kiln file')
+  .requiredOption('--out <DIR>', 'where config.json, model.safetensors and batch.safetensors go')
+  .option('--config <NAME>', "the config to build (default: the spec file's first)")
+  .option('--set <KEY=VALUE>', 'override a config value (repeatable)', (v: string, prev: string[] | undefined) => [...(prev ?? []), v])
+  .option('--model <NAME>', 'the model to build when the file declares several')
+  .option('--stage <NAME>', 'the training stage whose frozen/trainable split applies')
+  .option('--seed <S>', 'the initialisers\' seed (default 0)')
+  .option('--seq <T>', 'tokens per batch row (default 64)')
+  .option('--batch-size <B>', 'batch rows (default 1)')
+  .addHelpText('after', '\nExample:\n  $ node bin/run-ts.js scripts/random-checkpoint.ts models/vwlmm.kiln --config tiny --set text.hidden=2048 --out /tmp/vw1b')
+  .showSuggestionAfterError()
+  .exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2))
+  .parse();
+const values = cli.opts<{ out: string; config?: string; set?: string[]; model?: string; stage?: string; seed?: string; seq?: string; batchSize?: string }>();
+const positionals = cli.args;
 const out = values.out;
 const seed = Number(values.seed ?? 0);
 const T = Number(values.seq ?? 64);
-const B = Number(values['batch-size'] ?? 1);
+const B = Number(values.batchSize ?? 1);
 const model = loadAndCheck(positionals[0]!, checkOptions(values), new Output());
 mkdirSync(out, { recursive: true });
 writeFileSync(join(out, 'config.json'), `${JSON.stringify(checkpointConfig(model), null, 2)}\n`);

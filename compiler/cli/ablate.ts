@@ -11,7 +11,7 @@
 import { UsageError } from '../check/index.js';
 import { KilnError } from '../../runtime/errors.js';
 import { Trainer } from '../train/trainer.js';
-import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
+import { checkOptions, defineCommand, specArg, specOptions, type Args, type OptionValues } from './args.js';
 import type { Output } from './output.js';
 import { Output as CapturedOutput } from './output.js';
 import { loadAndCheck } from './spec.js';
@@ -32,30 +32,36 @@ export const ABLATION_ROWS: readonly { readonly name: string; readonly sets: rea
   { name: 'VW-LMM pif (vm_weight 1)', sets: ['vm_weight=1', 'pif=true'] },
 ];
 
-export const ablateHelp = `usage: kiln ablate SPEC [--config tiny] [--seeds N] [--steps K] [--backend NAME] [--json]
+const ablateOptions = {
+  seeds: { type: 'string', arg: 'N', help: `seeds 0 .. N-1 for every row (default ${DEFAULT_SEEDS})` },
+  steps: { type: 'string', arg: 'K', help: `optimiser steps per run (default ${DEFAULT_STEPS})` },
+  backend: { type: 'string', arg: 'NAME', help: 'webgpu (default when an adapter exists) or cpu (the reference executor)' },
+  ...specOptions,
+  config: { ...specOptions.config, help: 'the config to build (default tiny)' },
+  set: { ...specOptions.set, help: "override a config value (repeatable); vm_weight and pif are the rows': --set may not give them" },
+} as const;
 
-Trains the model on builtin:shapes three ways with the same seeds and steps, and prints one table:
+export const ablateCommand = defineCommand({
+  summary: 'train the tiny model on builtin:shapes as LLaVA (vm_weight 0), VW-LMM and VW-LMM with pif over N seeds; one table',
+  usage: 'SPEC [--config tiny] [--seeds N] [--steps K] [--backend NAME] [--json]',
+  description: `Trains the model on builtin:shapes three ways with the same seeds and steps, and prints one table:
   LLaVA (vm_weight 0)        the LM loss alone, LLaVA-1.5's objective
   VW-LMM (vm_weight 1)       LM + visual-word (VM) loss
   VW-LMM pif (vm_weight 1)   with pseudo image features: the decoder reads softmax(vm_head(v)) @ E
 Columns: held-out answer accuracy (mean ± sample sd over the seeds), the last step's train LM and
 VM terms, the held-out LM and VM terms after the last step (means over seeds), wall time per run
-(data, compiling, training and evaluation; mean over seeds);
-beside the image-blind baseline. Each run is kiln train with ${ABLATION_DATA.data}
---template ${ABLATION_DATA.template} --batch-size ${ABLATION_DATA['batch-size']} --lr ${ABLATION_DATA.lr} --seed S (npm run demo's recipe), in this process;
-no checkpoint is written.
-  --seeds N           seeds 0 .. N-1 for every row (default ${DEFAULT_SEEDS})
-  --steps K           optimiser steps per run (default ${DEFAULT_STEPS})
-  --backend NAME      webgpu (default when an adapter exists) or cpu (the reference executor)
-${specHelp.replace("(default: the spec file's first)", '(default tiny)')}
-  (vm_weight and pif are the rows': --set may not give them)`;
-
-const ablateOptions = {
-  ...specOptions,
-  seeds: { type: 'string' },
-  steps: { type: 'string' },
-  backend: { type: 'string' },
-} as const;
+(data, compiling, training and evaluation; mean over seeds); beside the image-blind baseline.
+Each run is kiln train with ${ABLATION_DATA.data} --template ${ABLATION_DATA.template}
+--batch-size ${ABLATION_DATA['batch-size']} --lr ${ABLATION_DATA.lr} --seed S (npm run demo's recipe), in this process;
+no checkpoint is written.`,
+  args: [specArg],
+  options: ablateOptions,
+  examples: [
+    { run: 'kiln ablate models/vwlmm.kiln', does: `the three rows over ${DEFAULT_SEEDS} seeds of ${DEFAULT_STEPS} steps` },
+    { run: 'kiln ablate models/vwlmm.kiln --seeds 1 --steps 20 --json', does: 'a quick look, as JSON' },
+  ],
+  run: runAblate,
+});
 
 function intFlag(flag: string, v: string | undefined, min: number, fallback: number): number {
   if (v === undefined) return fallback;
@@ -136,13 +142,8 @@ export function ablationText(t: AblationTable): string {
   return lines.join('\n');
 }
 
-export async function runAblate(argv: readonly string[], out: Output): Promise<number> {
-  const { values, positionals } = parse(argv, ablateOptions);
-  if (values.help) {
-    out.stdout(ablateHelp);
-    return 0;
-  }
-  const spec = onePositional(positionals, 'SPEC (a .kiln file)');
+async function runAblate(values: OptionValues<typeof ablateOptions>, args: Args, out: Output): Promise<number> {
+  const spec = args[0]!;
   const seeds = intFlag('seeds', values.seeds, 1, DEFAULT_SEEDS);
   const steps = intFlag('steps', values.steps, 1, DEFAULT_STEPS);
   if (values.backend !== undefined && values.backend !== 'cpu' && values.backend !== 'webgpu') throw new UsageError(`--backend ${values.backend}: expected webgpu or cpu`);
@@ -214,7 +215,7 @@ export async function runAblate(argv: readonly string[], out: Output): Promise<n
       // kiln train's notes (the run's banner, a missing adapter) stay out of the table's output.
       const quiet = new CapturedOutput(true);
       quiet.sources = out.sources;
-      const ctx = await prepareTraining(trainValues, [spec], quiet);
+      const ctx = await prepareTraining(trainValues, spec, quiet);
       try {
         const held = await heldoutData(ctx, quiet);
         if (!held) throw new KilnError(`${ABLATION_DATA.data} gave no held-out split to evaluate`);

@@ -2,14 +2,9 @@
 // it trains, with totals per component.
 import type { CheckedModel } from '../check/index.js';
 import { evalDim, isConst } from '../ir/dims.js';
-import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
+import { checkOptions, defineCommand, specArg, specOptions, type Args, type OptionValues } from './args.js';
 import type { Output } from './output.js';
 import { loadAndCheck } from './spec.js';
-
-export const checkHelp = `usage: kiln check SPEC [options]
-
-Checks a spec: names, configs, shapes and dtypes. Prints the parameter table.
-${specHelp}`;
 
 export interface ParamRow {
   name: string;
@@ -28,13 +23,20 @@ export function paramRows(m: CheckedModel): ParamRow[] {
 
 export const fmt = (n: number): string => n.toLocaleString('en-US');
 
-export async function runCheck(argv: readonly string[], out: Output): Promise<number> {
-  const { values, positionals } = parse(argv, specOptions);
-  if (values.help) {
-    out.stdout(checkHelp);
-    return 0;
-  }
-  const spec = onePositional(positionals, 'SPEC (a .kiln file)');
+export const checkCommand = defineCommand({
+  summary: 'check a spec and print its parameters (names, shapes, counts, trainable/frozen)',
+  description: 'Checks a spec: names, configs, shapes and dtypes. Prints the parameter table.',
+  args: [specArg],
+  options: specOptions,
+  examples: [
+    { run: 'kiln check models/vwlmm.kiln --config vicuna7b', does: 'the parameter table, with totals per component' },
+    { run: 'kiln check models/vwlmm.kiln --config tiny --set text.layers=3 --json', does: 'with one config value overridden, as JSON: {"parameters": [...], "total": N}' },
+  ],
+  run: runCheck,
+});
+
+async function runCheck(values: OptionValues<typeof specOptions>, args: Args, out: Output): Promise<number> {
+  const spec = args[0]!;
   const model = loadAndCheck(spec, checkOptions(values), out);
   const rows = paramRows(model);
   const total = rows.reduce((a, r) => a + r.count, 0);

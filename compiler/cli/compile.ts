@@ -11,7 +11,7 @@ import { shapeToString } from '../ir/dims.js';
 import type { TensorType } from '../ir/graph.js';
 import { writeArtefact } from '../../runtime/node/artefact-files.js';
 import { MANIFEST_FILE } from '../../runtime/artefact.js';
-import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
+import { checkOptions, defineCommand, specArg, specOptions, type Args, type OptionValues } from './args.js';
 import type { Output } from './output.js';
 import { DEFAULT_BATCH, DEFAULT_SEQ, positiveInt } from './plan.js';
 import { loadAndCheck } from './spec.js';
@@ -19,43 +19,34 @@ import { loadAndCheck } from './spec.js';
 /** The typed bindings' file name in the artefact folder. */
 export const BINDINGS_FILE = 'model.ts';
 
-export const compileHelp = `usage: kiln compile SPEC --out DIR [options]
-
-Compiles the model's entries into DIR: manifest.json (format version, required features and
-limits, symbols, parameters by checkpoint name, optimiser state, and per entry its inputs,
-outputs, updates, buffers and dispatch list) and one WGSL file per kernel in DIR/kernels/.
-Kernels are sized for WebGPU's default limits, so any adapter runs them.
-  --out DIR          the artefact folder (its manifest and kernels are replaced)
-  --entries LIST     comma-separated, from ${ENTRY_NAMES.join(', ')} (default: ${DEFAULT_ENTRIES.join(', ')})
-  --dtype f32|f16    float storage (f16 needs shader-f16; math stays f32)
-  --batch-size B     the batch symbol B (default ${DEFAULT_BATCH})
-  --seq T            the sequence symbol T, tokens of input_ids (default ${DEFAULT_SEQ})
-  --ts               also write DIR/${BINDINGS_FILE}: typed TypeScript bindings (one method per
-                     entry, inputs and outputs with their dtypes and shapes) over kiln/runtime
-${specHelp}
-
-examples:
-  kiln compile models/vwlmm.kiln --config tiny --batch-size 2 --seq 32 --out out/tiny --ts`;
-
 const compileOptions = {
+  out: { type: 'string', arg: 'DIR', help: 'the artefact folder (its manifest and kernels are replaced)' },
+  entries: { type: 'string', arg: 'LIST', help: `comma-separated, from ${ENTRY_NAMES.join(', ')} (default: ${DEFAULT_ENTRIES.join(', ')})` },
+  dtype: { type: 'string', arg: 'f32|f16', help: 'float storage (f16 needs shader-f16; math stays f32)' },
+  'batch-size': { type: 'string', arg: 'B', help: `the batch symbol B (default ${DEFAULT_BATCH})` },
+  seq: { type: 'string', arg: 'T', help: `the sequence symbol T, tokens of input_ids (default ${DEFAULT_SEQ})` },
+  ts: { type: 'boolean', help: `also write DIR/${BINDINGS_FILE}: typed TypeScript bindings (one method per entry, inputs and outputs with their dtypes and shapes) over kiln/runtime` },
   ...specOptions,
-  out: { type: 'string' },
-  entries: { type: 'string' },
-  dtype: { type: 'string' },
-  'batch-size': { type: 'string' },
-  seq: { type: 'string' },
-  ts: { type: 'boolean' },
 } as const;
+
+export const compileCommand = defineCommand({
+  summary: "write the model's entries (loss, grads, train_step) as an artefact: manifest + WGSL kernels",
+  usage: 'SPEC --out DIR [options]',
+  description:
+    "Compiles the model's entries into DIR: manifest.json (format version, required features and limits, symbols, parameters by checkpoint name, optimiser state, and per entry its inputs, outputs, updates, buffers and dispatch list) and one WGSL file per kernel in DIR/kernels/. Kernels are sized for WebGPU's default limits, so any adapter runs them.",
+  args: [specArg],
+  options: compileOptions,
+  examples: [
+    { run: 'kiln compile models/vwlmm.kiln --config tiny --batch-size 2 --seq 32 --out out/tiny --ts', does: 'the tiny model\'s default entries with typed TypeScript bindings' },
+    { run: 'kiln compile models/vwlmm.kiln --config tiny --entries loss,eval --dtype f16 --out out/tiny-f16', does: 'two entries, with f16 storage' },
+  ],
+  run: runCompile,
+});
 
 const typeText = (t: TensorType): string => `${t.dtype}${shapeToString(t.shape)}`;
 
-export async function runCompile(argv: readonly string[], out: Output): Promise<number> {
-  const { values, positionals } = parse(argv, compileOptions);
-  if (values.help) {
-    out.stdout(compileHelp);
-    return 0;
-  }
-  const spec = onePositional(positionals, 'SPEC (a .kiln file)');
+async function runCompile(values: OptionValues<typeof compileOptions>, args: Args, out: Output): Promise<number> {
+  const spec = args[0]!;
   if (!values.out) throw new UsageError('--out DIR is required');
   if (values.dtype !== undefined && values.dtype !== 'f16' && values.dtype !== 'f32') throw new UsageError(`--dtype ${values.dtype}: expected f32 or f16`);
   const names = values.entries === undefined ? [...DEFAULT_ENTRIES] : values.entries.split(',').map((s) => s.trim());

@@ -13,53 +13,58 @@ import type { RecordIssue } from '../../data/llava-json.js';
 import { writeTokenizerDir } from '../../data/node.js';
 import type { TextTokenizer } from '../../data/tokenizer.js';
 import { prepareData } from './data-source.js';
-import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
+import { checkOptions, defineCommand, specArg, specOptions, type Args, type OptionValues } from './args.js';
 import { checkpointOverrides } from './loss.js';
 import type { Output } from './output.js';
 import { loadAndCheck } from './spec.js';
 
-export const dataHelp = `usage: kiln data SPEC --data FILE|DIR|builtin:shapes [options]
-
-Shows what training sees, record by record: the templated prompt with the scored spans in ⟦ ⟧,
-input_ids, labels, and the records left out or truncated and why.
-  --data FILE|DIR     a LLaVA conversation JSON, or a folder holding one and its images;
-                      builtin:shapes[?stage=1|2|mix&split=train|heldout|all&seed=N&size=N] for the
-                      built-in dataset (default stage 2, train split, seed 0, 1200 pictures)
-  --image-folder DIR  where record images are (default: the JSON file's folder)
-  --checkpoint DIR    checkpoint folder: its config.json sets the dims, its tokenizer.json is used
-  --vision-tower DIR  Hugging Face CLIP folder: its config.json sets the image size
-  --tokenizer DIR     folder with tokenizer.json (and tokenizer_config.json); default: the
-                      checkpoint's; without either, a word-level vocabulary built from the data
-  --template NAME     vicuna_v1, mistral, or auto (default): the checkpoint config's model type
-                      (llama: vicuna_v1, mistral: mistral), else the tokenizer's chat_template,
-                      else by the spec config's name
-  --image-placement front|inplace  front (default): <image> moved to the start of the first turn
-                      as LLaVA's preprocess_multimodal does in training; inplace: left where it is
-  --limit N           only the first N records of the file
-  --max-length N      longest sequence after the image splice (default 2048, LLaVA-1.5's);
-                      longer ones are truncated and counted
-  --on-bad-image skip|fail  a missing or unreadable image: leave the record out and count it,
-                      or stop with an error naming file and record (default fail)
-  --dump FILE         write pixel_values, input_ids, labels of the used records as safetensors
-                      (right-padded; the layout kiln loss --batch reads)
-  --save-tokenizer DIR  write the tokenizer used (tokenizer.json, tokenizer_config.json)
-${specHelp}`;
-
 const dataOptions = {
+  data: {
+    type: 'string',
+    arg: 'FILE|DIR',
+    help: 'a LLaVA conversation JSON, or a folder holding one and its images; builtin:shapes[?stage=1|2|mix&split=train|heldout|all&seed=N&size=N] for the built-in dataset (default stage 2, train split, seed 0, 1200 pictures)',
+  },
+  'image-folder': { type: 'string', arg: 'DIR', help: "where record images are (default: the JSON file's folder)" },
+  checkpoint: { type: 'string', arg: 'DIR', help: 'checkpoint folder: its config.json sets the dims, its tokenizer.json is used' },
+  'vision-tower': { type: 'string', arg: 'DIR', help: 'Hugging Face CLIP folder: its config.json sets the image size' },
+  tokenizer: { type: 'string', arg: 'DIR', help: "folder with tokenizer.json (and tokenizer_config.json); default: the checkpoint's; without either, a word-level vocabulary built from the data" },
+  template: {
+    type: 'string',
+    arg: 'NAME',
+    help: "vicuna_v1, mistral, or auto (default): the checkpoint config's model type (llama: vicuna_v1, mistral: mistral), else the tokenizer's chat_template, else by the spec config's name",
+  },
+  'image-placement': {
+    type: 'string',
+    arg: 'front|inplace',
+    help: "front (default): <image> moved to the start of the first turn as LLaVA's preprocess_multimodal does in training; inplace: left where it is",
+  },
+  limit: { type: 'string', arg: 'N', help: 'only the first N records of the file' },
+  'max-length': { type: 'string', arg: 'N', help: "longest sequence after the image splice (default 2048, LLaVA-1.5's); longer ones are truncated and counted" },
+  'on-bad-image': {
+    type: 'string',
+    arg: 'skip|fail',
+    help: 'a missing or unreadable image: leave the record out and count it, or stop with an error naming file and record (default fail)',
+  },
+  dump: { type: 'string', arg: 'FILE', help: 'write pixel_values, input_ids, labels of the used records as safetensors (right-padded; the layout kiln loss --batch reads)' },
+  'save-tokenizer': { type: 'string', arg: 'DIR', help: 'write the tokenizer used (tokenizer.json, tokenizer_config.json)' },
   ...specOptions,
-  checkpoint: { type: 'string' },
-  'vision-tower': { type: 'string' },
-  tokenizer: { type: 'string' },
-  template: { type: 'string' },
-  data: { type: 'string' },
-  'image-folder': { type: 'string' },
-  limit: { type: 'string' },
-  'max-length': { type: 'string' },
-  'on-bad-image': { type: 'string' },
-  'image-placement': { type: 'string' },
-  dump: { type: 'string' },
-  'save-tokenizer': { type: 'string' },
 } as const;
+
+export const dataCommand = defineCommand({
+  summary: 'show what training sees: templated prompts with scored spans, input_ids, labels; --dump a batch',
+  usage: 'SPEC --data FILE|DIR|builtin:shapes [options]',
+  description: 'Shows what training sees, record by record: the templated prompt with the scored spans in ⟦ ⟧, input_ids, labels, and the records left out or truncated and why.',
+  args: [specArg],
+  options: dataOptions,
+  examples: [
+    { run: 'kiln data models/vwlmm.kiln --config tiny --data builtin:shapes --limit 3', does: 'the first three records of the built-in data, as training sees them' },
+    {
+      run: 'kiln data models/vwlmm.kiln --config tiny --checkpoint test/golden/llama_b2/llava --data builtin:shapes --limit 4 --json --dump out/shapes.safetensors',
+      does: 'one JSON object per record, and a batch in the layout kiln loss --batch reads',
+    },
+  ],
+  run: runData,
+});
 
 function positiveInt(flag: string, v: string | undefined, dflt: number): number {
   if (v === undefined) return dflt;
@@ -123,13 +128,8 @@ function baselineLines(b: BuiltinData): string[] {
   ];
 }
 
-export async function runData(argv: readonly string[], out: Output): Promise<number> {
-  const { values, positionals } = parse(argv, dataOptions);
-  if (values.help) {
-    out.stdout(dataHelp);
-    return 0;
-  }
-  const spec = onePositional(positionals, 'SPEC (a .kiln file)');
+async function runData(values: OptionValues<typeof dataOptions>, args: Args, out: Output): Promise<number> {
+  const spec = args[0]!;
   if (!values.data) throw new UsageError('--data FILE|DIR|builtin:shapes is required');
   const onBad = values['on-bad-image'] ?? 'fail';
   if (onBad !== 'skip' && onBad !== 'fail') throw new UsageError(`--on-bad-image ${onBad}: expected skip or fail`);

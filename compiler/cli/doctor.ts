@@ -7,20 +7,21 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { NoAdapterError } from '../../runtime/errors.js';
 import { getDevice } from '../../runtime/node/device.js';
-import { parse } from './args.js';
+import { defineCommand, type Args } from './args.js';
 import type { Output } from './output.js';
 
-export const doctorHelp = `usage: kiln doctor [--json]
-
-Reports the WebGPU adapter Kiln would use (vendor, architecture, driver description, which names
-the Mesa and LLVM versions on lavapipe), its features (shader-f16, subgroups, timestamp-query)
-and the limits Kiln's kernels and buffers meet, and the state of Mesa's shader disk cache: a
-warm cache saves lavapipe about a second per big kernel on a command's first run.
-Exit 0 with an adapter; 3 without one (the message says how to get one: npm run setup).
-
-examples:
-  kiln doctor
-  kiln doctor --json`;
+export const doctorCommand = defineCommand({
+  summary: 'report the WebGPU adapter, its features and limits, the driver (Mesa) version and the shader cache',
+  description:
+    "Reports the WebGPU adapter Kiln would use (vendor, architecture, driver description, which names the Mesa and LLVM versions on lavapipe), its features (shader-f16, subgroups, timestamp-query) and the limits Kiln's kernels and buffers meet, and the state of Mesa's shader disk cache: a warm cache saves lavapipe about a second per big kernel on a command's first run. Exit 0 with an adapter; 3 without one (the message says how to get one: npm run setup).",
+  args: [],
+  options: { json: { type: 'boolean', help: '{"node", "adapter" (null without one), "problem", "shader_cache"} on stdout' } },
+  examples: [
+    { run: 'kiln doctor', does: "this machine's adapter, features, limits and shader cache" },
+    { run: 'kiln doctor --json', does: 'the same as JSON' },
+  ],
+  run: runDoctor,
+});
 
 /** The limits that decide what Kiln can compile and run (runtime/webgpu/device.ts requests them). */
 const LIMITS = [
@@ -78,12 +79,7 @@ export function mesaShaderCache(env: NodeJS.ProcessEnv = process.env): ShaderCac
   return { path: best?.path ?? null, disabled, files: best?.files ?? 0, bytes: best?.bytes ?? 0, warm: !disabled && (best?.bytes ?? 0) > 1 << 20 };
 }
 
-export async function runDoctor(argv: readonly string[], out: Output): Promise<number> {
-  const { values } = parse(argv, { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } });
-  if (values.help) {
-    out.stdout(doctorHelp);
-    return 0;
-  }
+async function runDoctor(values: { json?: boolean }, _args: Args, out: Output): Promise<number> {
   const cache = mesaShaderCache();
   const node = process.versions.node;
   let adapter: Record<string, unknown> | null = null;

@@ -8,31 +8,35 @@ import type { CheckedModel } from '../check/index.js';
 import { checkpointConfig } from '../checkpoint/save.js';
 import { renderModelPy, staticFile } from '../export/torch.js';
 import { KilnError, describeFsError } from '../../runtime/errors.js';
-import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
+import { checkOptions, defineCommand, specArg, specOptions, type Args, type OptionValues } from './args.js';
 import { checkFolderRoles, checkpointOverrides } from './loss.js';
 import type { Output } from './output.js';
 import { loadAndCheck } from './spec.js';
 
-export const exportHelp = `usage: kiln export SPEC --target torch --out DIR [options]
-
-Writes the model as a PyTorch package: model.py (an nn.Module generated from the spec, its loss
-terms, load_checkpoint for Hugging Face folders), train.py (the spec's stages with AdamW, the
-schedule and clipping, on torchrun + FSDP2), README.md (how to launch on one node and several).
-  --target torch      the only target
-  --out DIR           the folder to write (created; an existing non-empty folder needs --force)
-  --force             replace the files of an existing non-empty --out folder
-  --checkpoint DIR    Hugging Face folder whose config.json sets the dims (as kiln loss)
-  --vision-tower DIR  Hugging Face CLIP folder whose config.json sets the tower's dims
-${specHelp}`;
-
 const exportOptions = {
+  target: { type: 'string', arg: 'torch', help: 'the only target' },
+  out: { type: 'string', arg: 'DIR', help: 'the folder to write (created; an existing non-empty folder needs --force)' },
+  force: { type: 'boolean', help: 'replace the files of an existing non-empty --out folder' },
+  checkpoint: { type: 'string', arg: 'DIR', help: 'Hugging Face folder whose config.json sets the dims (as kiln loss)' },
+  'vision-tower': { type: 'string', arg: 'DIR', help: "Hugging Face CLIP folder whose config.json sets the tower's dims" },
   ...specOptions,
-  target: { type: 'string' },
-  out: { type: 'string' },
-  force: { type: 'boolean' },
-  checkpoint: { type: 'string' },
-  'vision-tower': { type: 'string' },
 } as const;
+
+export const exportCommand = defineCommand({
+  summary: 'write the model as a PyTorch package (model.py, train.py for torchrun + FSDP2, README)',
+  usage: 'SPEC --target torch --out DIR [options]',
+  description:
+    'Writes the model as a PyTorch package: model.py (an nn.Module generated from the spec, its loss terms, load_checkpoint for Hugging Face folders), train.py (the spec\'s stages with AdamW, the schedule and clipping, on torchrun + FSDP2), README.md (how to launch on one node and several).',
+  args: [specArg],
+  options: exportOptions,
+  examples: [
+    {
+      run: 'kiln export models/vwlmm.kiln --config tiny --checkpoint test/golden/llama_b2/llava --vision-tower test/golden/llama_b2/clip --target torch --out out/torch',
+      does: "the spec as a PyTorch package, dims from the folders' config.json",
+    },
+  ],
+  run: runExport,
+});
 
 /** Files the export writes, by name, in the order written. */
 export const EXPORT_FILES = ['model.py', 'train.py', 'README.md'] as const;
@@ -64,13 +68,8 @@ function writeFiles(out: string, files: ReadonlyMap<string, string>): void {
   }
 }
 
-export async function runExport(argv: readonly string[], out: Output): Promise<number> {
-  const { values, positionals } = parse(argv, exportOptions);
-  if (values.help) {
-    out.stdout(exportHelp);
-    return 0;
-  }
-  const spec = onePositional(positionals, 'SPEC (a .kiln file)');
+async function runExport(values: OptionValues<typeof exportOptions>, args: Args, out: Output): Promise<number> {
+  const spec = args[0]!;
   if (values.target === undefined) throw new UsageError('--target is required (torch)');
   if (values.target !== 'torch') throw new UsageError(`--target ${values.target}: expected torch`);
   if (!values.out) throw new UsageError('--out DIR is required');

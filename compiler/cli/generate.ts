@@ -14,69 +14,67 @@ import { renderChatTemplate, renderMistral, renderVicunaV1, type TemplateName } 
 import type { TextTokenizer } from '../../data/tokenizer.js';
 import type { CheckedModel } from '../check/index.js';
 import { chooseTemplate, configNumber } from './data-source.js';
-import { checkOptions, onePositional, parse, specHelpBase, specOptions } from './args.js';
+import { checkOptions, defineCommand, specArg, specOptions, type Args, type OptionValues } from './args.js';
 import { checkFolderRoles, checkpointOverrides } from './loss.js';
 import { loadBatch, loadModelParams } from './model-inputs.js';
 import type { Output } from './output.js';
 import { loadAndCheck } from './spec.js';
 
-export const generateHelp = `usage: kiln generate SPEC --checkpoint DIR [--vision-tower DIR] (--image FILE --prompt TEXT | --batch FILE) [options]
-
-Generates tokens after a prompt: the prompt runs once (prefill) and fills a KV cache per layer,
-then one compiled decode step per token reads it (the prefix is never recomputed). Several
-prompts run together, left-padded to one length with their padding masked, each giving the
-tokens it gives alone.
-  --checkpoint DIR    Hugging Face folder (LLaVA-1.5 layout); its config.json's eos_token_id stops
-  --vision-tower DIR  Hugging Face CLIP folder (CLIPVisionModel or CLIPModel)
-  --image FILE        PNG or JPEG, preprocessed as LLaVA-1.5 does (pad to square, resize, crop);
-                      repeatable: one per --prompt, or one for them all
-  --prompt TEXT       the question: templated as one user turn with the image in front, up to
-                      where the answer starts ("ASSISTANT:" for vicuna_v1, "[/INST]" for mistral,
-                      add_generation_prompt for a chat_template); repeatable: several prompts
-  --tokenizer DIR     tokenizer.json (+ tokenizer_config.json); default: the checkpoint folder's
-  --template NAME     vicuna_v1, mistral, chat_template or auto; default: the tokenizer's
-                      chat_template when its tokenizer_config.json has one, else auto (as kiln
-                      data chooses: the checkpoint's model type, else the spec config's name)
-  --batch FILE        safetensors batch: the prompt is row 0 of input_ids (with the image
-                      placeholder) through its last token (the last attention_mask == 1 position
-                      when the batch has attention_mask, else the whole row), with pixel_values[0]
-  --rows LIST         with --batch: the rows to generate from, e.g. 0,2 or all (default 0)
-  --max-tokens N      tokens to generate at most (default 32); the end-of-sequence token stops
-                      earlier and is included
-  --cache N           KV cache capacity in positions (default: prompt length + max tokens)
-  --temperature T     sample with logits / T (0: greedy, the default)
-  --top-k K           sample from the K most probable tokens
-  --top-p P           sample from the smallest set of most probable tokens reaching probability P
-  --seed S            the sampler's seed (default 0): the same seed gives the same tokens
-  --backend NAME      webgpu (default when an adapter exists) or cpu (the reference executor);
-                      webgpu runs the prompt and one step once untimed first (shader compilation)
-  --json              {"tokens": [...], "text": "..." (null without a tokenizer), "prefill_ms": x,
-                      "decode_tokens_per_s": y, "stop": why, "backend": name}; several prompts:
-                      {"rows": [{"tokens", "text", "stop"}], "prefill_ms", "decode_tokens_per_s"
-                      (tokens of all rows together), "backend"}
-Text streams to stdout as it comes (token ids without a tokenizer); several prompts print one
-line per prompt when all are done, "[i] text". Sampling: each prompt draws from its own stream
-seeded with --seed, so it samples what it samples alone.
-${specHelpBase}`;
-
 const generateOptions = {
+  checkpoint: { type: 'string', arg: 'DIR', help: "Hugging Face folder (LLaVA-1.5 layout); its config.json's eos_token_id stops" },
+  'vision-tower': { type: 'string', arg: 'DIR', help: 'Hugging Face CLIP folder (CLIPVisionModel or CLIPModel)' },
+  image: { type: 'string', multiple: true, arg: 'FILE', help: 'PNG or JPEG, preprocessed as LLaVA-1.5 does (pad to square, resize, crop); repeatable: one per --prompt, or one for them all' },
+  prompt: {
+    type: 'string',
+    multiple: true,
+    arg: 'TEXT',
+    help: 'the question: templated as one user turn with the image in front, up to where the answer starts ("ASSISTANT:" for vicuna_v1, "[/INST]" for mistral, add_generation_prompt for a chat_template); repeatable: several prompts',
+  },
+  tokenizer: { type: 'string', arg: 'DIR', help: "tokenizer.json (+ tokenizer_config.json); default: the checkpoint folder's" },
+  template: {
+    type: 'string',
+    arg: 'NAME',
+    help: "vicuna_v1, mistral, chat_template or auto; default: the tokenizer's chat_template when its tokenizer_config.json has one, else auto (as kiln data chooses: the checkpoint's model type, else the spec config's name)",
+  },
+  batch: {
+    type: 'string',
+    arg: 'FILE',
+    help: 'safetensors batch: the prompt is row 0 of input_ids (with the image placeholder) through its last token (the last attention_mask == 1 position when the batch has attention_mask, else the whole row), with pixel_values[0]',
+  },
+  rows: { type: 'string', arg: 'LIST', help: 'with --batch: the rows to generate from, e.g. 0,2 or all (default 0)' },
+  'max-tokens': { type: 'string', arg: 'N', help: 'tokens to generate at most (default 32); the end-of-sequence token stops earlier and is included' },
+  cache: { type: 'string', arg: 'N', help: 'KV cache capacity in positions (default: prompt length + max tokens)' },
+  temperature: { type: 'string', arg: 'T', help: 'sample with logits / T (0: greedy, the default)' },
+  'top-k': { type: 'string', arg: 'K', help: 'sample from the K most probable tokens' },
+  'top-p': { type: 'string', arg: 'P', help: 'sample from the smallest set of most probable tokens reaching probability P' },
+  seed: { type: 'string', arg: 'S', help: "the sampler's seed (default 0): the same seed gives the same tokens" },
+  backend: { type: 'string', arg: 'NAME', help: 'webgpu (default when an adapter exists) or cpu (the reference executor); webgpu runs the prompt and one step once untimed first (shader compilation)' },
   ...specOptions,
-  checkpoint: { type: 'string' },
-  'vision-tower': { type: 'string' },
-  batch: { type: 'string' },
-  tokenizer: { type: 'string' },
-  template: { type: 'string' },
-  image: { type: 'string', multiple: true },
-  prompt: { type: 'string', multiple: true },
-  rows: { type: 'string' },
-  'max-tokens': { type: 'string' },
-  cache: { type: 'string' },
-  temperature: { type: 'string' },
-  'top-k': { type: 'string' },
-  'top-p': { type: 'string' },
-  seed: { type: 'string' },
-  backend: { type: 'string' },
+  json: {
+    type: 'boolean',
+    help: '{"tokens": [...], "text": "..." (null without a tokenizer), "prefill_ms": x, "decode_tokens_per_s": y, "stop": why, "backend": name}; several prompts: {"rows": [{"tokens", "text", "stop"}], "prefill_ms", "decode_tokens_per_s" (tokens of all rows together), "backend"}',
+  },
 } as const;
+
+export const generateCommand = defineCommand({
+  summary: 'generate tokens after a prompt (greedy or sampled) with a KV cache: prefill once, one decode step per token',
+  usage: 'SPEC --checkpoint DIR [--vision-tower DIR] (--image FILE --prompt TEXT | --batch FILE) [options]',
+  description:
+    'Generates tokens after a prompt: the prompt runs once (prefill) and fills a KV cache per layer, then one compiled decode step per token reads it (the prefix is never recomputed). Several prompts run together, left-padded to one length with their padding masked, each giving the tokens it gives alone.\n\nText streams to stdout as it comes (token ids without a tokenizer); several prompts print one line per prompt when all are done, "[i] text". Sampling: each prompt draws from its own stream seeded with --seed, so it samples what it samples alone.',
+  args: [specArg],
+  options: generateOptions,
+  examples: [
+    {
+      run: 'kiln generate models/vwlmm.kiln --config tiny --checkpoint test/golden/llama_b2/llava --vision-tower test/golden/llama_b2/clip --batch test/golden/llama_b2/batch.safetensors --max-tokens 8',
+      does: "greedy tokens after row 0 of a batch; stops at config.json's eos_token_id or --max-tokens",
+    },
+    {
+      run: "kiln generate models/vwlmm.kiln --config tiny --checkpoint CKPT --vision-tower CLIP --image photo.png --prompt 'What is in the picture?' --temperature 0.7 --top-p 0.9 --seed 1",
+      does: 'sample an answer about an image, reproducibly by seed',
+    },
+  ],
+  run: runGenerate,
+});
 
 function number(flag: string, v: string | undefined, kind: 'int' | 'positive-int' | 'float'): number | undefined {
   if (v === undefined) return undefined;
@@ -179,13 +177,8 @@ export async function promptFromImage(model: CheckedModel, tok: TextTokenizer, t
   ]);
 }
 
-export async function runGenerate(argv: readonly string[], out: Output): Promise<number> {
-  const { values, positionals } = parse(argv, generateOptions);
-  if (values.help) {
-    out.stdout(generateHelp);
-    return 0;
-  }
-  const spec = onePositional(positionals, 'SPEC (a .kiln file)');
+async function runGenerate(values: OptionValues<typeof generateOptions>, args: Args, out: Output): Promise<number> {
+  const spec = args[0]!;
   if (!values.checkpoint) throw new UsageError('--checkpoint DIR is required');
   const images = values.image ?? [];
   const questions = values.prompt ?? [];

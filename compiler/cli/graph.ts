@@ -10,53 +10,45 @@ import { chunkLossHeads, LOSS_CHUNK_BYTES } from '../passes/loss-heads.js';
 import { ENTRY_NAMES, defaultEntries } from '../emit/entries.js';
 import type { Graph } from '../ir/graph.js';
 import { graphRoots, graphToDot, modulePaths } from '../viz/graph-dot.js';
-import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
+import { checkOptions, defineCommand, specArg, specOptions, type Args, type OptionValues } from './args.js';
 import { checkOutputPath } from './output-path.js';
 import type { Output } from './output.js';
 import { DEFAULT_BATCH, DEFAULT_SEQ, positiveInt } from './plan.js';
 import { loadAndCheck } from './spec.js';
 
-export const graphHelp = `usage: kiln graph SPEC [--train | --entry NAME] [--expand MODULE]... --out FILE [options]
-
-Draws the model's graph: each top-level module (vision_tower, mm_projector, model, ...) is one
-box with its op, kernel and parameter counts, unless --expand shows it op by op; ops fused into
-one kernel are outlined together and labelled with the kernel (k<index> in dispatch order).
-Backward ops sit in boxes of their own (red), the optimiser's in one (yellow).
-  --train            the training graph: forward and backward (gradients of --stage's
-                     trainable parameters)
-  --entry NAME       the graph of a compiled entry (${ENTRY_NAMES.join(', ')})
-  --expand MODULE    show MODULE op by op (repeatable; a path such as model.layers.0.self_attn
-                     expands the modules around it too; 'all' expands everything)
-  --out FILE         where to write; the format follows the extension (.svg, .dot)
-  --format svg|dot   the output format (default: from --out, else dot on stdout)
-  --batch-size B     the symbol B that fusion sees (default ${DEFAULT_BATCH})
-  --seq T            the symbol T that fusion sees (default ${DEFAULT_SEQ}); the loss heads
-                     run in row chunks sized by it, as in \`kiln compile\`
-${specHelp}
-
-examples:
-  kiln graph models/vwlmm.kiln --config tiny --out vwlmm.svg
-  kiln graph models/vwlmm.kiln --config tiny --expand model.layers.0 --out layer0.svg
-  kiln graph models/vwlmm.kiln --config tiny --entry train_step --format dot > step.dot`;
-
 const graphOptions = {
+  train: { type: 'boolean', help: "the training graph: forward and backward (gradients of --stage's trainable parameters)" },
+  entry: { type: 'string', arg: 'NAME', help: `the graph of a compiled entry (${ENTRY_NAMES.join(', ')})` },
+  expand: {
+    type: 'string',
+    multiple: true,
+    arg: 'MODULE',
+    help: "show MODULE op by op (repeatable; a path such as model.layers.0.self_attn expands the modules around it too; 'all' expands everything)",
+  },
+  out: { type: 'string', arg: 'FILE', help: 'where to write; the format follows the extension (.svg, .dot)' },
+  format: { type: 'string', arg: 'svg|dot', help: 'the output format (default: from --out, else dot on stdout)' },
+  'batch-size': { type: 'string', arg: 'B', help: `the symbol B that fusion sees (default ${DEFAULT_BATCH})` },
+  seq: { type: 'string', arg: 'T', help: `the symbol T that fusion sees (default ${DEFAULT_SEQ}); the loss heads run in row chunks sized by it, as in kiln compile` },
   ...specOptions,
-  train: { type: 'boolean' },
-  entry: { type: 'string' },
-  expand: { type: 'string', multiple: true },
-  out: { type: 'string' },
-  format: { type: 'string' },
-  'batch-size': { type: 'string' },
-  seq: { type: 'string' },
 } as const;
 
-export async function runGraph(argv: readonly string[], out: Output): Promise<number> {
-  const { values, positionals } = parse(argv, graphOptions);
-  if (values.help) {
-    out.stdout(graphHelp);
-    return 0;
-  }
-  const spec = onePositional(positionals, 'SPEC (a .kiln file)');
+export const graphCommand = defineCommand({
+  summary: 'draw the graph (SVG or DOT): modules collapsed or expanded, fused kernels outlined',
+  usage: 'SPEC [--train | --entry NAME] [--expand MODULE]... --out FILE [options]',
+  description:
+    "Draws the model's graph: each top-level module (vision_tower, mm_projector, model, ...) is one box with its op, kernel and parameter counts, unless --expand shows it op by op; ops fused into one kernel are outlined together and labelled with the kernel (k<index> in dispatch order). Backward ops sit in boxes of their own (red), the optimiser's in one (yellow).",
+  args: [specArg],
+  options: graphOptions,
+  examples: [
+    { run: 'kiln graph models/vwlmm.kiln --config tiny --out vwlmm.svg', does: 'modules as boxes, fused kernels outlined' },
+    { run: 'kiln graph models/vwlmm.kiln --config tiny --expand model.layers.0 --out layer0.svg', does: 'the first decoder layer op by op' },
+    { run: 'kiln graph models/vwlmm.kiln --config tiny --entry train_step --format dot > step.dot', does: 'the compiled training step as Graphviz text' },
+  ],
+  run: runGraph,
+});
+
+async function runGraph(values: OptionValues<typeof graphOptions>, args: Args, out: Output): Promise<number> {
+  const spec = args[0]!;
   if (values.train && values.entry !== undefined) throw new UsageError('--train and --entry: give one (--entry grads is the training graph as compiled)');
   if (values.entry !== undefined && !(ENTRY_NAMES as readonly string[]).includes(values.entry)) throw new UsageError(`--entry ${values.entry}: no such entry (entries: ${ENTRY_NAMES.join(', ')})`);
   const format = values.format ?? (values.out === undefined ? 'dot' : values.out.endsWith('.dot') || values.out.endsWith('.gv') ? 'dot' : 'svg');

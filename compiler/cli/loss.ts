@@ -21,32 +21,38 @@ import { opsWithoutKernels } from '../passes/lower.js';
 import type { Graph } from '../ir/graph.js';
 import { readSafetensors, writeSafetensorsStreaming } from '../../runtime/node/safetensors-file.js';
 import type { HostTensor } from '../../runtime/tensor.js';
-import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
+import { checkOptions, defineCommand, specArg, specOptions, type Args, type OptionValues } from './args.js';
 import type { Output } from './output.js';
 import { loadAndCheck } from './spec.js';
 
-export const lossHelp = `usage: kiln loss SPEC --checkpoint DIR [--vision-tower DIR] --batch FILE [options]
-
-Computes the model's loss terms on one batch, and with --grads their gradients.
-  --checkpoint DIR    Hugging Face folder (LLaVA-1.5 layout): config.json + model.safetensors
-                      or model.safetensors.index.json with shards
-  --vision-tower DIR  Hugging Face CLIP folder (CLIPVisionModel or CLIPModel)
-  --batch FILE        safetensors with the model's inputs (pixel_values, input_ids, labels)
-  --grads OUT         write d(loss)/d(param) for every trainable parameter (f32 safetensors)
-  --backend NAME      webgpu (fused kernels; the default when a WebGPU adapter exists and every
-                      op of the model has a kernel) or cpu (the reference executor)
-  --dtype f16         webgpu: store float tensors as f16 (math stays f32; half the memory)
-${specHelp}`;
-
 const lossOptions = {
+  checkpoint: { type: 'string', arg: 'DIR', help: 'Hugging Face folder (LLaVA-1.5 layout): config.json + model.safetensors or model.safetensors.index.json with shards' },
+  'vision-tower': { type: 'string', arg: 'DIR', help: 'Hugging Face CLIP folder (CLIPVisionModel or CLIPModel)' },
+  batch: { type: 'string', arg: 'FILE', help: "safetensors with the model's inputs (pixel_values, input_ids, labels)" },
+  grads: { type: 'string', arg: 'OUT', help: 'write d(loss)/d(param) for every trainable parameter (f32 safetensors)' },
+  backend: { type: 'string', arg: 'NAME', help: 'webgpu (fused kernels; the default when a WebGPU adapter exists and every op of the model has a kernel) or cpu (the reference executor)' },
+  dtype: { type: 'string', arg: 'f32|f16', help: 'webgpu: store float tensors as f16 (math stays f32; half the memory)' },
   ...specOptions,
-  checkpoint: { type: 'string' },
-  'vision-tower': { type: 'string' },
-  batch: { type: 'string' },
-  grads: { type: 'string' },
-  backend: { type: 'string' },
-  dtype: { type: 'string' },
 } as const;
+
+export const lossCommand = defineCommand({
+  summary: 'compute the loss terms (and gradients) of a checkpoint on a batch',
+  usage: 'SPEC --checkpoint DIR [--vision-tower DIR] --batch FILE [options]',
+  description: "Computes the model's loss terms on one batch, and with --grads their gradients.",
+  args: [specArg],
+  options: lossOptions,
+  examples: [
+    {
+      run: 'kiln loss models/vwlmm.kiln --config tiny --checkpoint test/golden/llama_b2/llava --vision-tower test/golden/llama_b2/clip --batch test/golden/llama_b2/batch.safetensors --json',
+      does: 'the LM and VM loss terms of the golden checkpoint on its batch, as JSON',
+    },
+    {
+      run: 'kiln loss models/vwlmm.kiln --config tiny --checkpoint test/golden/llama_b2/llava --vision-tower test/golden/llama_b2/clip --batch test/golden/llama_b2/batch.safetensors --grads out/grads.safetensors',
+      does: 'and the gradient of every trainable parameter, into a safetensors file',
+    },
+  ],
+  run: runLoss,
+});
 
 /** config.json values become optional overrides: the spec's config supplies what they lack. */
 export function checkpointOverrides(dir: string | undefined, flag = '--checkpoint'): Override[] {
@@ -276,13 +282,8 @@ export function significantDigits(storage: 'f32' | 'f16'): number {
   return Math.ceil((storage === 'f16' ? 11 : 24) * Math.log10(2));
 }
 
-export async function runLoss(argv: readonly string[], out: Output): Promise<number> {
-  const { values, positionals } = parse(argv, lossOptions);
-  if (values.help) {
-    out.stdout(lossHelp);
-    return 0;
-  }
-  const spec = onePositional(positionals, 'SPEC (a .kiln file)');
+async function runLoss(values: OptionValues<typeof lossOptions>, args: Args, out: Output): Promise<number> {
+  const spec = args[0]!;
   if (!values.checkpoint) throw new UsageError('--checkpoint DIR is required');
   if (!values.batch) throw new UsageError('--batch FILE is required');
   if (values.backend !== undefined && values.backend !== 'cpu' && values.backend !== 'webgpu')

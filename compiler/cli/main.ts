@@ -4,7 +4,9 @@
 import { DiagnosticError, renderDiagnostics } from '../diagnostics.js';
 import { UsageError } from '../check/index.js';
 import { KilnError, NoAdapterError } from '../../runtime/errors.js';
-import { commands, type Command } from './commands.js';
+import { Command, CommanderError } from 'commander';
+import { addCommand, examplesText } from './args.js';
+import { commands } from './commands.js';
 import { Output } from './output.js';
 import { readFileSync } from 'node:fs';
 
@@ -20,33 +22,53 @@ export function versionText(): string {
   return `kiln ${pkg('../../package.json')} (node ${process.versions.node}, webgpu ${pkg('../../node_modules/webgpu/package.json')})`;
 }
 
-const USAGE = `usage: kiln <command> SPEC [options]
+const EXIT_CODES = `Exit codes: 0 ok; 1 bad input (a spec, data, weights or a file that cannot be read or
+written); 2 bad usage (an unknown option, a missing argument, a bad flag value); 3 no usable
+WebGPU adapter where one is required (see kiln doctor).`;
 
-commands:
-${Object.entries(commands)
-  .map(([name, c]) => `  ${name.padEnd(9)} ${c.summary}`)
-  .join('\n')}
+/**
+ * The `kiln` program as commander sees it, writing through `out`: one subcommand per entry of
+ * `commands`, errors thrown (exitOverride) rather than exiting, so main decides the exit code.
+ */
+export function program(out: Output, done: (code: number) => void): Command {
+  const strip = (s: string) => s.replace(/\n$/, '');
+  const p = new Command('kiln')
+    .description('Kiln: a declarative model-graph compiler: spec -> typed graph -> autodiff -> fused WGSL kernels -> WebGPU')
+    .usage('<command> [SPEC] [options]')
+    .version(versionText(), '-V, --version', "Kiln's version, and the Node and Dawn binding it runs on")
+    .exitOverride()
+    .showSuggestionAfterError(true)
+    .configureOutput({
+      writeOut: (s) => out.stdout(strip(s)),
+      writeErr: (s) => out.stderr(strip(s)),
+      // commander's "error: ..." in the form Kiln's own usage errors take.
+      outputError: (s, write) => write(s.replace(/^error: /, 'kiln: ')),
+    });
+  for (const [name, spec] of Object.entries(commands)) addCommand(p, name, spec, out, done);
+  p.showHelpAfterError('(kiln --help lists the commands)');
+  p.addHelpText(
+    'after',
+    `${examplesText([
+      { run: 'kiln check models/vwlmm.kiln --config tiny', does: "the tiny config's parameters, with totals per component" },
+      { run: 'kiln train --help', does: "one command's options and examples" },
+    ])}\n\n${EXIT_CODES}`,
+  );
+  return p;
+}
 
-Run 'kiln <command> --help' for its options; 'kiln --version' for the version.`;
-
+/** Runs `kiln argv...`, writing through `out`; returns the exit code (never throws). */
 export async function main(argv: readonly string[], out: Output = new Output()): Promise<number> {
-  const [name, ...rest] = argv;
-  if (!name || name === '--help' || name === '-h' || name === 'help') {
-    out.stdout(USAGE);
-    return name ? 0 : 2;
-  }
-  if (name === '--version' || name === '-V' || name === 'version') {
-    out.stdout(versionText());
-    return 0;
-  }
-  const command: Command | undefined = commands[name];
-  if (!command) {
-    out.stderr(`kiln: unknown command '${name}'\n\n${USAGE}`);
-    return 2;
-  }
+  let code = 0;
+  // `kiln version` as well as `kiln --version`, as before commander.
+  const args = argv[0] === 'version' ? ['--version', ...argv.slice(1)] : [...argv];
   try {
-    return await command.run(rest, out);
+    await program(out, (c) => (code = c)).parseAsync(args, { from: 'user' });
+    return code;
   } catch (e) {
+    if (e instanceof CommanderError) {
+      // --help and --version end parsing through the same path as a usage error.
+      return e.code === 'commander.helpDisplayed' || e.code === 'commander.version' ? 0 : 2;
+    }
     return report(e, out);
   }
 }

@@ -1,14 +1,21 @@
 // `kiln ops`: the functions a spec can call, from the op registry's own surfaces.
 import { surfaceOps } from '../ops/registry.js';
-import { parse } from './args.js';
+import { defineCommand, type Args } from './args.js';
 import type { Output } from './output.js';
 
-export async function runOps(argv: readonly string[], out: Output): Promise<number> {
-  const { values } = parse(argv, { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } });
-  if (values.help) {
-    out.stdout('usage: kiln ops [--json]\n\nLists the functions a spec can call, with their arguments.');
-    return 0;
-  }
+export const opsCommand = defineCommand({
+  summary: 'list the functions a spec can call',
+  description: 'Lists the functions a spec can call, with their arguments.',
+  args: [],
+  options: { json: { type: 'boolean', help: '[{"name", "inputs", "attrs", "doc"}] on stdout' } },
+  examples: [
+    { run: 'kiln ops', does: "every op's signature and what it computes" },
+    { run: 'kiln ops --json', does: 'the same as JSON' },
+  ],
+  run: runOps,
+});
+
+async function runOps(values: { json?: boolean }, _args: Args, out: Output): Promise<number> {
   const ops = surfaceOps();
   if (values.json) {
     out.stdout(JSON.stringify(ops.map((o) => ({ name: o.name, inputs: o.surface!.inputs, attrs: o.surface!.attrs, doc: o.surface!.doc }))));

@@ -9,7 +9,7 @@ import { planMemory } from '../passes/plan.js';
 import { chunkLossHeads, LOSS_CHUNK_BYTES } from '../passes/loss-heads.js';
 import { formatReport, memoryReport, mib } from '../passes/plan-report.js';
 import { rulesTable } from '../passes/fusion-rules.js';
-import { checkOptions, onePositional, parse, specHelp, specOptions } from './args.js';
+import { checkOptions, defineCommand, onePositional, specOptions, type Args, type OptionValues } from './args.js';
 import type { Output } from './output.js';
 import { loadAndCheck } from './spec.js';
 import { existsSync, statSync } from 'node:fs';
@@ -20,36 +20,34 @@ import { MANIFEST_FILE, type Manifest } from '../../runtime/artefact.js';
 export const DEFAULT_BATCH = 1;
 export const DEFAULT_SEQ = 2048;
 
-export const planHelp = `usage: kiln plan SPEC [--config NAME] [--train] [--dtype f16] [options]
-       kiln plan DIR          the plan an artefact from \`kiln compile\` runs (its manifest)
-
-Prints the device memory plan of one step: weights, activations (intermediates in reused
-buffers), gradients and AdamW state with --train, and the peak; tensors too large for one
-storage binding are listed (they are split). Allocates nothing.
-  --train            plan a training step (forward + backward; gradients of the trainable
-                     parameters of --stage), else a forward pass
-  --dtype f16        float tensors stored as f16 (optimiser moments stay f32)
-  --batch-size B     the batch symbol B (default ${DEFAULT_BATCH})
-  --seq T            the sequence symbol T, tokens of input_ids (default ${DEFAULT_SEQ})
-  --loss-chunk-bytes N
-                     the LM and VM heads' losses run in row chunks whose logits take at most
-                     N bytes (default ${LOSS_CHUNK_BYTES}), so their [rows, vocab] logits and
-                     gradients are never held whole
-  --steps            also list every kernel: its ops, the fusion rule that put each there, and
-                     the buffers it reads and writes
-  --rules            print the fusion rules and exit
-${specHelp}`;
-
 const planOptions = {
+  train: { type: 'boolean', help: 'plan a training step (forward + backward; gradients of the trainable parameters of --stage), else a forward pass' },
+  dtype: { type: 'string', arg: 'f32|f16', help: 'float tensors stored as f16 (optimiser moments stay f32)' },
+  'batch-size': { type: 'string', arg: 'B', help: `the batch symbol B (default ${DEFAULT_BATCH})` },
+  seq: { type: 'string', arg: 'T', help: `the sequence symbol T, tokens of input_ids (default ${DEFAULT_SEQ})` },
+  'loss-chunk-bytes': {
+    type: 'string',
+    arg: 'N',
+    help: `the LM and VM heads' losses run in row chunks whose logits take at most N bytes (default ${LOSS_CHUNK_BYTES}), so their [rows, vocab] logits and gradients are never held whole`,
+  },
+  steps: { type: 'boolean', help: 'also list every kernel: its ops, the fusion rule that put each there, and the buffers it reads and writes' },
+  rules: { type: 'boolean', help: 'print the fusion rules and exit (no SPEC needed)' },
   ...specOptions,
-  train: { type: 'boolean' },
-  dtype: { type: 'string' },
-  'batch-size': { type: 'string' },
-  seq: { type: 'string' },
-  steps: { type: 'boolean' },
-  'loss-chunk-bytes': { type: 'string' },
-  rules: { type: 'boolean' },
 } as const;
+
+export const planCommand = defineCommand({
+  summary: 'print the device memory plan of a step (weights, activations, gradients, peak)',
+  usage: '[SPEC | DIR] [options]',
+  description: `Prints the device memory plan of one step: weights, activations (intermediates in reused buffers), gradients and AdamW state with --train, and the peak; tensors too large for one storage binding are listed (they are split). Allocates nothing. Given an artefact folder from \`kiln compile\` (DIR, holding its manifest) instead of SPEC: the plan that artefact runs.`,
+  args: [{ name: 'SPEC', help: 'a .kiln file, or an artefact folder from kiln compile', required: false }],
+  options: planOptions,
+  examples: [
+    { run: 'kiln plan models/vwlmm.kiln --config vicuna7b --train --dtype f16', does: 'what a 7B training step holds on the device, with f16 storage' },
+    { run: 'kiln plan models/vwlmm.kiln --config tiny --train --batch-size 2 --seq 32 --steps', does: 'and every kernel with the fusion rule behind it' },
+    { run: 'kiln plan --rules', does: 'the fusion rules' },
+  ],
+  run: runPlan,
+});
 
 /** A flag's positive integer value, or `fallback` when it is absent. */
 export function positiveInt(flag: string, v: string | undefined, fallback: number): number {
@@ -59,12 +57,7 @@ export function positiveInt(flag: string, v: string | undefined, fallback: numbe
   return n;
 }
 
-export async function runPlan(argv: readonly string[], out: Output): Promise<number> {
-  const { values, positionals } = parse(argv, planOptions);
-  if (values.help) {
-    out.stdout(planHelp);
-    return 0;
-  }
+async function runPlan(values: OptionValues<typeof planOptions>, positionals: Args, out: Output): Promise<number> {
   if (values.rules) {
     const rows = rulesTable();
     if (values.json) out.stdout(JSON.stringify(rows.map(([placement, name, producer, consumer, decision, when, why]) => ({ placement, name, producer, consumer, decision, when, why }))));

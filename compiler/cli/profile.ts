@@ -11,7 +11,7 @@ import { getDevice } from '../../runtime/node/device.js';
 import { KernelProfiler, type KernelRow } from '../../runtime/webgpu/profile.js';
 import type { HostTensor } from '../../runtime/tensor.js';
 import { syntheticBatch } from '../../data/synthetic.js';
-import { checkOptions, onePositional, parse, specHelpBase, specOptions } from './args.js';
+import { checkOptions, defineCommand, specArg, specOptions, type Args, type OptionValues } from './args.js';
 import { loadBatch } from './model-inputs.js';
 import { checkOutputPath } from './output-path.js';
 import type { Output } from './output.js';
@@ -21,42 +21,34 @@ import { loadAndCheck } from './spec.js';
 const ENTRIES = ['train_step', 'loss', 'eval'] as const;
 type ProfiledEntry = (typeof ENTRIES)[number];
 
-export const profileHelp = `usage: kiln profile SPEC [--entry train_step|loss|eval] [--batch FILE | --batch-size B --seq T] [options]
-
-Times every kernel of one entry on WebGPU with timestamp queries (the GPU's clock, not the
-host's) and prints a table: kernel, the ops fused into it, calls, total and mean time, and its
-share of the kernel time. The entry runs as kiln train runs it, on the spec's initial weights;
-warmup runs first (they compile the kernels and are not timed).
-  --entry NAME       train_step (default: forward, backward, clipping, AdamW), loss or eval
-  --batch FILE       a safetensors batch (as kiln loss takes); default: a made-up valid batch
-                     of --batch-size rows of --seq tokens
-  --batch-size B     rows of the made-up batch (default 2)
-  --seq T            tokens per row of the made-up batch (default 32)
-  --runs N           timed runs (default 5)
-  --warmup N         untimed runs first (default 1)
-  --top K            rows of the table (default 20; the rest are summed in one line)
-  --trace FILE       also write a Chrome trace (JSON; opens in Perfetto or chrome://tracing)
-  --json             the table and totals as JSON
-${specHelpBase}
-
-Each dispatch runs in its own compute pass so that its start and end can be stamped: on a real
-GPU that forbids overlap between neighbouring kernels, so the sum can exceed an unprofiled step.
-
-examples:
-  kiln profile models/vwlmm.kiln --config tiny
-  kiln profile models/vwlmm.kiln --config tiny --entry loss --seq 128 --trace step.json`;
-
 const profileOptions = {
+  entry: { type: 'string', arg: 'NAME', help: 'train_step (default: forward, backward, clipping, AdamW), loss or eval' },
+  batch: { type: 'string', arg: 'FILE', help: 'a safetensors batch (as kiln loss takes); default: a made-up valid batch of --batch-size rows of --seq tokens' },
+  'batch-size': { type: 'string', arg: 'B', help: 'rows of the made-up batch (default 2)' },
+  seq: { type: 'string', arg: 'T', help: 'tokens per row of the made-up batch (default 32)' },
+  runs: { type: 'string', arg: 'N', help: 'timed runs (default 5)' },
+  warmup: { type: 'string', arg: 'N', help: 'untimed runs first (default 1)' },
+  top: { type: 'string', arg: 'K', help: 'rows of the table (default 20; the rest are summed in one line)' },
+  trace: { type: 'string', arg: 'FILE', help: 'also write a Chrome trace (JSON; opens in Perfetto or chrome://tracing)' },
   ...specOptions,
-  entry: { type: 'string' },
-  batch: { type: 'string' },
-  'batch-size': { type: 'string' },
-  seq: { type: 'string' },
-  runs: { type: 'string' },
-  warmup: { type: 'string' },
-  top: { type: 'string' },
-  trace: { type: 'string' },
+  json: { type: 'boolean', help: 'the table and totals as JSON' },
 } as const;
+
+export const profileCommand = defineCommand({
+  summary: 'time every kernel of a step on WebGPU (timestamp queries): a table, JSON or a Chrome trace',
+  usage: 'SPEC [--entry train_step|loss|eval] [--batch FILE | --batch-size B --seq T] [options]',
+  description:
+    "Times every kernel of one entry on WebGPU with timestamp queries (the GPU's clock, not the host's) and prints a table: kernel, the ops fused into it, calls, total and mean time, and its share of the kernel time. The entry runs as kiln train runs it, on the spec's initial weights; warmup runs first (they compile the kernels and are not timed).",
+  args: [specArg],
+  options: profileOptions,
+  examples: [
+    { run: 'kiln profile models/vwlmm.kiln --config tiny', does: "the tiny model's training step, kernel by kernel" },
+    { run: 'kiln profile models/vwlmm.kiln --config tiny --entry loss --seq 128 --trace step.json', does: 'the loss entry on longer rows, with a trace for Perfetto' },
+  ],
+  epilog:
+    'Each dispatch runs in its own compute pass so that its start and end can be stamped: on a real GPU that forbids overlap between neighbouring kernels, so the sum can exceed an unprofiled step.',
+  run: runProfile,
+});
 
 /** The profile table as text: the top `top` kernels, then the rest in one line, then the total. */
 export function formatProfile(rows: readonly KernelRow[], top: number, runs: number): string {
@@ -78,13 +70,8 @@ export function formatProfile(rows: readonly KernelRow[], top: number, runs: num
   return table.map((row) => row.map((cell, c) => (numeric.has(c) ? cell.padStart(widths[c]!) : cell.padEnd(widths[c]!))).join('  ').trimEnd()).join('\n');
 }
 
-export async function runProfile(argv: readonly string[], out: Output): Promise<number> {
-  const { values, positionals } = parse(argv, profileOptions);
-  if (values.help) {
-    out.stdout(profileHelp);
-    return 0;
-  }
-  const spec = onePositional(positionals, 'SPEC (a .kiln file)');
+async function runProfile(values: OptionValues<typeof profileOptions>, args: Args, out: Output): Promise<number> {
+  const spec = args[0]!;
   const entry = (values.entry ?? 'train_step') as ProfiledEntry;
   if (!ENTRIES.includes(entry)) throw new UsageError(`--entry ${values.entry}: expected one of ${ENTRIES.join(', ')}`);
   if (values.batch !== undefined && (values['batch-size'] !== undefined || values.seq !== undefined)) throw new UsageError('--batch FILE sets the batch: --batch-size and --seq are for the made-up one');

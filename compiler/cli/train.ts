@@ -18,7 +18,7 @@ import { ReferenceBackend, WebGpuBackend, type TrainBackend } from '../train/bac
 import { RepeatedBatch, SampleBatches, type BatchSource } from '../train/data.js';
 import { Trainer, type StepRecord, type TrainHook, type TrainSummary, type TrainerOptions } from '../train/trainer.js';
 import { TermCounter } from '../train/accumulate.js';
-import { checkOptions, onePositional, parse, specHelpBase, specOptions } from './args.js';
+import { checkOptions, defineCommand, specArg, specOptions, type Args, type OptionValues } from './args.js';
 import { checkpointHook, tokenizerFiles } from '../train/checkpoints.js';
 import { configNumber, prepareData, type PreparedData } from './data-source.js';
 import { checkFolderRoles, checkpointOverrides } from './loss.js';
@@ -29,89 +29,80 @@ import { loadAndCheck } from './spec.js';
 import { join } from 'node:path';
 import { evaluationHook, heldoutData } from './train-eval.js';
 
-export const trainHelp = `usage: kiln train SPEC (--data DIR|FILE|builtin:shapes | --batch FILE) [options]
-
-Trains the model: forward, backward, gradient clipping and AdamW per optimiser step, with the
-Hugging Face Trainer's arithmetic (torch AdamW with the stage's hyperparameters, the stage's
-schedule step for step, clip_grad_norm_), parameters and optimiser state resident on the device.
-  --data FILE|DIR     LLaVA conversation JSON (or a folder with one and its images), or
-                      builtin:shapes[?...]; read by the pipeline 'kiln data' shows
-  --batch FILE        a safetensors batch (as kiln loss --batch takes), repeated every step:
-                      the standard check that the model can overfit
-  --checkpoint DIR    start from a Hugging Face / LLaVA-1.5 folder (default: the spec's
-                      initialisers, seeded by --seed)
-  --vision-tower DIR  Hugging Face CLIP folder for the tower (with --checkpoint)
-  --steps N           optimiser steps (default: --epochs)
-  --epochs E          passes over the data (default: the stage's epochs, else 1)
-  --batch-size B      rows per step (default: the stage's batch_size); the last batch of an
-                      epoch is dropped when shorter
-  --lr X              peak learning rate (default: the stage's optimizer lr)
-  --warmup-steps W    warmup steps of the schedule (default: the stage's)
-  --warmup-ratio R    warmup as ceil(R * total steps), as TrainingArguments.get_warmup_steps
-  --grad-accum K      micro-batches per optimiser step (default 1): each loss term is then
-                      normalised by its item count over the K micro-batches (tokens for the LM
-                      term, image rows for the VM term), the same loss and gradients as the K
-                      micro-batches in one batch
-  --accum-mean-of-means  with --grad-accum: average the micro-batches' losses instead, as the
-                      Hugging Face Trainer does for models whose forward takes no item count
-                      (LLaVA, VW-LMM: what their checkpoints were trained with)
-  --max-grad-norm G   clip the global gradient 2-norm to G (default 1.0; 0: no clipping)
-  --weight-decay D    AdamW's decoupled weight decay (default: the stage's optimizer
-                      weight_decay), on the parameters the Hugging Face Trainer decays: not on
-                      biases, LayerNorm/RMSNorm weights (compiler/passes/optimizer.ts)
-  --seed S            initialisation and data order (default 0)
-  --out DIR           where the run writes (default out/train): checkpoint-<step>/ folders, loss.png
-                      (a Hugging Face folder kiln loss and PyTorch load, plus the trainer state)
-  --save-every N      save a checkpoint every N optimiser steps (default: only at the end)
-  --save-total-limit K  keep the K newest checkpoints (default 3)
-  --resume            continue from the newest checkpoint in --out, with the same flags: every
-                      logged loss equals the uninterrupted run's (bit for bit on one backend);
-                      another --steps rebuilds the schedule over the new total from the
-                      checkpoint's step, as the Hugging Face Trainer does (a note says so)
-  --eval-every N      evaluate the held-out data every N steps too (default 0: before the first
-                      and after the last step only): both loss terms over the whole split and
-                      answer accuracy (every answer token the greedy prediction under teacher
-                      forcing), beside the image-blind baseline for builtin:shapes
-  --eval-data FILE|DIR  held-out LLaVA JSON for --data FILE|DIR (read with the training
-                      tokenizer and template); builtin:shapes uses its split=heldout
-  --backend NAME      webgpu (default when an adapter exists) or cpu (the reference executor)
-  --tokenizer DIR, --template NAME, --image-folder DIR, --max-length N, --limit N
-                      the data pipeline's options, as kiln data takes them
-  --json              one JSON line per optimiser step, then a summary line
-${specHelpBase}`;
+const pipeline = "the data pipeline's option, as kiln data takes it";
 
 const trainOptions = {
+  data: { type: 'string', arg: 'FILE|DIR', help: "LLaVA conversation JSON (or a folder with one and its images), or builtin:shapes[?...]; read by the pipeline 'kiln data' shows" },
+  batch: { type: 'string', arg: 'FILE', help: 'a safetensors batch (as kiln loss --batch takes), repeated every step: the standard check that the model can overfit' },
+  checkpoint: { type: 'string', arg: 'DIR', help: "start from a Hugging Face / LLaVA-1.5 folder (default: the spec's initialisers, seeded by --seed)" },
+  'vision-tower': { type: 'string', arg: 'DIR', help: 'Hugging Face CLIP folder for the tower (with --checkpoint)' },
+  steps: { type: 'string', arg: 'N', help: 'optimiser steps (default: --epochs)' },
+  epochs: { type: 'string', arg: 'E', help: "passes over the data (default: the stage's epochs, else 1)" },
+  'batch-size': { type: 'string', arg: 'B', help: "rows per step (default: the stage's batch_size); the last batch of an epoch is dropped when shorter" },
+  lr: { type: 'string', arg: 'X', help: "peak learning rate (default: the stage's optimizer lr)" },
+  'warmup-steps': { type: 'string', arg: 'W', help: "warmup steps of the schedule (default: the stage's)" },
+  'warmup-ratio': { type: 'string', arg: 'R', help: 'warmup as ceil(R * total steps), as TrainingArguments.get_warmup_steps' },
+  'grad-accum': {
+    type: 'string',
+    arg: 'K',
+    help: 'micro-batches per optimiser step (default 1): each loss term is then normalised by its item count over the K micro-batches (tokens for the LM term, image rows for the VM term), the same loss and gradients as the K micro-batches in one batch',
+  },
+  'accum-mean-of-means': {
+    type: 'boolean',
+    help: "with --grad-accum: average the micro-batches' losses instead, as the Hugging Face Trainer does for models whose forward takes no item count (LLaVA, VW-LMM: what their checkpoints were trained with)",
+  },
+  'max-grad-norm': { type: 'string', arg: 'G', help: 'clip the global gradient 2-norm to G (default 1.0; 0: no clipping)' },
+  'weight-decay': {
+    type: 'string',
+    arg: 'D',
+    help: "AdamW's decoupled weight decay (default: the stage's optimizer weight_decay), on the parameters the Hugging Face Trainer decays: not on biases, LayerNorm/RMSNorm weights (compiler/passes/optimizer.ts)",
+  },
+  seed: { type: 'string', arg: 'S', help: 'initialisation and data order (default 0)' },
+  out: { type: 'string', arg: 'DIR', help: 'where the run writes (default out/train): checkpoint-<step>/ folders, loss.png (a Hugging Face folder kiln loss and PyTorch load, plus the trainer state)' },
+  'save-every': { type: 'string', arg: 'N', help: 'save a checkpoint every N optimiser steps (default: only at the end)' },
+  'save-total-limit': { type: 'string', arg: 'K', help: 'keep the K newest checkpoints (default 3)' },
+  resume: {
+    type: 'boolean',
+    help: "continue from the newest checkpoint in --out, with the same flags: every logged loss equals the uninterrupted run's (bit for bit on one backend); another --steps rebuilds the schedule over the new total from the checkpoint's step, as the Hugging Face Trainer does (a note says so)",
+  },
+  'eval-every': {
+    type: 'string',
+    arg: 'N',
+    help: 'evaluate the held-out data every N steps too (default 0: before the first and after the last step only): both loss terms over the whole split and answer accuracy (every answer token the greedy prediction under teacher forcing), beside the image-blind baseline for builtin:shapes',
+  },
+  'eval-data': { type: 'string', arg: 'FILE|DIR', help: 'held-out LLaVA JSON for --data FILE|DIR (read with the training tokenizer and template); builtin:shapes uses its split=heldout' },
+  backend: { type: 'string', arg: 'NAME', help: 'webgpu (default when an adapter exists) or cpu (the reference executor)' },
+  tokenizer: { type: 'string', arg: 'DIR', help: pipeline },
+  template: { type: 'string', arg: 'NAME', help: pipeline },
+  'image-folder': { type: 'string', arg: 'DIR', help: pipeline },
+  'max-length': { type: 'string', arg: 'N', help: pipeline },
+  limit: { type: 'string', arg: 'N', help: pipeline },
   ...specOptions,
-  data: { type: 'string' },
-  batch: { type: 'string' },
-  checkpoint: { type: 'string' },
-  'vision-tower': { type: 'string' },
-  steps: { type: 'string' },
-  epochs: { type: 'string' },
-  'batch-size': { type: 'string' },
-  lr: { type: 'string' },
-  'warmup-steps': { type: 'string' },
-  'warmup-ratio': { type: 'string' },
-  'max-grad-norm': { type: 'string' },
-  'weight-decay': { type: 'string' },
-  'grad-accum': { type: 'string' },
-  'accum-mean-of-means': { type: 'boolean' },
-  seed: { type: 'string' },
-  out: { type: 'string' },
-  'save-every': { type: 'string' },
-  'save-total-limit': { type: 'string' },
-  resume: { type: 'boolean' },
-  backend: { type: 'string' },
-  tokenizer: { type: 'string' },
-  template: { type: 'string' },
-  'image-folder': { type: 'string' },
-  'max-length': { type: 'string' },
-  limit: { type: 'string' },
-  'eval-every': { type: 'string' },
-  'eval-data': { type: 'string' },
+  json: { type: 'boolean', help: 'one JSON line per optimiser step, then a summary line' },
 } as const;
 
-export type TrainValues = ReturnType<typeof parse<typeof trainOptions>>['values'];
+export const trainCommand = defineCommand({
+  summary: "train the model (AdamW, the stage's schedule, gradient clipping) on --data or a repeated --batch, on WebGPU or the cpu reference",
+  usage: 'SPEC (--data DIR|FILE|builtin:shapes | --batch FILE) [options]',
+  description:
+    "Trains the model: forward, backward, gradient clipping and AdamW per optimiser step, with the Hugging Face Trainer's arithmetic (torch AdamW with the stage's hyperparameters, the stage's schedule step for step, clip_grad_norm_), parameters and optimiser state resident on the device.",
+  args: [specArg],
+  options: trainOptions,
+  examples: [
+    {
+      run: 'kiln train models/vwlmm.kiln --config tiny --checkpoint test/golden/llama_b2/llava --vision-tower test/golden/llama_b2/clip --batch test/golden/llama_b2/batch.safetensors --steps 20 --json',
+      does: 'overfit one batch (the standard check), one JSON line per optimiser step',
+    },
+    {
+      run: "kiln train models/vwlmm.kiln --config tiny --data 'builtin:shapes?stage=mix' --template mistral --batch-size 16 --steps 1050 --lr 2e-3 --eval-every 350 --out out/demo",
+      does: 'train from the spec\'s initialisers on the built-in data (npm run demo)',
+    },
+    { run: 'kiln train models/vwlmm.kiln --config tiny --data builtin:shapes --steps 200 --save-every 50 --out out/run --resume', does: 'continue an interrupted run from its newest checkpoint' },
+  ],
+  run: runTrain,
+});
+
+export type TrainValues = OptionValues<typeof trainOptions>;
 
 function intFlag(flag: string, v: string | undefined, min: number): number | undefined {
   if (v === undefined) return undefined;
@@ -169,8 +160,7 @@ const stageSetting = (model: CheckedModel, key: string): number | undefined => {
 };
 
 /** Flags -> TrainContext: checks usage first (exit 2), then reads the spec, data and weights. */
-export async function prepareTraining(values: TrainValues, positionals: readonly string[], out: Output): Promise<TrainContext> {
-  const spec = onePositional(positionals, 'SPEC (a .kiln file)');
+export async function prepareTraining(values: TrainValues, spec: string, out: Output): Promise<TrainContext> {
   if (!values.data === !values.batch) throw new UsageError(values.data ? '--data and --batch exclude each other: give one' : 'say what to train on: --data DIR|FILE|builtin:shapes or --batch FILE');
   if (values.steps !== undefined && values.epochs !== undefined) throw new UsageError('--steps and --epochs exclude each other: give one');
   if (values['warmup-steps'] !== undefined && values['warmup-ratio'] !== undefined) throw new UsageError('--warmup-steps and --warmup-ratio exclude each other: give one');
@@ -337,14 +327,9 @@ function progressHook(ctx: TrainContext, out: Output, json: boolean): TrainHook 
   };
 }
 
-export async function runTrain(argv: readonly string[], out: Output): Promise<number> {
-  const { values, positionals } = parse(argv, trainOptions);
-  if (values.help) {
-    out.stdout(trainHelp);
-    return 0;
-  }
+async function runTrain(values: TrainValues, args: Args, out: Output): Promise<number> {
   const evalEvery = intFlag('eval-every', values['eval-every'], 0) ?? 0;
-  const ctx = await prepareTraining(values, positionals, out);
+  const ctx = await prepareTraining(values, args[0]!, out);
   try {
     const held = await heldoutData(ctx, out);
     const s = ctx.schedule;

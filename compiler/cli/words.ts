@@ -13,7 +13,7 @@ import { readTokenizerDir } from '../../data/node.js';
 import { imageWordsNode, imageWordsParams, topWords, visualWords } from '../exec/words.js';
 import { webgpuAvailable } from '../exec/webgpu-run.js';
 import { configNumber } from './data-source.js';
-import { checkOptions, onePositional, parse, specHelpBase, specOptions } from './args.js';
+import { checkOptions, defineCommand, specArg, specOptions, type Args, type OptionValues } from './args.js';
 import { checkFolderRoles, checkpointOverrides } from './loss.js';
 import { plotFontsAvailable } from './loss-plot.js';
 import { loadBatch, loadModelParams } from './model-inputs.js';
@@ -22,39 +22,45 @@ import type { Output } from './output.js';
 import { loadAndCheck } from './spec.js';
 import { denormalise, drawWordsPicture, MIN_CELL_PX } from './words-plot.js';
 
-export const wordsHelp = `usage: kiln words SPEC --checkpoint DIR [--vision-tower DIR] (--image FILE | --batch FILE) [options]
-
-Shows each image patch's visual word, softmax(vm_head(projector(tower(image)))), the distribution
-over the vocabulary that VW-LMM's VM head gives the patch: a picture with the top-1 token written
-on each patch, and the top-k tokens with their probabilities as JSON.
-  --checkpoint DIR    Hugging Face folder (LLaVA-1.5 layout) with vm_head.weight
-  --vision-tower DIR  Hugging Face CLIP folder (CLIPVisionModel or CLIPModel)
-  --image FILE        PNG or JPEG, preprocessed as LLaVA-1.5 does (pad to square, resize, crop)
-  --batch FILE        safetensors batch: its pixel_values[0]
-  --tokenizer DIR     tokenizer.json (+ tokenizer_config.json) for the tokens' text; default: the
-                      checkpoint folder's; without one, tokens are shown by id
-  --top-k K           tokens per patch in the JSON (default 5)
-  --out FILE          the picture (default words.png; with --json only when given): the image
-                      as the model saw it (after preprocessing), scaled up by a whole factor so a
-                      patch is at least ${MIN_CELL_PX} px wide, each patch labelled with its top-1 token
-                      and that token's probability
-  --backend NAME      webgpu (default when an adapter exists) or cpu (the reference executor)
-  --json              {"grid": [rows, cols], "patches": [{"row", "col", "top": [{"id", "token",
-                      "p"}]}]}, patches in row-major order; token is the decoded text (null
-                      without a tokenizer)
-${specHelpBase}`;
-
 const wordsOptions = {
+  checkpoint: { type: 'string', arg: 'DIR', help: 'Hugging Face folder (LLaVA-1.5 layout) with vm_head.weight' },
+  'vision-tower': { type: 'string', arg: 'DIR', help: 'Hugging Face CLIP folder (CLIPVisionModel or CLIPModel)' },
+  image: { type: 'string', arg: 'FILE', help: 'PNG or JPEG, preprocessed as LLaVA-1.5 does (pad to square, resize, crop)' },
+  batch: { type: 'string', arg: 'FILE', help: 'safetensors batch: its pixel_values[0]' },
+  tokenizer: { type: 'string', arg: 'DIR', help: "tokenizer.json (+ tokenizer_config.json) for the tokens' text; default: the checkpoint folder's; without one, tokens are shown by id" },
+  'top-k': { type: 'string', arg: 'K', help: 'tokens per patch in the JSON (default 5)' },
+  out: {
+    type: 'string',
+    arg: 'FILE',
+    help: `the picture (default words.png; with --json only when given): the image as the model saw it (after preprocessing), scaled up by a whole factor so a patch is at least ${MIN_CELL_PX} px wide, each patch labelled with its top-1 token and that token's probability`,
+  },
+  backend: { type: 'string', arg: 'NAME', help: 'webgpu (default when an adapter exists) or cpu (the reference executor)' },
   ...specOptions,
-  checkpoint: { type: 'string' },
-  'vision-tower': { type: 'string' },
-  image: { type: 'string' },
-  batch: { type: 'string' },
-  tokenizer: { type: 'string' },
-  'top-k': { type: 'string' },
-  out: { type: 'string' },
-  backend: { type: 'string' },
+  json: {
+    type: 'boolean',
+    help: '{"grid": [rows, cols], "patches": [{"row", "col", "top": [{"id", "token", "p"}]}]}, patches in row-major order; token is the decoded text (null without a tokenizer)',
+  },
 } as const;
+
+export const wordsCommand = defineCommand({
+  summary: "draw each image patch's visual word (the VM head's top token) on the image; --json gives the top-k with probabilities",
+  usage: 'SPEC --checkpoint DIR [--vision-tower DIR] (--image FILE | --batch FILE) [options]',
+  description:
+    "Shows each image patch's visual word, softmax(vm_head(projector(tower(image)))), the distribution over the vocabulary that VW-LMM's VM head gives the patch: a picture with the top-1 token written on each patch, and the top-k tokens with their probabilities as JSON.",
+  args: [specArg],
+  options: wordsOptions,
+  examples: [
+    {
+      run: 'kiln words models/vwlmm.kiln --config tiny --checkpoint test/golden/llama_b2/llava --vision-tower test/golden/llama_b2/clip --image picture.png --out words.png',
+      does: "words.png: the image with each patch labelled by its top-1 token, and a text grid on stdout",
+    },
+    {
+      run: 'kiln words models/vwlmm.kiln --config tiny --checkpoint test/golden/llama_b2/llava --vision-tower test/golden/llama_b2/clip --batch test/golden/llama_b2/batch.safetensors --top-k 3 --json',
+      does: 'the top-3 tokens per patch as JSON, from pixel_values[0] of a batch',
+    },
+  ],
+  run: runWords,
+});
 
 /** Writes through a temporary file and a rename, so a reader never sees half a PNG. */
 function writeAtomically(path: string, bytes: Uint8Array): void {
@@ -63,13 +69,8 @@ function writeAtomically(path: string, bytes: Uint8Array): void {
   renameSync(tmp, path);
 }
 
-export async function runWords(argv: readonly string[], out: Output): Promise<number> {
-  const { values, positionals } = parse(argv, wordsOptions);
-  if (values.help) {
-    out.stdout(wordsHelp);
-    return 0;
-  }
-  const spec = onePositional(positionals, 'SPEC (a .kiln file)');
+async function runWords(values: OptionValues<typeof wordsOptions>, args: Args, out: Output): Promise<number> {
+  const spec = args[0]!;
   if (!values.checkpoint) throw new UsageError('--checkpoint DIR is required');
   if (values.image !== undefined && values.batch !== undefined) throw new UsageError('give either --image FILE or --batch FILE, not both');
   if (values.image === undefined && values.batch === undefined) throw new UsageError('an image is required: --image FILE, or --batch FILE (its pixel_values[0])');
