@@ -268,6 +268,12 @@ function pipelineFor(device: GPUDevice, code: string, access: readonly ('read' |
   return p;
 }
 
+interface Staging {
+  readonly buffer: GPUBuffer;
+  readonly bytes: number;
+  busy: boolean;
+}
+
 interface LoadedEntry {
   readonly name: string;
   readonly manifest: EntryManifest;
@@ -303,6 +309,8 @@ export type EntryOutputs = Map<string, HostTensor>;
 export class ArtefactProgram {
   readonly store: TensorStore;
   private readonly entries = new Map<string, LoadedEntry>();
+  /** per entry: the read-back buffer `run` reuses from call to call. */
+  private readonly staging = new Map<string, Staging>();
 
   private constructor(
     readonly kd: KilnDevice,
@@ -401,11 +409,110 @@ export class ArtefactProgram {
    * (readOutput). Updates are applied to the store after the dispatches, in the same submission.
    */
   async run(entry: string, inputs: ReadonlyMap<string, HostTensor>, read?: readonly string[], opts: RunOptions = {}): Promise<EntryOutputs> {
-    const m = this.entry(entry).manifest;
+    const e = this.entry(entry);
+    const m = e.manifest;
     const wanted = read === undefined ? m.outputs.map((o) => o.name) : read;
-    for (const n of wanted) if (!m.outputs.some((o) => o.name === n)) fail(`entry '${entry}' has no output '${n}'`);
-    await this.dispatch(entry, inputs, opts);
-    return this.readOutputs(entry, wanted, this.runLabel(entry, wanted.length));
+    const outs = wanted.map((n) => m.outputs.find((o) => o.name === n) ?? fail(`entry '${entry}' has no output '${n}'`));
+    // Outputs packed into one staging buffer at 256-byte offsets (copy and map alignment).
+    const offsets: number[] = [];
+    let total = 0;
+    for (const o of outs) {
+      offsets.push(total);
+      total += Math.ceil(paddedBytes(numel(o.shape) * storedElementBytes(o.dtype, this.manifest.floatStorage)) / 256) * 256;
+    }
+    if (opts.profiler || this.opts.stepByStep || total > READ_BATCH_BYTES) {
+      await this.dispatch(entry, inputs, opts);
+      return this.readOutputs(entry, wanted, this.runLabel(entry, wanted.length));
+    }
+    // The common case (a step, an evaluation, a decode step): upload, kernels, updates and the
+    // read-back in one submission under one error scope, into a staging buffer the entry keeps,
+    // so a call costs one wait on the device (a decode step is a few ms: round trips matter).
+    this.checkRules(m, inputs);
+    const device = this.kd.device;
+    const what = this.runLabel(entry, wanted.length);
+    return gpuStep(device, what, async () => {
+      this.writeInputs(e, inputs);
+      const enc = this.encode(entry, e, 0, m.dispatches.length);
+      this.encodeUpdates(e, enc);
+      const staging = total > 0 ? this.takeStaging(entry, total) : undefined;
+      outs.forEach((o, k) => enc.copyBufferToBuffer(e.buffers[o.buffer]!, 0, staging!.buffer, offsets[k]!, paddedBytes(numel(o.shape) * storedElementBytes(o.dtype, this.manifest.floatStorage))));
+      device.queue.submit([enc.finish()]);
+      const result: EntryOutputs = new Map();
+      if (!staging) return result;
+      try {
+        await unlessLost(this.kd, what, staging.buffer.mapAsync(MAP_READ, 0, total));
+        outs.forEach((o, k) => result.set(o.name, hostTensor(staging.buffer.getMappedRange(offsets[k]!, (k + 1 < outs.length ? offsets[k + 1]! : total) - offsets[k]!), o.dtype, o.shape, this.manifest.floatStorage)));
+      } finally {
+        if (staging.buffer.mapState === 'mapped') staging.buffer.unmap();
+        this.returnStaging(entry, staging);
+      }
+      return result;
+    });
+  }
+
+  /** A staging buffer of at least `bytes` for `entry`: the kept one when free, else a new one (a concurrent call). */
+  private takeStaging(entry: string, bytes: number): Staging {
+    const kept = this.staging.get(entry);
+    if (kept && !kept.busy && kept.bytes >= bytes) {
+      kept.busy = true;
+      return kept;
+    }
+    const st: Staging = { buffer: this.kd.device.createBuffer({ size: bytes, usage: MAP_READ | COPY_DST, label: `kiln read-back ${entry}` }), bytes, busy: true };
+    return st;
+  }
+
+  /** Keeps `st` for the entry's next call when it is the kept one or the entry has none free; else frees it. */
+  private returnStaging(entry: string, st: Staging): void {
+    st.busy = false;
+    const kept = this.staging.get(entry);
+    if (kept === st) return;
+    if (!kept || (!kept.busy && kept.bytes < st.bytes)) {
+      kept?.buffer.destroy();
+      this.staging.set(entry, st);
+      return;
+    }
+    st.buffer.destroy();
+  }
+
+  /** The host-side checks of an entry's inputs (ids and labels in range): kernels cannot raise errors. */
+  private checkRules(m: EntryManifest, inputs: ReadonlyMap<string, HostTensor>): void {
+    // The kernels clamp or silently shift on ids they cannot take: every call is checked on the
+    // host first, with the reference's wording, whoever the caller is (kiln loss, training, a page).
+    // Callers may pass more than the entry's inputs (the executor feeds parameters alongside).
+    if (m.rules === undefined) return;
+    const fed = new Map(m.inputs.flatMap((d) => (inputs.has(d.name) ? [[d.name, inputs.get(d.name)!] as const] : [])));
+    validateBatch({ inputs: m.inputs, rules: m.rules }, fed);
+  }
+
+  /** Dispatches from..to-1 of `e` in one compute pass, or one pass each with timestamps when profiled. */
+  private encode(entry: string, e: LoadedEntry, from: number, to: number, profiler?: KernelProfiler, querySets: readonly GPUQuerySet[] = []): GPUCommandEncoder {
+    const enc = this.kd.device.createCommandEncoder({ label: `kiln ${entry}` });
+    const m = e.manifest;
+    let pass: GPUComputePassEncoder | undefined;
+    for (let s = from; s < to; s++) {
+      if (profiler || !pass) {
+        pass?.end();
+        const q = 2 * s;
+        pass = enc.beginComputePass(
+          profiler ? { timestampWrites: { querySet: querySets[Math.floor(q / QUERIES_PER_SET)]!, beginningOfPassWriteIndex: q % QUERIES_PER_SET, endOfPassWriteIndex: (q % QUERIES_PER_SET) + 1 } } : {},
+        );
+      }
+      const w = m.dispatches[s]!.workgroups;
+      pass.setPipeline(e.pipelines[s]!);
+      pass.setBindGroup(0, e.bindGroups[s]!);
+      pass.dispatchWorkgroups(w[0], w[1], w[2]);
+    }
+    (pass ?? enc.beginComputePass()).end();
+    return enc;
+  }
+
+  /** After every kernel has read the old values: the updates not written in place replace them. */
+  private encodeUpdates(e: LoadedEntry, enc: GPUCommandEncoder): void {
+    const m = e.manifest;
+    for (const u of m.updates) {
+      if (u.inPlace) continue;
+      enc.copyBufferToBuffer(e.buffers[u.buffer]!, 0, this.store.buffer(u.name), 0, paddedBytes(m.buffers[u.buffer]!.bytes));
+    }
   }
 
   /**
@@ -418,13 +525,7 @@ export class ArtefactProgram {
     const e = this.entry(entry);
     const m = e.manifest;
     const device = this.kd.device;
-    // The kernels clamp or silently shift on ids they cannot take: every call is checked on the
-    // host first, with the reference's wording, whoever the caller is (kiln loss, training, a page).
-    // Callers may pass more than the entry's inputs (the executor feeds parameters alongside).
-    if (m.rules !== undefined) {
-      const fed = new Map(m.inputs.flatMap((d) => (inputs.has(d.name) ? [[d.name, inputs.get(d.name)!] as const] : [])));
-      validateBatch({ inputs: m.inputs, rules: m.rules }, fed);
-    }
+    this.checkRules(m, inputs);
     await this.upload(e, inputs);
     const profiler = this.opts.stepByStep ? undefined : opts.profiler;
     if (profiler) requireTimestamps(device, this.kd.adapterName);
@@ -434,25 +535,7 @@ export class ArtefactProgram {
           device.createQuerySet({ type: 'timestamp', count: Math.min(QUERIES_PER_SET, 2 * m.dispatches.length - k * QUERIES_PER_SET), label: `kiln profile ${entry} ${k}` }),
         )
       : [];
-    const encodeRange = (from: number, to: number): GPUCommandEncoder => {
-      const enc = device.createCommandEncoder({ label: `kiln ${entry}` });
-      let pass: GPUComputePassEncoder | undefined;
-      for (let s = from; s < to; s++) {
-        if (profiler || !pass) {
-          pass?.end();
-          const q = 2 * s;
-          pass = enc.beginComputePass(
-            profiler ? { timestampWrites: { querySet: querySets[Math.floor(q / QUERIES_PER_SET)]!, beginningOfPassWriteIndex: q % QUERIES_PER_SET, endOfPassWriteIndex: (q % QUERIES_PER_SET) + 1 } } : {},
-          );
-        }
-        const w = m.dispatches[s]!.workgroups;
-        pass.setPipeline(e.pipelines[s]!);
-        pass.setBindGroup(0, e.bindGroups[s]!);
-        pass.dispatchWorkgroups(w[0], w[1], w[2]);
-      }
-      (pass ?? enc.beginComputePass()).end();
-      return enc;
-    };
+    const encodeRange = (from: number, to: number): GPUCommandEncoder => this.encode(entry, e, from, to, profiler, querySets);
     if (this.opts.stepByStep) {
       for (let s = 0; s < m.dispatches.length; s++) {
         await gpuStep(device, `step ${s}: ${m.dispatches[s]!.label}`, async () => {
@@ -464,12 +547,7 @@ export class ArtefactProgram {
     const what = `running ${m.dispatches.length} kernels`;
     await gpuStep(device, what, async () => {
       const enc = this.opts.stepByStep ? device.createCommandEncoder() : encodeRange(0, m.dispatches.length);
-      // After every kernel has read the old values: the new ones replace them.
-      for (const u of m.updates) {
-        if (u.inPlace) continue;
-        const target = this.store.buffer(u.name);
-        enc.copyBufferToBuffer(e.buffers[u.buffer]!, 0, target, 0, paddedBytes(m.buffers[u.buffer]!.bytes));
-      }
+      this.encodeUpdates(e, enc);
       if (!profiler) {
         device.queue.submit([enc.finish()]);
         return;
@@ -550,9 +628,14 @@ export class ArtefactProgram {
 
   /** Writes the entry's declared inputs into their buffers. */
   private async upload(e: LoadedEntry, inputs: ReadonlyMap<string, HostTensor>): Promise<void> {
+    await gpuStep(this.kd.device, 'uploading the inputs', () => this.writeInputs(e, inputs));
+  }
+
+  /** Queues the writes of the entry's declared inputs (checked against the manifest) into their buffers. */
+  private writeInputs(e: LoadedEntry, inputs: ReadonlyMap<string, HostTensor>): void {
     const m = e.manifest;
     const device = this.kd.device;
-    await gpuStep(device, 'uploading the inputs', () => {
+    {
       const inputBuffer = new Map(m.buffers.flatMap((b, k) => (b.kind === 'input' ? [[b.name, k] as const] : [])));
       for (const decl of m.inputs) {
         const t = inputs.get(decl.name);
@@ -561,7 +644,7 @@ export class ArtefactProgram {
         if (!dtypeOk || !sameShape(t.shape, decl.shape)) throw new KilnError(`input ${decl.name}: expected ${describe(decl)}, got ${describe(t)}`);
         device.queue.writeBuffer(e.buffers[inputBuffer.get(decl.name)!]!, 0, deviceArray(t, this.manifest.floatStorage, `input tensor '${decl.name}'`) as OwnedView);
       }
-    });
+    }
   }
 
   /**
@@ -615,7 +698,9 @@ export class ArtefactProgram {
   /** Frees the entries' own buffers (the store stays: other programs may share it). */
   destroy(): void {
     for (const e of this.entries.values()) for (const b of e.owned) b.destroy();
+    for (const st of this.staging.values()) st.buffer.destroy();
     this.entries.clear();
+    this.staging.clear();
   }
 }
 

@@ -92,6 +92,28 @@ describe('artefacts on WebGPU', () => {
     }
   });
 
+  it('each run reads back its own outputs, one after another or overlapping (the kept read-back buffer and a spare)', async () => {
+    const model = miniModel();
+    const { artefact } = compileArtefact(defaultEntries(model, ['loss']), { bindings: new Map([['B', 1], ['T', 2]]), traits: DEFAULT_TRAITS });
+    const program = await ArtefactProgram.load(await getDevice(), artefact);
+    try {
+      const params = initParams(model.graph.params, 5);
+      program.store.write(params);
+      const batch = (seed: number) => new Map([['x', f32([1, 2, 8], seed)], ['y', f32([1, 2, 8], seed + 1)]]);
+      const want = [1, 3, 5].map((seed) => runReference(model.graph, new Map([...params, ...batch(seed)]), [model.graph.totalLoss!], { precision: 'f32' }).get(model.graph.totalLoss!)!.data[0]!);
+      const one = async (seed: number) => (await program.run('loss', batch(seed))).get('loss')!.data[0]!;
+      const sequential = [await one(1), await one(3), await one(5)];
+      const overlapping = await Promise.all([one(1), one(3), one(5)]);
+      // The same kernels on the same inputs: the same bits, whichever staging buffer carried them.
+      expect(overlapping).toEqual(sequential);
+      sequential.forEach((v, k) => expect(Math.abs(v - want[k]!) / Math.abs(want[k]!)).toBeLessThan(2e-4));
+      expect(new Set(sequential).size).toBe(3);
+    } finally {
+      program.destroy();
+      program.store.destroy();
+    }
+  });
+
   it('weights that do not match the manifest name the tensor and the difference', async () => {
     const model = miniModel();
     const { artefact } = compileArtefact(defaultEntries(model, ['loss']), { bindings: new Map([['B', 1], ['T', 2]]), traits: DEFAULT_TRAITS });
