@@ -1,153 +1,86 @@
-// Unary elementwise ops as a table: each row is the function and its derivative, and one
-// backward op (`unary_grad`, g * f'(x)) serves them all, so every unary VJP fuses the same way.
+// Unary elementwise ops as a table: each row is the function and its derivative, written once in
+// the expression IR (./expr/), and one backward op (`unary_grad`, g * f'(x)) serves them all, so
+// every unary VJP fuses the same way.
 import type { Attrs, TensorType } from '../ir/graph.js';
-import type { OpDef } from './types.js';
-import { alloc } from './util/ref.js';
+import type { OpDef, TorchContext } from './types.js';
 import { attrString, expectArity, fail, isFloatDType, typeToString } from './util/shape.js';
 import { shapesEqual } from '../ir/dims.js';
-import { erfWGSL, f32Lit, isNanWGSL, sigmoidWGSL } from '../codegen/expr.js';
-import type { ElementwiseKernel } from '../codegen/kernel.js';
+import { add, and, arg, lit, cmp, div, erf, exp, isnan, log, mul, neg, not, or, rsqrt, select, sigmoid, sign, sqrt, sub, tanh, abs, type Expr } from './expr/ir.js';
+import { fromExpr } from './expr/op.js';
+
+export { erf } from './expr/js.js';
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
 
-/**
- * erf to ~1e-15 relative: the all-positive series 2/sqrt(pi) e^{-x^2} sum (2x^2)^n x / (2n+1)!!
- * (no cancellation), and 1 beyond |x| = 6 where erf is 1 to double precision. Needed because
- * the f64 gradient checks compare gelu's derivative against finite differences at ~1e-7.
- */
-export function erf(x: number): number {
-  const ax = Math.abs(x);
-  if (ax >= 6) return Math.sign(x);
-  if (Number.isNaN(x)) return NaN;
-  const x2 = 2 * ax * ax;
-  let term = ax;
-  let sum = ax;
-  for (let n = 1; n < 400; n++) {
-    term *= x2 / (2 * n + 1);
-    sum += term;
-    if (term < sum * 1e-17) break;
-  }
-  const r = (2 / Math.sqrt(Math.PI)) * Math.exp(-ax * ax) * sum;
-  return x < 0 ? -r : r;
-}
-
-function sigmoid(x: number): number {
-  if (x >= 0) return 1 / (1 + Math.exp(-x));
-  const e = Math.exp(x);
-  return e / (1 + e);
-}
-
 interface UnaryRow {
-  readonly f: (x: number) => number;
-  /** df/dx at x. */
-  readonly df: (x: number) => number;
-  /** i32 inputs allowed (the op is exact on integers). */
-  readonly ints?: (x: number) => number;
+  /** f(x) over operand 0. */
+  readonly f: Expr;
+  /** df/dx over operand 0. */
+  readonly df: Expr;
+  /** i32 inputs allowed (f is exact on integers). */
+  readonly ints?: true;
   readonly doc: string;
-  /** the PyTorch expression (x a Python expression). */
-  readonly torch: (x: string) => string;
+  /**
+   * PyTorch's own function for f, where it has one that the IR's text is not (x a Python
+   * expression): the export calls torch's kernel, and model.py reads like the Hugging Face code.
+   */
+  readonly torch?: (x: string) => string;
 }
+
+const x = arg(0);
+const sig = sigmoid(x);
+// gelu_tanh's inner tanh, with x^3 as x * x * x (the kernels' f32 products, in this order).
+const tanhGelu = tanh(mul(SQRT_2_OVER_PI, add(x, mul(mul(mul(0.044715, x), x), x))));
+const sigQuick = sigmoid(mul(1.702, x));
+const erfGelu = erf(div(x, Math.SQRT2));
 
 export const UNARY: Readonly<Record<string, UnaryRow>> = {
-  neg: { f: (x) => -x, df: () => -1, ints: (x) => -x | 0, doc: 'neg(x): -x', torch: (x) => `torch.neg(${x})` },
-  exp: { f: Math.exp, df: Math.exp, doc: 'exp(x)', torch: (x) => `torch.exp(${x})` },
-  log: { f: Math.log, df: (x) => 1 / x, doc: 'log(x): natural logarithm', torch: (x) => `torch.log(${x})` },
-  sqrt: { f: Math.sqrt, df: (x) => 0.5 / Math.sqrt(x), doc: 'sqrt(x)', torch: (x) => `torch.sqrt(${x})` },
-  rsqrt: { f: (x) => 1 / Math.sqrt(x), df: (x) => -0.5 / (x * Math.sqrt(x)), doc: 'rsqrt(x): 1 / sqrt(x)', torch: (x) => `torch.rsqrt(${x})` },
-  tanh: { f: Math.tanh, df: (x) => 1 - Math.tanh(x) ** 2, doc: 'tanh(x)', torch: (x) => `torch.tanh(${x})` },
-  sigmoid: { f: sigmoid, df: (x) => sigmoid(x) * (1 - sigmoid(x)), doc: 'sigmoid(x): 1 / (1 + exp(-x))', torch: (x) => `torch.sigmoid(${x})` },
+  neg: { f: neg(x), df: lit(-1), ints: true, doc: 'neg(x): -x' },
+  exp: { f: exp(x), df: exp(x), doc: 'exp(x)' },
+  log: { f: log(x), df: div(1, x), doc: 'log(x): natural logarithm' },
+  sqrt: { f: sqrt(x), df: div(0.5, sqrt(x)), doc: 'sqrt(x)' },
+  rsqrt: { f: rsqrt(x), df: div(-0.5, mul(x, sqrt(x))), doc: 'rsqrt(x): 1 / sqrt(x)' },
+  tanh: { f: tanh(x), df: sub(1, mul(tanh(x), tanh(x))), doc: 'tanh(x)' },
+  sigmoid: { f: sig, df: mul(sig, sub(1, sig)), doc: 'sigmoid(x): 1 / (1 + exp(-x))' },
   // PyTorch's relu and abs backward: 0 at the kink. relu keeps NaN, and its backward
   // (threshold_backward: 0 where the output <= 0) passes g through a NaN.
-  relu: { f: (x) => (x > 0 || Number.isNaN(x) ? x : 0), df: (x) => (x <= 0 ? 0 : 1), ints: (x) => (x > 0 ? x : 0), doc: 'relu(x): max(x, 0)', torch: (x) => `torch.relu(${x})` },
-  abs: { f: Math.abs, df: (x) => (x > 0 ? 1 : x < 0 ? -1 : 0), ints: (x) => Math.abs(x) | 0, doc: 'abs(x)', torch: (x) => `torch.abs(${x})` },
+  relu: {
+    f: select(or(cmp('gt', x, 0), isnan(x)), x, 0),
+    df: select(and(cmp('le', x, 0), not(isnan(x))), 0, 1),
+    ints: true,
+    doc: 'relu(x): max(x, 0)',
+    torch: (v) => `torch.relu(${v})`,
+  },
+  abs: { f: abs(x), df: sign(x), ints: true, doc: 'abs(x)' },
   gelu: {
-    f: (x) => 0.5 * x * (1 + erf(x / Math.SQRT2)),
-    df: (x) => 0.5 * (1 + erf(x / Math.SQRT2)) + x * INV_SQRT_2PI * Math.exp(-0.5 * x * x),
+    f: mul(mul(0.5, x), add(1, erfGelu)),
+    df: add(mul(0.5, add(1, erfGelu)), mul(mul(x, INV_SQRT_2PI), exp(mul(mul(-0.5, x), x)))),
     doc: 'gelu(x): x * Phi(x) with the exact erf (torch.nn.GELU default)',
-    torch: (x) => `F.gelu(${x})`,
+    torch: (v) => `F.gelu(${v})`,
   },
   gelu_tanh: {
-    f: (x) => 0.5 * x * (1 + Math.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x ** 3))),
-    df: (x) => {
-      const t = Math.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x ** 3));
-      return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x);
-    },
+    f: mul(mul(0.5, x), add(1, tanhGelu)),
+    df: add(mul(0.5, add(1, tanhGelu)), mul(mul(mul(mul(0.5, x), sub(1, mul(tanhGelu, tanhGelu))), SQRT_2_OVER_PI), add(1, mul(mul(3 * 0.044715, x), x)))),
     doc: "gelu_tanh(x): GELU with the tanh approximation (approximate='tanh')",
-    torch: (x) => `F.gelu(${x}, approximate="tanh")`,
+    torch: (v) => `F.gelu(${v}, approximate="tanh")`,
   },
+  // transformers' QuickGELUActivation, written the same way (so the IR's PyTorch text is its code).
   quick_gelu: {
-    f: (x) => x * sigmoid(1.702 * x),
-    df: (x) => {
-      const s = sigmoid(1.702 * x);
-      return s + 1.702 * x * s * (1 - s);
-    },
+    f: mul(x, sigQuick),
+    df: add(sigQuick, mul(mul(mul(1.702, x), sigQuick), sub(1, sigQuick))),
     doc: 'quick_gelu(x): x * sigmoid(1.702 x) (CLIP)',
-    // transformers' QuickGELUActivation, written the same way.
-    torch: (x) => `(${x} * torch.sigmoid(1.702 * ${x}))`,
   },
   silu: {
-    f: (x) => x * sigmoid(x),
-    df: (x) => {
-      const s = sigmoid(x);
-      return s + x * s * (1 - s);
-    },
+    f: mul(x, sig),
+    df: add(sig, mul(mul(x, sig), sub(1, sig))),
     doc: 'silu(x): x * sigmoid(x) (SwiGLU gate)',
-    torch: (x) => `F.silu(${x})`,
+    torch: (v) => `F.silu(${v})`,
   },
 };
-
-const K_TANH = f32Lit(SQRT_2_OVER_PI);
-const INV_S2PI = f32Lit(INV_SQRT_2PI);
-// WGSL's tanh may return NaN past the exponent's range on some drivers; tanh(20) is 1 in f32.
-const tanh = (x: string): string => `tanh(clamp(${x}, -20.0, 20.0))`;
-// clamp may turn a NaN into a bound: the tanh op keeps it (gelu_tanh's x * (...) keeps it anyway).
-const tanhOp = (x: string): string => `select(${tanh(x)}, ${x}, ${isNanWGSL(x)})`;
-const tanhGelu = (x: string): string => tanh(`(${K_TANH} * (${x} + 0.044715 * ${x} * ${x} * ${x}))`);
-const sig = sigmoidWGSL;
-
-/**
- * The rows' kernels: f(x) and g * f'(x) as WGSL (x, g identifiers), the same formulas as the
- * reference. The i32 forms of neg and abs are the same text, typed by their operand (relu: max).
- */
-export const UNARY_WGSL: Readonly<Record<string, { f(x: string): string; df(x: string, g: string): string }>> = {
-  neg: { f: (x) => `(-${x})`, df: (_x, g) => `(-${g})` },
-  exp: { f: (x) => `exp(${x})`, df: (x, g) => `(${g} * exp(${x}))` },
-  log: { f: (x) => `log(${x})`, df: (x, g) => `(${g} * (1.0 / ${x}))` },
-  sqrt: { f: (x) => `sqrt(${x})`, df: (x, g) => `(${g} * (0.5 / sqrt(${x})))` },
-  rsqrt: { f: (x) => `inverseSqrt(${x})`, df: (x, g) => `(${g} * (-0.5 / (${x} * sqrt(${x}))))` },
-  tanh: { f: tanhOp, df: (x, g) => `(${g} * (1.0 - ${tanhOp(x)} * ${tanhOp(x)}))` },
-  sigmoid: { f: sig, df: (x, g) => `(${g} * (${sig(x)} * (1.0 - ${sig(x)})))` },
-  // f32 relu keeps NaN as torch does (a bit test: the comparison alone may be folded); the
-  // backward passes g unless x <= 0. i32 relu: max(x, 0), in unaryOp.
-  relu: {
-    f: (x) => `select(0.0, ${x}, ${x} > 0.0 || ${isNanWGSL(x)})`,
-    df: (x, g) => `(${g} * select(1.0, 0.0, ${x} <= 0.0 && !${isNanWGSL(x)}))`,
-  },
-  abs: { f: (x) => `abs(${x})`, df: (x, g) => `(${g} * sign(${x}))` },
-  gelu: {
-    f: (x) => `(0.5 * ${x} * (1.0 + ${erfWGSL(x, Math.SQRT1_2)}))`,
-    df: (x, g) => `(${g} * (0.5 * (1.0 + ${erfWGSL(x, Math.SQRT1_2)}) + ${x} * ${INV_S2PI} * exp(-0.5 * ${x} * ${x})))`,
-  },
-  gelu_tanh: {
-    f: (x) => `(0.5 * ${x} * (1.0 + ${tanhGelu(x)}))`,
-    df: (x, g) =>
-      `(${g} * (0.5 * (1.0 + ${tanhGelu(x)}) + 0.5 * ${x} * (1.0 - ${tanhGelu(x)} * ${tanhGelu(x)}) * ${K_TANH} * (1.0 + 3.0 * 0.044715 * ${x} * ${x})))`,
-  },
-  quick_gelu: {
-    f: (x) => `(${x} * ${sig(`(1.702 * ${x})`)})`,
-    df: (x, g) => `(${g} * (${sig(`(1.702 * ${x})`)} + 1.702 * ${x} * ${sig(`(1.702 * ${x})`)} * (1.0 - ${sig(`(1.702 * ${x})`)})))`,
-  },
-  silu: { f: (x) => `(${x} * ${sig(x)})`, df: (x, g) => `(${g} * (${sig(x)} + ${x} * ${sig(x)} * (1.0 - ${sig(x)})))` },
-};
-
-function wgslRow(fn: string): { f(x: string): string; df(x: string, g: string): string } {
-  const w = UNARY_WGSL[fn];
-  if (!w) throw new Error(`unary ${fn} has no WGSL form`);
-  return w;
-}
 
 function unaryOp(name: string, row: UnaryRow): OpDef {
+  const derived = fromExpr(() => row.f);
   return {
     name,
     surface: { inputs: ['x'], attrs: {}, doc: row.doc },
@@ -163,16 +96,8 @@ function unaryOp(name: string, row: UnaryRow): OpDef {
       if (name === 'neg') return [b.add('neg', [g])];
       return [b.add('unary_grad', [node.inputs[0]!, g], { fn: name })];
     },
-    reference([x], _attrs, out, ctx) {
-      const y = alloc(ctx, out.dtype, out.shape);
-      const f = x!.dtype === 'i32' ? row.ints! : row.f;
-      const src = x!.data;
-      const dst = y.data;
-      for (let i = 0; i < src.length; i++) dst[i] = f(src[i]!);
-      return y;
-    },
-    kernel: { kind: 'elementwise', expr: ([x], types) => (name === 'relu' && types.output === 'i32' ? `max(${x!}, 0)` : wgslRow(name).f(x!)) },
-    torch: { expr: (c) => row.torch(c.inputs[0]!) },
+    ...derived,
+    ...(row.torch ? { torch: { expr: (c) => row.torch!(c.inputs[0]!) } } : {}),
   };
 }
 
@@ -184,6 +109,18 @@ function rowOf(attrs: Attrs): UnaryRow {
   if (!row) fail(`unary_grad: unknown function ${fn}`);
   return row;
 }
+
+const byName = new Map(unaryOps.map((op) => [op.name, op]));
+
+/** The forward op's PyTorch rendering of `x` (unary_grad differentiates it with autograd). */
+function forwardTorch(c: TorchContext): string {
+  const op = byName.get(attrString('unary_grad', c.attrs, 'fn'));
+  if (!op?.torch) fail(`unary_grad: unknown function ${String(c.attrs['fn'])}`);
+  const t = c.inputTypes[0]!;
+  return op.torch.expr({ ...c, inputs: ['x'], inputTypes: [t], output: t, attrs: {} });
+}
+
+const gradParts = fromExpr((attrs) => mul(arg(1), rowOf(attrs).df));
 
 /**
  * g * f'(x) for a unary op f named by `fn`; recomputes from x so it fuses with the forward. No
@@ -199,22 +136,10 @@ export const unaryGrad: OpDef = {
       fail(`unary_grad: x ${typeToString(x)} and g ${typeToString(g)} must be the same float type`, 1);
     return x;
   },
-  reference([x, g], attrs, out, ctx) {
-    const df = rowOf(attrs).df;
-    const y = alloc(ctx, out.dtype, out.shape);
-    const xs = x!.data;
-    const gs = g!.data;
-    const dst = y.data;
-    for (let i = 0; i < xs.length; i++) dst[i] = gs[i]! * df(xs[i]!);
-    return y;
-  },
-  kernel: {
-    kind: 'elementwise',
-    expr: ([x, g], _types, attrs = {}) => wgslRow(attrString('unary_grad', attrs, 'fn')).df(x!, g!),
-  } satisfies ElementwiseKernel,
+  ...gradParts,
   // g * f'(x) by autograd through the forward op's own rendering.
   torch: {
-    expr: (c) => `_unary_grad(lambda x: ${rowOf(c.attrs).torch('x')}, ${c.inputs[0]!}, ${c.inputs[1]!})`,
+    expr: (c) => `_unary_grad(lambda x: ${forwardTorch(c)}, ${c.inputs[0]!}, ${c.inputs[1]!})`,
     helpers: {
       _unary_grad: `def _unary_grad(f, x, g):
     with torch.enable_grad():
