@@ -2,8 +2,6 @@
 // literals that survive every value JS can hold, and the few functions WGSL lacks (erf). They
 // are plain expression strings; the fused generator binds every operand to a `let` first, so an
 // expression may repeat its arguments freely.
-import type { DType } from '../ir/graph.js';
-import { wgslType } from './kernel.js';
 
 /**
  * WGSL rejects a constant expression that evaluates to inf or NaN, so those values are read from
@@ -26,12 +24,6 @@ export function i32Lit(v: number): string {
   const n = Math.trunc(v) | 0;
   // -2147483648 is not a valid i32 literal (the minus is a separate operator).
   return n === -2147483648 ? 'i32(-2147483647 - 1)' : `i32(${n})`;
-}
-
-/** A literal of the arithmetic type of `dtype` (bool as i32 0/1). */
-export function literal(v: number, dtype: DType): string {
-  if (dtype === 'bool') return v !== 0 ? 'i32(1)' : 'i32(0)';
-  return wgslType(dtype) === 'i32' ? i32Lit(v) : f32Lit(v);
 }
 
 function horner(coeffs: readonly number[], x: string): string {

@@ -8,6 +8,7 @@ import { KilnError } from '../../runtime/errors.js';
 import type { FusedGroup } from '../passes/fuse.js';
 import { getOp } from '../ops/registry.js';
 import { SPECIAL_VALUES } from './expr.js';
+import { exprWGSL } from '../ops/expr/wgsl.js';
 import { grid1d, LINEAR_ID, storageType, wgslType, type DeviceTraits, type KernelBody } from './kernel.js';
 import { broadcastMap, transposeMap, viewMap, type IndexMap } from './views.js';
 import { matmulWGSL, type MatmulSpec } from './matmul.js';
@@ -202,7 +203,7 @@ class Emitter {
     if (kernel?.kind === 'view') return { lets, expr: args[0]! };
     if (kernel?.kind !== 'elementwise') throw new Error(`fused: ${n.op} is not elementwise`);
     const types = { inputs: n.inputs.map((i) => this.node(i).dtype), output: n.dtype };
-    return { lets, expr: kernel.expr(args, types, n.attrs) };
+    return { lets, expr: exprWGSL(kernel.ir(n.attrs, types.inputs, types.output), args, types) };
   }
 
   /** kf_nK(i): a load-side member (prologue, or a loop's anchor) at element i. */

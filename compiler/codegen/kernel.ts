@@ -9,6 +9,7 @@
 // in the accessors and never in the kernel templates.
 import type { Attrs, DType } from '../ir/graph.js';
 import type { ConcreteType } from '../ops/types.js';
+import type { ExprOf } from '../ops/expr/op.js';
 
 export interface DeviceTraits {
   /** the adapter's one subgroup size, when it has a single one (lavapipe: 8). */
@@ -53,13 +54,14 @@ export interface KernelBody {
 }
 
 /**
- * An elementwise op: a WGSL expression of its operands' values (already loaded, as T). Fused code
- * passes plain identifiers as args, so an expression may repeat an arg at no cost. attrs arrive
- * with symbolic dims evaluated (fill's value, unary_grad's fn); callers that have none pass {}.
+ * An elementwise op: its value as the expression IR over its operands (compiler/ops/expr/), which
+ * the code generator renders to WGSL (exprWGSL) wherever the op is placed: a loop, a prologue, a
+ * matmul's or a custom op's epilogue. attrs arrive with symbolic dims evaluated (fill's value,
+ * unary_grad's fn).
  */
 export interface ElementwiseKernel {
   readonly kind: 'elementwise';
-  expr(args: readonly string[], types: { readonly inputs: readonly DType[]; readonly output: DType }, attrs?: Attrs): string;
+  readonly ir: ExprOf;
 }
 
 /** Any other op: a template producing a whole kernel body for concrete shapes. */

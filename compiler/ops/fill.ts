@@ -4,7 +4,7 @@ import type { OpDef } from './types.js';
 import type { Dim } from '../ir/dims.js';
 import { alloc } from './util/ref.js';
 import { attrDType, attrDims, expectArity, fail, isDim } from './util/shape.js';
-import { literal } from '../codegen/expr.js';
+import { lit } from './expr/ir.js';
 
 export const fillOp: OpDef = {
   name: 'fill',
@@ -32,10 +32,10 @@ export const fillOp: OpDef = {
   torch: { expr: (c) => `torch.full(${c.shape(attrDims('fill', c.attrs, 'shape'))}, ${typeof c.attrs['value'] === 'number' ? c.num(c.attrs['value']) : c.dim(c.attrs['value'] as Dim)}, dtype=${c.dtype(c.output.dtype)}, device=dev)` },
   kernel: {
     kind: 'elementwise',
-    expr(_args, types, attrs = {}) {
+    ir(attrs, _inputs, output) {
       const v = attrs['value'];
       if (typeof v !== 'number') throw new Error(`fill: value ${JSON.stringify(v)} is not a number (symbolic dims must be bound first)`);
-      return literal(v, types.output);
+      return lit(output === 'bool' ? (v !== 0 ? 1 : 0) : v);
     },
   },
 };

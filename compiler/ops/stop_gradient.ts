@@ -1,6 +1,7 @@
 // Identity in the forward pass; autodiff sends nothing through it (LLaVA's no_grad tower).
 import type { OpDef } from './types.js';
 import { expectArity } from './util/shape.js';
+import { arg } from './expr/ir.js';
 
 export const stopGradientOp: OpDef = {
   name: 'stop_gradient',
@@ -12,6 +13,6 @@ export const stopGradientOp: OpDef = {
   vjp: () => [null],
   // Host tensors are never written after creation, so the value can be shared.
   reference: ([x]) => x!,
-  kernel: { kind: 'elementwise', expr: ([x]) => x! },
+  kernel: { kind: 'elementwise', ir: () => arg(0) },
   torch: { expr: (c) => `${c.inputs[0]!}.detach()` },
 };

@@ -1,9 +1,10 @@
 // where(cond, a, b) with broadcasting over all three; the condition gets no gradient.
 import type { TensorType } from '../ir/graph.js';
 import type { OpDef } from './types.js';
-import { alloc, broadcastIndex } from './util/ref.js';
 import { unbroadcast, zeros } from './util/grad.js';
 import { broadcastShapes, expectArity, expectInt, fail, isFloatDType, typeToString } from './util/shape.js';
+import { arg, select } from './expr/ir.js';
+import { fromExpr } from './expr/op.js';
 
 export const whereOp: OpDef = {
   name: 'where',
@@ -25,18 +26,5 @@ export const whereOp: OpDef = {
       unbroadcast(b, b.add('where', [c, z, g]), b.type(y).shape),
     ];
   },
-  reference([c, a, b], _attrs, out, ctx) {
-    const y = alloc(ctx, out.dtype, out.shape);
-    const ic = broadcastIndex(c!.shape, out.shape);
-    const ia = broadcastIndex(a!.shape, out.shape);
-    const ib = broadcastIndex(b!.shape, out.shape);
-    const dc = c!.data;
-    const da = a!.data;
-    const db = b!.data;
-    const dst = y.data;
-    for (let i = 0; i < dst.length; i++) dst[i] = dc[ic ? ic[i]! : i]! !== 0 ? da[ia ? ia[i]! : i]! : db[ib ? ib[i]! : i]!;
-    return y;
-  },
-  kernel: { kind: 'elementwise', expr: ([c, a, b]) => `select(${b}, ${a}, ${c} != 0)` },
-  torch: { expr: (c) => `torch.where(${c.inputs[0]!}, ${c.inputs[1]!}, ${c.inputs[2]!})` },
+  ...fromExpr(() => select(arg(0), arg(1), arg(2))),
 };

@@ -1,6 +1,7 @@
 // Runs one op's kernel, unfused, on the real WebGPU device and returns its output as a host
 // tensor, so each kernel can be compared with the op's reference implementation.
 import { getOp } from '../../compiler/ops/registry.js';
+import { exprWGSL } from '../../compiler/ops/expr/wgsl.js';
 import type { Attrs, DType } from '../../compiler/ir/graph.js';
 import { wrapPlain, grid1d, LINEAR_ID, wgslType } from '../../compiler/codegen/kernel.js';
 import type { DeviceTraits, KernelBody } from '../../compiler/codegen/kernel.js';
@@ -42,7 +43,8 @@ export async function runOpOnGpu(op: string, inputs: readonly HostTensor[], attr
     kernel.kind === 'custom'
       ? kernel.lower({ op, inputs: inputs.map((t) => ({ dtype: t.dtype, shape: t.shape })), output: out, attrs, device: traits })
       : elementwiseBody(
-          kernel.expr(
+          exprWGSL(
+            kernel.ir(attrs, inputs.map((t) => t.dtype), out.dtype),
             inputs.map((_, k) => `$${k}`),
             { inputs: inputs.map((t) => t.dtype), output: out.dtype },
           ),

@@ -2,7 +2,7 @@
 // executor stores each op's output through its precision's array, so f32 mode rounds once per
 // element as PyTorch's f32 kernels do), i32 math wrapping as WGSL's does, bools as 0/1.
 import type { DType } from '../../ir/graph.js';
-import { operandType, stype, type Expr, type Prim, type SType } from './ir.js';
+import { operandType, stype, typeOf, type Expr, type Prim, type SType } from './ir.js';
 
 /** A compiled expression: the value at one element from its operands' values there. */
 export type ScalarFn = (x: number, y: number, z: number) => number;
@@ -51,6 +51,12 @@ function intRemainder(a: number, b: number): number {
   return remainder(a, b) | 0;
 }
 
+/** C's pow, as torch.pow: 1^b and (-1)^±inf are 1, where Math.pow gives NaN. */
+function powC(a: number, b: number): number {
+  if (a === 1 || (a === -1 && (b === Infinity || b === -Infinity))) return 1;
+  return Math.pow(a, b);
+}
+
 type F1 = (a: number) => number;
 type F2 = (a: number, b: number) => number;
 
@@ -82,7 +88,7 @@ const BINARY: Partial<Record<Prim, { f: F2; i?: F2 }>> = {
   rem: { f: remainder, i: intRemainder },
   max: { f: Math.max },
   min: { f: Math.min },
-  pow: { f: Math.pow, i: (a, b) => Math.trunc(a ** b) | 0 },
+  pow: { f: powC, i: (a, b) => Math.trunc(a ** b) | 0 },
   eq: { f: (a, b) => b01(a === b) },
   ne: { f: (a, b) => b01(a !== b) },
   lt: { f: (a, b) => b01(a < b) },
@@ -104,11 +110,27 @@ export function castValue(v: number, to: DType): number {
  * Compiles `e` over operands of the given dtypes into a closure tree (no code generation at run
  * time). Throws on a primitive with no JS form, which would be a bug in ./ir.ts's closed set.
  */
-export function compileJS(e: Expr, args: readonly DType[]): ScalarFn {
-  return build(e, args.map(stype), 'f');
+export function compileJS(e: Expr, args: readonly DType[], opts: { readonly f32Steps?: 'keep' | 'flush' } = {}): ScalarFn {
+  return build(e, args.map(stype), 'f', opts.f32Steps === 'flush' ? f32Flush : opts.f32Steps === 'keep' ? Math.fround : undefined);
 }
 
-function build(e: Expr, args: readonly SType[], want: SType): ScalarFn {
+/**
+ * With `f32Steps` the evaluator models a WGSL kernel's arithmetic instead of PyTorch's one
+ * rounding per op: every float step rounds to f32, and ('flush') subnormals become zero, which
+ * WGSL allows (test/compiler/ops/expr.test.ts checks the WGSL against both).
+ */
+function f32Flush(v: number): number {
+  const r = Math.fround(v);
+  return Math.abs(r) < 2 ** -126 ? r * 0 : r;
+}
+
+function build(e: Expr, args: readonly SType[], want: SType, step?: (v: number) => number): ScalarFn {
+  const inner = buildExact(e, args, want, step);
+  if (!step || e.k === 'arg' || typeOf(e, args, want) !== 'f') return inner;
+  return (x, y, z) => step(inner(x, y, z));
+}
+
+function buildExact(e: Expr, args: readonly SType[], want: SType, step?: (v: number) => number): ScalarFn {
   if (e.k === 'lit') {
     const v = e.v;
     return () => v;
@@ -120,7 +142,7 @@ function build(e: Expr, args: readonly SType[], want: SType): ScalarFn {
     throw new Error(`expr: operand ${e.i} (at most 3)`);
   }
   const t = operandType(e, args, want);
-  const parts = e.args.map((a) => build(a, args, t));
+  const parts = e.args.map((a) => build(a, args, t, step));
   if (e.op === 'select') {
     const [c, a, b] = parts as [ScalarFn, ScalarFn, ScalarFn];
     return (x, y, z) => (c(x, y, z) !== 0 ? a(x, y, z) : b(x, y, z));

@@ -1,5 +1,6 @@
 // An elementwise op's reference, kernel and PyTorch rendering, all derived from its IR (./ir.ts),
-// so the math of each op in compiler/ops/ is written once.
+// so the math of each op in compiler/ops/ is written once (the kernel is the IR itself: the code
+// generator renders it with ./wgsl.ts where it places the op).
 import type { Attrs, DType } from '../../ir/graph.js';
 import type { HostTensor } from '../../../runtime/tensor.js';
 import type { ElementwiseKernel } from '../../codegen/kernel.js';
@@ -7,7 +8,6 @@ import type { ConcreteType, ReferenceContext, TorchContext, TorchRendering } fro
 import { alloc, broadcastIndex } from '../util/ref.js';
 import type { Expr } from './ir.js';
 import { compileJS } from './js.js';
-import { exprWGSL } from './wgsl.js';
 import { exprTorch } from './torch.js';
 
 /**
@@ -47,7 +47,7 @@ export function fromExpr(of: ExprOf): {
 } {
   return {
     reference: (inputs, attrs, out, ctx) => evaluate(of(attrs, inputs.map((t) => t.dtype), out.dtype), inputs, out, ctx),
-    kernel: { kind: 'elementwise', expr: (args, types, attrs = {}) => exprWGSL(of(attrs, types.inputs, types.output), args, types) },
+    kernel: { kind: 'elementwise', ir: of },
     torch: {
       expr: (c: TorchContext) => {
         const types = { inputs: c.inputTypes.map((t) => t.dtype), output: c.output.dtype };

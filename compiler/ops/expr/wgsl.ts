@@ -34,8 +34,8 @@ const UNARY: Partial<Record<Prim, { f: W1; i?: W1 }>> = {
 
 /**
  * i32 add/sub/mul wrap in WGSL as the reference's `| 0` and Math.imul do; i32 div floors like the
- * reference (WGSL's `/` truncates, and x / 0 is x rather than a trap); pow follows Math.pow where
- * WGSL's pow (exp2(b log2 a)) is undefined: a < 0, 0^0.
+ * reference (WGSL's `/` truncates, and x / 0 is x rather than a trap); pow follows C's pow (as
+ * torch) where WGSL's pow (exp2(b log2 a)) is undefined or NaN: a <= 0, a = 1, infinite b.
  */
 const BINARY: Partial<Record<Prim, { f: W2; i?: W2 }>> = {
   add: { f: (a, b) => `(${a} + ${b})` },
@@ -46,10 +46,10 @@ const BINARY: Partial<Record<Prim, { f: W2; i?: W2 }>> = {
     i: (a, b) => `(${a} / ${b} - select(0, 1, ${a} % ${b} != 0 && ((${a} < 0) != (${b} < 0))))`,
   },
   // WGSL's % truncates (fmod, as a - b * trunc(a / b), which is NaN for an infinite b where fmod
-  // gives a); the result then moves into the divisor's sign, as the reference.
+  // gives a finite a); the result then moves into the divisor's sign, as the reference.
   rem: {
     f: (a, b) => {
-      const m = `select(${a} % ${b}, ${a}, abs(${b}) == ${INF})`;
+      const m = `select(${a} % ${b}, ${a}, abs(${b}) == ${INF} && abs(${a}) != ${INF})`;
       return `select(${m}, ${m} + ${b}, ${m} != 0.0 && ((${b} < 0.0) != (${m} < 0.0)))`;
     },
     i: (a, b) => `select(${a} % ${b}, ${a} % ${b} + ${b}, ${a} % ${b} != 0 && ((${b} < 0) != (${a} % ${b} < 0)))`,
@@ -59,10 +59,16 @@ const BINARY: Partial<Record<Prim, { f: W2; i?: W2 }>> = {
   min: { f: (a, b) => `select(min(${a}, ${b}), ${NAN}, ${isNanWGSL(a)} || ${isNanWGSL(b)})`, i: (a, b) => `min(${a}, ${b})` },
   pow: {
     f: (a, b) => {
-      const odd = `select(pow(-${a}, ${b}), -pow(-${a}, ${b}), fract(${b} * 0.5) != 0.0)`;
-      const negBase = `select(${NAN}, ${odd}, fract(${b}) == 0.0)`;
-      const zeroBase = `select(0.0, ${INF}, ${b} < 0.0)`;
-      return `select(select(select(${negBase}, pow(${a}, ${b}), ${a} > 0.0), ${zeroBase}, ${a} == 0.0), 1.0, ${b} == 0.0)`;
+      const inf = `abs(${b}) == ${INF}`;
+      // A negative (or -inf) base: |a|^b, negated for an odd integer b; NaN for a non-integer b.
+      const odd = `select(pow(-${a}, ${b}), -pow(-${a}, ${b}), fract(${b} * 0.5) == 0.5 && !(${inf}))`;
+      const negBase = `select(${NAN}, ${odd}, fract(${b}) == 0.0 || ${inf} || ${a} == ${f32Lit(-Infinity)})`;
+      // 0^b: inf for b < 0, 0 for b > 0, signed by a -0 base under an odd exponent; NaN for a NaN b.
+      const oddNegZero = `(bitcast<u32>(${a}) == 0x80000000u && fract(${b} * 0.5) == 0.5)`;
+      const zeroBase = `select(select(select(0.0, ${INF}, ${b} < 0.0), select(-0.0, ${f32Lit(-Infinity)}, ${b} < 0.0), ${oddNegZero}), ${NAN}, ${isNanWGSL(b)})`;
+      // 1 for b = 0, a = 1 and (-1)^inf, as C's pow (exp2(b log2 a) would give NaN).
+      const one = `${b} == 0.0 || ${a} == 1.0 || (${a} == -1.0 && ${inf})`;
+      return `select(select(select(${negBase}, pow(${a}, ${b}), ${a} > 0.0), ${zeroBase}, ${a} == 0.0), 1.0, ${one})`;
     },
     // Exact for the small integer powers an i32 pow is for; negative exponents truncate to 0.
     i: (a, b) =>
@@ -70,7 +76,8 @@ const BINARY: Partial<Record<Prim, { f: W2; i?: W2 }>> = {
       `i32(round(pow(f32(abs(${a})), f32(${b})))) * select(1, -1, ${a} < 0 && (${b} & 1) == 1), ${b} >= 0)`,
   },
   eq: { f: (a, b) => `(${a} == ${b})` },
-  ne: { f: (a, b) => `(${a} != ${b})` },
+  // NaN != anything is true (torch): an ordered != may say false, so the NaN test is explicit.
+  ne: { f: (a, b) => `(${a} != ${b} || ${isNanWGSL(a)} || ${isNanWGSL(b)})`, i: (a, b) => `(${a} != ${b})` },
   lt: { f: (a, b) => `(${a} < ${b})` },
   le: { f: (a, b) => `(${a} <= ${b})` },
   gt: { f: (a, b) => `(${a} > ${b})` },
@@ -96,7 +103,9 @@ function render(e: Expr, args: readonly string[], st: readonly SType[], want: ST
   const t = typeOf(e, st, want);
   if (e.k === 'arg') {
     const name = args[e.i]!;
-    return t === 'b' && want === 'b' ? `(${name} != 0)` : name;
+    // A bool (or i32: where's condition may be one) is i32 in kernels: != 0 makes it a WGSL bool.
+    if (want === 'b' && t !== 'b' && t !== 'i') throw new Error('expr: a float operand where a bool is wanted');
+    return want === 'b' ? `(${name} != 0)` : name;
   }
   const code = renderOp(e, args, st, want);
   return t === 'b' && want !== 'b' ? boolToI32(code) : code;
@@ -107,7 +116,8 @@ function renderOp(e: Expr & { k: 'op' }, args: readonly string[], st: readonly S
     const from = typeOf(e.args[0]!, st, 'f');
     const a = render(e.args[0]!, args, st, from === 'b' ? 'i' : from);
     const to = stype(e.to!);
-    if (to === 'b') return from === 'b' ? `(${a} != 0)` : `(${a} != ${from === 'f' ? '0.0' : '0'})`;
+    // NaN is true as a bool (torch), which an ordered != 0.0 would miss.
+    if (to === 'b') return from === 'f' ? `(${a} != 0.0 || ${isNanWGSL(a)})` : `(${a} != 0)`;
     const target = to === 'i' ? 'i32' : 'f32';
     return (from === 'f') === (to === 'f') ? a : `${target}(${a})`;
   }
