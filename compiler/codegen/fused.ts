@@ -9,10 +9,9 @@ import type { FusedGroup } from '../passes/fuse.js';
 import { getOp } from '../ops/registry.js';
 import { SPECIAL_VALUES } from './expr.js';
 import { exprWGSL } from '../ops/expr/wgsl.js';
-import { grid1d, LINEAR_ID, storageType, wgslType, type DeviceTraits, type KernelBody } from './kernel.js';
-import { broadcastMap, transposeMap, viewMap, type IndexMap } from './views.js';
+import { grid1d, LINEAR_ID, storageType, wgslType, type DeviceTraits, type KernelBody, type ViewKernel } from './kernel.js';
+import { broadcastMap, transposeMap, type IndexMap } from './views.js';
 import { matmulWGSL, type MatmulSpec } from './matmul.js';
-import { linearShape, matmulShape } from './matmul-op.js';
 import { isFloat, numel } from '../../runtime/tensor.js';
 
 /** A node with symbols bound: what code generation sees. */
@@ -166,8 +165,8 @@ class Emitter {
   /** The index map from a node's element index to operand p's. */
   operandMap(n: ConcreteNode, p: number): IndexMap {
     const o = this.node(n.inputs[p]!);
-    const kind = getOp(n.op).kernel?.kind;
-    if (kind === 'view') return viewMap(n.op, o.shape, n.shape, n.attrs);
+    const kernel = getOp(n.op).kernel;
+    if (kernel?.kind === 'view') return kernel.map(o.shape, n.shape, n.attrs);
     return broadcastMap(o.shape, n.shape);
   }
 
@@ -233,7 +232,8 @@ class Emitter {
       if (m.rule === 'transposed-store') {
         // Written, not computed: the operand's value at the transposed index (fusion-rules.ts).
         const o = this.node(n.inputs[0]!);
-        const perm = n.attrs['perm'] as number[];
+        const perm = viewOf(n)?.perm?.(n.attrs);
+        if (!perm) throw new Error(`fused: ${n.op} (node ${n.id}) is stored transposed but permutes no axes`);
         const inv = perm.map((_, d) => perm.indexOf(d));
         const { lets, index } = transposeMap(n.shape, inv).wgsl('i');
         this.fns.push(`fn kf_s${k}(i: u32) -> u32 {\n${lets.map((l) => `  ${l}\n`).join('')}  return ${index};\n}`);
@@ -259,6 +259,11 @@ class Emitter {
   declarations(start = 0): string[] {
     return this.decls.slice(start).map((d, k) => `@group(0) @binding(${k + start}) var<storage, ${d.access}> ${d.name}: array<${d.type}>;`);
   }
+}
+
+function viewOf(n: ConcreteNode): ViewKernel | undefined {
+  const kernel = getOp(n.op).kernel;
+  return kernel?.kind === 'view' ? kernel : undefined;
 }
 
 function labelOf(group: FusedGroup, node: (id: number) => ConcreteNode): string {
@@ -324,7 +329,7 @@ function matmulBuffers(group: FusedGroup, node: (id: number) => ConcreteNode, de
   // the swap a reshape may only regroup batch axes: the matrices must stay [K, M] blocks.
   const lastTwo = (sh: readonly number[]): string => sh.slice(-2).join('x');
   const transposeBelow = (id: number): boolean => {
-    for (let at = id; inGroup.has(at); at = node(at).inputs[0]!) if (node(at).op === 'transpose') return true;
+    for (let at = id; inGroup.has(at); at = node(at).inputs[0]!) if (viewOf(node(at))?.perm) return true;
     return false;
   };
   const plain = (id: number): { leaf: number; swapped: boolean } | null => {
@@ -333,11 +338,12 @@ function matmulBuffers(group: FusedGroup, node: (id: number) => ConcreteNode, de
       if (!inGroup.has(id)) return whole(id) ? { leaf: id, swapped } : null;
       const n = node(id);
       const r = n.shape.length;
-      if (n.op === 'transpose') {
-        const perm = n.attrs['perm'] as number[];
+      const view = viewOf(n);
+      const perm = view?.perm?.(n.attrs);
+      if (perm) {
         if (swapped || r < 2 || !perm.every((p, d) => (d < r - 2 ? p === d : p === 2 * r - 3 - d))) return null;
         swapped = true;
-      } else if (n.op === 'reshape') {
+      } else if (view?.flat) {
         if (!swapped && lastTwo(n.shape) !== lastTwo(node(n.inputs[0]!).shape) && transposeBelow(n.inputs[0]!)) return null;
       } else return null;
       id = n.inputs[0]!;
@@ -346,10 +352,11 @@ function matmulBuffers(group: FusedGroup, node: (id: number) => ConcreteNode, de
   const a = plain(anchor.inputs[0]!);
   const b = plain(anchor.inputs[1]!);
   if (!a || !b || group.outputs.some((o) => !whole(o))) return null;
-  if (a.swapped && anchor.op === 'linear') return null;
-  const x = node(anchor.inputs[0]!).shape;
-  const y = node(anchor.inputs[1]!).shape;
-  const shape = anchor.op === 'linear' ? linearShape(x, y) : matmulShape(x, y, anchor.shape);
+  const kernel = getOp(anchor.op).kernel;
+  const form = kernel?.kind === 'custom' ? kernel.matmul : undefined;
+  if (!form) throw new Error(`fused: ${anchor.op} is a matmul-category op without a matmul form`);
+  if (a.swapped && !form.transposableA) return null;
+  const shape = form.shape(node(anchor.inputs[0]!).shape, node(anchor.inputs[1]!).shape, anchor.shape);
   const spec: MatmulSpec = { ...shape.spec, transposeA: a.swapped, transposeB: (shape.spec.transposeB ?? false) !== b.swapped };
 
   const em = new Emitter(group, node, device, opts);
@@ -365,7 +372,8 @@ function matmulBuffers(group: FusedGroup, node: (id: number) => ConcreteNode, de
   ];
   em.bindings.push(...fixed);
   em.decls.push({ name: 'a', type: 'f32', access: 'read' }, { name: 'b', type: 'f32', access: 'read' }, { name: 'c', type: 'f32', access: 'read_write' });
-  const bias = anchor.op === 'linear' && anchor.inputs.length > 2 ? ` + ${em.valueAt(anchor.inputs[2]!, 'col')}` : '';
+  const biasInput = form.bias === undefined ? undefined : anchor.inputs[form.bias];
+  const bias = biasInput === undefined ? '' : ` + ${em.valueAt(biasInput, 'col')}`;
   const { lines, valueOf } = em.epilogue();
   const writes = group.outputs.filter((o) => o !== primary).map((o) => `  ${em.writer(o)}(i, ${valueOf.get(o)});`);
   em.fns.push(`fn kf_epi(v: f32, i: u32) -> f32 {\n${lines.map((l) => `  ${l}\n`).join('')}${writes.join('\n')}\n  return ${valueOf.get(primary)};\n}`);

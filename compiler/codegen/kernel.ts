@@ -10,6 +10,8 @@
 import type { Attrs, DType } from '../ir/graph.js';
 import type { ConcreteType } from '../ops/types.js';
 import type { ExprOf } from '../ops/expr/op.js';
+import type { IndexMap } from './views.js';
+import type { MatmulShape } from './matmul-op.js';
 
 export interface DeviceTraits {
   /** the adapter's one subgroup size, when it has a single one (lavapipe: 8). */
@@ -68,11 +70,29 @@ export interface ElementwiseKernel {
 export interface CustomKernel {
   readonly kind: 'custom';
   lower(ctx: LowerContext): KernelBody;
+  /** For a matmul-category op: the product it computes, for the fused matmul fast path. */
+  readonly matmul?: MatmulForm;
+}
+
+/** A matmul op as the fast path (compiler/codegen/fused.ts) needs it. */
+export interface MatmulForm {
+  /** The product's spec for operand shapes a, b and the output shape. */
+  shape(a: readonly number[], b: readonly number[], out: readonly number[]): MatmulShape;
+  /** The operand added per output column (linear's bias), if the op has one. */
+  readonly bias?: number;
+  /** Whether A may be read through a swap of its last two axes (linear flattens A's rows: no). */
+  readonly transposableA: boolean;
 }
 
 /** Movement ops: no kernel of their own; the code generator folds them into index maps. */
 export interface ViewKernel {
   readonly kind: 'view';
+  /** The map from the view's element index to its operand's (concrete shapes, evaluated attrs). */
+  map(inShape: readonly number[], outShape: readonly number[], attrs: Attrs): IndexMap;
+  /** Every element keeps its flat index (reshape), whatever the shapes: read element for element. */
+  readonly flat?: true;
+  /** The view permutes axes, output axis d being operand axis perm[d] (transpose): a kernel may write it as a scatter. */
+  perm?(attrs: Attrs): readonly number[];
 }
 
 export type OpKernel = ElementwiseKernel | CustomKernel | ViewKernel;

@@ -1,7 +1,7 @@
 // The matmul and linear ops as kernels of the contract (load0/load1[/load2] -> store), built on the
 // tuned generator in matmul.ts. Fused code uses the same specs with io 'buffers' when both
 // operands are plain buffers (compiler/codegen/fused.ts), and these lowerings otherwise.
-import type { KernelBody, LowerContext } from './kernel.js';
+import type { KernelBody, LowerContext, MatmulForm } from './kernel.js';
 import { matmulWGSL, type MatmulSpec } from './matmul.js';
 import { broadcastMap } from './views.js';
 import { numel as prod } from '../../runtime/tensor.js';
@@ -55,6 +55,12 @@ function body(ctx: LowerContext, shape: MatmulShape, epilogue: string | undefine
   );
   return { label: `${ctx.op} ${k.label}`, code: k.code, workgroups: k.workgroups, enables: k.enables };
 }
+
+/** matmul for the fused fast path: either operand may be read transposed. */
+export const MATMUL_FORM: MatmulForm = { shape: matmulShape, transposableA: true };
+
+/** linear for the fused fast path: operand 2 is the bias; x's rows are flattened, so never transposed. */
+export const LINEAR_FORM: MatmulForm = { shape: (x, w) => linearShape(x, w), bias: 2, transposableA: false };
 
 export function lowerMatmul(ctx: LowerContext): KernelBody {
   return body(ctx, matmulShape(ctx.inputs[0]!.shape, ctx.inputs[1]!.shape, ctx.output.shape), undefined);

@@ -1,8 +1,8 @@
 // Movement ops as index maps: for an element index of the view (row-major, its own shape), the
 // index of the element it reads in its operand. Fused code applies them inside the accessors, so
 // reshape, transpose, slice and broadcast (and the implicit broadcasting of elementwise operands)
-// never run as kernels. Shapes are concrete; every size is baked into the WGSL as a constant.
-import type { Attrs } from '../ir/graph.js';
+// never run as kernels (each view op declares its map: OpDef kernel.map). Shapes are concrete;
+// every size is baked into the WGSL as a constant.
 import { stridesOf } from '../../runtime/tensor.js';
 
 export interface IndexMap {
@@ -94,23 +94,4 @@ export function sliceMap(inShape: readonly number[], axis: number, start: number
     },
     apply: (i) => i + Math.floor(i / (m * inner)) * (n - m) * inner + start * inner,
   };
-}
-
-/** The map of a view op node, from its operand's shape, its own shape and its evaluated attrs. */
-export function viewMap(op: string, inShape: readonly number[], outShape: readonly number[], attrs: Attrs): IndexMap {
-  switch (op) {
-    case 'reshape':
-      return IDENTITY;
-    case 'broadcast':
-      return broadcastMap(inShape, outShape);
-    case 'transpose':
-      return transposeMap(inShape, attrs['perm'] as number[]);
-    case 'slice': {
-      const rank = inShape.length;
-      const a = attrs['axis'] as number;
-      return sliceMap(inShape, a < 0 ? a + rank : a, attrs['start'] as number, attrs['stop'] as number);
-    }
-    default:
-      throw new Error(`${op} is not a view op`);
-  }
 }

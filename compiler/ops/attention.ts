@@ -126,6 +126,7 @@ export const ATTENTION_TORCH = `def _attention(q, k, v, causal=False, window=0, 
 
 export const attentionOp: OpDef = {
   name: 'attention',
+  fusion: 'custom',
   surface: {
     inputs: ['q', 'k', 'v'],
     attrs: { causal: { type: 'bool', default: false }, scale: { type: 'number', default: null }, window: { type: 'int', default: 0 } },

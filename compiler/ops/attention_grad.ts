@@ -19,6 +19,7 @@ function wrtOf(attrs: Readonly<Record<string, unknown>>): 'q' | 'k' | 'v' {
 
 export const attentionGradOp: OpDef = {
   name: 'attention_grad',
+  fusion: 'custom',
   infer(inputs, attrs) {
     expectArity('attention_grad', inputs, 4);
     const [q, k, v, g] = inputs as [TensorType, TensorType, TensorType, TensorType];

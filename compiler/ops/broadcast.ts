@@ -1,12 +1,14 @@
 // Explicit numpy-style broadcast to a shape (the class token repeated over the batch).
 import { shapesEqual, shapeToString } from '../ir/dims.js';
 import type { OpDef } from './types.js';
+import { broadcastMap } from '../codegen/views.js';
 import { alloc, broadcastIndex } from './util/ref.js';
 import { unbroadcast } from './util/grad.js';
 import { attrDims, broadcastShapes, expectArity, fail, isFloatDType } from './util/shape.js';
 
 export const broadcastOp: OpDef = {
   name: 'broadcast',
+  fusion: 'view',
   surface: { inputs: ['x'], attrs: { shape: { type: 'dims' } }, doc: 'broadcast(x, shape): repeat size-1 and missing leading dims up to shape' },
   infer(inputs, attrs) {
     expectArity('broadcast', inputs, 1);
@@ -29,5 +31,5 @@ export const broadcastOp: OpDef = {
   },
   // An index map in the reader's accessor (compiler/codegen/views.ts); never a kernel of its own.
   torch: { expr: (c) => `${c.inputs[0]!}.expand(${c.shape(attrDims('broadcast', c.attrs, 'shape'))})` },
-  kernel: { kind: 'view' },
+  kernel: { kind: 'view', map: broadcastMap },
 };

@@ -37,6 +37,7 @@ ${branches.join('\n')}
 
 export const concatOp: OpDef = {
   name: 'concat',
+  fusion: 'custom',
   surface: { inputs: ['inputs*'], attrs: { axis: { type: 'int', default: 0 } }, doc: 'concat([a, b, ...], axis = 0): join along axis' },
   infer(inputs, attrs) {
     expectArity('concat', inputs, 1, Infinity);

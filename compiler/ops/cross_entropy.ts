@@ -45,6 +45,7 @@ export const CROSS_ENTROPY_TORCH = `def _cross_entropy(logits, labels, ignore_in
 
 export const crossEntropyOp: OpDef = {
   name: 'cross_entropy',
+  fusion: 'custom',
   surface: {
     inputs: ['logits', 'labels'],
     attrs: { ignore_index: { type: 'int', default: -100 } },

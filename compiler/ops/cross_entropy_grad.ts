@@ -13,6 +13,7 @@ import { lowerCrossEntropyGrad } from './wgsl/loss.js';
 
 export const crossEntropyGradOp: OpDef = {
   name: 'cross_entropy_grad',
+  fusion: 'custom',
   infer(inputs, attrs) {
     expectArity('cross_entropy_grad', inputs, 3);
     const [logits, labels, g] = inputs as [TensorType, TensorType, TensorType];

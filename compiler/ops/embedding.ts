@@ -13,6 +13,7 @@ export function checkId(op: string, id: number, vocab: number, shape: readonly n
 
 export const embeddingOp: OpDef = {
   name: 'embedding',
+  fusion: 'custom',
   surface: { inputs: ['ids', 'weight'], attrs: {}, doc: 'embedding(ids, weight): rows of weight [V, D] at i32 ids [...] -> [..., D]' },
   infer(inputs) {
     expectArity('embedding', inputs, 2);

@@ -9,6 +9,7 @@ import { lowerEmbeddingGrad } from './wgsl/gather.js';
 
 export const embeddingGradOp: OpDef = {
   name: 'embedding_grad',
+  fusion: 'custom',
   infer(inputs, attrs) {
     expectArity('embedding_grad', inputs, 2);
     const [ids, g] = inputs as [TensorType, TensorType];

@@ -8,6 +8,7 @@ import { lit } from './expr/ir.js';
 
 export const fillOp: OpDef = {
   name: 'fill',
+  fusion: 'const',
   surface: {
     inputs: [],
     attrs: { value: { type: 'number' }, shape: { type: 'dims' }, dtype: { type: 'dtype', default: 'f32' } },

@@ -12,6 +12,7 @@ const WG = 64;
 
 export const iotaOp: OpDef = {
   name: 'iota',
+  fusion: 'custom',
   surface: {
     inputs: [],
     attrs: { n: { type: 'int' }, dtype: { type: 'dtype', default: 'i32' } },

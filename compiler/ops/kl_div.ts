@@ -69,6 +69,7 @@ export const KL_DIV_TORCH = `def _kl_div(logits, target_logits, mask, reduction=
 
 export const klDivOp: OpDef = {
   name: 'kl_div',
+  fusion: 'custom',
   surface: {
     inputs: ['logits', 'target_logits', 'mask'],
     attrs: {},

@@ -12,6 +12,7 @@ import { lowerKlDivGrad } from './wgsl/loss.js';
 
 export const klDivGradOp: OpDef = {
   name: 'kl_div_grad',
+  fusion: 'custom',
   infer(inputs, attrs) {
     expectArity('kl_div_grad', inputs, 4);
     const [z, t, m, g] = inputs as [TensorType, TensorType, TensorType, TensorType];

@@ -9,6 +9,7 @@ import { lowerNorm } from './wgsl/norm.js';
 
 export const layerNormOp: OpDef = {
   name: 'layer_norm',
+  fusion: 'custom',
   surface: {
     inputs: ['x', 'weight', 'bias'],
     attrs: { eps: { type: 'number', default: 1e-5 } },

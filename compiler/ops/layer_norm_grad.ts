@@ -10,6 +10,7 @@ import { lowerNormGradWeight, lowerNormGradX } from './wgsl/norm.js';
 
 export const layerNormGradOp: OpDef = {
   name: 'layer_norm_grad',
+  fusion: 'custom',
   infer: (inputs, attrs) => inferNormGrad('layer_norm_grad', inputs, attrs),
   reference([x, w, g], attrs, out, ctx) {
     const eps = attrNumber('layer_norm_grad', attrs, 'eps');

@@ -2,12 +2,13 @@
 import { dimsEqual, dimToString, numelDims, shapeToString } from '../ir/dims.js';
 import type { TensorType } from '../ir/graph.js';
 import type { OpDef } from './types.js';
-import { lowerLinear } from '../codegen/matmul-op.js';
+import { LINEAR_FORM, lowerLinear } from '../codegen/matmul-op.js';
 import { alloc } from './util/ref.js';
 import { expectArity, expectFloat, expectRank, fail, typeToString } from './util/shape.js';
 
 export const linearOp: OpDef = {
   name: 'linear',
+  fusion: 'matmul',
   surface: { inputs: ['x', 'weight', 'bias?'], attrs: {}, doc: 'linear(x, weight, bias?): x @ weight^T + bias, weight [out, in]' },
   infer(inputs) {
     expectArity('linear', inputs, 2, 3);
@@ -61,5 +62,5 @@ export const linearOp: OpDef = {
   },
   // The tuned generator (compiler/codegen/matmul.ts) behind the load/store contract.
   torch: { expr: (c) => `F.linear(${c.inputs.join(', ')})` },
-  kernel: { kind: 'custom', lower: lowerLinear },
+  kernel: { kind: 'custom', lower: lowerLinear, matmul: LINEAR_FORM },
 };

@@ -78,6 +78,7 @@ const LINEAR_KL_DIV_TORCH = `def _linear_kl_div(x, weight, target_x, target_weig
 
 export const linearCrossEntropyOp: OpDef = {
   name: 'linear_cross_entropy',
+  fusion: 'custom',
   infer(inputs, attrs) {
     expectArity('linear_cross_entropy', inputs, 3);
     const [x, w, labels] = inputs as [TensorType, TensorType, TensorType];
@@ -101,6 +102,7 @@ export const linearCrossEntropyOp: OpDef = {
 
 export const linearCrossEntropyGradOp: OpDef = {
   name: 'linear_cross_entropy_grad',
+  fusion: 'custom',
   infer(inputs, attrs) {
     expectArity('linear_cross_entropy_grad', inputs, 4);
     const [x, w, labels, g] = inputs as [TensorType, TensorType, TensorType, TensorType];
@@ -125,6 +127,7 @@ export const linearCrossEntropyGradOp: OpDef = {
 
 export const linearKlDivOp: OpDef = {
   name: 'linear_kl_div',
+  fusion: 'custom',
   infer(inputs) {
     expectArity('linear_kl_div', inputs, 5);
     const [x, w, tx, tw, mask] = inputs as [TensorType, TensorType, TensorType, TensorType, TensorType];
@@ -150,6 +153,7 @@ export const linearKlDivOp: OpDef = {
 
 export const linearKlDivGradOp: OpDef = {
   name: 'linear_kl_div_grad',
+  fusion: 'custom',
   infer(inputs, attrs) {
     expectArity('linear_kl_div_grad', inputs, 6);
     const [x, w, tx, tw, mask, g] = inputs as [TensorType, TensorType, TensorType, TensorType, TensorType, TensorType];

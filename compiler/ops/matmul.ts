@@ -4,7 +4,7 @@
 import { dimsEqual, dimToString, shapeToString } from '../ir/dims.js';
 import type { TensorType } from '../ir/graph.js';
 import type { OpDef } from './types.js';
-import { lowerMatmul } from '../codegen/matmul-op.js';
+import { MATMUL_FORM, lowerMatmul } from '../codegen/matmul-op.js';
 import { alloc, broadcastIndex } from './util/ref.js';
 import { unbroadcast } from './util/grad.js';
 import { broadcastShapes, expectArity, fail, isFloatDType, typeToString } from './util/shape.js';
@@ -53,6 +53,7 @@ export function matmulInto(
 
 export const matmulOp: OpDef = {
   name: 'matmul',
+  fusion: 'matmul',
   surface: { inputs: ['a', 'b'], attrs: {}, doc: 'matmul(a, b): a @ b, [..., M, K] x [..., K, N], batch dims broadcast' },
   infer(inputs) {
     expectArity('matmul', inputs, 2);
@@ -99,5 +100,5 @@ export const matmulOp: OpDef = {
   },
   // The tuned generator (compiler/codegen/matmul.ts) behind the load/store contract.
   torch: { expr: (c) => `torch.matmul(${c.inputs[0]!}, ${c.inputs[1]!})` },
-  kernel: { kind: 'custom', lower: lowerMatmul },
+  kernel: { kind: 'custom', lower: lowerMatmul, matmul: MATMUL_FORM },
 };

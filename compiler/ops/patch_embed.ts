@@ -47,6 +47,7 @@ export function patchRow(d: PatchDims, b: number, c: number, gy: number, gx: num
 
 export const patchEmbedOp: OpDef = {
   name: 'patch_embed',
+  fusion: 'custom',
   surface: {
     inputs: ['x', 'weight'],
     attrs: { stride: { type: 'int' } },

@@ -12,6 +12,7 @@ import { lowerPatchEmbedGrad } from './wgsl/patch.js';
 
 export const patchEmbedGradOp: OpDef = {
   name: 'patch_embed_grad',
+  fusion: 'custom',
   infer(inputs, attrs) {
     expectArity('patch_embed_grad', inputs, 3);
     const [x, w, g] = inputs as [TensorType, TensorType, TensorType];

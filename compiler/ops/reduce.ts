@@ -65,6 +65,7 @@ function reduceOp(kind: Kind): OpDef {
   }[kind];
   return {
     name: kind,
+    fusion: 'custom',
     surface: { inputs: ['x'], attrs: { axis: { type: 'ints', default: null }, keepdims: { type: 'bool', default: false } }, doc },
     infer: (inputs, attrs) => reduceInfer(kind, inputs, attrs),
     vjp: (b, node, g) => (isFloatDType(node.type.dtype) ? [VJP[kind](b, node, g)] : [null]),

@@ -1,11 +1,13 @@
 // Reshape to a fully explicit shape (the checker resolves 0 and -1 before building the node).
 import { dimsEqual, numelDims, shapeToString, dimToString } from '../ir/dims.js';
 import type { OpDef } from './types.js';
+import { IDENTITY } from '../codegen/views.js';
 import { tensor } from './util/ref.js';
 import { attrDims, expectArity, fail, isFloatDType } from './util/shape.js';
 
 export const reshapeOp: OpDef = {
   name: 'reshape',
+  fusion: 'view',
   surface: { inputs: ['x'], attrs: { shape: { type: 'dims' } }, doc: 'reshape(x, shape): same elements, new shape (0 keeps a dim, -1 infers one)' },
   infer(inputs, attrs) {
     expectArity('reshape', inputs, 1);
@@ -22,5 +24,5 @@ export const reshapeOp: OpDef = {
   reference: ([x], _attrs, out) => tensor(x!.dtype, out.shape, x!.data),
   // Row-major order is unchanged: the fused code reads the same element index.
   torch: { expr: (c) => `${c.inputs[0]!}.reshape(${c.shape(attrDims('reshape', c.attrs, 'shape'))})` },
-  kernel: { kind: 'view' },
+  kernel: { kind: 'view', map: () => IDENTITY, flat: true },
 };

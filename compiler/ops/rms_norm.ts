@@ -17,6 +17,7 @@ export const RMS_NORM_TORCH = `def _rms_norm(x, weight, eps):
 
 export const rmsNormOp: OpDef = {
   name: 'rms_norm',
+  fusion: 'custom',
   surface: {
     inputs: ['x', 'weight'],
     attrs: { eps: { type: 'number', default: 1e-6 } },

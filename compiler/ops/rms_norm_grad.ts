@@ -10,6 +10,7 @@ import { lowerNormGradWeight, lowerNormGradX } from './wgsl/norm.js';
 
 export const rmsNormGradOp: OpDef = {
   name: 'rms_norm_grad',
+  fusion: 'custom',
   infer: (inputs, attrs) => inferNormGrad('rms_norm_grad', inputs, attrs),
   reference([x, w, g], attrs, out, ctx) {
     const eps = attrNumber('rms_norm_grad', attrs, 'eps');

@@ -44,6 +44,7 @@ function tables(T: number, D: number, theta: number, offset: number, f32: boolea
 
 export const ropeOp: OpDef = {
   name: 'rope',
+  fusion: 'custom',
   surface: {
     inputs: ['x', 'pos?'],
     attrs: { theta: { type: 'number', default: 10000 }, offset: { type: 'int', default: 0 } },

@@ -2,6 +2,7 @@
 // `h[:, 1:, :]` and `z[:, :-1]` into (1, T) and (0, T - 1) before building the node.
 import { dimsEqual, isConst, subDims, dimToString, shapeToString, type Dim } from '../ir/dims.js';
 import type { OpDef } from './types.js';
+import { sliceMap } from '../codegen/views.js';
 import { alloc, splitAt } from './util/ref.js';
 import { zeros } from './util/grad.js';
 import { attrDim, attrInt, expectArity, fail, isFloatDType, normAxis } from './util/shape.js';
@@ -12,6 +13,7 @@ function negative(d: Dim): boolean {
 
 export const sliceOp: OpDef = {
   name: 'slice',
+  fusion: 'view',
   surface: {
     inputs: ['x'],
     attrs: { axis: { type: 'int' }, start: { type: 'int' }, stop: { type: 'int' } },
@@ -73,5 +75,11 @@ export const sliceOp: OpDef = {
       return `${c.inputs[0]!}.narrow(${axis}, ${c.dim(start)}, ${c.dim(subDims(attrDim('slice', c.attrs, 'stop'), start))})`;
     },
   },
-  kernel: { kind: 'view' },
+  kernel: {
+    kind: 'view',
+    map(inShape, _out, attrs) {
+      const a = attrs['axis'] as number;
+      return sliceMap(inShape, a < 0 ? a + inShape.length : a, attrs['start'] as number, attrs['stop'] as number);
+    },
+  },
 };

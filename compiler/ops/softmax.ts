@@ -9,6 +9,7 @@ function softmaxOp(log: boolean): OpDef {
   const name = log ? 'log_softmax' : 'softmax';
   return {
     name,
+    fusion: 'custom',
     surface: {
       inputs: ['x'],
       attrs: { axis: { type: 'int', default: -1 } },

@@ -9,6 +9,7 @@ import { rowKernel, rowLanes, rows, rowSum } from './wgsl/rows.js';
 
 export const softmaxGradOp: OpDef = {
   name: 'softmax_grad',
+  fusion: 'custom',
   infer(inputs, attrs) {
     expectArity('softmax_grad', inputs, 2);
     const [y, g] = inputs as [TensorType, TensorType];

@@ -7,6 +7,7 @@ import { attrDType, attrDims, attrString, expectArity } from './util/shape.js';
 function sourceOp(name: 'input' | 'param'): OpDef {
   return {
     name,
+    fusion: 'source',
     infer(inputs: readonly TensorType[], attrs: Attrs): TensorType {
       expectArity(name, inputs, 0);
       attrString(name, attrs, 'name');

@@ -54,6 +54,7 @@ export const SPLICE_TORCH = `def _splice(seq, ins, ids, token):
 
 export const spliceOp: OpDef = {
   name: 'splice',
+  fusion: 'custom',
   surface: {
     inputs: ['seq', 'insert', 'ids'],
     attrs: { token: { type: 'int' } },

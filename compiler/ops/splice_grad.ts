@@ -13,6 +13,7 @@ import { lowerSpliceGrad } from './wgsl/gather.js';
 
 export const spliceGradOp: OpDef = {
   name: 'splice_grad',
+  fusion: 'custom',
   infer(inputs, attrs) {
     expectArity('splice_grad', inputs, 2);
     const [g, ids] = inputs as [TensorType, TensorType];

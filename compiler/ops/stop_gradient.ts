@@ -5,6 +5,7 @@ import { arg } from './expr/ir.js';
 
 export const stopGradientOp: OpDef = {
   name: 'stop_gradient',
+  fusion: 'elementwise',
   surface: { inputs: ['x'], attrs: {}, doc: 'stop_gradient(x): x, with no gradient flowing back (torch .detach())' },
   infer(inputs) {
     expectArity('stop_gradient', inputs, 1);

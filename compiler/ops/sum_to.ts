@@ -7,6 +7,7 @@ import { lowerReduce } from './wgsl/reduce.js';
 
 export const sumToOp: OpDef = {
   name: 'sum_to',
+  fusion: 'custom',
   infer(inputs, attrs) {
     expectArity('sum_to', inputs, 1);
     const x = inputs[0]!;

@@ -1,5 +1,6 @@
 // Axis permutation: output axis i is input axis perm[i] (torch.permute).
 import type { OpDef } from './types.js';
+import { transposeMap } from '../codegen/views.js';
 import { alloc, permute } from './util/ref.js';
 import { attrInts, expectArity, fail, isFloatDType } from './util/shape.js';
 
@@ -11,6 +12,7 @@ function checkPerm(perm: readonly number[], rank: number): void {
 
 export const transposeOp: OpDef = {
   name: 'transpose',
+  fusion: 'view',
   surface: { inputs: ['x'], attrs: { perm: { type: 'ints' } }, doc: 'transpose(x, perm): output axis i is input axis perm[i]' },
   infer(inputs, attrs) {
     expectArity('transpose', inputs, 1);
@@ -33,5 +35,5 @@ export const transposeOp: OpDef = {
   },
   // An index map in the reader's accessor (compiler/codegen/views.ts); never a kernel of its own.
   torch: { expr: (c) => `${c.inputs[0]!}.permute(${attrInts('transpose', c.attrs, 'perm').join(', ')})` },
-  kernel: { kind: 'view' },
+  kernel: { kind: 'view', map: (inShape, _out, attrs) => transposeMap(inShape, attrs['perm'] as number[]), perm: (attrs) => attrs['perm'] as number[] },
 };

@@ -64,8 +64,18 @@ export interface TorchRendering {
   readonly helpers?: Readonly<Record<string, string>>;
 }
 
+/**
+ * Where an op stands in fusion (compiler/passes/fusion-rules.ts): a source (input, param), a
+ * constant (a literal in every reader), a view (an index map in its reader's accessor), an
+ * elementwise op (its IR, inlined as prologue or epilogue), a matmul (an anchor with an epilogue
+ * and its own fast path), or a custom kernel (an anchor of its own template).
+ */
+export type FusionCategory = 'source' | 'const' | 'view' | 'elementwise' | 'matmul' | 'custom';
+
 export interface OpDef {
   readonly name: string;
+  /** The op's fusion category, declared here so no pass recovers it from the op's name. */
+  readonly fusion: FusionCategory;
   /** present for ops a spec may call by name (internal backward ops have none). */
   readonly surface?: Surface;
   /** Output type from input types and attrs; throws ShapeError saying which dims disagree. */

@@ -8,6 +8,7 @@
 import { shapesEqual } from '../ir/dims.js';
 import { reachable, type Graph, type Node } from '../ir/graph.js';
 import { categoryOf, epilogueRuleFor, prologueRuleFor, type Category } from './fusion-rules.js';
+import { getOp } from '../ops/registry.js';
 
 export type Placement = 'anchor' | 'prologue' | 'epilogue';
 
@@ -56,11 +57,17 @@ interface Building {
   deps: Set<number>;
 }
 
+/** Whether the node is a view that permutes axes (its op declares a perm: transpose). */
+function permutes(node: Node): boolean {
+  const kernel = getOp(node.op).kernel;
+  return kernel?.kind === 'view' && kernel.perm !== undefined;
+}
+
 /** The values whose operand `of` reads element for element: reshapes and unbroadcast operands. */
 function identityOperand(node: Node, operand: Node): boolean {
-  const cat = categoryOf(node);
-  if (node.op === 'reshape') return true;
-  return (cat === 'elementwise' || node.op === 'stop_gradient') && shapesEqual(operand.type.shape, node.type.shape);
+  const kernel = getOp(node.op).kernel;
+  if (kernel?.kind === 'view' && kernel.flat) return true;
+  return categoryOf(node) === 'elementwise' && shapesEqual(operand.type.shape, node.type.shape);
 }
 
 export function fuse(graph: Graph, requested: readonly number[], opts: FuseOptions = {}): FusedProgram {
@@ -108,7 +115,7 @@ export function fuse(graph: Graph, requested: readonly number[], opts: FuseOptio
       leaves.set(id, lv);
       ops.set(id, n);
       const operand = node.inputs[0] === undefined ? undefined : categoryOf(nodes[node.inputs[0]]!);
-      const rule = prologueRuleFor({ producer: cat, op: node.op, operand, readers, exprOps: n, exprBuffers: lv.size, accumulate: node.attrs['accumulate'] === true });
+      const rule = prologueRuleFor({ producer: cat, permutes: permutes(node), operand, readers, exprOps: n, exprBuffers: lv.size, accumulate: node.attrs['accumulate'] === true });
       // An inline expression's buffers are bindings of whichever kernel reads it, with that
       // kernel's output and one more operand: a longer chain (a sum over every gradient's norm)
       // gets a buffer here instead of a kernel past the device's binding limit.

@@ -9,25 +9,21 @@
 //   epilogue: computed inside store(i, v) from the anchor's value before (or instead of) the
 //             write, element for element.
 import type { Node } from '../ir/graph.js';
-import { hasOp, getOp } from '../ops/registry.js';
+import { getOp } from '../ops/registry.js';
+import type { FusionCategory } from '../ops/types.js';
 
-export type Category = 'source' | 'const' | 'view' | 'elementwise' | 'matmul' | 'custom';
+export type Category = FusionCategory;
 
+/** The category the node's op declares (OpDef.fusion). */
 export function categoryOf(node: Node): Category {
-  if (node.op === 'input' || node.op === 'param') return 'source';
-  if (node.op === 'fill') return 'const';
-  if (node.op === 'matmul' || node.op === 'linear') return 'matmul';
-  const kind = hasOp(node.op) ? getOp(node.op).kernel?.kind : undefined;
-  if (kind === 'view') return 'view';
-  if (kind === 'elementwise') return 'elementwise';
-  // Ops whose kernel has not landed yet are anchors too; lowering names them.
-  return 'custom';
+  return getOp(node.op).fusion;
 }
 
 /** What the rule's condition sees about a producer and its readers. */
 export interface RuleContext {
   readonly producer: Category;
-  readonly op: string;
+  /** the producer is a view that permutes axes (a transpose: OpDef kernel perm). */
+  readonly permutes: boolean;
   /** the category of the producer's first operand (what a view views). */
   readonly operand: Category | undefined;
   /** categories of the producer's readers, through inlined views. */
@@ -65,7 +61,7 @@ export const PROLOGUE_RULES: readonly PrologueRule[] = [
     fuse: false,
     when: "a transpose of a custom op's result that a matmul reads (attention heads merged for o_proj)",
     why: 'the custom kernel writes its result transposed through store, so the matmul reads a plain buffer on its fast path instead of gathering through an index map',
-    test: (c) => c.op === 'transpose' && c.operand === 'custom' && c.readers.includes('matmul'),
+    test: (c) => c.permutes && c.operand === 'custom' && c.readers.includes('matmul'),
   },
   {
     name: 'view',

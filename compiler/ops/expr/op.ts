@@ -41,11 +41,13 @@ export function evaluate(e: Expr, inputs: readonly HostTensor[], out: ConcreteTy
 
 /** The reference, WGSL kernel and PyTorch rendering of an elementwise op defined by `of`. */
 export function fromExpr(of: ExprOf): {
+  fusion: 'elementwise';
   reference(inputs: readonly HostTensor[], attrs: Attrs, out: ConcreteType, ctx: ReferenceContext): HostTensor;
   kernel: ElementwiseKernel;
   torch: TorchRendering;
 } {
   return {
+    fusion: 'elementwise',
     reference: (inputs, attrs, out, ctx) => evaluate(of(attrs, inputs.map((t) => t.dtype), out.dtype), inputs, out, ctx),
     kernel: { kind: 'elementwise', ir: of },
     torch: {

@@ -28,4 +28,19 @@ describe('op registry', () => {
         'ne', 'param', 'patch_embed_grad', 'rms_norm_grad', 'softmax_grad', 'splice_grad', 'unary_grad'].sort(),
     );
   });
+
+  it('declares each op\'s fusion category, consistent with its kernel', () => {
+    // The category is the op's word (fusion-rules.ts reads it); the kernel must be able to honour it.
+    const kernelFor = { source: [undefined], const: ['elementwise'], view: ['view'], elementwise: ['elementwise'], matmul: ['custom'], custom: ['custom', undefined] };
+    for (const op of allOps()) expect(kernelFor[op.fusion], op.name).toContain(op.kernel?.kind);
+    const by = (c: string) => allOps().filter((o) => o.fusion === c).map((o) => o.name).sort();
+    expect(by('source')).toEqual(['input', 'param']);
+    expect(by('const')).toEqual(['fill']);
+    expect(by('matmul')).toEqual(['linear', 'matmul']);
+    expect(by('view')).toEqual(['broadcast', 'reshape', 'slice', 'transpose']);
+    for (const n of by('matmul')) {
+      const k = getOp(n).kernel;
+      expect(k?.kind === 'custom' && k.matmul !== undefined, n).toBe(true);
+    }
+  });
 });
