@@ -94,15 +94,18 @@ class Emitter {
     this.placement = new Map(group.members.map((m) => [m.node, m.placement]));
   }
 
-  private readonly bound = new Map<number, { names: string[]; chunk: number; st: Decl['type'] }>();
+  private readonly bound = new Map<number, { names: string[]; chunk: number; st: Decl['type']; read?: string }>();
 
-  /** The read_write binding already declared for `id` (the matmul fast path's `c`). */
-  adopt(id: number, names: string[], chunk: number, st: Decl['type']): void {
-    this.bound.set(id, { names, chunk, st });
+  /**
+   * The read_write binding already declared for `id` (the matmul fast path's `c`), read through
+   * the generator's function `read` (element i) rather than indexed here.
+   */
+  adopt(id: number, read: string, st: Decl['type']): void {
+    this.bound.set(id, { names: [], chunk: 0, st, read });
   }
 
   /** Declares the bindings of a value (one per chunk) and returns their names. */
-  private bind(id: number, access: 'read' | 'read_write'): { names: string[]; chunk: number; st: Decl['type'] } {
+  private bind(id: number, access: 'read' | 'read_write'): { names: string[]; chunk: number; st: Decl['type']; read?: string } {
     const prior = this.bound.get(id);
     if (prior && access === 'read_write') return prior;
     const n = this.node(id);
@@ -133,9 +136,14 @@ class Emitter {
     const hit = this.readers.get(id);
     if (hit) return hit;
     const alias = this.aliasOf(id);
-    const { names, chunk } = alias === undefined ? this.bind(id, 'read') : this.bind(alias, 'read_write');
+    const { names, chunk, read } = alias === undefined ? this.bind(id, 'read') : this.bind(alias, 'read_write');
     const t = wgslType(this.node(id).dtype);
     const name = `kf_r${this.readers.size}`;
+    if (read) {
+      this.fns.push(`fn ${name}(i: u32) -> ${t} {\n  return ${t}(${read}(i));\n}`);
+      this.readers.set(id, name);
+      return name;
+    }
     const body = names.map((b, c) => {
       const at = c === 0 ? 'i' : `i - ${c * chunk}u`;
       const ret = `return ${t}(${b}[${at}]);`;
@@ -150,7 +158,8 @@ class Emitter {
   writer(id: number): string {
     const hit = this.writers.get(id);
     if (hit) return hit;
-    const { names, chunk, st } = this.bind(id, 'read_write');
+    const { names, chunk, st, read } = this.bind(id, 'read_write');
+    if (read) throw new Error(`fused: value ${id} is written by the matmul generator itself`);
     const t = wgslType(this.node(id).dtype);
     const name = `kf_w${this.writers.size}`;
     const body = names.map((b, c) => {
@@ -362,8 +371,8 @@ function matmulBuffers(group: FusedGroup, node: (id: number) => ConcreteNode, de
   const em = new Emitter(group, node, device, opts);
   const primary = group.outputs[0]!;
   // A target overwritten in place by the primary output is read through the generator's `c`,
-  // whose element type (f32 or vec4<f32>) is known only once the kernel is generated.
-  em.adopt(primary, ['KF_C'], numel(node(primary).shape), 'f32');
+  // whose element type (f32 or vec4<f32>) the generator chooses: through its c_at(i).
+  em.adopt(primary, 'c_at', 'f32');
   // Bindings 0..2 are the generator's a, b, c; ours start at 3.
   const fixed: BindingRef[] = [
     { value: a.leaf, access: 'read', offset: 0, length: numel(node(a.leaf).shape), elementBytes: 4 },
@@ -390,7 +399,5 @@ function matmulBuffers(group: FusedGroup, node: (id: number) => ConcreteNode, de
     },
     { subgroupSize: device.subgroupSize, maxComputeWorkgroupsPerDimension: device.maxWorkgroupsPerDimension },
   );
-  const vecC = /var<storage, read_write> c: array<vec4/.test(k.code);
-  const code = k.code.replace(/KF_C\[i\]/g, vecC ? 'c[i / 4u][i % 4u]' : 'c[i]');
-  return { label, code, workgroups: k.workgroups, bindings: em.bindings, io: 'buffers' };
+  return { label, code: k.code, workgroups: k.workgroups, bindings: em.bindings, io: 'buffers' };
 }

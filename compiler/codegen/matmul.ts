@@ -25,7 +25,9 @@
 export interface MatmulEpilogue {
   /**
    * WGSL f32 expression applied to every output; in scope: `acc` (f32, the dot product), `row`,
-   * `col`, `batch` (u32), the constants M, N, K, BATCH, the extra bindings and `helpers`.
+   * `col`, `batch` (u32), the constants M, N, K, BATCH, the extra bindings and `helpers`, and
+   * with io 'buffers' `c_at(i)`: element i of C as it is before this kernel writes it (an epilogue
+   * that updates C in place reads it so, whether C is bound as f32 or vec4).
    * Example: `acc + bias[col]`, `max(acc, 0.0)`, `acc + res[(batch * M + row) * N + col]`.
    */
   expr: string;
@@ -140,7 +142,7 @@ export function matmulWGSL(spec: MatmulSpec, target: MatmulTarget = {}): MatmulK
   const enables = tile.kind === 'bcast' ? ['subgroups'] : [];
   const code = [
     !acc && tile.kind === 'bcast' ? 'enable subgroups;\n' : '',
-    ...(acc ? [] : decls),
+    ...(acc ? [] : [...decls, `fn c_at(i: u32) -> f32 { return ${body.cType === 'vec4f' ? 'c[i / 4u][i % 4u]' : 'c[i]'}; }`]),
     `const M = ${u(spec.M)};\nconst N = ${u(spec.N)};\nconst K = ${u(spec.K)};\nconst BATCH = ${u(batch)};`,
     epi?.helpers ?? '',
     `fn epilogue(acc: f32, row: u32, col: u32, batch: u32) -> f32 {\n  return ${epi ? epi.expr : 'acc'};\n}`,

@@ -9,6 +9,10 @@ import { runKernel } from '../../../runtime/webgpu/buffers.js';
 import { GraphBuilder } from '../../../compiler/ir/builder.js';
 import { input } from '../ops/harness.js';
 import { f32, runBoth, uniform, worst } from '../../runtime/webgpu/compare.js';
+import { bindAll, dispatch, getPipeline, readFloat32, uploadBuffer } from '../../../runtime/webgpu/buffers.js';
+import { fuse } from '../../../compiler/passes/fuse.js';
+import { generateGroup, type ConcreteNode } from '../../../compiler/codegen/fused.js';
+import { deviceTraits } from '../../../compiler/exec/webgpu.js';
 
 /** C[z] = op(A)[z] @ op(B)[z] with A [batchA, M, K] (or [K, M]) and B [batchB, K, N] (or [N, K]). */
 function cpu(spec: MatmulSpec, A: Float32Array, B: Float32Array, aBatch: (z: number) => number, bBatch: (z: number) => number): Float64Array {
@@ -86,5 +90,49 @@ describe('matmul generator: transposed A, batch offsets, accessors', () => {
     const c = await executor.compiled(feeds, [gw, odd]);
     expect(c.kernels.map((k) => k.io)).toEqual(['buffers', 'accessors']);
     executor.destroy();
+  });
+});
+
+describe('a matmul epilogue that updates a running sum in place', () => {
+  // acc + x @ w written over acc (the loss heads' weight gradients, compiler/passes/plan.ts
+  // accumulatorLinks): the epilogue reads acc through the generator's c_at(i), for C bound as
+  // vec4 (N = 12) and as f32 (N = 10).
+  it.each([12, 10])('reads the previous value through c_at (N = %i)', async (N) => {
+    const [M, K] = [8, 16];
+    const b = new GraphBuilder();
+    const x = input(b, 'x', 'f32', [M, K]);
+    const w = input(b, 'w', 'f32', [K, N]);
+    const acc = input(b, 'acc', 'f32', [M, N]);
+    const s = b.add('add', [acc, b.add('matmul', [x, w])], { accumulate: true });
+    const graph = b.build();
+    const program = fuse(graph, [s]);
+    const group = program.groups.find((g) => g.kind === 'matmul')!;
+    expect(group.outputs).toEqual([s]);
+    const kd = await getDevice();
+    const node = (id: number): ConcreteNode => {
+      const n = graph.nodes[id]!;
+      return { id, op: n.op, inputs: n.inputs, attrs: n.attrs, dtype: n.type.dtype, shape: n.type.shape as number[] };
+    };
+    const k = generateGroup(group, node, deviceTraits(kd), { aliases: new Map([[acc, s]]) });
+    expect(k.io).toBe('buffers');
+    expect(k.code).toContain('c_at(i)');
+    expect(k.code.includes('read_write> c: array<vec4f>')).toBe(N % 4 === 0);
+    const data = new Map([
+      [x, uniform(M * K, 1)],
+      [w, uniform(K * N, 2)],
+      [s, uniform(M * N, 3)],
+    ]);
+    const device = kd.device;
+    const buffers = k.bindings.map((r) => uploadBuffer(device, data.get(r.value)!));
+    try {
+      const pipeline = getPipeline(device, k.code);
+      dispatch(device, pipeline, bindAll(device, pipeline, buffers), k.workgroups);
+      const got = await readFloat32(device, buffers[k.bindings.findIndex((r) => r.value === s)]!, M * N);
+      const prod = cpu({ M, N, K }, data.get(x)!, data.get(w)!, () => 0, () => 0);
+      const want = Float64Array.from(prod, (v, i) => v + data.get(s)![i]!);
+      expect(worst(got, want, 1e-6, 1e-5).ratio).toBeLessThanOrEqual(1);
+    } finally {
+      for (const buf of buffers) buf.destroy();
+    }
   });
 });
