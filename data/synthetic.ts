@@ -4,6 +4,7 @@
 import { KilnError } from '../runtime/errors.js';
 import type { HostTensor } from '../runtime/tensor.js';
 import { validateBatch, type InputContract, type IndexRule } from '../runtime/validate.js';
+import { numel } from '../runtime/tensor.js';
 
 /** A small deterministic generator (mulberry32), so the same seed gives the same batch. */
 function mulberry32(seed: number): () => number {
@@ -34,7 +35,7 @@ export function syntheticBatch(contract: InputContract, symbols: ReadonlyMap<str
       if (v === undefined) throw new KilnError(`input ${decl.name}: cannot size dim ${d ?? '(a formula)'} for a made-up batch; give --batch FILE`);
       return v;
     });
-    const n = shape.reduce((a, b) => a * b, 1);
+    const n = numel(shape);
     if (decl.dtype !== 'i32') {
       out.set(decl.name, { dtype: 'f32', shape, data: Float32Array.from({ length: n }, () => 2 * r() - 1) });
       continue;

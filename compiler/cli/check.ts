@@ -5,6 +5,7 @@ import { evalDim, isConst } from '../ir/dims.js';
 import { checkOptions, defineCommand, specArg, specOptions, type Args, type OptionValues } from './args.js';
 import type { Output } from './output.js';
 import { loadAndCheck } from './spec.js';
+import { numel } from '../../runtime/tensor.js';
 
 export interface ParamRow {
   name: string;
@@ -17,7 +18,7 @@ export interface ParamRow {
 export function paramRows(m: CheckedModel): ParamRow[] {
   return m.graph.params.map((p) => {
     const shape = p.type.shape.map((d) => (isConst(d) ? d : evalDim(d, new Map())));
-    return { name: p.name, shape, count: shape.reduce((a, b) => a * b, 1), trainable: p.trainable, component: p.component };
+    return { name: p.name, shape, count: numel(shape), trainable: p.trainable, component: p.component };
   });
 }
 

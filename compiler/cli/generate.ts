@@ -19,6 +19,7 @@ import { checkFolderRoles, checkpointOverrides } from './loss.js';
 import { loadBatch, loadModelParams } from './model-inputs.js';
 import type { Output } from './output.js';
 import { loadAndCheck } from './spec.js';
+import { numel } from '../../runtime/tensor.js';
 
 const generateOptions = {
   checkpoint: { type: 'string', arg: 'DIR', help: "Hugging Face folder (LLaVA-1.5 layout); its config.json's eos_token_id stops" },
@@ -117,7 +118,7 @@ export function promptFromBatch(batch: ReadonlyMap<string, HostTensor>, file: st
   const out = new Map<string, HostTensor>([['input_ids', { dtype: 'i32', shape: [1, n], data: Int32Array.from(ids.data.slice(row * T, row * T + n)) }]]);
   const px = batch.get('pixel_values');
   if (px) {
-    const per = px.shape.slice(1).reduce((a, x) => a * x, 1);
+    const per = numel(px.shape.slice(1));
     out.set('pixel_values', { dtype: 'f32', shape: [1, ...px.shape.slice(1)], data: Float32Array.from(px.data.slice(row * per, (row + 1) * per)) });
   }
   return out;

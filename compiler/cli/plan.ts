@@ -15,7 +15,8 @@ import { loadAndCheck } from './spec.js';
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { readArtefact } from '../../runtime/node/artefact-files.js';
-import { MANIFEST_FILE, type Manifest } from '../../runtime/artefact.js';
+import { MANIFEST_FILE, storedElementBytes, type Manifest } from '../../runtime/artefact.js';
+import { numel, type DType } from '../../runtime/tensor.js';
 
 export const DEFAULT_BATCH = 1;
 export const DEFAULT_SEQ = 2048;
@@ -122,8 +123,8 @@ async function runPlan(values: OptionValues<typeof planOptions>, positionals: Ar
 
 /** Per entry: dispatches, and the buffers the runtime will hold, by kind (from the manifest). */
 export function artefactPlan(m: Manifest) {
-  const bytes = (ts: readonly { dtype: string; shape: readonly number[] }[]): number =>
-    ts.reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1) * (m.floatStorage === 'f16' && t.dtype !== 'i32' && t.dtype !== 'bool' ? 2 : 4), 0);
+  const bytes = (ts: readonly { dtype: DType; shape: readonly number[] }[]): number =>
+    ts.reduce((a, t) => a + numel(t.shape) * storedElementBytes(t.dtype, m.floatStorage), 0);
   return {
     source: m.source,
     floatStorage: m.floatStorage,

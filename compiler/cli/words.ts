@@ -21,6 +21,7 @@ import { checkOutputPath } from './output-path.js';
 import type { Output } from './output.js';
 import { loadAndCheck } from './spec.js';
 import { denormalise, drawWordsPicture, MIN_CELL_PX } from './words-plot.js';
+import { numel } from '../../runtime/tensor.js';
 
 const wordsOptions = {
   checkpoint: { type: 'string', arg: 'DIR', help: 'Hugging Face folder (LLaVA-1.5 layout) with vm_head.weight' },
@@ -107,7 +108,7 @@ async function runWords(values: OptionValues<typeof wordsOptions>, args: Args, o
   if (values.batch !== undefined) {
     const px = loadBatch(model, values.batch).get('pixel_values');
     if (!px) throw new KilnError('the batch has no pixel_values', { file: values.batch });
-    const per = px.shape.slice(1).reduce((a, x) => a * x, 1);
+    const per = numel(px.shape.slice(1));
     pixels = { dtype: 'f32', shape: [1, ...px.shape.slice(1)], data: Float32Array.from(px.data.subarray(0, per)) };
   } else {
     const data = preprocessLlava(await loadImageFile(values.image!), { size, mean: CLIP_MEAN, std: CLIP_STD, padToSquare: true });

@@ -3,7 +3,7 @@
 // reshape, transpose, slice and broadcast (and the implicit broadcasting of elementwise operands)
 // never run as kernels (each view op declares its map: OpDef kernel.map). Shapes are concrete;
 // every size is baked into the WGSL as a constant.
-import { stridesOf } from '../../runtime/tensor.js';
+import { stridesOf, numel } from '../../runtime/tensor.js';
 
 export interface IndexMap {
   /** true when the operand is read at the same index (reshape, equal shapes). */
@@ -82,8 +82,8 @@ export function sliceMap(inShape: readonly number[], axis: number, start: number
   const n = inShape[axis]!;
   const m = stop - start;
   if (m === n) return IDENTITY;
-  const inner = inShape.slice(axis + 1).reduce((a, b) => a * b, 1);
-  const outer = inShape.slice(0, axis).reduce((a, b) => a * b, 1);
+  const inner = numel(inShape.slice(axis + 1));
+  const outer = numel(inShape.slice(0, axis));
   return {
     identity: false,
     wgsl(i) {

@@ -13,7 +13,7 @@ import { readFileSync } from 'node:fs';
 import type { CheckedModel } from '../check/index.js';
 import { fail } from '../diagnostics.js';
 import type { Dim } from '../ir/dims.js';
-import { isConst } from '../ir/dims.js';
+import { dimToString, isConst } from '../ir/dims.js';
 import type { DType, Graph, Node } from '../ir/graph.js';
 import { reachable } from '../ir/graph.js';
 import { GraphBuilder } from '../ir/builder.js';
@@ -50,20 +50,10 @@ export function pyNumber(v: number): string {
 /** A symbolic dim as a Python int expression over the symbols (`B * T`, `(T + 575)`). */
 export function pyDim(d: Dim): string {
   if (isConst(d)) return String(d);
-  const parts: string[] = [];
-  let constant = 0;
-  for (const [k, v] of d.terms) {
-    if (k === '') {
-      constant = v;
-      continue;
-    }
-    const mono = k.split('*').join(' * ');
-    const body = Math.abs(v) === 1 ? mono : `${Math.abs(v)} * ${mono}`;
-    parts.push(parts.length === 0 ? (v < 0 ? `-${body}` : body) : v < 0 ? ` - ${body}` : ` + ${body}`);
-  }
-  if (constant !== 0) parts.push(constant < 0 ? ` - ${-constant}` : ` + ${constant}`);
-  const text = parts.join('');
-  return parts.length === 1 ? text : `(${text})`;
+  const text = dimToString(d, ' * ');
+  // One term needs no parentheses; a sum does, wherever it lands in a product.
+  const terms = [...d.terms].filter(([k, v]) => k !== '' || v !== 0).length;
+  return terms === 1 ? text : `(${text})`;
 }
 
 function pyShape(ds: readonly Dim[]): string {

@@ -109,7 +109,8 @@ export function symbolsOf(d: Dim): string[] {
   return [...s];
 }
 
-export function dimToString(d: Dim): string {
+/** `2*B*T + 575`; with `times` ' * ' the same as a Python or C expression (export/torch.ts). */
+export function dimToString(d: Dim, times = '*'): string {
   if (typeof d === 'number') return String(d);
   const parts: string[] = [];
   let constant = 0;
@@ -118,9 +119,9 @@ export function dimToString(d: Dim): string {
       constant = v;
       continue;
     }
-    const mono = k.split('*').join('*');
+    const mono = k.split('*').join(times);
     const abs = Math.abs(v);
-    const body = abs === 1 ? mono : `${abs}*${mono}`;
+    const body = abs === 1 ? mono : `${abs}${times}${mono}`;
     parts.push(parts.length === 0 ? (v < 0 ? `-${body}` : body) : v < 0 ? ` - ${body}` : ` + ${body}`);
   }
   if (constant !== 0) parts.push(constant < 0 ? ` - ${-constant}` : ` + ${constant}`);
@@ -128,7 +129,7 @@ export function dimToString(d: Dim): string {
 }
 
 export function shapeToString(shape: readonly Dim[]): string {
-  return `[${shape.map(dimToString).join(', ')}]`;
+  return `[${shape.map((d) => dimToString(d)).join(', ')}]`;
 }
 
 export type SymbolBindings = ReadonlyMap<string, number>;

@@ -10,6 +10,7 @@ import { shapesEqual, shapeToString } from '../ir/dims.js';
 import { attrString, expectArity, fail } from './util/shape.js';
 import { lowerAttentionGradQ } from './wgsl/attention.js';
 import { lowerAttentionGradKV } from './wgsl/attention_kv.js';
+import { numel } from '../../runtime/tensor.js';
 
 function wrtOf(attrs: Readonly<Record<string, unknown>>): 'q' | 'k' | 'v' {
   const w = attrs['wrt'];
@@ -33,7 +34,7 @@ export const attentionGradOp: OpDef = {
   reference([q, k, v, g], attrs, out, ctx) {
     const wrt = wrtOf(attrs);
     const d = attentionDims(q!, k!, v!, attrs);
-    const acc = new Float64Array(out.shape.reduce((a, n) => a * n, 1));
+    const acc = new Float64Array(numel(out.shape));
     const qs = q!.data;
     const ks = k!.data;
     const vs = v!.data;

@@ -4,13 +4,14 @@ import type { OpDef } from './types.js';
 import { grid1d, wgslType, type KernelBody, type LowerContext } from '../codegen/kernel.js';
 import { alloc, splitAt } from './util/ref.js';
 import { attrInt, expectArity, fail, isFloatDType, normAxis } from './util/shape.js';
+import { numel } from '../../runtime/tensor.js';
 
 /** One invocation per output element: find the input its row along `axis` comes from. */
 function lowerConcat(ctx: LowerContext): KernelBody {
   const out = ctx.output.shape;
   const axis = normAxis('concat', attrInt('concat', ctx.attrs, 'axis', 0), out.length);
   const { n: total, inner } = splitAt(out, axis);
-  const size = out.reduce((a, b) => a * b, 1);
+  const size = numel(out);
   const WG = 64;
   const t = wgslType(ctx.output.dtype);
   const branches: string[] = [];

@@ -8,6 +8,7 @@ import { MATMUL_FORM, lowerMatmul } from '../codegen/matmul-op.js';
 import { alloc, broadcastIndex } from './util/ref.js';
 import { unbroadcast } from './util/grad.js';
 import { broadcastShapes, expectArity, fail, isFloatDType, typeToString } from './util/shape.js';
+import { numel } from '../../runtime/tensor.js';
 
 function swapLast(rank: number): number[] {
   const p = [...Array(rank).keys()];
@@ -88,7 +89,7 @@ export const matmulOp: OpDef = {
     const batch = out.shape.slice(0, -2);
     const ia = broadcastIndex(a!.shape.slice(0, -2), batch);
     const ib = broadcastIndex(b!.shape.slice(0, -2), batch);
-    const nb = batch.reduce((p, d) => p * d, 1);
+    const nb = numel(batch);
     const y = alloc(ctx, out.dtype, out.shape);
     const row = new Float64Array(N);
     for (let t = 0; t < nb; t++) {

@@ -9,6 +9,7 @@ import { alloc } from './util/ref.js';
 import { patchDims, patchInfer, patchRow } from './patch_embed.js';
 import { attrInt, expectArity, fail } from './util/shape.js';
 import { lowerPatchEmbedGrad } from './wgsl/patch.js';
+import { numel } from '../../runtime/tensor.js';
 
 export const patchEmbedGradOp: OpDef = {
   name: 'patch_embed_grad',
@@ -27,7 +28,7 @@ export const patchEmbedGradOp: OpDef = {
     const d = patchDims(x!.shape, w!.shape);
     const [, , GH, GW] = g!.shape as [number, number, number, number];
     const toX = attrs['wrt'] === 'x';
-    const acc = new Float64Array(out.shape.reduce((a, n) => a * n, 1));
+    const acc = new Float64Array(numel(out.shape));
     const xs = x!.data;
     const ws = w!.data;
     const gs = g!.data;

@@ -7,6 +7,7 @@ import type { OpDef } from './types.js';
 import { alloc, broadcastIndex } from './util/ref.js';
 import { attrBool, expectArity, fail, isFloatDType, reduceAxes, typeToString } from './util/shape.js';
 import { lowerReduce } from './wgsl/reduce.js';
+import { numel } from '../../runtime/tensor.js';
 
 type Kind = 'sum' | 'mean' | 'max';
 
@@ -85,7 +86,7 @@ function reduceOp(kind: Kind): OpDef {
       const axes = reduceAxes(kind, attrs, x!.shape.length);
       const kept = x!.shape.map((d, i) => (axes.includes(i) ? 1 : d));
       const map = broadcastIndex(kept, x!.shape);
-      const size = out.shape.reduce((a, d) => a * d, 1);
+      const size = numel(out.shape);
       const acc = new Float64Array(size).fill(kind === 'max' ? -Infinity : 0);
       const src = x!.data;
       if (kind === 'max') {
