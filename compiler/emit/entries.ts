@@ -5,16 +5,23 @@
 //   train_step  forward, backward and the stage's AdamW update, written into the state in place
 //   eval        forward: the loss terms and the model's `logits` (held-out answer accuracy);
 //               not compiled by default: it reads back [B, L, vocab] floats per call
+//   prefill     generation (compiler/passes/kv-cache.ts): the prompt's logits of its last
+//               position, filling the KV caches (state); with `decode`, on request
+//   decode      one token per row at a run-time cache position, reading and writing the caches
 import { KilnError } from '../../runtime/errors.js';
 import type { CheckedModel } from '../check/index.js';
 import type { Graph, NamedValue } from '../ir/graph.js';
 import { differentiate } from '../passes/autodiff.js';
 import { withAdamW, type AdamWHyper } from '../passes/optimizer.js';
+import type { GenerationDecl } from '../../runtime/artefact.js';
+import { CACHE_AXIS, type GenerationGraphs } from '../passes/kv-cache.js';
 import type { EntrySpec } from './artefact.js';
 
 export const DEFAULT_ENTRIES = ['loss', 'grads', 'train_step'] as const;
 /** Every entry `defaultEntries` can make: the defaults and `eval`. */
 export const ENTRY_NAMES = [...DEFAULT_ENTRIES, 'eval'] as const;
+/** The generation entries (`generationEntries`), always compiled together. */
+export const GENERATION_ENTRIES = ['prefill', 'decode'] as const;
 
 /** AdamW's settings from the stage's `optimizer adamw(...)` (torch's defaults where not given). */
 export function adamwHyper(model: CheckedModel): AdamWHyper {
@@ -59,4 +66,31 @@ export function defaultEntries(model: CheckedModel, names: readonly string[] = D
     if (name === 'grads') return { name, graph, outputs: [...lossOutputs(graph), ...graph.gradients.map((g) => ({ name: `grad:${g.name}`, node: g.node }))] };
     return { name, graph, outputs: lossOutputs(graph), applyUpdates: true };
   });
+}
+
+/** How `g` was built, as the manifest records it for runtime/generate.ts. */
+export function generationDecl(g: GenerationGraphs): GenerationDecl {
+  const ids = g.prefill.inputs.find((i) => i.name === 'input_ids');
+  const T = ids ? g.prefill.nodes[ids.node]!.type.shape[1] : undefined;
+  if (typeof T !== 'number') throw new KilnError('the prefill graph has no input_ids [rows, T] with a concrete T');
+  const splice = g.prefill.nodes.find((n) => n.op === 'splice');
+  const imageToken = splice ? Number(splice.attrs['token']) : undefined;
+  return { rows: g.rows, promptTokens: T, promptLength: g.promptLength, capacity: g.capacity, leftPadded: g.leftPadded, ...(imageToken === undefined ? {} : { imageToken }) };
+}
+
+/**
+ * The `prefill` and `decode` entries of `g` (their output: `logits`; their updates: the KV caches),
+ * and what compileArtefact needs beside them: the caches' position axis and the manifest's
+ * generation block.
+ */
+export function generationEntries(g: GenerationGraphs): { specs: EntrySpec[]; kvCaches: Map<string, number>; generation: GenerationDecl } {
+  const logits = (graph: Graph) => graph.outputs.filter((o) => o.name === 'logits');
+  return {
+    specs: [
+      { name: 'prefill', graph: g.prefill, outputs: logits(g.prefill), applyUpdates: true },
+      { name: 'decode', graph: g.decode, outputs: logits(g.decode), applyUpdates: true },
+    ],
+    kvCaches: new Map(g.caches.map((n) => [n, CACHE_AXIS])),
+    generation: generationDecl(g),
+  };
 }

@@ -1,16 +1,15 @@
 // Token generation over the prefill and decode graphs of compiler/passes/kv-cache.ts, on the
 // reference executor or on WebGPU (one artefact, two entries over one TensorStore whose state is
 // the KV cache), with greedy decoding or sampling as transformers' generate() samples.
-import type { GenerationDecl } from '../../runtime/artefact.js';
-import { KilnError } from '../../runtime/errors.js';
 import { artefactStepRunner, decodeFeeds, PROMPT_START, type StepRunner } from '../../runtime/generate.js';
 import type { HostTensor } from '../../runtime/tensor.js';
 import { ArtefactProgram } from '../../runtime/webgpu/program.js';
 import type { KilnDevice } from '../../runtime/webgpu/device.js';
 import type { DeviceTraits } from '../codegen/kernel.js';
 import { compileArtefact } from '../emit/artefact.js';
+import { generationEntries } from '../emit/entries.js';
 import type { Graph } from '../ir/graph.js';
-import { CACHE_AXIS, generationGraphs, type GenerationGraphs } from '../passes/kv-cache.js';
+import { generationGraphs, type GenerationGraphs } from '../passes/kv-cache.js';
 import { runReference } from './reference.js';
 import { deviceTraits } from './webgpu.js';
 
@@ -43,30 +42,14 @@ export function referenceRunner(g: GenerationGraphs, params: ReadonlyMap<string,
   };
 }
 
-/** How `g` was built, as the manifest records it for runtime/generate.ts. */
-export function generationDecl(g: GenerationGraphs): GenerationDecl {
-  const ids = g.prefill.inputs.find((i) => i.name === 'input_ids');
-  const T = ids ? g.prefill.nodes[ids.node]!.type.shape[1] : undefined;
-  if (typeof T !== 'number') throw new KilnError('the prefill graph has no input_ids [rows, T] with a concrete T');
-  const splice = g.prefill.nodes.find((n) => n.op === 'splice');
-  const imageToken = splice ? Number(splice.attrs['token']) : undefined;
-  return { rows: g.rows, promptTokens: T, promptLength: g.promptLength, capacity: g.capacity, leftPadded: g.leftPadded, ...(imageToken === undefined ? {} : { imageToken }) };
-}
-
 /**
  * One artefact with entries `prefill` and `decode`, the caches as its kv-cache state and the
  * manifest's `generation` block saying how they were built. `traits`: the device's (deviceTraits)
  * or, for an artefact compiled without one, DEFAULT_TRAITS.
  */
 export function compileGeneration(g: GenerationGraphs, traits: DeviceTraits, source?: Readonly<Record<string, string>>) {
-  const outputs = (graph: Graph) => graph.outputs.filter((o) => o.name === 'logits');
-  return compileArtefact(
-    [
-      { name: 'prefill', graph: g.prefill, outputs: outputs(g.prefill), applyUpdates: true },
-      { name: 'decode', graph: g.decode, outputs: outputs(g.decode), applyUpdates: true },
-    ],
-    { bindings: new Map(), traits, kvCaches: new Map(g.caches.map((n) => [n, CACHE_AXIS])), generation: generationDecl(g), ...(source ? { source } : {}) },
-  );
+  const { specs, kvCaches, generation } = generationEntries(g);
+  return compileArtefact(specs, { bindings: new Map(), traits, kvCaches, generation, ...(source ? { source } : {}) });
 }
 
 /** WebGPU: the compiled artefact's two entries over one TensorStore holding weights and caches. */

@@ -11,6 +11,7 @@ import { checkModel } from '../../../compiler/check/index.js';
 import { initParams } from '../../../compiler/exec/init.js';
 import { runReference } from '../../../compiler/exec/reference.js';
 import { syntheticBatch } from '../../../data/synthetic.js';
+import { generateTokens, generationGraphs, referenceRunner } from '../../../compiler/exec/generate.js';
 import { inputContract } from '../../../compiler/passes/input-contract.js';
 import { getDevice } from '../../../runtime/node/device.js';
 import { readArtefact } from '../../../runtime/node/artefact-files.js';
@@ -23,6 +24,8 @@ type Scalars = Record<'loss' | 'loss:lm' | 'loss:vm', HostTensor>;
 /** What the generated class offers, as this test uses it (the module is written at run time). */
 interface Bound {
   loss(inputs: never): Promise<Scalars>;
+  generate(prompts: readonly { input_ids: number[]; pixel_values?: HostTensor }[], o: { maxTokens: number; eos: number[] }): Promise<{ rows: { tokens: number[] }[] }>;
+  read(names: readonly string[]): Promise<Map<string, HostTensor>>;
   trainStep(inputs: never, step: { lr: number; step: number }): Promise<Scalars>;
   destroy(): void;
 }
@@ -112,6 +115,44 @@ describe('kiln compile --ts', () => {
     } finally {
       m.destroy();
       direct.destroy();
+    }
+  }, 300_000);
+
+  it('trains and generates with one parameter store: train_step, then generate reads the updated weights (tokens equal the reference on them)', async () => {
+    const to = join(dir, 'gen');
+    const r = await kiln('compile', 'models/vwlmm.kiln', '--config', 'tiny', '--batch-size', '2', '--seq', '12', '--entries', 'train_step,prefill,decode', '--capacity', '40', '--out', to, '--ts');
+    expect(r.code, r.stderr).toBe(0);
+    const artefact = readArtefact(to);
+    expect(artefact.manifest.generation).toMatchObject({ rows: 1, promptTokens: 12, capacity: 40, leftPadded: true });
+    const model = checkModel(loadSpec('models/vwlmm.kiln', (p) => readFileSync(p, 'utf8')).files, { config: 'tiny' });
+    const used = new Set(artefact.manifest.params.map((p) => p.name));
+    const params = new Map([...initParams(model.graph.params, 4)].filter(([n]) => used.has(n)));
+    const chunks = serializeSafetensors(params);
+    const weights = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+    chunks.reduce((o, c) => (weights.set(c, o), o + c.length), 0);
+    const batch = syntheticBatch(inputContract(model.graph), new Map([['B', 2], ['T', 12]]), 5);
+    const { VWLMM } = (await import(join(to, 'model.ts'))) as { VWLMM: { load(kd: unknown, a: unknown, w: Uint8Array): Promise<Bound> } };
+    const m = await VWLMM.load(await getDevice(), artefact, weights);
+    try {
+      await m.trainStep(Object.fromEntries(batch) as never, { lr: 1e-3, step: 1 });
+      const trained = await m.read([...params.keys()]);
+      // Row 0 of the batch, cut to 9 ids (left-padded by 3 into the compiled 12) and its image.
+      const ids = Array.from(batch.get('input_ids')!.data.slice(0, 9));
+      const px = batch.get('pixel_values')!;
+      const image: HostTensor = { dtype: 'f32', shape: [1, ...px.shape.slice(1)], data: Float32Array.from(px.data.slice(0, px.data.length / 2)) };
+      const got = await m.generate([{ input_ids: ids, pixel_values: image }], { maxTokens: 6, eos: [] });
+      const full = new Map([...initParams(model.graph.params, 4), ...trained]);
+      const alone = new Map<string, HostTensor>([['input_ids', { dtype: 'i32', shape: [1, 9], data: Int32Array.from(ids) }], ['pixel_values', image]]);
+      const probe = generationGraphs(model.graph, { T: 9, capacity: 1 << 20 });
+      const g = generationGraphs(model.graph, { T: 9, capacity: probe.promptLength + 6 });
+      const want = await generateTokens(referenceRunner(g, full), g, alone, { maxTokens: 6, eos: [] });
+      const before = await generateTokens(referenceRunner(g, new Map(initParams(model.graph.params, 4))), g, alone, { maxTokens: 6, eos: [] });
+      console.log(`tiny after one step: ${got.rows[0]!.tokens.join(' ')} (reference ${want.tokens.join(' ')}; before the step ${before.tokens.join(' ')})`);
+      expect(got.rows[0]!.tokens).toEqual(want.tokens);
+      // The step changed what the model says: generate did not read the initial weights.
+      expect(want.tokens).not.toEqual(before.tokens);
+    } finally {
+      m.destroy();
     }
   }, 300_000);
 });
