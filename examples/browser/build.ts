@@ -26,7 +26,8 @@ import { syntheticBatch } from '../../data/synthetic.js';
 import { readArtefact, writeArtefact } from '../../runtime/node/artefact-files.js';
 import { artefactFiles, compileArtefact } from '../../compiler/emit/artefact.js';
 import { DEFAULT_TRAITS } from '../../compiler/codegen/kernel.js';
-import { CACHE_AXIS, generationGraphs } from '../../compiler/passes/kv-cache.js';
+import { generationGraphs } from '../../compiler/passes/kv-cache.js';
+import { generationEntries } from '../../compiler/emit/entries.js';
 import { IMAGE_WORDS, imageWordsGraph } from '../../compiler/exec/words.js';
 import { serializeSafetensors } from '../../runtime/safetensors.js';
 import type { HostTensor } from '../../runtime/tensor.js';
@@ -93,14 +94,9 @@ export async function buildBrowserExample(outDir = join(ROOT, 'out/browser-examp
   ]);
   const probe = generationGraphs(model.graph, { T: PROMPT_IDS, capacity: Number.MAX_SAFE_INTEGER });
   const g = generationGraphs(model.graph, { T: PROMPT_IDS, capacity: probe.promptLength + MAX_NEW_TOKENS });
-  const logits = (graph: typeof g.prefill) => graph.outputs.filter((o) => o.name === 'logits');
-  const { artefact: genArtefact } = compileArtefact(
-    [
-      { name: 'prefill', graph: g.prefill, outputs: logits(g.prefill), applyUpdates: true },
-      { name: 'decode', graph: g.decode, outputs: logits(g.decode), applyUpdates: true },
-    ],
-    { bindings: new Map(), traits: DEFAULT_TRAITS, kvCaches: new Map(g.caches.map((n) => [n, CACHE_AXIS])) },
-  );
+  // What `kiln compile --entries prefill,decode` writes (rows 1, the prompt's exact length).
+  const gen = generationEntries(g);
+  const { artefact: genArtefact } = compileArtefact(gen.specs, { bindings: new Map(), traits: DEFAULT_TRAITS, kvCaches: gen.kvCaches, generation: gen.generation });
   writeArtefact(join(outDir, 'generate'), artefactFiles(genArtefact));
   writeFileSync(join(outDir, 'prompt.safetensors'), concat(serializeSafetensors(prompt)));
   const generation: GenerationInfo = { promptLength: g.promptLength, capacity: g.capacity, maxTokens: MAX_NEW_TOKENS };

@@ -2,45 +2,29 @@
 // compiler/exec/generate.ts compiles from compiler/passes/kv-cache.ts's graphs; the KV caches are
 // the artefact's kv-cache state), with `kiln/runtime` alone, so the page and Node run the same
 // loop. torch.argmax's tie rule (the first largest logit), as `kiln generate` picks greedily.
-import { KilnError, type ArtefactProgram, type HostTensor } from 'kiln/runtime';
+import { argmax, generate, type ArtefactProgram, type HostTensor } from 'kiln/runtime';
+
+export { argmax };
 
 export interface GreedyOptions {
-  /** the decoder's prompt length (input_ids' T with the image spliced in): the first decode position. */
-  readonly promptLength: number;
-  /** KV cache positions: decoding stops when they are full. */
-  readonly capacity: number;
+  /** new tokens at most (the cache's capacity, in the artefact's manifest, may stop it earlier). */
   readonly maxTokens: number;
   readonly onToken?: (token: number) => void;
 }
 
-/** The first index of the largest logit; a NaN logit is an error (no token can be chosen). */
-export function argmax(logits: ArrayLike<number>): number {
-  let best = 0;
-  for (let i = 0; i < logits.length; i++) {
-    if (Number.isNaN(logits[i]!)) throw new KilnError(`logit ${i} is NaN: no token can be chosen`);
-    if (logits[i]! > logits[best]!) best = i;
-  }
-  return best;
-}
-
-/** Runs `prefill` on `prompt` (input_ids [1, T], pixel_values [1, ...]), then greedy `decode` steps; the tokens chosen. */
+/**
+ * Runs `prefill` on `prompt` (input_ids [1, T], pixel_values [1, ...]), then greedy `decode` steps
+ * (runtime/generate.ts, as `kiln generate` picks: the first largest logit); the tokens chosen.
+ * Stops after `maxTokens` or when the cache is full.
+ */
 export async function greedyTokens(program: ArtefactProgram, prompt: ReadonlyMap<string, HostTensor>, o: GreedyOptions): Promise<number[]> {
-  const logits = async (entry: string, feeds: ReadonlyMap<string, HostTensor>) => (await program.run(entry, feeds, ['logits'])).get('logits')!.data;
-  let next = await logits('prefill', prompt);
-  const tokens: number[] = [];
-  for (let position = o.promptLength; ; position++) {
-    const token = argmax(next);
-    tokens.push(token);
-    o.onToken?.(token);
-    if (tokens.length >= o.maxTokens || position >= o.capacity) return tokens;
-    next = await logits(
-      'decode',
-      new Map<string, HostTensor>([
-        ['input_ids', { dtype: 'i32', shape: [1, 1], data: Int32Array.of(token) }],
-        ['position', { dtype: 'i32', shape: [], data: Int32Array.of(position) }],
-      ]),
-    );
-  }
+  const px = prompt.get('pixel_values');
+  const r = await generate(program, [{ input_ids: prompt.get('input_ids')!.data, ...(px ? { pixel_values: px } : {}) }], {
+    maxTokens: o.maxTokens,
+    eos: [],
+    ...(o.onToken ? { onToken: (t: number) => o.onToken!(t) } : {}),
+  });
+  return r.rows[0]!.tokens;
 }
 
 /**
