@@ -8,7 +8,7 @@ import type { GenerationDecl } from './artefact.js';
 import { KilnError } from './errors.js';
 import { seededRandom } from './random.js';
 import type { HostTensor } from './tensor.js';
-import type { ArtefactProgram } from './webgpu/program.js';
+import type { ArtefactProgram, RunOptions } from './webgpu/program.js';
 
 /** The input of left-padded generation entries: each row's first real position [rows] i32. */
 export const PROMPT_START = 'prompt_start';
@@ -77,11 +77,12 @@ export function generationOf(program: ArtefactProgram): GenerationDecl {
 /**
  * A StepRunner over an artefact's `prefill` and `decode` entries: the weights and the KV caches
  * stay in `program.store`; each step reads back only the logits [rows, 1, vocab] (f32).
+ * `runOptions` goes to every run as it is at that run (a profiler getter can start timing later).
  */
-export function artefactStepRunner(program: ArtefactProgram): StepRunner {
+export function artefactStepRunner(program: ArtefactProgram, runOptions: RunOptions = {}): StepRunner {
   const g = generationOf(program);
   const logits = async (entry: string, feeds: ReadonlyMap<string, HostTensor>): Promise<Float32Array> => {
-    const t = (await program.run(entry, feeds, ['logits'])).get('logits')!;
+    const t = (await program.run(entry, feeds, ['logits'], runOptions)).get('logits')!;
     return t.data instanceof Float32Array ? t.data : Float32Array.from(t.data);
   };
   let start: HostTensor | undefined;

@@ -20,6 +20,8 @@ import { loadBatch, loadModelParams } from './model-inputs.js';
 import type { Output } from './output.js';
 import { loadAndCheck } from './spec.js';
 import { numel } from '../../runtime/tensor.js';
+import { KernelProfiler } from '../../runtime/webgpu/profile.js';
+import { profileReport } from './profile.js';
 
 const generateOptions = {
   checkpoint: { type: 'string', arg: 'DIR', help: "Hugging Face folder (LLaVA-1.5 layout); its config.json's eos_token_id stops" },
@@ -50,6 +52,10 @@ const generateOptions = {
   'top-p': { type: 'string', arg: 'P', help: 'sample from the smallest set of most probable tokens reaching probability P' },
   seed: { type: 'string', arg: 'S', help: "the sampler's seed (default 0): the same seed gives the same tokens" },
   backend: { type: 'string', arg: 'NAME', help: 'webgpu (default when an adapter exists) or cpu (the reference executor); webgpu runs the prompt and one step once untimed first (shader compilation)' },
+  profile: {
+    type: 'boolean',
+    help: 'time every kernel of the prefill and the decode steps with WebGPU timestamp queries (not the untimed first run) and print kiln profile\'s table at the end, on stderr (--json: under "profile"); needs WebGPU',
+  },
   ...specOptions,
   json: {
     type: 'boolean',
@@ -178,6 +184,22 @@ export async function promptFromImage(model: CheckedModel, tok: TextTokenizer, t
   ]);
 }
 
+/**
+ * `runner` with `start` called just before the timed prefill: generateRows' warmup (with `warmup`)
+ * runs one prefill and at most one decode step first, so the timed prefill is the second prefill.
+ */
+function profileAfterWarmup(runner: StepRunner, warmup: boolean, start: () => void): StepRunner {
+  let prefills = 0;
+  return {
+    prefill: (feeds) => {
+      if (++prefills === (warmup ? 2 : 1)) start();
+      return runner.prefill(feeds);
+    },
+    decode: (token, position) => runner.decode(token, position),
+    destroy: () => runner.destroy(),
+  };
+}
+
 async function runGenerate(values: OptionValues<typeof generateOptions>, args: Args, out: Output): Promise<number> {
   const spec = args[0]!;
   if (!values.checkpoint) throw new UsageError('--checkpoint DIR is required');
@@ -198,7 +220,8 @@ async function runGenerate(values: OptionValues<typeof generateOptions>, args: A
   const topP = number('top-p', values['top-p'], 'float');
   if (topP !== undefined && !(topP > 0 && topP <= 1)) throw new UsageError(`--top-p ${values['top-p']}: expected a probability in (0, 1]`);
   const seed = number('seed', values.seed, 'int') ?? 0;
-  if (values.backend === 'webgpu') await getDevice();
+  if (values.profile && values.backend === 'cpu') throw new UsageError('--profile times WebGPU kernels: it does not apply to --backend cpu');
+  if (values.backend === 'webgpu' || values.profile) await getDevice();
 
   const overrides = [...checkpointOverrides(values.checkpoint), ...checkpointOverrides(values['vision-tower'], '--vision-tower')];
   checkFolderRoles(values.checkpoint, values['vision-tower']);
@@ -227,7 +250,7 @@ async function runGenerate(values: OptionValues<typeof generateOptions>, args: A
   if (probe.promptLength > capacity) throw new KilnError(`the prompt is ${probe.promptLength} positions long (with the image), longer than the KV cache (--cache ${capacity})`, { file: origin });
   const graphs = generationGraphs(model.graph, { T, capacity, rows });
   const params = loadModelParams(model, { checkpoint: values.checkpoint, visionTower: values['vision-tower'] }, (w) => out.stderr(`warning: ${w}`));
-  let backend = values.backend;
+  let backend = values.backend ?? (values.profile ? 'webgpu' : undefined);
   if (backend === undefined) {
     try {
       await getDevice();
@@ -236,13 +259,18 @@ async function runGenerate(values: OptionValues<typeof generateOptions>, args: A
       backend = 'cpu';
     }
   }
+  // --profile: the runner reads the profiler at each run; it is set from the timed prefill on.
+  const profiler = values.profile ? new KernelProfiler() : undefined;
+  let timing = false;
   let runner: StepRunner;
   try {
-    runner = backend === 'cpu' ? referenceRunner(graphs, params) : await webgpuRunner(graphs, params, await getDevice());
+    runner = backend === 'cpu' ? referenceRunner(graphs, params) : await webgpuRunner(graphs, params, await getDevice(), { get profiler() { return timing ? profiler : undefined; } });
   } catch (e) {
     if (e instanceof KilnError) throw e;
     throw new KilnError((e as Error).message, { file: origin });
   }
+  if (profiler) runner = profileAfterWarmup(runner, backend === 'webgpu', () => (timing = true));
+  const profile = async () => (profiler ? profileReport(profiler, (await getDevice()).adapterName) : undefined);
   try {
     if (rows > 1) {
       const result = await generateRows(runner, graphs, prompt, {
@@ -257,10 +285,12 @@ async function runGenerate(values: OptionValues<typeof generateOptions>, args: A
       const perS = Number.isFinite(result.decodeStepsPerS) ? Number((result.decodeStepsPerS * rows).toFixed(2)) : null;
       const prefillMs = Number(result.prefillMs.toFixed(1));
       const textOf = (ids: readonly number[]) => (tok ? tok.decode(ids) : null);
-      if (values.json) out.stdout(JSON.stringify({ rows: result.rows.map((r) => ({ tokens: r.tokens, text: textOf(r.tokens), stop: r.stop })), prefill_ms: prefillMs, decode_tokens_per_s: perS, backend }));
+      const p = await profile();
+      if (values.json) out.stdout(JSON.stringify({ rows: result.rows.map((r) => ({ tokens: r.tokens, text: textOf(r.tokens), stop: r.stop })), prefill_ms: prefillMs, decode_tokens_per_s: perS, backend, ...(p ? { profile: p.json } : {}) }));
       else {
         result.rows.forEach((r, i) => out.stdout(`[${i}] ${textOf(r.tokens) ?? r.tokens.join(' ')}`));
         out.stderr(`${rows} prompts: ${result.rows.map((r) => `${r.tokens.length} tokens (${r.stop})`).join(', ')}; prefill ${prefillMs} ms over ${rows} x ${graphs.promptLength} positions; decode ${perS ?? '-'} tokens/s; backend ${backend}`);
+        if (p) out.stderr(p.text);
       }
       return 0;
     }
@@ -278,10 +308,12 @@ async function runGenerate(values: OptionValues<typeof generateOptions>, args: A
     });
     const perS = Number.isFinite(result.decodeTokensPerS) ? Number(result.decodeTokensPerS.toFixed(2)) : null;
     const prefillMs = Number(result.prefillMs.toFixed(1));
-    if (values.json) out.stdout(JSON.stringify({ tokens: result.tokens, text: tok ? tok.decode(result.tokens) : null, prefill_ms: prefillMs, decode_tokens_per_s: perS, stop: result.stop, backend }));
+    const p = await profile();
+    if (values.json) out.stdout(JSON.stringify({ tokens: result.tokens, text: tok ? tok.decode(result.tokens) : null, prefill_ms: prefillMs, decode_tokens_per_s: perS, stop: result.stop, backend, ...(p ? { profile: p.json } : {}) }));
     else {
       out.write(`${text ? text.flush() : ''}\n`);
       out.stderr(`${result.tokens.length} tokens (${result.stop}); prefill ${prefillMs} ms over ${graphs.promptLength} positions; decode ${perS ?? '-'} tokens/s; backend ${backend}`);
+      if (p) out.stderr(p.text);
     }
   } finally {
     runner.destroy();

@@ -50,24 +50,60 @@ export const profileCommand = defineCommand({
   run: runProfile,
 });
 
-/** The profile table as text: the top `top` kernels, then the rest in one line, then the total. */
-export function formatProfile(rows: readonly KernelRow[], top: number, runs: number): string {
+/**
+ * The profile table as text: the top `top` kernels, then the rest in one line, then the total.
+ * `runs`: the runs of the one profiled entry (the total's mean is per run); null when the rows
+ * come from several entries, which then get a column of their own and no mean in the total.
+ */
+export function formatProfile(rows: readonly KernelRow[], top: number, runs: number | null): string {
   const shown = rows.slice(0, top);
   const rest = rows.slice(top);
   const ms = (x: number) => x.toFixed(3);
   const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
-  const table: string[][] = [['kernel', 'ops', 'calls', 'total ms', 'mean ms', 'share']];
-  for (const r of shown) table.push([r.kernel.replace(/^kernels\//, ''), r.ops, String(r.calls), ms(r.total_ms), ms(r.mean_ms), pct(r.share)]);
+  const entries = new Set(rows.map((r) => r.entry)).size > 1;
+  const table: string[][] = [[...(entries ? ['entry'] : []), 'kernel', 'ops', 'calls', 'total ms', 'mean ms', 'share']];
+  for (const r of shown) table.push([...(entries ? [r.entry] : []), r.kernel.replace(/^kernels\//, ''), r.ops, String(r.calls), ms(r.total_ms), ms(r.mean_ms), pct(r.share)]);
   if (rest.length) {
     const total = rest.reduce((a, r) => a + r.total_ms, 0);
     const calls = rest.reduce((a, r) => a + r.calls, 0);
-    table.push([`(${rest.length} more)`, '', String(calls), ms(total), ms(total / calls), pct(rest.reduce((a, r) => a + r.share, 0))]);
+    table.push([...(entries ? [''] : []), `(${rest.length} more)`, '', String(calls), ms(total), ms(total / calls), pct(rest.reduce((a, r) => a + r.share, 0))]);
   }
   const all = rows.reduce((a, r) => a + r.total_ms, 0);
-  table.push(['total', `${rows.length} kernels, ${runs} runs`, String(rows.reduce((a, r) => a + r.calls, 0)), ms(all), ms(all / Math.max(1, runs)), '100.0%']);
+  const calls = String(rows.reduce((a, r) => a + r.calls, 0));
+  table.push([...(entries ? [''] : []), 'total', runs === null ? `${rows.length} kernels` : `${rows.length} kernels, ${runs} runs`, calls, ms(all), runs === null ? '' : ms(all / Math.max(1, runs)), '100.0%']);
+  const first = entries ? 1 : 0;
   const widths = table[0]!.map((_, c) => Math.max(...table.map((row) => row[c]!.length)));
-  const numeric = new Set([2, 3, 4, 5]);
+  const numeric = new Set([2, 3, 4, 5].map((c) => c + first));
   return table.map((row) => row.map((cell, c) => (numeric.has(c) ? cell.padStart(widths[c]!) : cell.padEnd(widths[c]!))).join('  ').trimEnd()).join('\n');
+}
+
+/** What `--profile` adds to train's and generate's --json output, under "profile". */
+export interface ProfileJson {
+  readonly adapter: string;
+  /** per entry, in the order first run: its runs and, per run, kernel time and dispatches. */
+  readonly entries: { entry: string; runs: number; kernel_ms_per_run: number; dispatches_per_run: number }[];
+  /** the summed kernel time of every profiled run. */
+  readonly kernel_ms: number;
+  /** one row per (entry, kernel), the largest total first; shares sum to 1. */
+  readonly kernels: KernelRow[];
+}
+
+/**
+ * `--profile` on kiln train and kiln generate: what `profiler` timed over the command's runs, as
+ * JSON and as text (a line per entry, then kiln profile's table).
+ */
+export function profileReport(profiler: KernelProfiler, adapter: string, top = 20): { json: ProfileJson; text: string } {
+  const rows = profiler.table();
+  const names = [...new Set(profiler.calls.map((c) => c.entry))];
+  const entries = names.map((entry) => {
+    const runs = profiler.runsOf(entry);
+    return { entry, runs, kernel_ms_per_run: profiler.meanRunMs(entry), dispatches_per_run: profiler.calls.filter((c) => c.entry === entry).length / runs };
+  });
+  const json: ProfileJson = { adapter, entries, kernel_ms: rows.reduce((a, r) => a + r.total_ms, 0), kernels: rows };
+  const per = entries.map((e) => `${e.entry} ${e.runs} run${e.runs === 1 ? '' : 's'}, ${e.kernel_ms_per_run.toFixed(2)} ms in kernels and ${e.dispatches_per_run} dispatches per run`).join('; ');
+  const runs = entries.length === 1 ? entries[0]!.runs : null;
+  const text = rows.length === 0 ? 'profile: no kernel ran on the GPU' : `profile on ${adapter} (GPU timestamps): ${per}\n${formatProfile(rows, top, runs)}`;
+  return { json, text };
 }
 
 async function runProfile(values: OptionValues<typeof profileOptions>, args: Args, out: Output): Promise<number> {

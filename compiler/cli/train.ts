@@ -18,6 +18,8 @@ import { ReferenceBackend, WebGpuBackend, type TrainBackend } from '../train/bac
 import { RepeatedBatch, SampleBatches, type BatchSource } from '../train/data.js';
 import { Trainer, type StepRecord, type TrainHook, type TrainSummary, type TrainerOptions } from '../train/trainer.js';
 import { TermCounter } from '../train/accumulate.js';
+import { KernelProfiler } from '../../runtime/webgpu/profile.js';
+import { profileReport } from './profile.js';
 import { checkOptions, defineCommand, specArg, specOptions, type Args, type OptionValues } from './args.js';
 import { checkpointHook, tokenizerFiles } from '../train/checkpoints.js';
 import { configNumber, prepareData, type PreparedData } from './data-source.js';
@@ -72,6 +74,10 @@ const trainOptions = {
   },
   'eval-data': { type: 'string', arg: 'FILE|DIR', help: 'held-out LLaVA JSON for --data FILE|DIR (read with the training tokenizer and template); builtin:shapes uses its split=heldout' },
   backend: { type: 'string', arg: 'NAME', help: 'webgpu (default when an adapter exists) or cpu (the reference executor)' },
+  profile: {
+    type: 'boolean',
+    help: "time every kernel the run dispatches with WebGPU timestamp queries (as kiln profile; the first step's too) and print kiln profile's table at the end (--json: under \"profile\" in the summary line); needs WebGPU",
+  },
   tokenizer: { type: 'string', arg: 'DIR', help: pipeline },
   template: { type: 'string', arg: 'NAME', help: pipeline },
   'image-folder': { type: 'string', arg: 'DIR', help: pipeline },
@@ -98,6 +104,7 @@ export const trainCommand = defineCommand({
       does: 'train from the spec\'s initialisers on the built-in data (npm run demo)',
     },
     { run: 'kiln train models/vwlmm.kiln --config tiny --data builtin:shapes --steps 200 --save-every 50 --out out/run --resume', does: 'continue an interrupted run from its newest checkpoint' },
+    { run: 'kiln train models/vwlmm.kiln --config tiny --data builtin:shapes --steps 20 --profile', does: 'and where the time went: every kernel of the run timed on the GPU clock' },
   ],
   run: runTrain,
 });
@@ -168,6 +175,7 @@ export async function prepareTraining(values: TrainValues, spec: string, out: Ou
   if (values.batch && values.steps === undefined && values.epochs === undefined) throw new UsageError('--batch repeats one batch: say how many steps with --steps N');
   if (values['vision-tower'] && !values.checkpoint) throw new UsageError('--vision-tower loads the tower into a checkpoint: give --checkpoint DIR too');
   if (values.backend !== undefined && values.backend !== 'cpu' && values.backend !== 'webgpu') throw new UsageError(`--backend ${values.backend}: expected webgpu or cpu`);
+  if (values.profile && values.backend === 'cpu') throw new UsageError('--profile times WebGPU kernels: it does not apply to --backend cpu');
   for (const f of ['tokenizer', 'template', 'image-folder', 'max-length', 'limit'] as const)
     if (values.batch && values[f] !== undefined) throw new UsageError(`--${f} is a data pipeline option; it does not apply to --batch FILE`);
   const steps = intFlag('steps', values.steps, 1);
@@ -185,8 +193,8 @@ export async function prepareTraining(values: TrainValues, spec: string, out: Ou
   const limit = intFlag('limit', values.limit, 1);
   const outDir = values.out ?? join('out', 'train');
   if (values.out !== undefined) checkOutputPath('--out', join(outDir, 'config.json'));
-  // WebGPU asked for explicitly: no adapter is exit 3 before anything is read.
-  if (values.backend === 'webgpu') await getDevice();
+  // WebGPU asked for explicitly (or by --profile): no adapter is exit 3 before anything is read.
+  if (values.backend === 'webgpu' || values.profile) await getDevice();
 
   const overrides = [...checkpointOverrides(values.checkpoint), ...checkpointOverrides(values['vision-tower'], '--vision-tower')];
   if (values.checkpoint) checkFolderRoles(values.checkpoint, values['vision-tower']);
@@ -239,7 +247,7 @@ export async function prepareTraining(values: TrainValues, spec: string, out: Ou
   const params: ReadonlyMap<string, HostTensor> = values.checkpoint
     ? openModelParams(model, { checkpoint: values.checkpoint, visionTower: values['vision-tower'] }, (w) => out.stderr(`warning: ${w}`))
     : initParams(model.graph.params, seed);
-  let backendName = values.backend;
+  let backendName = values.backend ?? (values.profile ? 'webgpu' : undefined);
   if (backendName === undefined) {
     backendName = (await webgpuAvailable()) ? 'webgpu' : 'cpu';
     if (backendName === 'cpu') out.stderr('note: no WebGPU adapter here; training on the cpu reference executor (slow)');
@@ -340,17 +348,22 @@ async function runTrain(values: TrainValues, args: Args, out: Output): Promise<n
     );
     // Checkpoints before evaluation: a resume sets the step in atStart, which the first evaluation reads.
     const hooks: TrainHook[] = [progressHook(ctx, out, values.json === true), trainCheckpoints(ctx, out), evaluationHook(ctx, held, out, { every: evalEvery, json: values.json === true })];
+    // --profile: every entry the backend runs from here on (steps, held-out evaluation) is timed.
+    const profiler = values.profile && ctx.backend instanceof WebGpuBackend ? new KernelProfiler() : undefined;
+    if (profiler) (ctx.backend as WebGpuBackend).profiler = profiler;
     const trainer = new Trainer(ctx.backend, ctx.data, trainerOptions(ctx), hooks);
     const summary: TrainSummary = await trainer.run();
     const compiles = ctx.backend.compileSeconds ? [...ctx.backend.compileSeconds].map(([k, v]) => [k, Math.round(v * 10) / 10] as const) : [];
     if (compiles.length > 0) summary['compile_s'] = Object.fromEntries(compiles);
-    if (values.json) out.stdout(JSON.stringify({ summary }));
+    const profile = profiler ? profileReport(profiler, ctx.backend.adapter) : undefined;
+    if (values.json) out.stdout(JSON.stringify({ summary, ...(profile ? { profile: profile.json } : {}) }));
     else {
       const last = trainer.last;
       const terms = last ? ctx.model.graph.losses.map((l) => `${l.name} ${fmt(last.terms[l.name]!)}`).join(', ') : '';
       out.stdout(`trained ${summary.steps} steps in ${summary.wall_s.toFixed(1)} s on ${ctx.backend.name}${last ? `: last loss ${fmt(last.loss)} (${terms})` : ''}`);
       // Each batch shape compiles once (lavapipe JIT-compiles every new shader on first use).
       if (compiles.length > 0) out.stdout(`compiled ${compiles.length} programs: ${compiles.map(([k, v]) => `${k} ${v} s`).join(', ')}`);
+      if (profile) out.stdout(profile.text);
     }
     return 0;
   } finally {

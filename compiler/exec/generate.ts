@@ -3,7 +3,7 @@
 // the KV cache), with greedy decoding or sampling as transformers' generate() samples.
 import { artefactStepRunner, decodeFeeds, PROMPT_START, type StepRunner } from '../../runtime/generate.js';
 import type { HostTensor } from '../../runtime/tensor.js';
-import { ArtefactProgram } from '../../runtime/webgpu/program.js';
+import { ArtefactProgram, type RunOptions } from '../../runtime/webgpu/program.js';
 import type { KilnDevice } from '../../runtime/webgpu/device.js';
 import type { DeviceTraits } from '../codegen/kernel.js';
 import { compileArtefact } from '../emit/artefact.js';
@@ -52,12 +52,12 @@ export function compileGeneration(g: GenerationGraphs, traits: DeviceTraits, sou
   return compileArtefact(specs, { bindings: new Map(), traits, kvCaches, generation, ...(source ? { source } : {}) });
 }
 
-/** WebGPU: the compiled artefact's two entries over one TensorStore holding weights and caches. */
-export async function webgpuRunner(g: GenerationGraphs, params: ReadonlyMap<string, HostTensor>, kd: KilnDevice): Promise<StepRunner> {
+/** WebGPU: the compiled artefact's two entries over one TensorStore holding weights and caches; `runOptions` goes to every run (a profiler). */
+export async function webgpuRunner(g: GenerationGraphs, params: ReadonlyMap<string, HostTensor>, kd: KilnDevice, runOptions: RunOptions = {}): Promise<StepRunner> {
   const { artefact } = compileGeneration(g, deviceTraits(kd));
   const program = await ArtefactProgram.load(kd, artefact);
   program.store.write(new Map([...params].filter(([name]) => program.store.has(name) && !g.caches.includes(name))));
-  const steps = artefactStepRunner(program);
+  const steps = artefactStepRunner(program, runOptions);
   return {
     ...steps,
     destroy: () => {
