@@ -2,11 +2,10 @@
 // device (weights, activations, gradients, optimiser state, peak) and where tensors meet the
 // device limits, without allocating anything or touching a GPU.
 import { UsageError } from '../check/index.js';
-import { differentiate } from '../passes/autodiff.js';
-import { fuse } from '../passes/fuse.js';
-import { concreteNodes, storedBytes } from '../passes/lower.js';
-import { planMemory } from '../passes/plan.js';
-import { chunkLossHeads, LOSS_CHUNK_BYTES } from '../passes/loss-heads.js';
+import { DEFAULT_TRAITS } from '../codegen/kernel.js';
+import { compileArtefact, type EntrySpec } from '../emit/artefact.js';
+import { defaultEntries } from '../emit/entries.js';
+import { LOSS_CHUNK_BYTES } from '../passes/loss-heads.js';
 import { formatReport, memoryReport, mib } from '../passes/plan-report.js';
 import { rulesTable } from '../passes/fusion-rules.js';
 import { checkOptions, defineCommand, onePositional, specOptions, type Args, type OptionValues } from './args.js';
@@ -75,18 +74,27 @@ async function runPlan(values: OptionValues<typeof planOptions>, positionals: Ar
   ]);
   const model = loadAndCheck(spec, checkOptions(values), out);
   const train = values.train === true;
-  if (train && model.graph.totalLoss === null && model.graph.losses.length === 0) throw new UsageError(`--train: model ${model.modelName} declares no loss`);
+  if (train && model.graph.totalLoss === null) throw new UsageError(`--train: model ${model.modelName} declares no loss`);
   const chunkBytes = positiveInt('loss-chunk-bytes', values['loss-chunk-bytes'], LOSS_CHUNK_BYTES);
-  const checked = train ? differentiate(model.graph) : model.graph;
-  for (const s of checked.symbols) if (!bindings.has(s)) throw new UsageError(`the model's inputs use a symbol ${s} that kiln plan cannot set (only B and T)`);
-  // As compilation does: the loss heads in row chunks under these symbols (compiler/passes/loss-heads.ts).
-  const graph = chunkLossHeads(checked, bindings, chunkBytes).graph;
-  const requested = train
-    ? [graph.totalLoss!, ...graph.losses.map((l) => l.node), ...graph.gradients.map((g) => g.node)]
-    : [...graph.outputs.map((o) => o.node), ...graph.losses.map((l) => l.node), ...(graph.totalLoss !== null ? [graph.totalLoss] : [])];
-  const program = fuse(graph, [...new Set(requested)]);
-  const node = concreteNodes(graph, bindings);
-  const plan = planMemory(program, (id) => storedBytes(node(id), floatBytes));
+  for (const s of model.graph.symbols) if (!bindings.has(s)) throw new UsageError(`the model's inputs use a symbol ${s} that kiln plan cannot set (only B and T)`);
+  // The plan is the one `kiln compile` writes and the runtime runs: the entry is compiled (kernels
+  // generated, nothing allocated) and its fused program and buffer plan are reported. --train
+  // plans the grads entry (forward + backward); optimiser moments are counted beside it.
+  const entry: EntrySpec = train
+    ? defaultEntries(model, ['grads'])[0]!
+    : {
+        name: 'forward',
+        graph: model.graph,
+        outputs: [
+          ...model.graph.outputs,
+          ...model.graph.losses.map((l) => ({ name: `loss:${l.name}`, node: l.node })),
+          ...(model.graph.totalLoss !== null ? [{ name: 'loss', node: model.graph.totalLoss }] : []),
+        ],
+      };
+  const compiled = compileArtefact([entry], { bindings: new Map([...bindings].filter(([k]) => model.graph.symbols.includes(k))), traits: DEFAULT_TRAITS, floatStorage: floatBytes === 2 ? 'f16' : 'f32', lossChunkBytes: chunkBytes }).entries.get(entry.name)!.compiled;
+  const { program, plan } = compiled;
+  const graph = program.graph;
+  const node = compiled.node;
   const names = new Map<number, string>([...graph.params, ...graph.inputs, ...graph.gradients.map((g) => ({ name: `grad ${g.name}`, node: g.node })), ...graph.outputs, ...graph.losses].map((v) => [v.node, v.name]));
   const describe = (n: number): string => names.get(n) ?? `${graph.nodes[n]!.label ?? graph.nodes[n]!.op} [${node(n).shape.join(', ')}]`;
   const report = memoryReport(program, plan, { train, describe });
