@@ -2,7 +2,7 @@
 // compiler/exec/generate.ts compiles from compiler/passes/kv-cache.ts's graphs; the KV caches are
 // the artefact's kv-cache state), with `kiln/runtime` alone, so the page and Node run the same
 // loop. torch.argmax's tie rule (the first largest logit), as `kiln generate` picks greedily.
-import { argmax, generate, type ArtefactProgram, type HostTensor } from 'kiln/runtime';
+import { argmax, generate, KilnError, type ArtefactProgram, type HostTensor } from 'kiln/runtime';
 
 export { argmax };
 
@@ -40,4 +40,39 @@ export async function topVisualWords(program: ArtefactProgram, pixelValues: Host
     const id = argmax(row);
     return { id, p: row[id]! };
   });
+}
+
+/** One image's visual words as `kiln words --json` lists them (without the tokens' text). */
+export interface TopWords {
+  /** patches per column and per row: [rows, cols]. */
+  readonly grid: readonly [number, number];
+  /** row-major; `top` most probable first, equal probabilities lower id first (compiler/exec/words.ts topWords' order). */
+  readonly patches: { row: number; col: number; top: { id: number; p: number }[] }[];
+}
+
+/**
+ * Each patch's `k` most probable visual words with their probabilities (kiln words --json's
+ * `patches`), from the `entry` of `program` (pixel_values [1, ...] -> image_words [1, P, vocab]);
+ * the P patches form a square grid.
+ * @throws KilnError when a probability is NaN or P is not a square.
+ */
+export async function topKVisualWords(program: ArtefactProgram, pixelValues: HostTensor, k: number, entry = 'words'): Promise<TopWords> {
+  const w = (await program.run(entry, new Map([['pixel_values', pixelValues]]), ['image_words'])).get('image_words')!;
+  const [, patches, vocab] = w.shape as [number, number, number];
+  const side = Math.round(Math.sqrt(patches));
+  if (side * side !== patches) throw new KilnError(`image_words has ${patches} patches, not a square grid`);
+  const kk = Math.min(k, vocab);
+  return {
+    grid: [side, side],
+    patches: Array.from({ length: patches }, (_, patch) => {
+      const row = w.data.subarray(patch * vocab, (patch + 1) * vocab);
+      const nan = row.findIndex((p) => Number.isNaN(p));
+      if (nan >= 0) throw new KilnError(`the visual word of patch ${patch} has a NaN probability at token ${nan}`);
+      // A stable sort by probability keeps equal ones in id order.
+      const top = Array.from(row, (p, id) => ({ id, p }))
+        .sort((a, b) => b.p - a.p)
+        .slice(0, kk);
+      return { row: Math.floor(patch / side), col: patch % side, top };
+    }),
+  };
 }

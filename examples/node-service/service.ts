@@ -4,6 +4,9 @@
 //   POST /loss        { <input>: nested array of the compiled shape, ... } -> { loss, "loss:lm", ... }
 //   POST /generate    { input_ids: [[...]], pixel_values: [[[[...]]]] } -> greedy tokens, streamed
 //                     as NDJSON lines {"token": id}, then {"tokens": [...]}
+//   POST /words       { image: base64 PNG/JPEG } or { pixel_values: [[[[...]]]] }, and top_k (default
+//                     5) -> each patch's top_k visual words, as `kiln words --json` lists them:
+//                     { grid: [rows, cols], patches: [{ row, col, top: [{ id, p }] }] }
 // /generate needs a generation artefact (prefill + decode entries over KV-cache state) compiled
 // ahead of time: `kiln compile` does not write one yet, so examples/browser/build.ts compiles it
 // with the compiler's generationGraphs; the service itself runs it with the runtime alone.
@@ -11,7 +14,8 @@
 // read-back never interleave with another's, and a whole generation (prefill and every decode
 // step, which share the KV cache) is one job. A malformed request gets 400 and the reason (JSON:
 // { error }); the runtime's own checks (dtype, shape, ids and labels in range) answer the same way.
-import { greedyTokens } from '../browser/generate.js';
+import { greedyTokens, topKVisualWords, type TopWords } from '../browser/generate.js';
+import { CLIP_MEAN, CLIP_STD, decodeImage, preprocessLlava } from '../../data/image-node.js';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ArtefactProgram, KilnError, numel, type Artefact, type HostTensor, type KilnDevice, type TensorDecl } from 'kiln/runtime';
@@ -38,7 +42,12 @@ export interface ServiceOptions {
   readonly entry?: string;
   /** POST /generate: an artefact with `prefill` and `decode` entries over the same parameters. */
   readonly generation?: { readonly artefact: Artefact; readonly promptLength: number; readonly capacity: number; readonly maxTokens: number };
+  /** POST /words: an artefact with a `words` entry (pixel_values [1, 3, S, S] -> image_words [1, patches, vocab]) over the same parameters. */
+  readonly words?: { readonly artefact: Artefact };
 }
+
+/** top_k when a /words request gives none (kiln words' --top-k default). */
+export const DEFAULT_TOP_K = 5;
 
 export interface KilnService {
   readonly server: Server;
@@ -96,6 +105,9 @@ export async function startService(opts: ServiceOptions, port = 0): Promise<Kiln
   if (!entry.outputs.some((o) => o.name === 'loss')) throw new KilnError(`entry '${entryName}' has no 'loss' output`);
   const gen = opts.generation;
   const genProgram = gen ? await ArtefactProgram.load(opts.kd, gen.artefact, { store: program.store }) : undefined;
+  const wordsProgram = opts.words ? await ArtefactProgram.load(opts.kd, opts.words.artefact, { store: program.store }) : undefined;
+  const wordsInput = opts.words?.artefact.manifest.entries['words']?.inputs.find((i) => i.name === 'pixel_values');
+  if (opts.words && !wordsInput) throw new KilnError("the words artefact has no 'words' entry reading pixel_values");
   const stats = { steps: 0, maxInFlight: 0 };
   let inFlight = 0;
   let tail: Promise<unknown> = Promise.resolve();
@@ -149,6 +161,32 @@ export async function startService(opts: ServiceOptions, port = 0): Promise<Kiln
     }
   };
 
+  /**
+   * One image's top-k visual words: `image` (base64 PNG or JPEG, preprocessed as kiln words --image
+   * does: LLaVA-1.5's pad to square, resize, crop, CLIP normalisation) or `pixel_values` as the
+   * words entry takes them, and `top_k` (a whole number >= 1, default 5).
+   */
+  const words = async (body: unknown): Promise<TopWords> => {
+    if (!wordsProgram || !wordsInput) throw new RequestError(404, 'this service was started without a words artefact');
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new RequestError(400, 'the body must be a JSON object with image (base64 PNG or JPEG) or pixel_values, and optionally top_k');
+    const fields = body as Record<string, unknown>;
+    const unknownField = Object.keys(fields).find((k) => !['image', 'pixel_values', 'top_k'].includes(k));
+    if (unknownField !== undefined) throw new RequestError(400, `unknown field '${unknownField}' (the fields are image or pixel_values, and top_k)`);
+    if (('image' in fields) === ('pixel_values' in fields)) throw new RequestError(400, 'give one of image (base64 PNG or JPEG) and pixel_values');
+    const k = fields['top_k'] ?? DEFAULT_TOP_K;
+    if (typeof k !== 'number' || !Number.isSafeInteger(k) || k < 1) throw new RequestError(400, `top_k: expected a whole number >= 1, got ${JSON.stringify(k)}`);
+    let pixels: HostTensor;
+    if ('image' in fields) {
+      const b64 = fields['image'];
+      if (typeof b64 !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(b64)) throw new RequestError(400, 'image: expected the PNG or JPEG file as a base64 string');
+      // decodeImage refuses what is not a whole PNG or JPEG with a KilnError: a 400 like the rest.
+      const image = await decodeImage(new Uint8Array(Buffer.from(b64, 'base64')), 'image');
+      const size = wordsInput.shape[2]!;
+      pixels = { dtype: 'f32', shape: [...wordsInput.shape], data: preprocessLlava(image, { size, mean: CLIP_MEAN, std: CLIP_STD, padToSquare: true }) };
+    } else pixels = tensorFromJson(wordsInput, fields['pixel_values']);
+    return enqueue(() => topKVisualWords(wordsProgram, pixels, k));
+  };
+
   const loss = async (body: unknown): Promise<Record<string, number>> => {
     const feeds = feedsFor(body, entry.inputs);
     const out = await enqueue(() => program.run(entryName, feeds));
@@ -160,15 +198,22 @@ export async function startService(opts: ServiceOptions, port = 0): Promise<Kiln
       const path = new URL(req.url ?? '/', 'http://localhost').pathname;
       try {
         if (path === '/' && req.method === 'GET') {
-          send(res, 200, { source: opts.artefact.manifest.source, entries: Object.keys(opts.artefact.manifest.entries), serves: { 'POST /loss': entry.inputs, ...(gen ? { 'POST /generate': gen.artefact.manifest.entries['prefill']!.inputs } : {}) } });
+          send(res, 200, {
+            source: opts.artefact.manifest.source,
+            entries: Object.keys(opts.artefact.manifest.entries),
+            serves: { 'POST /loss': entry.inputs, ...(gen ? { 'POST /generate': gen.artefact.manifest.entries['prefill']!.inputs } : {}), ...(wordsInput ? { 'POST /words': [wordsInput] } : {}) },
+          });
         } else if (path === '/loss') {
           if (req.method !== 'POST') throw new RequestError(405, 'POST /loss');
           send(res, 200, await loss(await readBody(req)));
         } else if (path === '/generate') {
           if (req.method !== 'POST') throw new RequestError(405, 'POST /generate');
           await generate(await readBody(req), res);
+        } else if (path === '/words') {
+          if (req.method !== 'POST') throw new RequestError(405, 'POST /words');
+          send(res, 200, await words(await readBody(req)));
         } else {
-          throw new RequestError(404, `no ${req.method} ${path} here (GET /, POST /loss, POST /generate)`);
+          throw new RequestError(404, `no ${req.method} ${path} here (GET /, POST /loss, POST /generate, POST /words)`);
         }
       } catch (e) {
         // Bad input the runtime found (a KilnError names the tensor) is the caller's: 400. Anything
@@ -192,6 +237,7 @@ export async function startService(opts: ServiceOptions, port = 0): Promise<Kiln
       new Promise<void>((ok) => {
         server.close(() => ok());
         genProgram?.destroy();
+        wordsProgram?.destroy();
         program.destroy();
       }),
   };
