@@ -294,7 +294,7 @@ describe('kiln train: bad usage and bad input (the real process)', () => {
     ['a missing batch file', [...base, '--batch', 'no/such.safetensors', '--steps', '1', '--backend', 'cpu'], 1, 'no/such.safetensors'],
     ['--accum-mean-of-means without --grad-accum', [...base, '--data', 'builtin:shapes', '--accum-mean-of-means'], 2, '--accum-mean-of-means applies to gradient accumulation'],
     ['--grad-accum 0', [...base, '--data', 'builtin:shapes', '--grad-accum', '0'], 2, '--grad-accum 0: expected an integer >= 1'],
-    ['an unknown option', [...base, '--data', 'builtin:shapes', '--grad-acc', '2'], 2, "Unknown option '--grad-acc'"],
+    ['an unknown option', [...base, '--data', 'builtin:shapes', '--grad-acc', '2'], 2, "unknown option '--grad-acc'\n(Did you mean --grad-accum?)"],
   ];
   it.each(CASES)('%s', (_name, args, code, message) => {
     const r = kiln(args);
