@@ -9,7 +9,7 @@ import type { FusedGroup } from '../passes/fuse.js';
 import { getOp } from '../ops/registry.js';
 import { SPECIAL_VALUES } from './expr.js';
 import { exprWGSL } from '../ops/expr/wgsl.js';
-import { grid1d, LINEAR_ID, storageType, wgslType, type DeviceTraits, type KernelBody, type ViewKernel } from './kernel.js';
+import { grid1d, LINEAR_ID, storageType, wgslType, type CustomKernel, type DeviceTraits, type KernelBody, type ViewKernel } from './kernel.js';
 import { broadcastMap, transposeMap, type IndexMap } from './views.js';
 import { matmulWGSL, type MatmulSpec } from './matmul.js';
 import { isFloat, numel } from '../../runtime/tensor.js';
@@ -270,6 +270,19 @@ class Emitter {
   }
 }
 
+/**
+ * The input whose in-place body (CustomKernel.inPlace) this group runs: when the anchor's output
+ * is written over that input's buffer (an alias) and the group stores nothing else, since that
+ * body calls store only for the elements it replaces. Otherwise undefined: the op's own kernel,
+ * which stores every element (reading the aliased input at the index it stores, which is safe).
+ */
+function inPlaceBody(group: FusedGroup, anchor: ConcreteNode, kernel: CustomKernel, opts: CodegenOptions): number | undefined {
+  const slot = kernel.inPlace?.input;
+  if (slot === undefined || opts.aliases?.get(anchor.inputs[slot]!) !== anchor.id) return undefined;
+  if (group.outputs.length !== 1 || group.members.some((m) => m.placement === 'epilogue')) return undefined;
+  return slot;
+}
+
 function viewOf(n: ConcreteNode): ViewKernel | undefined {
   const kernel = getOp(n.op).kernel;
   return kernel?.kind === 'view' ? kernel : undefined;
@@ -297,10 +310,14 @@ export function generateGroup(group: FusedGroup, node: (id: number) => ConcreteN
   const t = wgslType(anchor.dtype);
   let body: KernelBody;
   if (group.kind === 'custom' || group.kind === 'matmul') {
-    anchor.inputs.forEach((o, k) => em.fns.push(`fn load${k}(i: u32) -> ${wgslType(node(o).dtype)} { return ${em.valueAt(o, 'i')}; }`));
-    const ctx = { op: anchor.op, inputs: anchor.inputs.map((i) => ({ dtype: node(i).dtype, shape: node(i).shape })), output: { dtype: anchor.dtype, shape: anchor.shape }, attrs: anchor.attrs, device };
     if (def.kernel?.kind !== 'custom') throw new UnlowerableError(`op ${anchor.op} has no custom kernel`);
-    body = def.kernel.lower(ctx);
+    const sparse = inPlaceBody(group, anchor, def.kernel, opts);
+    // The in-place body never reads the replaced input, so it gets no load (and no binding).
+    anchor.inputs.forEach((o, k) => {
+      if (k !== sparse) em.fns.push(`fn load${k}(i: u32) -> ${wgslType(node(o).dtype)} { return ${em.valueAt(o, 'i')}; }`);
+    });
+    const ctx = { op: anchor.op, inputs: anchor.inputs.map((i) => ({ dtype: node(i).dtype, shape: node(i).shape })), output: { dtype: anchor.dtype, shape: anchor.shape }, attrs: anchor.attrs, device };
+    body = sparse === undefined ? def.kernel.lower(ctx) : def.kernel.inPlace!.lower(ctx);
   } else {
     const n = numel(anchor.shape);
     const root = em.valueAt(group.anchor, 'i');

@@ -72,6 +72,13 @@ export interface CustomKernel {
   lower(ctx: LowerContext): KernelBody;
   /** For a matmul-category op: the product it computes, for the fused matmul fast path. */
   readonly matmul?: MatmulForm;
+  /**
+   * For an op whose output is its input `input` with some elements replaced (write_at): a body
+   * that stores only the replaced elements, used when the output is written in place over that
+   * input's buffer (compiler/passes/in-place.ts), which then already holds every other element.
+   * It must not call load<input> (the buffer is the output's, and other invocations write it).
+   */
+  readonly inPlace?: { readonly input: number; lower(ctx: LowerContext): KernelBody };
 }
 
 /** A matmul op as the fast path (compiler/codegen/fused.ts) needs it. */

@@ -40,6 +40,7 @@ import { sumToOp } from './sum_to.js';
 import { transposeOp } from './transpose.js';
 import { unaryGrad, unaryOps } from './unary.js';
 import { whereOp } from './where.js';
+import { writeAtOp } from './write_at.js';
 
 let table: Map<string, OpDef> | null = null;
 
@@ -59,6 +60,7 @@ function ops(): Map<string, OpDef> {
     ...compareOps,
     isfiniteOp,
     whereOp,
+    writeAtOp,
     stopGradientOp,
     ...reduceOps,
     sumToOp,

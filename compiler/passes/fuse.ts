@@ -114,8 +114,11 @@ export function fuse(graph: Graph, requested: readonly number[], opts: FuseOptio
       }
       leaves.set(id, lv);
       ops.set(id, n);
-      const operand = node.inputs[0] === undefined ? undefined : categoryOf(nodes[node.inputs[0]]!);
-      const rule = prologueRuleFor({ producer: cat, permutes: permutes(node), operand, readers, exprOps: n, exprBuffers: lv.size, accumulate: node.attrs['accumulate'] === true });
+      const first = node.inputs[0] === undefined ? undefined : nodes[node.inputs[0]]!;
+      const operand = first === undefined ? undefined : categoryOf(first);
+      const firstKernel = first === undefined ? undefined : getOp(first.op).kernel;
+      const operandPartial = firstKernel?.kind === 'custom' && firstKernel.inPlace !== undefined;
+      const rule = prologueRuleFor({ producer: cat, permutes: permutes(node), operand, operandPartial, readers, exprOps: n, exprBuffers: lv.size, accumulate: node.attrs['accumulate'] === true });
       // An inline expression's buffers are bindings of whichever kernel reads it, with that
       // kernel's output and one more operand: a longer chain (a sum over every gradient's norm)
       // gets a buffer here instead of a kernel past the device's binding limit.

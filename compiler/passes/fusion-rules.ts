@@ -26,6 +26,11 @@ export interface RuleContext {
   readonly permutes: boolean;
   /** the category of the producer's first operand (what a view views). */
   readonly operand: Category | undefined;
+  /**
+   * the producer's first operand may be stored only in part: its kernel has an in-place body
+   * (CustomKernel.inPlace, write_at), which cannot also store a whole transposed copy.
+   */
+  readonly operandPartial?: boolean;
   /** categories of the producer's readers, through inlined views. */
   readonly readers: readonly Category[];
   /** ops in the producer's inline expression, and buffers it reads (for recompute). */
@@ -61,7 +66,7 @@ export const PROLOGUE_RULES: readonly PrologueRule[] = [
     fuse: false,
     when: "a transpose of a custom op's result that a matmul reads (attention heads merged for o_proj)",
     why: 'the custom kernel writes its result transposed through store, so the matmul reads a plain buffer on its fast path instead of gathering through an index map',
-    test: (c) => c.permutes && c.operand === 'custom' && c.readers.includes('matmul'),
+    test: (c) => c.permutes && c.operand === 'custom' && c.operandPartial !== true && c.readers.includes('matmul'),
   },
   {
     name: 'view',

@@ -8,10 +8,15 @@
 //      kernel only where the element being stored is: by elementwise members at s's own shape,
 //      and in a matmul or custom kernel only in the epilogue (a prologue feeds the template's
 //      loads, which may read any element, including ones already overwritten).
+//      The exception is an anchor whose kernel declares an in-place body over that very input
+//      (CustomKernel.inPlace: write_at reads the cache nowhere else); codegen runs that body,
+//      which stores only the elements it replaces, or, with an epilogue, its copy kernel, which
+//      reads and stores each element at the same index.
 //   3. no other update already writes that value in place: one value updating several targets
 //      (hash-consing makes `fill(0)` one node for every accumulator of a shape) lives in one
 //      buffer, so it can alias one target; the others are copied from it after the step.
-import type { Graph } from '../ir/graph.js';
+import type { Graph, Node } from '../ir/graph.js';
+import { getOp } from '../ops/registry.js';
 import { shapesEqual } from '../ir/dims.js';
 import type { FusedProgram } from './fuse.js';
 import { categoryOf } from './fusion-rules.js';
@@ -46,10 +51,19 @@ export function inPlaceUpdates(program: FusedProgram, updates: readonly UpdateRe
     const safe = group.members.every((m) => {
       const n = graph.nodes[m.node]!;
       if (!n.inputs.includes(u.target)) return true;
+      if (m.node === group.anchor && ownsTarget(n, u.target)) return true;
       if (!loop && feedsAnchor.has(m.node)) return false;
       return m.node !== group.anchor && categoryOf(n) === 'elementwise' && shapesEqual(n.type.shape, target.type.shape);
     });
     if (safe) out.set(u.node, u.target);
   }
   return out;
+}
+
+/** Whether `node` reads `target` only as the input its kernel's in-place body replaces. */
+function ownsTarget(node: Node, target: number): boolean {
+  const k = getOp(node.op).kernel;
+  if (k?.kind !== 'custom' || !k.inPlace) return false;
+  const slot = k.inPlace.input;
+  return node.inputs[slot] === target && node.inputs.every((i, p) => p === slot || i !== target);
 }

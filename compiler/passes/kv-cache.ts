@@ -2,11 +2,12 @@
 // `attention` op (so a decoder written in a spec gets generation without model-specific code).
 //
 //   prefill  the model over the prompt (B = 1, T = the prompt's length), with each attention's
-//            keys and values (after rope) written into a fixed-capacity cache per layer (positions
-//            past the prompt unchanged); outputs the logits of the last position.
+//            keys and values (after rope) written into a fixed-capacity cache per layer at
+//            position 0 (write_at; positions past the prompt unchanged); outputs the logits of
+//            the last position.
 //   decode   the model over one token (B = 1, T = 1) at a position fed at run time: every rope
 //            rotates at that position, every attention writes its key and value into the cache
-//            at that position (where(iota(C) == pos, new, cache)) and attends over the cache
+//            at that position (write_at: in place, a kernel over the new row only) and attends over the cache
 //            positions <= pos (and > pos - window with a sliding window, the mask transformers'
 //            Mistral applies with a cache: kv_idx > q_idx - sliding_window); outputs the logits.
 //            A splice (the image placeholder) is the identity on a token that is not the
@@ -221,7 +222,7 @@ export function generationGraphs(graph: Graph, opts: { T: number; capacity: numb
       const cache = pre.b.add('input', [], { name, dtype: 'f32', shape: [B, H, C, D] });
       pre.b.inputs.push({ name, node: cache });
       // Positions past the prompt keep what they held: decode writes each before attending to it.
-      const full = L === C ? src : pre.b.add('concat', [src, pre.b.add('slice', [cache], { axis: 2, start: L, stop: C })], { axis: 2 });
+      const full = pre.b.add('write_at', [cache, src, pre.b.add('fill', [], { value: 0, shape: [], dtype: 'i32' })], { axis: CACHE_AXIS });
       pre.b.updates.push({ name, node: full });
       caches.push(name);
     }
@@ -256,8 +257,7 @@ export function generationGraphs(graph: Graph, opts: { T: number; capacity: numb
       const name = cacheName(layer, which);
       const cache = b.add('input', [], { name, dtype: 'f32', shape: [rows, Hkv, C, d] });
       b.inputs.push({ name, node: cache });
-      const hit = b.add('eq', [b.add('reshape', [b.add('iota', [], { n: C })], { shape: [1, 1, C, 1] }), p]);
-      const w = b.add('where', [hit, x, cache]);
+      const w = b.add('write_at', [cache, x, p], { axis: CACHE_AXIS });
       b.updates.push({ name, node: w });
       return w;
     };
