@@ -118,7 +118,10 @@ describe('kiln compile and kiln plan DIR', () => {
     expect(p.entries.map((e) => [e.name, e.dispatches])).toEqual(Object.entries(m.entries).map(([n, e]) => [n, e.dispatches.length]));
     expect(p.entries[1]!.inPlaceUpdates + p.entries[1]!.copiedUpdates).toBe(6);
     const bad = new Output(true);
-    expect(await main(['compile', spec, '--out', path.join(dir, 'b'), '--entries', 'decode'], bad)).toBe(2);
-    expect(bad.err.join('\n')).toContain("--entries: no entry 'decode'");
+    expect(await main(['compile', spec, '--out', path.join(dir, 'b'), '--entries', 'sample'], bad)).toBe(2);
+    expect(bad.err.join('\n')).toContain("--entries: no entry 'sample' (entries: loss, grads, train_step, eval, prefill, decode)");
+    const alone = new Output(true);
+    expect(await main(['compile', spec, '--out', path.join(dir, 'b'), '--entries', 'decode'], alone)).toBe(2);
+    expect(alone.err.join('\n')).toContain('--entries: prefill and decode go together');
   });
 });
