@@ -1,4 +1,4 @@
-// `kiln export`: the spec as a PyTorch package (model.py, train.py, README.md), so the same model
+// `kiln export`: the spec as a PyTorch package (model.py, train.py, data.py, README.md), so the same model
 // trains beyond one device with torchrun + FSDP2. The checkpoint folders' config.json decide the dims,
 // as in `kiln loss`; nothing is loaded from them.
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -23,10 +23,10 @@ const exportOptions = {
 } as const;
 
 export const exportCommand = defineCommand({
-  summary: 'write the model as a PyTorch package (model.py, train.py for torchrun + FSDP2, README)',
+  summary: 'write the model as a PyTorch package (model.py, train.py for torchrun + FSDP2, data.py, README)',
   usage: 'SPEC --target torch --out DIR [options]',
   description:
-    'Writes the model as a PyTorch package: model.py (an nn.Module generated from the spec, its loss terms, load_checkpoint for Hugging Face folders), train.py (the spec\'s stages with AdamW, the schedule and clipping, on torchrun + FSDP2), README.md (how to launch on one node and several).',
+    'Writes the model as a PyTorch package: model.py (an nn.Module generated from the spec, its loss terms, load_checkpoint for Hugging Face folders), train.py (the spec\'s stages with AdamW, the schedule and clipping, on torchrun + FSDP2), data.py (Kiln\'s data pipeline for LLaVA JSON + an image folder, in Python), README.md (how to launch on one node and several).',
   args: [specArg],
   options: exportOptions,
   examples: [
@@ -39,7 +39,7 @@ export const exportCommand = defineCommand({
 });
 
 /** Files the export writes, by name, in the order written. */
-export const EXPORT_FILES = ['model.py', 'train.py', 'README.md'] as const;
+export const EXPORT_FILES = ['model.py', 'train.py', 'data.py', 'README.md'] as const;
 
 /**
  * Refuses an --out that is a file, or a non-empty folder without --force (a user's files are not
@@ -85,6 +85,7 @@ async function runExport(values: OptionValues<typeof exportOptions>, args: Args,
   const files = new Map<string, string>([
     ['model.py', renderModelPy(model, stages, config, { spec, sets: values.set ?? [], checkpoint: values.checkpoint, visionTower: values['vision-tower'] })],
     ['train.py', staticFile('train.py')],
+    ['data.py', staticFile('data.py')],
     ['README.md', staticFile('README.md')],
   ]);
   if (values.force === true) for (const name of EXPORT_FILES) rmSync(join(values.out, name), { force: true });

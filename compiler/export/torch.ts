@@ -19,6 +19,7 @@ import { reachable } from '../ir/graph.js';
 import { GraphBuilder } from '../ir/builder.js';
 import { getOp } from '../ops/registry.js';
 import type { TorchContext } from '../ops/types.js';
+import { configNumber } from '../cli/data-source.js';
 
 /** What the export was made from, recorded in model.py for the reader (and the README). */
 export interface ExportOrigin {
@@ -449,6 +450,9 @@ ${stageTable.join('\n')}
 DEFAULT_STAGE = ${pyLiteral(model.stage?.name ?? null)}
 # config.json as \`kiln train\` writes it into a checkpoint of this model.
 HF_CONFIG = json.loads(${JSON.stringify(JSON.stringify(config))})
+# What data.py needs of the config (None where the spec has no such value): the square image
+# side, the positions one image takes after the splice, the vocabulary a tokenizer must fit in.
+DATA_CONFIG = ${pyLiteral(dataConfig(model))}
 
 
 # ---- op renderings (each defined beside its op in Kiln's compiler/ops/) ----
@@ -544,16 +548,28 @@ export function renderGraphFunction(graph: Graph, roots: readonly number[], name
   return `${[...helpers.keys()].sort().map((k) => helpers.get(k)!).join('\n\n\n')}
 
 
-def ${name}(P, ${inputs.join(', ')}):
+def ${name}(${['P', ...inputs].join(', ')}):
     with torch.no_grad():
-        dev = ${inputs[0]!}.device
+        dev = ${inputs.length > 0 ? inputs[0]! : 'next(iter(P.values()))'}.device
 ${renderInputChecks(graph).join('\n')}
 ${body.join('\n')}
         return [${roots.map(valueName(graph)).join(', ')}]
 `;
 }
 
-/** The static trainer and README, shipped beside this file. */
-export function staticFile(name: 'train.py' | 'README.md'): string {
+/** vision.image_size, vision.patches and text.vocab of the config, null where the spec has none. */
+function dataConfig(model: CheckedModel): Record<string, number | null> {
+  const get = (path: string): number | null => {
+    try {
+      return configNumber(model, path);
+    } catch {
+      return null;
+    }
+  };
+  return { image_size: get('vision.image_size'), image_tokens: get('vision.patches'), vocab: get('text.vocab') };
+}
+
+/** The static trainer, data pipeline and README, shipped beside this file. */
+export function staticFile(name: 'train.py' | 'data.py' | 'README.md'): string {
   return readFileSync(new URL(`./torch/${name}`, import.meta.url), 'utf8');
 }

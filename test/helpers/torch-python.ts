@@ -1,6 +1,6 @@
-// The Python with torch that the export tests run exported code with. .ci/run creates the venv
-// at .venv-torch/ (torch from the machine's wheel folders, as test/golden/README.md installs it)
-// and sets KILN_TORCH_PYTHON; locally the same folder, or the golden README's /tmp/gvenv, serves.
+// The Python with torch (and transformers, tokenizers, Pillow for data.py) that the export tests
+// run exported code with. .ci/run creates the venv at .venv-torch/ (scripts/setup-torch.sh: the
+// machine's wheel folders, as test/golden/README.md installs them) and sets KILN_TORCH_PYTHON; locally the same folder, or the golden README's /tmp/gvenv, serves.
 // A missing torch fails the tests that need it (never a skip: CI must run them).
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -10,7 +10,7 @@ const CANDIDATES = [process.env['KILN_TORCH_PYTHON'], resolve('.venv-torch/bin/p
 
 let found: string | undefined;
 
-/** The path of a python that imports torch and safetensors; throws saying how to make one. */
+/** The path of a python that imports torch, safetensors, transformers and PIL (data.py); throws saying how to make one. */
 export function torchPython(): string {
   if (found) return found;
   const tried: string[] = [];
@@ -18,12 +18,12 @@ export function torchPython(): string {
     if (!p) continue;
     tried.push(p);
     if (!existsSync(p)) continue;
-    const r = spawnSync(p, ['-c', 'import torch, safetensors'], { encoding: 'utf8' });
+    const r = spawnSync(p, ['-c', 'import torch, safetensors, transformers, PIL'], { encoding: 'utf8' });
     if (r.status === 0) return (found = p);
   }
   throw new Error(
-    `no Python with torch and safetensors (tried ${tried.join(', ')}); create one as .ci/run does: ` +
-      'python3 -m venv .venv-torch && .venv-torch/bin/pip install --no-index --find-links /opt/pypi/files --find-links /opt/pypi-more/files --find-links /opt/wheels "torch==2.13.0+cpu" safetensors numpy, or set KILN_TORCH_PYTHON',
+    `no Python with torch, safetensors, transformers and Pillow (tried ${tried.join(', ')}); create one as .ci/run does: ` +
+      'bash scripts/setup-torch.sh (a venv at .venv-torch/ from the machine\'s wheel folders), or set KILN_TORCH_PYTHON',
   );
 }
 

@@ -137,13 +137,22 @@ def checkpoint_state(checkpoint_dir, vision_tower_dir=None):
     return state
 
 
-def load_checkpoint(model, checkpoint_dir, vision_tower_dir=None):
-    """Loads Hugging Face folders into `model` strictly (every parameter, nothing unknown)."""
+def model_state(model, checkpoint_dir, vision_tower_dir=None):
+    """The folders' tensors by the model's parameter names, in its parameters' dtypes (checked as load_checkpoint checks).
+
+    Reads only the files: `model` may live on the meta device or be sharded (FSDP2), so a trainer can
+    read the checkpoint on one process and broadcast it into the shards.
+    """
     state = checkpoint_state(checkpoint_dir, vision_tower_dir)
     own = dict(model.named_parameters())
     for name, t in state.items():
         if t.dtype.is_floating_point != own[name].dtype.is_floating_point:
             raise CheckpointError(f"{checkpoint_dir}: tensor {name!r}: dtype {t.dtype} cannot be loaded into the model's {own[name].dtype} parameter")
         state[name] = t.to(own[name].dtype)
-    model.load_state_dict(state, strict=True)
+    return state
+
+
+def load_checkpoint(model, checkpoint_dir, vision_tower_dir=None):
+    """Loads Hugging Face folders into `model` strictly (every parameter, nothing unknown)."""
+    model.load_state_dict(model_state(model, checkpoint_dir, vision_tower_dir), strict=True)
     return model

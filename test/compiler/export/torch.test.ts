@@ -72,7 +72,7 @@ describe('kiln export', () => {
   it('writes the same bytes twice', async () => {
     const [a, b] = [join(tmp('det'), 'a'), join(tmp('det'), 'b')];
     for (const out of [a, b]) expect((await kiln(['export', ...caseArgs('mistral_gqa'), '--target', 'torch', '--out', out])).code).toBe(0);
-    expect(readdirSync(a).sort()).toEqual(['README.md', 'model.py', 'train.py']);
+    expect(readdirSync(a).sort()).toEqual(['README.md', 'data.py', 'model.py', 'train.py']);
     for (const f of readdirSync(a)) expect(readFileSync(join(b, f)).equals(readFileSync(join(a, f)))).toBe(true);
     // Each decoder / CLIP layer is called as its own module, all with one shared layer function.
     const py = readFileSync(join(a, 'model.py'), 'utf8');
@@ -91,7 +91,7 @@ describe('kiln export', () => {
     expect(readdirSync(out)).toEqual(['notes.txt']);
     const forced = await kiln(['export', 'models/vwlmm.kiln', '--config', 'tiny', '--target', 'torch', '--out', out, '--force']);
     expect(forced.code).toBe(0);
-    expect(readdirSync(out).sort()).toEqual(['README.md', 'model.py', 'notes.txt', 'train.py']);
+    expect(readdirSync(out).sort()).toEqual(['README.md', 'data.py', 'model.py', 'notes.txt', 'train.py']);
   });
 
   it('needs --target torch and --out', async () => {

@@ -1,13 +1,14 @@
 // The exported train.py (torchrun + FSDP2, gloo on the CPU) against itself and `kiln train`:
 // `torchrun --nproc_per_node 2` equals one process step for step, both equal `kiln train --batch`
 // on the same batch and flags, and checkpoints move both ways (kiln train -> train.py --resume,
-// train.py -> kiln train --resume) with the next losses equal.
+// train.py -> kiln train --resume) with the next losses equal. Only rank 0 reads the checkpoint
+// (the others get their shards by broadcast).
 //
 // Tolerances: kiln train and PyTorch are two float32 implementations of one step; the trajectory
 // test (test/golden/trajectory.test.ts) holds them to 1e-4 relative per loss term and grad_norm
 // (the f32 and f64 runs of the Trainer differ by up to 1.8e-5). One and two processes run the
 // same PyTorch arithmetic except for the split rows and the all-reduce's summation order: 1e-5.
-import { cpSync, mkdirSync, mkdtempSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -39,8 +40,8 @@ async function kilnTrain(args: readonly string[]): Promise<Step[]> {
 
 const port = () => String(20000 + Math.floor(Math.random() * 20000));
 const torchTrain = (pkg: string, args: readonly string[]): Step[] => steps(runPython([join(pkg, 'train.py'), ...flags, ...args], { MASTER_PORT: port() }));
-const torchrun = (pkg: string, n: number, args: readonly string[]): Step[] =>
-  steps(runPython(['-m', 'torch.distributed.run', '--nproc_per_node', String(n), '--master_port', port(), join(pkg, 'train.py'), ...flags, ...args]));
+const torchrun = (pkg: string, n: number, args: readonly string[], env: Record<string, string> = {}): Step[] =>
+  steps(runPython(['-m', 'torch.distributed.run', '--nproc_per_node', String(n), '--master_port', port(), ...(env['KILN_READS_LOG'] ? ['test/compiler/export/trace_reads.py', pkg] : [join(pkg, 'train.py')]), ...flags, ...args], env));
 
 function worst(a: readonly Step[], b: readonly Step[]): number {
   expect(a.map((s) => s.step)).toEqual(b.map((s) => s.step));
@@ -62,7 +63,10 @@ describe('the exported train.py', () => {
 
     const kiln = await kilnTrain(['--save-every', '2', '--out', join(root, 'kiln')]);
     const one = torchTrain(pkg, ['--save-every', '2', '--out', join(root, 'one')]);
-    const two = torchrun(pkg, 2, ['--out', join(root, 'two')]);
+    const reads = join(root, 'reads.log');
+    const two = torchrun(pkg, 2, ['--out', join(root, 'two')], { KILN_READS_LOG: reads });
+    // Rank 0 reads the two folders once; rank 1 reads nothing (set_model_state_dict broadcasts).
+    expect(readFileSync(reads, 'utf8').trim().split('\n').sort()).toEqual([`0 ${join(C, 'clip')}`, `0 ${join(C, 'llava')}`]);
     expect(kiln).toHaveLength(4);
     const oneVsTwo = worst(two, one);
     const oneVsKiln = worst(one, kiln);
