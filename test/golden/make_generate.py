@@ -1,9 +1,12 @@
 """Greedy generation golden: PyTorch + Hugging Face transformers decode each golden checkpoint
-(make_golden.py's llama_b2, mistral_gqa, mistral_swa) from row 0 of its batch, with the model's
+(make_golden.py's llama_b2, mistral_gqa, mistral_swa, llama_pif) from row 0 of its batch, with the model's
 own KV cache (past_key_values, as generate() uses it; Mistral's sliding window applies to the
 cache as transformers applies it), and record per step the chosen token and the top-1 minus
 top-2 logit, so a near-tie is visible. Writes test/golden/generate.json. No end-of-sequence stop:
-every case runs STEPS steps.
+every case runs STEPS steps. llama_pif is llama_b2's checkpoint as a pseudo-image-feature model:
+each projector output v enters the decoder as softmax(vm_head(v)) @ embed_tokens.weight (the
+release's vw_pif_arch einsum "id,bli->bld", as make_golden.py computes the pif loss); the decode
+steps after the prompt are plain token steps.
 
     /tmp/gvenv/bin/python test/golden/make_generate.py
 """
@@ -13,6 +16,7 @@ import sys
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_golden import CASES, HERE, IMAGE_TOKEN, read_llava, read_st, text_hf_config  # noqa: E402
@@ -40,6 +44,9 @@ def generate(name):
     with torch.no_grad():
         feats = clip(batch["pixel_values"][:1], output_hidden_states=True).hidden_states[-2][:, 1:]
         image = projector(feats)[0]
+        if case.get("pif"):
+            score = F.softmax(image @ llava["vm_head.weight"].T, dim=-1)
+            image = torch.einsum("id,li->ld", llm.model.embed_tokens.weight, score)
         pos = int(torch.nonzero(ids == IMAGE_TOKEN)[0, 0])
         emb = llm.model.embed_tokens
         x = torch.cat([emb(ids[:pos]), image, emb(ids[pos + 1:])], 0)[None]
@@ -63,7 +70,7 @@ def generate(name):
 def main():
     torch.manual_seed(0)
     result = {"transformers": __import__("transformers").__version__, "torch": torch.__version__, "steps": STEPS, "cases": {}}
-    for name in ["llama_b2", "mistral_gqa", "mistral_swa"]:
+    for name in ["llama_b2", "mistral_gqa", "mistral_swa", "llama_pif"]:
         result["cases"][name] = generate(name)
         print(name, result["cases"][name])
     with open(os.path.join(HERE, "generate.json"), "w") as f:
