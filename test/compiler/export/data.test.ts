@@ -18,6 +18,7 @@ import { main } from '../../../compiler/cli/main.js';
 import { Output } from '../../../compiler/cli/output.js';
 import { readSafetensors } from '../../../runtime/node/safetensors-file.js';
 import { runPython } from '../../helpers/torch-python.js';
+import { port, steps, worst } from '../../helpers/train-steps.js';
 
 const T = 'test/golden/text';
 const IMG = 'test/golden/images/src';
@@ -115,26 +116,6 @@ describe("data.py equals Kiln's data pipeline", () => {
     for (const key of ['malformed', 'all_masked', 'too_long', 'truncated']) expect(reached.get(key) ?? 0, key).toBeGreaterThan(0);
   });
 });
-
-interface Step {
-  step: number;
-  loss: number;
-  terms: Record<string, number>;
-  grad_norm: number;
-}
-const steps = (stdout: string): Step[] => stdout.split('\n').filter((l) => l.startsWith('{"step"')).map((l) => JSON.parse(l) as Step);
-const port = () => String(20000 + Math.floor(Math.random() * 20000));
-
-function worst(a: readonly Step[], b: readonly Step[]): number {
-  expect(a.map((s) => s.step)).toEqual(b.map((s) => s.step));
-  const rel = (x: number, y: number) => Math.abs(x - y) / Math.abs(y);
-  let w = 0;
-  a.forEach((s, i) => {
-    const t = b[i]!;
-    w = Math.max(w, rel(s.loss, t.loss), rel(s.grad_norm, t.grad_norm), ...Object.keys(t.terms).map((k) => rel(s.terms[k]!, t.terms[k]!)));
-  });
-  return w;
-}
 
 /** Nine image records with short answers (a vocabulary small enough for llama_b2's 97 ids), one or two turns, the placeholder first or last. */
 function trainingData(dir: string): void {

@@ -15,21 +15,13 @@ import { describe, expect, it } from 'vitest';
 import { main } from '../../../compiler/cli/main.js';
 import { Output } from '../../../compiler/cli/output.js';
 import { runPython } from '../../helpers/torch-python.js';
-
-interface Step {
-  step: number;
-  loss: number;
-  terms: Record<string, number>;
-  grad_norm: number;
-}
+import { port, steps, worst, type Step } from '../../helpers/train-steps.js';
 
 const C = 'test/golden/llama_b2';
 const spec = ['models/vwlmm.kiln', '--config', 'tiny'];
 const folders = ['--checkpoint', join(C, 'llava'), '--vision-tower', join(C, 'clip')];
 // test/golden/README.md's trajectory flags, 4 steps: warmup, clipping on steps 1, 2 and 4.
 const flags = ['--stage', 'finetune', '--lr', '0.001', '--warmup-steps', '2', '--steps', '4', '--max-grad-norm', '12.0', ...folders, '--batch', join(C, 'batch.safetensors'), '--json'];
-
-const steps = (stdout: string): Step[] => stdout.split('\n').filter((l) => l.startsWith('{"step"')).map((l) => JSON.parse(l) as Step);
 
 async function kilnTrain(args: readonly string[]): Promise<Step[]> {
   const out = new Output(true);
@@ -38,21 +30,9 @@ async function kilnTrain(args: readonly string[]): Promise<Step[]> {
   return steps(out.out.join('\n'));
 }
 
-const port = () => String(20000 + Math.floor(Math.random() * 20000));
 const torchTrain = (pkg: string, args: readonly string[]): Step[] => steps(runPython([join(pkg, 'train.py'), ...flags, ...args], { MASTER_PORT: port() }));
 const torchrun = (pkg: string, n: number, args: readonly string[], env: Record<string, string> = {}): Step[] =>
   steps(runPython(['-m', 'torch.distributed.run', '--nproc_per_node', String(n), '--master_port', port(), ...(env['KILN_READS_LOG'] ? ['test/compiler/export/trace_reads.py', pkg] : [join(pkg, 'train.py')]), ...flags, ...args], env));
-
-function worst(a: readonly Step[], b: readonly Step[]): number {
-  expect(a.map((s) => s.step)).toEqual(b.map((s) => s.step));
-  const rel = (x: number, y: number) => Math.abs(x - y) / Math.abs(y);
-  let w = 0;
-  a.forEach((s, i) => {
-    const t = b[i]!;
-    w = Math.max(w, rel(s.loss, t.loss), rel(s.grad_norm, t.grad_norm), ...Object.keys(t.terms).map((k) => rel(s.terms[k]!, t.terms[k]!)));
-  });
-  return w;
-}
 
 describe('the exported train.py', () => {
   it('2 processes equal 1 step for step, both equal kiln train, and checkpoints move both ways', { timeout: 900_000 }, async () => {
