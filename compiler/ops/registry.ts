@@ -41,6 +41,7 @@ import { transposeOp } from './transpose.js';
 import { unaryGrad, unaryOps } from './unary.js';
 import { whereOp } from './where.js';
 import { writeAtOp } from './write_at.js';
+import { decodeAttentionMergeOp, decodeAttentionSplitOp } from './decode_attention.js';
 
 let table: Map<string, OpDef> | null = null;
 
@@ -61,6 +62,8 @@ function ops(): Map<string, OpDef> {
     isfiniteOp,
     whereOp,
     writeAtOp,
+    decodeAttentionSplitOp,
+    decodeAttentionMergeOp,
     stopGradientOp,
     ...reduceOps,
     sumToOp,

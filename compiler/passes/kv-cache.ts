@@ -9,7 +9,9 @@
 //            rotates at that position, every attention writes its key and value into the cache
 //            at that position (write_at: in place, a kernel over the new row only) and attends over the cache
 //            positions <= pos (and > pos - window with a sliding window, the mask transformers'
-//            Mistral applies with a cache: kv_idx > q_idx - sliding_window); outputs the logits.
+//            Mistral applies with a cache: kv_idx > q_idx - sliding_window) by flash-decoding
+//            (decode_attention_split over blocks of keys, then decode_attention_merge), whose work
+//            follows the position rather than the capacity; outputs the logits.
 //            A splice (the image placeholder) is the identity on a token that is not the
 //            placeholder, so the vision tower drops out of the decode step.
 // Both graphs have concrete shapes (no symbols), so they compile into one artefact whose state is
@@ -30,6 +32,7 @@ import { PROMPT_START } from '../../runtime/generate.js';
 import { GraphBuilder } from '../ir/builder.js';
 import { dimToString, isSymDim, type SymbolBindings } from '../ir/dims.js';
 import { evalAttr, evalAttrs, reachable, type AttrValue, type Attrs, type Graph, type Node } from '../ir/graph.js';
+import { DECODE_BLOCK } from '../ops/decode_attention.js';
 
 /** A cache tensor's name, for layer `layer` (attention nodes in graph order) and `which` k or v. */
 export const cacheName = (layer: number, which: 'k' | 'v'): string => `kv.${layer}.${which}`;
@@ -249,10 +252,8 @@ export function generationGraphs(graph: Graph, opts: { T: number; capacity: numb
     if (node.op !== 'attention') return undefined;
     const p = position(b);
     const [q, k, v] = inputs as [number, number, number];
-    const [, Hq, , D] = shapeOf(b, q) as [number, number, number, number];
+    const D = shapeOf(b, q)[3]!;
     const [, Hkv, , Dv] = shapeOf(b, v) as [number, number, number, number];
-    const G = Hq / Hkv;
-    const fill = (value: number, dtype: 'f32' | 'i32') => b.add('fill', [], { value, shape: [], dtype });
     const written = (which: 'k' | 'v', x: number, d: number): number => {
       const name = cacheName(layer, which);
       const cache = b.add('input', [], { name, dtype: 'f32', shape: [rows, Hkv, C, d] });
@@ -264,19 +265,10 @@ export function generationGraphs(graph: Graph, opts: { T: number; capacity: numb
     const K = written('k', k, D);
     const V = written('v', v, Dv);
     layer++;
-    const scale = scaleOf(node, D);
-    // Query head h reads kv head floor(h / G) (repeat_kv): [B, Hq, 1, D] as [B, Hkv, G, D].
-    const qg = b.add('reshape', [q], { shape: [rows, Hkv, G, D] });
-    const scores = b.add('mul', [b.add('matmul', [qg, b.add('transpose', [K], { perm: [0, 1, 3, 2] })]), fill(scale, 'f32')]);
-    const keys = b.add('reshape', [b.add('iota', [], { n: C })], { shape: [1, 1, 1, C] });
-    // exp(-1e30 - max) is exactly 0 in f32, as transformers' finfo.min mask gives.
-    const neg = fill(-1e30, 'f32');
-    let masked = b.add('where', [b.add('le', [keys, p]), scores, neg]);
-    const window = windowOf(node);
-    if (window > 0) masked = b.add('where', [b.add('gt', [b.add('add', [keys, fill(window, 'i32')]), p]), masked, neg]);
-    if (padded) masked = b.add('where', [b.add('ge', [keys, b.add('reshape', [start(b)], { shape: [rows, 1, 1, 1] })]), masked, neg]);
-    const out = b.add('matmul', [b.add('softmax', [masked], { axis: -1 }), V]);
-    return b.add('reshape', [out], { shape: [rows, Hq, 1, Dv] });
+    // Flash-decoding (compiler/ops/decode_attention.ts): blocks of keys up to the position, then
+    // one merge; the split's workgroups along the blocks follow the per-call position.
+    const split = b.add('decode_attention_split', [q, K, V, p, ...(padded ? [start(b)] : [])], { block: DECODE_BLOCK, window: windowOf(node), scale: scaleOf(node, D) });
+    return b.add('decode_attention_merge', [split, p], { block: DECODE_BLOCK });
   });
   if (pos < 0) position(dec.b);
   // A padded graph takes PROMPT_START even where nothing reads it, so every call feeds the same inputs.

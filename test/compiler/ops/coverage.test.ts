@@ -78,6 +78,13 @@ const CASES: Record<string, Case> = {
   linear_cross_entropy_grad: { ok: [[x, f(100, 8), i(B, T), f()], { wrt: 'weight' }], want: f(100, 8), bad: [[x, f(100, 8), i(B, T), f()], { wrt: 'labels' }], error: "linear_cross_entropy_grad: wrt must be one of 'x', 'weight', got \"labels\"" },
   linear_kl_div: { ok: [[x, f(100, 8), f(B, T, 4), f(100, 4), i(B, T)], {}], want: f(), bad: [[x, f(100, 8), f(B, T, 4), f(50, 4), i(B, T)], {}], error: 'linear_kl_div: target_logits [B, T, 50] must have the shape of logits [B, T, 100]' },
   linear_kl_div_grad: { ok: [[x, f(100, 8), f(B, T, 4), f(100, 4), i(B, T), f()], { wrt: 'target_weight' }], want: f(100, 4), bad: [[x, f(100, 8), f(B, T, 4), f(100, 4), i(B, T), f(1)], { wrt: 'x' }], error: 'linear_kl_div_grad: g must be a f32 scalar, got [1]' },
+  decode_attention_split: {
+    ok: [[f(B, 4, 1, 8), f(B, 2, 130, 8), f(B, 2, 130, 6), i(), i(B)], { block: 64, window: 0, scale: 0.5 }],
+    want: f(B, 4, 3, 8),
+    bad: [[f(B, 4, 1, 8), f(B, 2, 130, 8), f(B, 2, 130, 6), i(1)], { block: 64, window: 0, scale: 0.5 }],
+    error: 'decode_attention_split: position must be an i32 scalar, got i32[1]',
+  },
+  decode_attention_merge: { ok: [[f(B, 4, 3, 8), i()], { block: 64 }], want: f(B, 4, 1, 6), bad: [[f(B, 4, 3, 8), i(2)], { block: 64 }], error: 'decode_attention_merge: position must be an i32 scalar, got i32[2]' },
   write_at: { ok: [[f(B, 2, 16, 8), f(B, 2, 1, 8), i()], { axis: 2 }], want: f(B, 2, 16, 8), bad: [[f(B, 2, 16, 8), f(B, 2, 1, 8), i(1)], { axis: 2 }], error: 'write_at: position must be an i32 scalar, got i32[1]' },
   unary_grad: { ok: [[x, x], { fn: 'gelu' }], want: x, bad: [[x, x], { fn: 'erf' }], error: 'unary_grad: unknown function erf' },
 };

@@ -24,7 +24,7 @@ describe('op registry', () => {
   it('gives every differentiable float op a vjp', () => {
     const noVjp = allOps().filter((o) => !o.vjp).map((o) => o.name).sort();
     expect(noVjp).toEqual(
-      ['attention_grad', 'cross_entropy_grad', 'embedding_grad', 'eq', 'fill', 'ge', 'gt', 'input', 'iota', 'isfinite', 'kl_div_grad', 'layer_norm_grad', 'le', 'linear_cross_entropy_grad', 'linear_kl_div_grad', 'lt',
+      ['attention_grad', 'cross_entropy_grad', 'decode_attention_merge', 'decode_attention_split', 'embedding_grad', 'eq', 'fill', 'ge', 'gt', 'input', 'iota', 'isfinite', 'kl_div_grad', 'layer_norm_grad', 'le', 'linear_cross_entropy_grad', 'linear_kl_div_grad', 'lt',
         'ne', 'param', 'patch_embed_grad', 'rms_norm_grad', 'softmax_grad', 'splice_grad', 'unary_grad', 'write_at'].sort(),
     );
   });
