@@ -16,7 +16,11 @@
 // each fused op becomes row chunks of existing kernels: per chunk, linear into a [chunk, vocab]
 // value, then the row-wise loss (reduction 'sum') or its gradient with the scale g / count; the
 // chunk's value is dead before the next chunk's is written, so the memory plan gives every chunk
-// the same slot. Losses divide once by the count over all rows (torch's mean over counted rows;
+// the same slot. Losses over one projection (CE and KL through lm_head) share each chunk's
+// logits, forward and backward alike; when the rows fit one chunk, the backward reads the
+// forward's logits (and a KL's target logits) instead of projecting again: one [rows, vocab]
+// value within the chunk budget stays live from the loss to its gradient, and a training step
+// projects each head once forward plus its two gradient products. Losses divide once by the count over all rows (torch's mean over counted rows;
 // 0 when none is counted, as cross_entropy and kl_div define it). Input gradients are the chunks'
 // linear(dz, W^T) rows concatenated; weight gradients accumulate dz^T x chunk by chunk (the add
 // is the matmul's epilogue). Chunks are sized by a byte budget on one chunk's logits.
@@ -188,34 +192,67 @@ export function chunkLossHeads(graph: Graph, bindings: SymbolBindings, chunkByte
   const zeros = new Set<number>();
   const m = (id: number): number => map[id]!;
   const bySide = new Map<string, Node[]>();
-  for (const n of graph.nodes) if (CHUNKED_OPS.has(n.op) && isGrad(n)) bySide.set(sideKey(n), [...(bySide.get(sideKey(n)) ?? []), n]);
+  const lossesBySide = new Map<string, Node[]>();
+  for (const n of graph.nodes) {
+    if (!CHUNKED_OPS.has(n.op)) continue;
+    const by = isGrad(n) ? bySide : lossesBySide;
+    by.set(sideKey(n), [...(by.get(sideKey(n)) ?? []), n]);
+  }
+  // Forward losses over one projection expand in one chunk loop, at the last of them (every
+  // input of each is mapped there), when nothing between the first and the last reads one of
+  // them; otherwise each expands alone where it stands.
+  const deferred = new Set<number>();
+  for (const [key, group] of lossesBySide) {
+    const members = new Set(group.map((n) => n.id));
+    const last = group[group.length - 1]!.id;
+    const readEarly = graph.nodes.slice(group[0]!.id + 1, last).some((n) => n.inputs.some((i) => members.has(i)));
+    if (group.length < 2 || readEarly) {
+      lossesBySide.delete(key);
+      continue;
+    }
+    for (const n of group) if (n.id !== last) deferred.add(n.id);
+  }
+  // Logits and target logits the losses projected, kept for the gradients (one chunk only).
+  const kept = new Map<string, number>();
   const done = new Map<number, number>();
   const partOf = new Map<number, number>();
   for (const n of graph.nodes) {
-    let id: number;
+    if (deferred.has(n.id)) continue;
     const before = r.nodes.length;
+    let results: Map<number, number>;
     if (!CHUNKED_OPS.has(n.op)) {
       const ins = n.inputs.map(m);
       // x + 0 where the 0 stands for a gradient another op of its group carries.
       const zero = n.op === 'add' ? ins.findIndex((i) => zeros.has(i)) : -1;
       const other = ins[1 - zero];
-      if (zero >= 0 && other !== undefined && shapesEqual(r.nodes[other]!.type.shape, n.type.shape)) id = other;
-      else id = r.copy(n, ins);
-    } else if (!isGrad(n)) id = expandLoss(r, n, n.inputs.map(m), bindings, chunkBytes);
+      const id = zero >= 0 && other !== undefined && shapesEqual(r.nodes[other]!.type.shape, n.type.shape) ? other : r.copy(n, ins);
+      results = new Map([[n.id, id]]);
+    } else if (!isGrad(n)) results = expandLosses(r, lossesBySide.get(sideKey(n)) ?? [n], m, bindings, chunkBytes, kept, partOf);
     else {
       if (!done.has(n.id)) {
         const group = bySide.get(sideKey(n))!;
-        const results = expandGrads(r, group, m, bindings, chunkBytes, zeros);
-        for (const [k, v] of results) done.set(k, v);
+        for (const [k, v] of expandGrads(r, group, m, bindings, chunkBytes, zeros, kept)) done.set(k, v);
       }
-      id = done.get(n.id)!;
+      results = new Map([[n.id, done.get(n.id)!]]);
     }
-    map[n.id] = id;
-    if (!origin.has(id)) origin.set(id, n.id);
-    if (CHUNKED_OPS.has(n.op)) for (let k = before; k < r.nodes.length; k++) if (k !== id) partOf.set(k, n.id);
+    for (const [k, id] of results) {
+      map[k] = id;
+      if (!origin.has(id)) origin.set(id, k);
+    }
+    // The nodes an expansion added and did not charge to one of its losses are charged to the
+    // first op it stands for; its results stand for their ops (origin), not a part of one.
+    const first = [...results.keys()][0]!;
+    const own = new Set(results.values());
+    if (CHUNKED_OPS.has(n.op))
+      for (let k = before; k < r.nodes.length; k++)
+        if (own.has(k)) partOf.delete(k);
+        else if (!partOf.has(k)) partOf.set(k, first);
   }
   return { graph: r.build(m), map: m, origin, partOf };
 }
+
+/** Where `kept` holds a projection's one-chunk logits: linear(x, w) over the flattened rows. */
+const keptKey = (x: number, w: number): string => `${x},${w}`;
 
 interface Chunking {
   readonly R: Dim;
@@ -253,37 +290,64 @@ function rowCount(r: Rewriter, n: Node, rows: number, dtype: string): number {
   return r.add('sum', [r.add('cast', [hit], { dtype })], {}, metaOf(n, 'row count'));
 }
 
-/** A fused loss in chunks: the sum of the chunks' sums over the count (0 when nothing counts). */
-function expandLoss(r: Rewriter, n: Node, ins: readonly number[], bindings: SymbolBindings, chunkBytes: number): number {
-  const kl = n.op === 'linear_kl_div';
-  const [x, w] = ins as [number, number];
+/**
+ * Fused losses over one projection (x, W) in one chunk loop: per chunk the logits once, then each
+ * loss's chunk sum; each loss is the sum of its chunks' sums over its count (0 when nothing
+ * counts). Returns, per loss node, the node holding its value. With one chunk the logits (and a
+ * KL's target logits) go into `kept` for the gradients.
+ */
+function expandLosses(r: Rewriter, group: readonly Node[], m: (id: number) => number, bindings: SymbolBindings, chunkBytes: number, kept: Map<string, number>, partOf: Map<number, number>): Map<number, number> {
+  const first = group[0]!;
+  const x = m(first.inputs[0]!);
+  const w = m(first.inputs[1]!);
   const dtype = r.nodes[x]!.type.dtype;
   const ch = chunking(r, x, r.nodes[w]!.type.shape[0]!, bindings, chunkBytes);
-  const fx = ch.flat(x);
-  const ftx = kl ? ch.flat(ins[2]!) : -1;
-  const rows = ch.flat(ins[kl ? 4 : 2]!);
-  const ignore = attrInt(n.op, n.attrs, 'ignore_index', -100);
   const one = ch.chunks === 1;
-  let total = -1;
+  const fx = ch.flat(x);
+  const losses = group.map((n) => {
+    const kl = n.op === 'linear_kl_div';
+    const tx = kl ? m(n.inputs[2]!) : -1;
+    return { n, kl, tx, ftx: kl ? ch.flat(tx) : -1, tw: kl ? m(n.inputs[3]!) : -1, rows: ch.flat(m(n.inputs[kl ? 4 : 2]!)), total: -1 };
+  });
   for (let c = 0; c < ch.chunks; c++) {
     const at = `${c + 1}/${ch.chunks}`;
-    const z = r.add('linear', [ch.chunk(fx, c), w], {}, metaOf(n, `logits ${at}`));
-    const s = kl
-      ? r.add('kl_div', [z, r.add('linear', [ch.chunk(ftx, c), ins[3]!], {}, metaOf(n, `target logits ${at}`)), ch.chunk(rows, c)], one ? {} : { reduction: 'sum' }, metaOf(n, `chunk ${at}`))
-      : r.add('cross_entropy', [z, ch.chunk(rows, c)], one ? { ignore_index: ignore } : { ignore_index: ignore, reduction: 'sum' }, metaOf(n, `chunk ${at}`));
-    total = total < 0 ? s : r.add('add', [total, s]);
+    const z = r.add('linear', [ch.chunk(fx, c), w], {}, metaOf(first, `logits ${at}`));
+    if (one) kept.set(keptKey(x, w), z);
+    for (const l of losses) {
+      // The loss's own nodes are charged to it (a NaN in a KL's target weight names the KL).
+      const before = r.nodes.length;
+      const ignore = attrInt(l.n.op, l.n.attrs, 'ignore_index', -100);
+      let s: number;
+      if (l.kl) {
+        const t = r.add('linear', [ch.chunk(l.ftx, c), l.tw], {}, metaOf(l.n, `target logits ${at}`));
+        if (one) kept.set(keptKey(l.tx, l.tw), t);
+        s = r.add('kl_div', [z, t, ch.chunk(l.rows, c)], one ? {} : { reduction: 'sum' }, metaOf(l.n, `chunk ${at}`));
+      } else s = r.add('cross_entropy', [z, ch.chunk(l.rows, c)], one ? { ignore_index: ignore } : { ignore_index: ignore, reduction: 'sum' }, metaOf(l.n, `chunk ${at}`));
+      l.total = l.total < 0 ? s : r.add('add', [l.total, s]);
+      for (let k = before; k < r.nodes.length; k++) partOf.set(k, l.n.id);
+    }
   }
-  if (one) return total;
-  const k = rowCount(r, n, rows, dtype);
-  // No counted row: 0, as cross_entropy and kl_div define it (total is 0 there, 0/0 is not).
-  return r.add('where', [r.add('eq', [k, scalar(r, 0, dtype)]), scalar(r, 0, dtype), r.add('div', [total, k])], {}, metaOf(n, 'mean'));
+  const out = new Map<number, number>();
+  for (const l of losses) {
+    if (one) {
+      out.set(l.n.id, l.total);
+      continue;
+    }
+    const before = r.nodes.length;
+    const k = rowCount(r, l.n, l.rows, dtype);
+    // No counted row: 0, as cross_entropy and kl_div define it (total is 0 there, 0/0 is not).
+    out.set(l.n.id, r.add('where', [r.add('eq', [k, scalar(r, 0, dtype)]), scalar(r, 0, dtype), r.add('div', [l.total, k])], {}, metaOf(l.n, 'mean')));
+    for (let j = before; j < r.nodes.length; j++) partOf.set(j, l.n.id);
+  }
+  return out;
 }
 
 /**
  * The gradient ops of every loss over one projection (x, W), in one chunk loop. Returns, per
- * gradient node of `group`, the node holding its value (a zero for those another carries).
+ * gradient node of `group`, the node holding its value (a zero for those another carries). With
+ * one chunk, logits the forward kept are read rather than projected again.
  */
-function expandGrads(r: Rewriter, group: readonly Node[], m: (id: number) => number, bindings: SymbolBindings, chunkBytes: number, zeros: Set<number>): Map<number, number> {
+function expandGrads(r: Rewriter, group: readonly Node[], m: (id: number) => number, bindings: SymbolBindings, chunkBytes: number, zeros: Set<number>, kept: ReadonlyMap<string, number>): Map<number, number> {
   const first = group[0]!;
   const x = m(first.inputs[0]!);
   const w = m(first.inputs[1]!);
@@ -338,11 +402,12 @@ function expandGrads(r: Rewriter, group: readonly Node[], m: (id: number) => num
   for (let c = 0; c < ch.chunks; c++) {
     const at = `${c + 1}/${ch.chunks}`;
     const xc = ch.chunk(fx, c);
-    const z = r.add('linear', [xc, w], {}, metaOf(first, `logits ${at}`));
+    const z = (one ? kept.get(keptKey(x, w)) : undefined) ?? r.add('linear', [xc, w], {}, metaOf(first, `logits ${at}`));
     const targetLogits = new Map<Loss, number>();
     const tOf = (l: Loss): number => {
-      let t = targetLogits.get(l);
-      if (t === undefined) targetLogits.set(l, (t = r.add('linear', [ch.chunk(l.ftx, c), m(l.node.inputs[3]!)], {}, metaOf(l.node, `target logits ${at}`))));
+      let t = targetLogits.get(l) ?? (one ? kept.get(keptKey(m(l.node.inputs[2]!), m(l.node.inputs[3]!))) : undefined);
+      if (t === undefined) t = r.add('linear', [ch.chunk(l.ftx, c), m(l.node.inputs[3]!)], {}, metaOf(l.node, `target logits ${at}`));
+      targetLogits.set(l, t);
       return t;
     };
     const dzOf = (l: Loss, wrt: 'logits' | 'target'): number =>

@@ -5,7 +5,9 @@
 //   graph, bit for bit in f64 up to summation order (1e-12 relative: both sum the same terms);
 // - chunkLossHeads with chunks of a few rows gives them too (1e-12 relative in f64: the chunks
 //   only regroup the sums), including ignored rows, empty masks and a last chunk shorter than
-//   the others, and leaves no [rows, vocab] value whole in the graph.
+//   the others, and leaves no [rows, vocab] value whole in the graph;
+// - chunkLossHeads projects each head once per chunk for both losses, and with one chunk the
+//   gradients read the forward's logits: lm_head and vm_head are each projected once per step.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { GraphBuilder } from '../../../compiler/ir/builder.js';
@@ -100,6 +102,12 @@ function expectSame(got: Map<string, number[]>, want: Map<string, number[]>): vo
 
 const bindings = new Map<string, number>();
 
+/** linear nodes projecting by the parameter `name`, the one labelled 'logits' (an output) aside. */
+function projections(g: Graph, name: string): number {
+  const w = g.nodes.find((n) => n.op === 'param' && n.attrs['name'] === name)!.id;
+  return g.nodes.filter((n) => n.op === 'linear' && n.inputs[1] === w && n.label !== 'logits').length;
+}
+
 describe('fuseLossHeads and chunkLossHeads', () => {
   it('fuses both heads, keeps the logits output, and drops nothing a loss reads', () => {
     const g = fuseLossHeads(heads());
@@ -132,6 +140,10 @@ describe('fuseLossHeads and chunkLossHeads', () => {
       expectSame(results(chunked, f), want);
       const biggest = Math.max(...chunked.nodes.filter((n) => (n.op === 'linear' && n.label !== 'logits') || n.op.endsWith('_grad')).map((n) => n.type.shape.reduce<number>((a, d) => a * (d as number), 1)));
       if (rows < 8) expect(biggest).toBeLessThanOrEqual(rows * 6);
+      // Projections of the rows by each head (the logits output's own linear aside): per chunk
+      // one forward (CE and KL share it) and one for the gradients; one chunk: the forward's.
+      const chunks = Math.ceil(8 / rows);
+      for (const head of ['lm', 'vm']) expect(projections(chunked, head), `${head}, ${chunks} chunks`).toBe(chunks === 1 ? 1 : 2 * chunks);
     }
   });
 
