@@ -20,15 +20,24 @@
 // logits, forward and backward alike; when the rows fit one chunk, the backward reads the
 // forward's logits (and a KL's target logits) instead of projecting again: one [rows, vocab]
 // value within the chunk budget stays live from the loss to its gradient, and a training step
-// projects each head once forward plus its two gradient products. Losses divide once by the count over all rows (torch's mean over counted rows;
+// projects each head once forward plus its two gradient products.
+//
+// A KL whose target rows are a splice's inserted rows (VW-LMM: vm_head(splice(embeds, image,
+// ids))[:, 1:] against the mask splice(0, 1, ids)[:, 1:], same ids and placeholder) counts only
+// those rows, so with one chunk its target side projects only them: the target logits are
+// linear(image, W) spliced into zeros (a masked row reads nothing else), and the target's
+// gradients are the inserted rows of the logit gradient (splice_grad) projected back: the VM
+// head's three products scale with the image positions, not with every row. Per counted row the
+// numbers are the same products; the weight gradient sums the counted rows without the zero
+// rows between them. Losses divide once by the count over all rows (torch's mean over counted rows;
 // 0 when none is counted, as cross_entropy and kl_div define it). Input gradients are the chunks'
 // linear(dz, W^T) rows concatenated; weight gradients accumulate dz^T x chunk by chunk (the add
 // is the matmul's epilogue). Chunks are sized by a byte budget on one chunk's logits.
-import { evalDim, numelDims, shapesEqual, type Dim, type SymbolBindings } from '../ir/dims.js';
+import { evalDim, numelDims, shapesEqual, subDims, type Dim, type SymbolBindings } from '../ir/dims.js';
 import { reachable, type Attrs, type Graph, type NamedValue, type Node } from '../ir/graph.js';
 import type { Span } from '../syntax/ast.js';
 import { getOp } from '../ops/registry.js';
-import { attrInt, normAxis } from '../ops/util/shape.js';
+import { attrDim, attrInt, normAxis } from '../ops/util/shape.js';
 
 /**
  * Bytes of one chunk's logits (f32), the budget that sizes the chunks: rows per chunk =
@@ -254,6 +263,81 @@ export function chunkLossHeads(graph: Graph, bindings: SymbolBindings, chunkByte
 /** Where `kept` holds a projection's one-chunk logits: linear(x, w) over the flattened rows. */
 const keptKey = (x: number, w: number): string => `${x},${w}`;
 
+/** A KL target whose counted rows are exactly a splice's inserted rows (see the file comment). */
+interface SplicedTarget {
+  /** the inserted rows [B, P, features]. */
+  readonly ins: number;
+  readonly ids: number;
+  readonly token: number;
+  /** the splice's seq shape [B, T, ...]. */
+  readonly seq: readonly Dim[];
+  /** slices of leading axes from the spliced [B, L, ...] to the target rows, innermost first. */
+  readonly slices: readonly Node[];
+}
+
+/**
+ * `tx` (a KL's target input) and `mask` as slices S of splice(seq, ins, ids) and of
+ * splice(fill 0, fill c != 0, ids), with the same ids, placeholder and slices; or null.
+ */
+function splicedTarget(r: Rewriter, tx: number, mask: number, bindings: SymbolBindings): SplicedTarget | null {
+  const peel = (v: number): { slices: Node[]; at: Node } => {
+    const slices: Node[] = [];
+    let n = r.nodes[v]!;
+    while (n.op === 'slice') {
+      slices.unshift(n);
+      n = r.nodes[n.inputs[0]!]!;
+    }
+    return { slices, at: n };
+  };
+  const t = peel(tx);
+  const k = peel(mask);
+  if (t.at.op !== 'splice' || k.at.op !== 'splice' || t.at.inputs[2] !== k.at.inputs[2] || t.at.attrs['token'] !== k.at.attrs['token']) return null;
+  const fillOf = (v: number): number | null => {
+    const n = r.nodes[v]!;
+    return n.op === 'fill' && typeof n.attrs['value'] === 'number' ? n.attrs['value'] : null;
+  };
+  const off = fillOf(k.at.inputs[0]!);
+  const on = fillOf(k.at.inputs[1]!);
+  if (off !== 0 || on === null || on === 0) return null;
+  const same = (a: Node, b: Node): boolean => {
+    const rank = a.type.shape.length;
+    const axis = normAxis('slice', attrInt('slice', a.attrs, 'axis'), rank);
+    const at = (n: Node, key: string): number => evalDim(attrDim('slice', n.attrs, key), bindings);
+    // Leading axes only (the mask has no feature axis), the same rows of each.
+    return axis < rank - 1 && axis === normAxis('slice', attrInt('slice', b.attrs, 'axis'), b.type.shape.length) && at(a, 'start') === at(b, 'start') && at(a, 'stop') === at(b, 'stop');
+  };
+  if (t.slices.length !== k.slices.length || t.slices.some((sl, i) => !same(sl, k.slices[i]!))) return null;
+  return { ins: t.at.inputs[1]!, ids: t.at.inputs[2]!, token: attrInt('splice', t.at.attrs, 'token'), seq: r.nodes[t.at.inputs[0]!]!.type.shape, slices: t.slices };
+}
+
+/** The inserted rows as the target rows: splice(zeros, rows, ids) seen through the slices. */
+function spliceRows(r: Rewriter, sp: SplicedTarget, rows: number): number {
+  const t = r.nodes[rows]!.type;
+  const zeros = r.add('fill', [], { value: 0, shape: [sp.seq[0]!, sp.seq[1]!, ...t.shape.slice(2)], dtype: t.dtype });
+  return sp.slices.reduce((v, sl) => r.add('slice', [v], sl.attrs), r.add('splice', [zeros, rows, sp.ids], { token: sp.token }));
+}
+
+/** The inserted rows [B, P, ...] of `g`, a value shaped like the target rows: the slices undone with zeros, then splice_grad. */
+function insertedRows(r: Rewriter, sp: SplicedTarget, g: number, bindings: SymbolBindings): number {
+  let v = g;
+  for (const sl of [...sp.slices].reverse()) {
+    const shape = [...r.nodes[v]!.type.shape];
+    const axis = normAxis('slice', attrInt('slice', sl.attrs, 'axis'), shape.length);
+    const whole = r.nodes[sl.inputs[0]!]!.type.shape[axis]!;
+    const pad = (n: Dim): number | null => {
+      if (evalDim(n, bindings) === 0) return null;
+      const s2 = [...shape];
+      s2[axis] = n;
+      return r.add('fill', [], { value: 0, shape: s2, dtype: r.nodes[v]!.type.dtype });
+    };
+    const parts = [pad(attrDim('slice', sl.attrs, 'start')), v, pad(subDims(whole, attrDim('slice', sl.attrs, 'stop')))].filter((p): p is number => p !== null);
+    v = parts.length === 1 ? v : r.add('concat', parts, { axis });
+  }
+  const ins = r.nodes[sp.ins]!.type.shape;
+  const shape = [ins[0]!, ins[1]!, ...r.nodes[g]!.type.shape.slice(2)];
+  return r.add('splice_grad', [v, sp.ids], { token: sp.token, part: 'insert', shape });
+}
+
 interface Chunking {
   readonly R: Dim;
   readonly chunks: number;
@@ -307,7 +391,8 @@ function expandLosses(r: Rewriter, group: readonly Node[], m: (id: number) => nu
   const losses = group.map((n) => {
     const kl = n.op === 'linear_kl_div';
     const tx = kl ? m(n.inputs[2]!) : -1;
-    return { n, kl, tx, ftx: kl ? ch.flat(tx) : -1, tw: kl ? m(n.inputs[3]!) : -1, rows: ch.flat(m(n.inputs[kl ? 4 : 2]!)), total: -1 };
+    const spliced = kl && one ? splicedTarget(r, tx, m(n.inputs[4]!), bindings) : null;
+    return { n, kl, tx, ftx: kl && !spliced ? ch.flat(tx) : -1, tw: kl ? m(n.inputs[3]!) : -1, rows: ch.flat(m(n.inputs[kl ? 4 : 2]!)), spliced, total: -1 };
   });
   for (let c = 0; c < ch.chunks; c++) {
     const at = `${c + 1}/${ch.chunks}`;
@@ -319,7 +404,9 @@ function expandLosses(r: Rewriter, group: readonly Node[], m: (id: number) => nu
       const ignore = attrInt(l.n.op, l.n.attrs, 'ignore_index', -100);
       let s: number;
       if (l.kl) {
-        const t = r.add('linear', [ch.chunk(l.ftx, c), l.tw], {}, metaOf(l.n, `target logits ${at}`));
+        const t = l.spliced
+          ? ch.flat(spliceRows(r, l.spliced, r.add('linear', [l.spliced.ins, l.tw], {}, metaOf(l.n, `target logits ${at}`))))
+          : r.add('linear', [ch.chunk(l.ftx, c), l.tw], {}, metaOf(l.n, `target logits ${at}`));
         if (one) kept.set(keptKey(l.tx, l.tw), t);
         s = r.add('kl_div', [z, t, ch.chunk(l.rows, c)], one ? {} : { reduction: 'sum' }, metaOf(l.n, `chunk ${at}`));
       } else s = r.add('cross_entropy', [z, ch.chunk(l.rows, c)], one ? { ignore_index: ignore } : { ignore_index: ignore, reduction: 'sum' }, metaOf(l.n, `chunk ${at}`));
@@ -362,6 +449,7 @@ function expandGrads(r: Rewriter, group: readonly Node[], m: (id: number) => num
     readonly rows: number;
     scale: number;
     ftx: number;
+    spliced: SplicedTarget | null;
   }
   const losses = new Map<string, Loss>();
   for (const n of group) {
@@ -369,7 +457,8 @@ function expandGrads(r: Rewriter, group: readonly Node[], m: (id: number) => num
     let l = losses.get(key);
     if (!l) {
       const kl = n.op === 'linear_kl_div_grad';
-      l = { node: n, kl, wrts: new Set(), rows: ch.flat(m(n.inputs[kl ? 4 : 2]!)), scale: -1, ftx: kl ? ch.flat(m(n.inputs[2]!)) : -1 };
+      const spliced = kl && one ? splicedTarget(r, m(n.inputs[2]!), m(n.inputs[4]!), bindings) : null;
+      l = { node: n, kl, wrts: new Set(), rows: ch.flat(m(n.inputs[kl ? 4 : 2]!)), scale: -1, ftx: kl && !spliced ? ch.flat(m(n.inputs[2]!)) : -1, spliced };
       losses.set(key, l);
     }
     l.wrts.add(String(n.attrs['wrt']));
@@ -406,6 +495,7 @@ function expandGrads(r: Rewriter, group: readonly Node[], m: (id: number) => num
     const targetLogits = new Map<Loss, number>();
     const tOf = (l: Loss): number => {
       let t = targetLogits.get(l) ?? (one ? kept.get(keptKey(m(l.node.inputs[2]!), m(l.node.inputs[3]!))) : undefined);
+      if (t === undefined && l.spliced) t = ch.flat(spliceRows(r, l.spliced, r.add('linear', [l.spliced.ins, m(l.node.inputs[3]!)], {}, metaOf(l.node, `target logits ${at}`))));
       if (t === undefined) t = r.add('linear', [ch.chunk(l.ftx, c), m(l.node.inputs[3]!)], {}, metaOf(l.node, `target logits ${at}`));
       targetLogits.set(l, t);
       return t;
@@ -421,6 +511,22 @@ function expandGrads(r: Rewriter, group: readonly Node[], m: (id: number) => num
     }
     for (const l of targets) {
       const dt = dzOf(l, 'target');
+      if (l.spliced) {
+        // Only the inserted rows count: their logit gradients, projected back (one chunk).
+        const sp = l.spliced;
+        const tx = m(l.node.inputs[2]!);
+        const lead = r.nodes[tx]!.type.shape.slice(0, -1);
+        const dsel = insertedRows(r, sp, r.add('reshape', [dt], { shape: [...lead, r.nodes[dt]!.type.shape[1]!] }), bindings);
+        if (l.wrts.has('target_x')) tdx.get(l)!.push(ch.flat(spliceRows(r, sp, r.add('linear', [dsel, tT.get(l)!]))));
+        if (l.wrts.has('target_weight')) {
+          const flatRows = (v: number): number => {
+            const sh = r.nodes[v]!.type.shape;
+            return r.add('reshape', [v], { shape: [numelDims(sh.slice(0, -1)), sh[sh.length - 1]!] });
+          };
+          tdw.set(l, r.add('matmul', [transposed(flatRows(dsel)), flatRows(sp.ins)]));
+        }
+        continue;
+      }
       const txc = ch.chunk(l.ftx, c);
       if (l.wrts.has('target_x')) tdx.get(l)!.push(r.add('linear', [dt, tT.get(l)!]));
       if (l.wrts.has('target_weight')) tdw.set(l, accumulate(tdw.get(l) ?? -1, r.add('matmul', [transposed(dt), txc])));

@@ -1,7 +1,8 @@
 // The chunked loss heads on WebGPU (compiler/passes/loss-heads.ts): the VW-LMM heads in several
 // row chunks (the 'sum' loss kernels, the scale g / count, gradients summed over both losses,
 // weight gradients accumulated in place over the chunks) against the f64 reference of the
-// unfused graph.
+// unfused graph; and a KL target spliced from inserted rows (VW-LMM's vm_head over the image
+// positions), whose target side projects only those rows in one chunk.
 //
 // Tolerances: f32 logits from K = 24 products err by ~K·u·|x||w| (u = 6e-8), the loss kernels
 // by ~1e-6 relative per row (test/compiler/ops/kernels/loss.test.ts), and a weight gradient sums
@@ -71,6 +72,52 @@ describe('chunked loss heads on WebGPU', () => {
       } finally {
         executor.destroy();
       }
+    }
+  });
+
+  it('equal the unfused reference when the KL target is a splice of inserted rows (one chunk: the image rows alone)', async () => {
+    const [T, P, token] = [20, 16, -200];
+    const LS = T - 1 + P;
+    const b = new GraphBuilder();
+    const ids = input(b, 'ids', 'i32', [BATCH, T]);
+    const words = b.add('splice', [param(b, 'seq', [BATCH, T, KV]), param(b, 'ins', [BATCH, P, KV]), ids], { token });
+    const isImage = b.add('splice', [b.add('fill', [], { value: 0, shape: [BATCH, T], dtype: 'i32' }), b.add('fill', [], { value: 1, shape: [BATCH, P], dtype: 'i32' }), ids], { token });
+    const zs = b.add('slice', [b.add('linear', [param(b, 'h', [BATCH, LS, K]), param(b, 'lm', [V, K])])], { axis: 1, start: 0, stop: LS - 1 });
+    const ts = b.add('slice', [b.add('linear', [words, param(b, 'vm', [V, KV])])], { axis: 1, start: 1, stop: LS });
+    const lm = b.add('cross_entropy', [zs, b.add('slice', [input(b, 'labels', 'i32', [BATCH, LS])], { axis: 1, start: 1, stop: LS })], { ignore_index: -100 });
+    const vm = b.add('kl_div', [zs, ts, b.add('slice', [isImage], { axis: 1, start: 1, stop: LS })]);
+    b.losses.push({ name: 'lm', node: lm, weight: 1 }, { name: 'vm', node: vm, weight: 1 });
+    const graph = b.build();
+    const rows = BATCH * LS;
+    const idRows = Array.from({ length: BATCH * T }, (_x, i) => (i % T === (i < T ? 1 : 0) ? token : (i * 7) % V));
+    const feeds = new Map<string, HostTensor>([
+      ['ids', i32([BATCH, T], idRows)],
+      ['seq', f32([BATCH, T, KV], uniform(BATCH * T * KV, 5))],
+      ['ins', f32([BATCH, P, KV], uniform(BATCH * P * KV, 6))],
+      ['h', f32([BATCH, LS, K], uniform(rows * K, 7))],
+      ['lm', f32([V, K], uniform(V * K, 8, -0.5, 0.5))],
+      ['vm', f32([V, KV], uniform(V * KV, 9, -0.5, 0.5))],
+      ['labels', i32([BATCH, LS], Array.from({ length: rows }, (_x, i) => (i % 5 === 0 ? -100 : (i * 37) % V)))],
+    ]);
+    const plain = differentiate(graph);
+    const named = (g: Graph) => [...g.losses, ...g.gradients];
+    const want = runReference(plain, feeds, named(plain).map((v) => v.node), { precision: 'f64' });
+    const fused = differentiate(fuseLossHeads(graph));
+    const executor = new WebGpuExecutor(await getDevice(), fused, { lossChunkBytes: rows * V * 4 });
+    try {
+      const got = await executor.run(feeds, named(fused).map((v) => v.node));
+      const entry = await executor.entry(feeds, named(fused).map((v) => v.node));
+      // The VM head's products run over the BATCH x P image rows: no [rows, V] projection by vm.
+      const vmId = entry.compiled.program.graph.nodes.find((n) => n.op === 'param' && n.attrs['name'] === 'vm')!.id;
+      expect(entry.compiled.program.graph.nodes.filter((n) => n.op === 'linear' && n.inputs[1] === vmId).map((n) => n.type.shape)).toEqual([[BATCH, P, V]]);
+      named(plain).forEach((v, k) => {
+        const g = got.get(named(fused)[k]!.node)!.data;
+        const wv = want.get(v.node)!.data;
+        const r = worst(g, wv, 2e-5, 1e-4);
+        expect(r.ratio, `${v.name} at ${r.at}: ${g[r.at]} vs ${wv[r.at]}`).toBeLessThanOrEqual(1);
+      });
+    } finally {
+      executor.destroy();
     }
   });
 });

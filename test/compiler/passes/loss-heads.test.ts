@@ -7,7 +7,10 @@
 //   only regroup the sums), including ignored rows, empty masks and a last chunk shorter than
 //   the others, and leaves no [rows, vocab] value whole in the graph;
 // - chunkLossHeads projects each head once per chunk for both losses, and with one chunk the
-//   gradients read the forward's logits: lm_head and vm_head are each projected once per step.
+//   gradients read the forward's logits: lm_head and vm_head are each projected once per step;
+// - a KL target that is a splice's inserted rows (VW-LMM's vm_head over the image positions)
+//   projects only those rows in one chunk, with the same loss and gradients (1e-12, f64),
+//   including a placeholder at position 0 (its first image row is not counted).
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { GraphBuilder } from '../../../compiler/ir/builder.js';
@@ -159,5 +162,49 @@ describe('fuseLossHeads and chunkLossHeads', () => {
     f.set('p', f.get('h')!);
     const want = results(differentiate(b.build()), f);
     expectSame(results(chunkLossHeads(differentiate(fuseLossHeads(b.build())), bindings, 3 * 6 * 4).graph, f), want);
+  });
+
+  it('a KL target spliced from inserted rows projects only those rows (one chunk), with the same numbers', () => {
+    const [B, T, P, F, H, V, token] = [2, 4, 3, 4, 3, 6, -200];
+    const L = T - 1 + P;
+    const build = (): Graph => {
+      const b = new GraphBuilder();
+      const ids = input(b, 'ids', 'i32', [B, T]);
+      const words = b.add('splice', [param(b, 'seq', [B, T, F]), param(b, 'ins', [B, P, F]), ids], { token });
+      const isImage = b.add('splice', [b.add('fill', [], { value: 0, shape: [B, T], dtype: 'i32' }), b.add('fill', [], { value: 1, shape: [B, P], dtype: 'i32' }), ids], { token });
+      const z = b.add('linear', [param(b, 'h', [B, L, H]), param(b, 'lm', [V, H])]);
+      const zs = b.add('slice', [z], { axis: 1, start: 0, stop: L - 1 });
+      const ts = b.add('slice', [b.add('linear', [words, param(b, 'vm', [V, F])])], { axis: 1, start: 1, stop: L });
+      const lm = b.add('cross_entropy', [zs, b.add('slice', [input(b, 'labels', 'i32', [B, L])], { axis: 1, start: 1, stop: L })], { ignore_index: -100 });
+      const vm = b.add('kl_div', [zs, ts, b.add('slice', [isImage], { axis: 1, start: 1, stop: L })]);
+      b.losses.push({ name: 'lm', node: lm, weight: 1 }, { name: 'vm', node: vm, weight: 0.5 });
+      return b.build();
+    };
+    let s = 11;
+    const r = (n: number): number[] => Array.from({ length: n }, () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648) * 4 - 2);
+    const f = new Map<string, HostTensor>([
+      // Row 0's placeholder at 1; row 1's at 0, so its first image row falls outside the shift.
+      ['ids', host('i32', [B, T], [1, token, 2, 3, token, 4, 5, 1])],
+      ['seq', host('f32', [B, T, F], r(B * T * F))],
+      ['ins', host('f32', [B, P, F], r(B * P * F))],
+      ['h', host('f32', [B, L, H], r(B * L * H))],
+      ['lm', host('f32', [V, H], r(V * H))],
+      ['vm', host('f32', [V, F], r(V * F))],
+      ['labels', host('i32', [B, L], [-100, 1, 2, -100, 4, 5, 0, -100, 3, 3, 2, 1])],
+    ]);
+    const want = results(differentiate(build()), f);
+    const fused = differentiate(fuseLossHeads(build()));
+    const rows = B * (L - 1);
+    const one = chunkLossHeads(fused, bindings, rows * V * 4).graph;
+    expectSame(results(one, f), want);
+    // vm_head projects the inserted rows alone, once: [B, P, V], not [rows, V].
+    const insId = one.nodes.find((n) => n.op === 'param' && n.attrs['name'] === 'ins')!.id;
+    const vmId = one.nodes.find((n) => n.op === 'param' && n.attrs['name'] === 'vm')!.id;
+    const vmLinears = one.nodes.filter((n) => n.op === 'linear' && n.inputs[1] === vmId);
+    expect(vmLinears.map((n) => [n.inputs[0], n.type.shape])).toEqual([[insId, [B, P, V]]]);
+    // In two chunks every row is projected, as before: same numbers.
+    const two = chunkLossHeads(fused, bindings, (rows / 2) * V * 4).graph;
+    expectSame(results(two, f), want);
+    expect(projections(two, 'vm')).toBe(4);
   });
 });
