@@ -10,7 +10,7 @@ import type { ValueRule } from './validate.js';
 
 /** The manifest format this runtime reads; any other is refused. */
 export const ARTEFACT_FORMAT = 'kiln-artefact';
-export const ARTEFACT_VERSION = 1;
+export const ARTEFACT_VERSION = 2;
 export const MANIFEST_FILE = 'manifest.json';
 
 /** A tensor by name, with a concrete shape (symbols already bound at compile time). */
@@ -33,8 +33,14 @@ export interface StateDecl extends TensorDecl {
 }
 
 /**
- * A symbol of the model's dims. 'fixed': bound at compile time (`value`; every size in the WGSL
- * uses it). 'per-call' symbols, read from a uniform, are not produced yet.
+ * A symbol. 'fixed': a dim of the model bound at compile time (`value`; every size in the WGSL
+ * uses it). 'per-call': a value that changes from call to call (the KV position of a decode
+ * step), fed as the i32 scalar entry input `input`: kernels read it from a uniform (the struct
+ * `symbolsStruct` declares, bound after a dispatch's storage bindings), dispatches whose extent
+ * depends on it give formulas (DispatchDecl.perCall), and every buffer is sized for `max` (its
+ * `value`), so one compiled entry serves every value in [min, max] without new WGSL, pipelines
+ * or buffers. A call with a value outside that range is refused, naming the input. (tinygrad's
+ * bound Variable, sized at its maximum, is the model.)
  */
 export interface SymbolDecl {
   readonly name: string;
@@ -42,6 +48,19 @@ export interface SymbolDecl {
   readonly value: number;
   readonly min: number;
   readonly max: number;
+  /** per-call symbols: the entry input (an i32 scalar) that carries the value. */
+  readonly input?: string;
+}
+
+/**
+ * A workgroup count that follows a per-call symbol: floor((scale * value + offset) / divisor),
+ * clamped to [1, the dispatch's compiled count] (`workgroups`, the count at the symbol's max).
+ */
+export interface WorkgroupExtent {
+  readonly symbol: string;
+  readonly scale: number;
+  readonly offset: number;
+  readonly divisor: number;
 }
 
 /** Where a buffer's bytes come from: the shared store (by name), the caller, or the entry. */
@@ -66,9 +85,14 @@ export interface DispatchDecl {
   /** the WGSL file, relative to the artefact folder. */
   readonly kernel: string;
   readonly label: string;
+  /** the counts at every per-call symbol's max: an upper bound of every call's (and what the limits cover). */
   readonly workgroups: readonly [number, number, number];
   /** binding k of group 0 is bindings[k]; in-place updates appear as read_write aliases of their target. */
   readonly bindings: readonly BindingDecl[];
+  /** per axis (x, y, z), the count's formula when it follows a per-call symbol; null: the compiled count. */
+  readonly perCall?: readonly [WorkgroupExtent | null, WorkgroupExtent | null, WorkgroupExtent | null];
+  /** the kernel reads per-call symbols: the uniform `kiln_symbols` at binding `bindings.length`. */
+  readonly symbols?: true;
 }
 
 export interface OutputDecl extends TensorDecl {
@@ -167,6 +191,61 @@ export function storedElementBytes(dtype: DType, floatStorage: 'f32' | 'f16'): n
   return floatStorage === 'f16' && isFloat(dtype) ? 2 : 4;
 }
 
+/** The per-call symbols, in the order of their slots in the symbols uniform. */
+export function perCallSymbols(m: Pick<Manifest, 'symbols'>): SymbolDecl[] {
+  return m.symbols.filter((s) => s.kind === 'per-call');
+}
+
+/**
+ * The WGSL of the per-call symbols' uniform: symbol k (perCallSymbols order) is
+ * kiln_symbols.v[k / 4][k % 4]. A uniform array's stride must be 16 bytes, hence vec4s.
+ */
+export function symbolsStruct(count: number): string {
+  return `struct KilnSymbols { v: array<vec4<i32>, ${Math.max(1, Math.ceil(count / 4))}> }`;
+}
+
+/** WGSL reading symbol slot `k` of the uniform. */
+export function symbolSlot(k: number): string {
+  return `kiln_symbols.v[${Math.floor(k / 4)}][${k % 4}]`;
+}
+
+/** Bytes of the symbols uniform for `count` per-call symbols. */
+export const symbolsBytes = (count: number): number => 16 * Math.max(1, Math.ceil(count / 4));
+
+/**
+ * The per-call symbols' values for one call, from the entry's fed inputs (name -> i32 data):
+ * slot k holds symbol k. @throws KilnError naming the input when a value is missing, not a
+ * whole number or outside [min, max].
+ */
+export function symbolValues(symbols: readonly SymbolDecl[], inputs: ReadonlyMap<string, { readonly data: ArrayLike<number> }>): Int32Array {
+  const out = new Int32Array(symbolsBytes(symbols.length) / 4);
+  symbols.forEach((s, k) => {
+    const t = inputs.get(s.input!);
+    const v = t?.data[0];
+    if (v === undefined || !Number.isInteger(v)) throw new KilnError(`input ${s.input}: no value was fed for the per-call symbol ${s.name}`);
+    if (v < s.min || v > s.max) throw new KilnError(`input ${s.input} is ${v}; this compiled program serves ${s.name} from ${s.min} to ${s.max}`);
+    out[k] = v;
+  });
+  return out;
+}
+
+/** A workgroup count's value for a symbol value `v`, clamped to [1, compiled]. */
+export function evalExtent(e: WorkgroupExtent, v: number, compiled: number): number {
+  return Math.min(compiled, Math.max(1, Math.floor((e.scale * v + e.offset) / e.divisor)));
+}
+
+/** A dispatch's workgroup counts for this call's symbol values (slot order of `symbols`). */
+export function workgroupsAt(d: DispatchDecl, symbols: readonly SymbolDecl[], values: Int32Array | undefined): [number, number, number] {
+  const w = d.workgroups;
+  if (!d.perCall || !values) return [w[0], w[1], w[2]];
+  const at = (axis: 0 | 1 | 2): number => {
+    const e = d.perCall![axis];
+    if (!e) return w[axis];
+    return evalExtent(e, values[symbols.findIndex((s) => s.name === e.symbol)]!, w[axis]);
+  };
+  return [at(0), at(1), at(2)];
+}
+
 /** Parses and checks a manifest's text; every problem names `file` and the field. */
 export function parseManifest(text: string, file = MANIFEST_FILE): Manifest {
   let json: unknown;
@@ -185,6 +264,16 @@ export function parseManifest(text: string, file = MANIFEST_FILE): Manifest {
   if (!isRecord(m.requires) || !Array.isArray(m.requires.features) || !isRecord(m.requires.limits)) throw bad('requires must hold features and limits');
   for (const key of ['symbols', 'params', 'state'] as const) if (!Array.isArray(m[key])) throw bad(`${key} is not a list`);
   for (const t of [...m.params, ...m.state]) checkTensor(t, bad);
+  const perCall = new Set<string>();
+  for (const s of m.symbols as unknown[]) {
+    if (!isRecord(s) || typeof s['name'] !== 'string' || (s['kind'] !== 'fixed' && s['kind'] !== 'per-call') || ![s['value'], s['min'], s['max']].every(Number.isInteger))
+      throw bad(`symbol ${JSON.stringify(isRecord(s) ? s['name'] : s)} needs a name, a kind (fixed or per-call) and whole value, min and max`);
+    if ((s['min'] as number) > (s['max'] as number)) throw bad(`symbol ${s['name']}: min ${s['min'] as number} is above max ${s['max'] as number}`);
+    if (s['kind'] === 'per-call') {
+      if (typeof s['input'] !== 'string') throw bad(`per-call symbol ${s['name']} names no input`);
+      perCall.add(s['name']);
+    }
+  }
   if (!isRecord(m.entries)) throw bad('entries is not an object');
   if (m.generation !== undefined) {
     const g = m.generation as unknown;
@@ -224,7 +313,20 @@ export function parseManifest(text: string, file = MANIFEST_FILE): Manifest {
       if (!isRecord(d) || typeof d.kernel !== 'string' || !Array.isArray(d.bindings) || !Array.isArray(d.workgroups) || d.workgroups.length !== 3)
         throw bad(`${where}: dispatch ${s} needs kernel, workgroups [x, y, z] and bindings`);
       for (const b of d.bindings) index(b.buffer, `dispatch ${s} (${d.label})`);
+      if (d.perCall !== undefined) {
+        const ok =
+          Array.isArray(d.perCall) &&
+          d.perCall.length === 3 &&
+          (d.perCall as unknown[]).every((e) => e === null || (isRecord(e) && typeof e['symbol'] === 'string' && perCall.has(e['symbol']) && [e['scale'], e['offset'], e['divisor']].every(Number.isInteger) && (e['divisor'] as number) > 0));
+        if (!ok) throw bad(`${where}: dispatch ${s} (${d.label}) has perCall that is not three formulas (or null) over per-call symbols`);
+      }
+      if (d.symbols !== undefined && d.symbols !== true) throw bad(`${where}: dispatch ${s} (${d.label}): symbols must be true or absent`);
+      if ((d.symbols || d.perCall) && perCall.size === 0) throw bad(`${where}: dispatch ${s} (${d.label}) reads per-call symbols, but the manifest declares none`);
     });
+    const fed = new Set(entry.inputs.map((t) => t.name));
+    if (entry.dispatches.some((d) => d.symbols || d.perCall))
+      for (const sym of (m.symbols as SymbolDecl[]).filter((x) => x.kind === 'per-call'))
+        if (!fed.has(sym.input!)) throw bad(`${where} reads the per-call symbol ${sym.name}, but does not take its input ${sym.input}`);
   }
   return m;
 }

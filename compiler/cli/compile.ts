@@ -97,7 +97,7 @@ async function runCompile(values: OptionValues<typeof compileOptions>, args: Arg
     traits: DEFAULT_TRAITS,
     floatStorage: values.dtype === 'f16' ? 'f16' : 'f32',
     source,
-    ...(gen ? { kvCaches: gen.kvCaches, generation: gen.generation } : {}),
+    ...(gen ? { kvCaches: gen.kvCaches, generation: gen.generation, perCall: gen.perCall } : {}),
   });
   // A stale kernel from an earlier compile must not sit beside the new manifest.
   rmSync(join(values.out, 'kernels'), { recursive: true, force: true });

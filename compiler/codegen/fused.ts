@@ -13,6 +13,7 @@ import { grid1d, LINEAR_ID, storageType, wgslType, type CustomKernel, type Devic
 import { broadcastMap, transposeMap, type IndexMap } from './views.js';
 import { matmulWGSL, type MatmulSpec } from './matmul.js';
 import { isFloat, numel } from '../../runtime/tensor.js';
+import { symbolSlot, symbolsStruct, type WorkgroupExtent } from '../../runtime/artefact.js';
 
 /** A node with symbols bound: what code generation sees. */
 export interface ConcreteNode {
@@ -43,6 +44,12 @@ export interface CodegenOptions {
    * since WebGPU forbids binding one buffer twice when one binding writes.
    */
   readonly aliases?: ReadonlyMap<number, number>;
+  /**
+   * Per-call symbols (runtime/artefact.ts SymbolDecl): the i32 scalar input nodes that carry
+   * them, with their slot in the symbols uniform and their name. Kernels read these nodes from
+   * the uniform, never from a storage binding.
+   */
+  readonly symbols?: { readonly nodes: ReadonlyMap<number, { readonly slot: number; readonly name: string }>; readonly count: number };
 }
 
 export interface GroupKernel {
@@ -52,6 +59,10 @@ export interface GroupKernel {
   readonly bindings: readonly BindingRef[];
   /** 'buffers': the matmul fast path; 'accessors': everything else. */
   readonly io: 'buffers' | 'accessors';
+  /** the kernel reads the symbols uniform (bound after `bindings`). */
+  readonly symbols?: true;
+  /** per axis, the workgroup count as a formula of a per-call symbol (KernelBody.perCall). */
+  readonly perCall?: readonly [WorkgroupExtent | null, WorkgroupExtent | null, WorkgroupExtent | null];
 }
 
 /** An op with no kernel: a user-facing error (the CLI prints it), not a bug. */
@@ -78,6 +89,8 @@ class Emitter {
   readonly decls: Decl[] = [];
   readonly fns: string[] = [];
   readonly enables = new Set<string>();
+  /** whether some accessor reads the symbols uniform. */
+  usesSymbols = false;
   private readonly readers = new Map<number, string>();
   private readonly writers = new Map<number, string>();
   private readonly values = new Map<number, string>();
@@ -135,6 +148,15 @@ class Emitter {
   reader(id: number): string {
     const hit = this.readers.get(id);
     if (hit) return hit;
+    const symbol = this.opts.symbols?.nodes.get(id);
+    if (symbol) {
+      // A per-call symbol: the same value at every index, from the uniform (no storage binding).
+      const name = `kf_r${this.readers.size}`;
+      this.fns.push(`fn ${name}(i: u32) -> i32 {\n  return ${symbolSlot(symbol.slot)};\n}`);
+      this.readers.set(id, name);
+      this.usesSymbols = true;
+      return name;
+    }
     const alias = this.aliasOf(id);
     const { names, chunk, read } = alias === undefined ? this.bind(id, 'read') : this.bind(alias, 'read_write');
     const t = wgslType(this.node(id).dtype);
@@ -266,7 +288,9 @@ class Emitter {
   }
 
   declarations(start = 0): string[] {
-    return this.decls.slice(start).map((d, k) => `@group(0) @binding(${k + start}) var<storage, ${d.access}> ${d.name}: array<${d.type}>;`);
+    const storage = this.decls.slice(start).map((d, k) => `@group(0) @binding(${k + start}) var<storage, ${d.access}> ${d.name}: array<${d.type}>;`);
+    if (!this.usesSymbols) return storage;
+    return [...storage, symbolsStruct(this.opts.symbols!.count), `@group(0) @binding(${this.decls.length}) var<uniform> kiln_symbols: KilnSymbols;`];
   }
 }
 
@@ -316,7 +340,8 @@ export function generateGroup(group: FusedGroup, node: (id: number) => ConcreteN
     anchor.inputs.forEach((o, k) => {
       if (k !== sparse) em.fns.push(`fn load${k}(i: u32) -> ${wgslType(node(o).dtype)} { return ${em.valueAt(o, 'i')}; }`);
     });
-    const ctx = { op: anchor.op, inputs: anchor.inputs.map((i) => ({ dtype: node(i).dtype, shape: node(i).shape })), output: { dtype: anchor.dtype, shape: anchor.shape }, attrs: anchor.attrs, device };
+    const symbols = opts.symbols && anchor.inputs.some((i) => opts.symbols!.nodes.has(i)) ? { symbols: anchor.inputs.map((i) => opts.symbols!.nodes.get(i)?.name) } : {};
+    const ctx = { op: anchor.op, inputs: anchor.inputs.map((i) => ({ dtype: node(i).dtype, shape: node(i).shape })), output: { dtype: anchor.dtype, shape: anchor.shape }, attrs: anchor.attrs, device, ...symbols };
     body = sparse === undefined ? def.kernel.lower(ctx) : def.kernel.inPlace!.lower(ctx);
   } else {
     const n = numel(anchor.shape);
@@ -339,7 +364,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   const fns = em.fns.join('\n');
   const special = fns.includes('kf_bits') ? [SPECIAL_VALUES] : [];
   const code = [...[...em.enables].map((e) => `enable ${e};`), ...em.declarations(), ...special, fns, LINEAR_ID, body.code].join('\n');
-  return { label, code, workgroups: body.workgroups, bindings: em.bindings, io: 'accessors' };
+  return { label, code, workgroups: body.workgroups, bindings: em.bindings, io: 'accessors', ...(em.usesSymbols ? { symbols: true as const } : {}), ...(body.perCall ? { perCall: body.perCall } : {}) };
 }
 
 /**
@@ -403,7 +428,8 @@ function matmulBuffers(group: FusedGroup, node: (id: number) => ConcreteNode, de
   const { lines, valueOf } = em.epilogue();
   const writes = group.outputs.filter((o) => o !== primary).map((o) => `  ${em.writer(o)}(i, ${valueOf.get(o)});`);
   em.fns.push(`fn kf_epi(v: f32, i: u32) -> f32 {\n${lines.map((l) => `  ${l}\n`).join('')}${writes.join('\n')}\n  return ${valueOf.get(primary)};\n}`);
-  if (em.enables.size > 0) return null;
+  // The generator declares its own bindings: a kernel reading the symbols uniform takes the accessors.
+  if (em.enables.size > 0 || em.usesSymbols) return null;
   const k = matmulWGSL(
     {
       ...spec,

@@ -12,6 +12,9 @@ import type { ConcreteType } from '../ops/types.js';
 import type { ExprOf } from '../ops/expr/op.js';
 import type { IndexMap } from './views.js';
 import type { MatmulShape } from './matmul-op.js';
+import type { WorkgroupExtent } from '../../runtime/artefact.js';
+
+export type { WorkgroupExtent };
 
 export interface DeviceTraits {
   /** the adapter's one subgroup size, when it has a single one (lavapipe: 8). */
@@ -39,6 +42,12 @@ export interface LowerContext {
   /** symbolic dims already evaluated. */
   readonly attrs: Attrs;
   readonly device: DeviceTraits;
+  /**
+   * Per input: the name of the per-call symbol it is (an i32 scalar entry input read from the
+   * symbols uniform, runtime/artefact.ts), else undefined. A template may then make its
+   * workgroup counts follow the value (KernelBody.perCall); its load<k> reads the uniform.
+   */
+  readonly symbols?: readonly (string | undefined)[];
 }
 
 export interface KernelBody {
@@ -53,6 +62,12 @@ export interface KernelBody {
   readonly workgroups: readonly [number, number, number];
   /** WGSL extensions the body needs besides what the accessors need (e.g. 'subgroups'). */
   readonly enables?: readonly string[];
+  /**
+   * Per axis, the count as a formula of a per-call symbol (LowerContext.symbols), clamped to
+   * `workgroups` (the count at the symbol's max): the invocations past it must do nothing the
+   * output's readers need.
+   */
+  readonly perCall?: readonly [WorkgroupExtent | null, WorkgroupExtent | null, WorkgroupExtent | null];
 }
 
 /**

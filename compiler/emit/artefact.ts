@@ -58,6 +58,20 @@ export interface CompileOptions {
   readonly generation?: GenerationDecl;
   /** bytes of one chunk of a loss head's logits (compiler/passes/loss-heads.ts; default LOSS_CHUNK_BYTES). */
   readonly lossChunkBytes?: number;
+  /**
+   * Values that vary per call (runtime/artefact.ts SymbolDecl 'per-call'), each carried by an
+   * i32 scalar input of the entries that take it: kernels read it from the symbols uniform, and
+   * ops that can make their workgroup counts follow it do (decode attention's blocks).
+   */
+  readonly perCall?: readonly PerCallSymbol[];
+}
+
+/** A per-call symbol: its name, the entry input that carries it, and the values it may take. */
+export interface PerCallSymbol {
+  readonly name: string;
+  readonly input: string;
+  readonly min: number;
+  readonly max: number;
 }
 
 /** An entry with the compiler's view of it, for reports and tests: what runs is `manifest`. */
@@ -109,7 +123,7 @@ export function compileArtefact(specs: readonly EntrySpec[], opts: CompileOption
   const manifests: Record<string, EntryManifest> = {};
   for (const spec of specs) {
     if (entries.has(spec.name)) throw new KilnError(`entry '${spec.name}' is listed twice`);
-    const e = compileEntry(spec, opts.bindings, opts.lossChunkBytes ?? LOSS_CHUNK_BYTES, traits, floatStorage, { ...(opts.maxBindings === undefined ? {} : { maxBindings: opts.maxBindings }), ...opts.fuse }, kernels, params, state, opts.kvCaches ?? new Map());
+    const e = compileEntry(spec, opts.bindings, opts.lossChunkBytes ?? LOSS_CHUNK_BYTES, traits, floatStorage, { ...(opts.maxBindings === undefined ? {} : { maxBindings: opts.maxBindings }), ...opts.fuse }, kernels, params, state, opts.kvCaches ?? new Map(), opts.perCall ?? []);
     entries.set(spec.name, e);
     manifests[spec.name] = e.manifest;
   }
@@ -119,7 +133,10 @@ export function compileArtefact(specs: readonly EntrySpec[], opts: CompileOption
     source: opts.source ?? {},
     floatStorage,
     requires: requirements(Object.values(manifests), kernels.files, traits, floatStorage),
-    symbols: [...opts.bindings].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([name, value]): SymbolDecl => ({ name, kind: 'fixed', value, min: value, max: value })),
+    symbols: [
+      ...[...opts.bindings].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([name, value]): SymbolDecl => ({ name, kind: 'fixed', value, min: value, max: value })),
+      ...(opts.perCall ?? []).map((p): SymbolDecl => ({ name: p.name, kind: 'per-call', value: p.max, min: p.min, max: p.max, input: p.input })),
+    ],
     params: [...params.values()],
     state: [...state.values()],
     entries: manifests,
@@ -139,6 +156,7 @@ function compileEntry(
   params: Map<string, ParamDecl>,
   state: Map<string, StateDecl>,
   kvCaches: ReadonlyMap<string, number>,
+  perCall: readonly PerCallSymbol[],
 ): CompiledEntry {
   // The loss heads' fused ops become row chunks of existing kernels under these bindings.
   const chunked = chunkLossHeads(given.graph, bindings, lossChunkBytes);
@@ -156,7 +174,17 @@ function compileEntry(
   const inPlace = inPlaceUpdates(program, updates, readBack);
   // Updates written over their targets, and running sums over their previous step (plan.ts).
   const aliases = new Map([...[...inPlace].map(([u, t]): [number, number] => [t, u]), ...accumulatorLinks(program)]);
-  const compiled = lowerProgram(program, bindings, traits, { floatStorage, aliases });
+  const symbolNodes = new Map<number, { slot: number; name: string }>();
+  perCall.forEach((p, slot) => {
+    const id = byName.get(p.input);
+    if (id === undefined || graph.nodes[id]!.op !== 'input') return;
+    const t = graph.nodes[id]!.type;
+    if (t.dtype !== 'i32' || t.shape.length !== 0) throw new KilnError(`per-call symbol ${p.name}: input ${p.input} of entry '${spec.name}' is ${t.dtype}[${t.shape.join(', ')}], not an i32 scalar`);
+    if (!Number.isInteger(p.min) || !Number.isInteger(p.max) || p.min > p.max) throw new KilnError(`per-call symbol ${p.name}: [${p.min}, ${p.max}] is not a range of whole numbers`);
+    symbolNodes.set(id, { slot, name: p.name });
+  });
+  const symbols = symbolNodes.size > 0 ? { symbols: { nodes: symbolNodes, count: perCall.length } } : {};
+  const compiled = lowerProgram(program, bindings, traits, { floatStorage, aliases, ...symbols });
   const { plan } = compiled;
   // Inputs some update writes are state: resident on the device, shared by name like parameters.
   const stateNames = new Set((graph.updates ?? []).map((u) => u.name).filter((n) => graph.nodes[byName.get(n) ?? -1]?.op === 'input'));
@@ -215,6 +243,8 @@ function compileEntry(
     label: k.label,
     workgroups: [k.workgroups[0], k.workgroups[1], k.workgroups[2]],
     bindings: k.bindings.map((b): BindingDecl => ({ buffer: bufferOf.get(b.value)!, access: b.access, offset: b.offset, length: b.length, elementBytes: b.elementBytes })),
+    ...(k.perCall ? { perCall: k.perCall } : {}),
+    ...(k.symbols ? { symbols: true as const } : {}),
   }));
   const outputs: OutputDecl[] = spec.outputs.map((o) => ({ ...decl(o.node, o.name), buffer: bufferOf.get(o.node)! }));
   const updateDecls: UpdateDecl[] = updates.map((u) => ({ name: u.name, buffer: bufferOf.get(u.node)!, inPlace: inPlace.get(u.node) === u.target }));

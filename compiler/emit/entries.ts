@@ -15,7 +15,7 @@ import { differentiate } from '../passes/autodiff.js';
 import { withAdamW, type AdamWHyper } from '../passes/optimizer.js';
 import type { GenerationDecl } from '../../runtime/artefact.js';
 import { CACHE_AXIS, type GenerationGraphs } from '../passes/kv-cache.js';
-import type { EntrySpec } from './artefact.js';
+import type { EntrySpec, PerCallSymbol } from './artefact.js';
 
 export const DEFAULT_ENTRIES = ['loss', 'grads', 'train_step'] as const;
 /** Every entry `defaultEntries` can make: the defaults and `eval`. */
@@ -80,10 +80,11 @@ export function generationDecl(g: GenerationGraphs): GenerationDecl {
 
 /**
  * The `prefill` and `decode` entries of `g` (their output: `logits`; their updates: the KV caches),
- * and what compileArtefact needs beside them: the caches' position axis and the manifest's
- * generation block.
+ * and what compileArtefact needs beside them: the caches' position axis, the manifest's
+ * generation block, and the decode step's per-call symbol `position` (the cache position,
+ * 0 .. capacity - 1), so that one compiled decode serves every position.
  */
-export function generationEntries(g: GenerationGraphs): { specs: EntrySpec[]; kvCaches: Map<string, number>; generation: GenerationDecl } {
+export function generationEntries(g: GenerationGraphs): { specs: EntrySpec[]; kvCaches: Map<string, number>; generation: GenerationDecl; perCall: PerCallSymbol[] } {
   const logits = (graph: Graph) => graph.outputs.filter((o) => o.name === 'logits');
   return {
     specs: [
@@ -92,5 +93,6 @@ export function generationEntries(g: GenerationGraphs): { specs: EntrySpec[]; kv
     ],
     kvCaches: new Map(g.caches.map((n) => [n, CACHE_AXIS])),
     generation: generationDecl(g),
+    perCall: [{ name: 'position', input: 'position', min: 0, max: g.capacity - 1 }],
   };
 }

@@ -48,8 +48,8 @@ export function referenceRunner(g: GenerationGraphs, params: ReadonlyMap<string,
  * or, for an artefact compiled without one, DEFAULT_TRAITS.
  */
 export function compileGeneration(g: GenerationGraphs, traits: DeviceTraits, source?: Readonly<Record<string, string>>) {
-  const { specs, kvCaches, generation } = generationEntries(g);
-  return compileArtefact(specs, { bindings: new Map(), traits, kvCaches, generation, ...(source ? { source } : {}) });
+  const { specs, kvCaches, generation, perCall } = generationEntries(g);
+  return compileArtefact(specs, { bindings: new Map(), traits, kvCaches, generation, perCall, ...(source ? { source } : {}) });
 }
 
 /** WebGPU: the compiled artefact's two entries over one TensorStore holding weights and caches; `runOptions` goes to every run (a profiler). */

@@ -155,7 +155,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     store(o + 2u + e, acc);
   }
 }`;
-  return { label: `decode_attention_split ${d.NB}x${BL}/${d.C}`, code, workgroups: [d.NB, y, z] };
+  // With the position a per-call symbol, only the blocks 0 .. floor(position / block) run: the
+  // merge reads no other.
+  const symbol = ctx.symbols?.[3];
+  return {
+    label: `decode_attention_split ${d.NB}x${BL}/${d.C}`,
+    code,
+    workgroups: [d.NB, y, z],
+    ...(symbol === undefined ? {} : { perCall: [{ symbol, scale: 1, offset: BL, divisor: BL }, null, null] as const }),
+  };
 }
 
 function lowerMerge(ctx: LowerContext): KernelBody {

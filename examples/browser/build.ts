@@ -96,7 +96,7 @@ export async function buildBrowserExample(outDir = join(ROOT, 'out/browser-examp
   const g = generationGraphs(model.graph, { T: PROMPT_IDS, capacity: probe.promptLength + MAX_NEW_TOKENS });
   // What `kiln compile --entries prefill,decode` writes (rows 1, the prompt's exact length).
   const gen = generationEntries(g);
-  const { artefact: genArtefact } = compileArtefact(gen.specs, { bindings: new Map(), traits: DEFAULT_TRAITS, kvCaches: gen.kvCaches, generation: gen.generation });
+  const { artefact: genArtefact } = compileArtefact(gen.specs, { bindings: new Map(), traits: DEFAULT_TRAITS, kvCaches: gen.kvCaches, generation: gen.generation, perCall: gen.perCall });
   writeArtefact(join(outDir, 'generate'), artefactFiles(genArtefact));
   writeFileSync(join(outDir, 'prompt.safetensors'), concat(serializeSafetensors(prompt)));
   const generation: GenerationInfo = { promptLength: g.promptLength, capacity: g.capacity, maxTokens: MAX_NEW_TOKENS };

@@ -7,7 +7,12 @@
 // when the artefact is loaded. Failures are KilnErrors naming the step; a lost device rejects.
 import {
   missingCapabilities,
+  perCallSymbols,
   storedElementBytes,
+  symbolsBytes,
+  symbolValues,
+  workgroupsAt,
+  type SymbolDecl,
   type Artefact,
   type EntryManifest,
   type EntryStats,
@@ -25,6 +30,7 @@ import { QUERIES_PER_SET, requireTimestamps, type KernelProfiler } from './profi
 const STORAGE = 0x80;
 const COPY_SRC = 0x04;
 const COPY_DST = 0x08;
+const UNIFORM = 0x40;
 const MAP_READ = 0x01;
 const QUERY_RESOLVE = 0x200;
 const COMPUTE = 0x4;
@@ -249,15 +255,19 @@ export class TensorStore {
 // Pipelines by WGSL, per device: layers repeat the same kernels, and tests compile the same ones.
 const pipelineCache = new WeakMap<GPUDevice, Map<string, Promise<GPUComputePipeline>>>();
 
-function pipelineFor(device: GPUDevice, code: string, access: readonly ('read' | 'read_write')[], label: string): Promise<GPUComputePipeline> {
+/** The pipeline of `code` with storage bindings `access` (and the symbols uniform after them when `symbols`). */
+function pipelineFor(device: GPUDevice, code: string, access: readonly ('read' | 'read_write')[], symbols: boolean, label: string): Promise<GPUComputePipeline> {
   let cache = pipelineCache.get(device);
   if (!cache) pipelineCache.set(device, (cache = new Map()));
-  const key = `${access.join(',')}\n${code}`;
+  const key = `${access.join(',')}${symbols ? ',uniform' : ''}\n${code}`;
   let p = cache.get(key);
   if (!p) {
     // Explicit layouts: 'auto' would drop a binding the shader never touches (an unused load<k>).
     const bgl = device.createBindGroupLayout({
-      entries: access.map((a, k) => ({ binding: k, visibility: COMPUTE, buffer: { type: a === 'read' ? 'read-only-storage' : 'storage' } })),
+      entries: [
+        ...access.map((a, k): GPUBindGroupLayoutEntry => ({ binding: k, visibility: COMPUTE, buffer: { type: a === 'read' ? 'read-only-storage' : 'storage' } })),
+        ...(symbols ? [{ binding: access.length, visibility: COMPUTE, buffer: { type: 'uniform' as const } }] : []),
+      ],
     });
     const layout = device.createPipelineLayout({ bindGroupLayouts: [bgl] });
     const module = device.createShaderModule({ code, label });
@@ -281,6 +291,8 @@ interface LoadedEntry {
   readonly bindGroups: readonly GPUBindGroup[];
   readonly buffers: readonly GPUBuffer[];
   readonly owned: readonly GPUBuffer[];
+  /** the per-call symbols' uniform, when some dispatch reads it or follows a symbol. */
+  readonly symbolBuffer?: GPUBuffer;
 }
 
 export interface ProgramOptions {
@@ -374,6 +386,7 @@ export class ArtefactProgram {
             device,
             kernels.get(d.kernel)!,
             d.bindings.map((b) => b.access),
+            d.symbols === true,
             `step ${s}: ${d.label}`,
           ),
         ),
@@ -389,18 +402,26 @@ export class ArtefactProgram {
         return buf;
       }),
     );
+    // One uniform per entry holds the call's per-call symbols; it is written with the inputs.
+    const symbolBuffer = e.dispatches.some((d) => d.symbols || d.perCall)
+      ? device.createBuffer({ size: symbolsBytes(perCallSymbols(this.manifest).length), usage: UNIFORM | COPY_DST, label: `kiln ${name} symbols` })
+      : undefined;
+    if (symbolBuffer) owned.push(symbolBuffer);
     const bindGroups: GPUBindGroup[] = [];
     for (const [s, d] of e.dispatches.entries()) {
       bindGroups.push(
         await gpuStep(device, `binding step ${s}: ${d.label}`, () =>
           device.createBindGroup({
             layout: pipelines[s]!.getBindGroupLayout(0),
-            entries: d.bindings.map((b, binding) => ({ binding, resource: { buffer: buffers[b.buffer]!, offset: b.offset * b.elementBytes, size: paddedBytes(b.length * b.elementBytes) } })),
+            entries: [
+              ...d.bindings.map((b, binding): GPUBindGroupEntry => ({ binding, resource: { buffer: buffers[b.buffer]!, offset: b.offset * b.elementBytes, size: paddedBytes(b.length * b.elementBytes) } })),
+              ...(d.symbols ? [{ binding: d.bindings.length, resource: { buffer: symbolBuffer! } }] : []),
+            ],
           }),
         ),
       );
     }
-    return { name, manifest: e, pipelines, bindGroups, buffers, owned };
+    return { name, manifest: e, pipelines, bindGroups, buffers, owned, ...(symbolBuffer ? { symbolBuffer } : {}) };
   }
 
   /**
@@ -431,8 +452,8 @@ export class ArtefactProgram {
     const device = this.kd.device;
     const what = this.runLabel(entry, wanted.length);
     return gpuStep(device, what, async () => {
-      this.writeInputs(e, inputs);
-      const enc = this.encode(entry, e, 0, m.dispatches.length);
+      const symbols = this.writeInputs(e, inputs);
+      const enc = this.encode(entry, e, 0, m.dispatches.length, symbols);
       this.encodeUpdates(e, enc);
       const staging = total > 0 ? this.takeStaging(entry, total) : undefined;
       outs.forEach((o, k) => enc.copyBufferToBuffer(e.buffers[o.buffer]!, 0, staging!.buffer, offsets[k]!, paddedBytes(numel(o.shape) * storedElementBytes(o.dtype, this.manifest.floatStorage))));
@@ -484,8 +505,11 @@ export class ArtefactProgram {
     validateBatch({ inputs: m.inputs, rules: m.rules }, fed);
   }
 
-  /** Dispatches from..to-1 of `e` in one compute pass, or one pass each with timestamps when profiled. */
-  private encode(entry: string, e: LoadedEntry, from: number, to: number, profiler?: KernelProfiler, querySets: readonly GPUQuerySet[] = []): GPUCommandEncoder {
+  /**
+   * Dispatches from..to-1 of `e` in one compute pass, or one pass each with timestamps when
+   * profiled; `symbols`: this call's per-call symbol values (workgroup counts that follow them).
+   */
+  private encode(entry: string, e: LoadedEntry, from: number, to: number, symbols: Int32Array | undefined, profiler?: KernelProfiler, querySets: readonly GPUQuerySet[] = []): GPUCommandEncoder {
     const enc = this.kd.device.createCommandEncoder({ label: `kiln ${entry}` });
     const m = e.manifest;
     let pass: GPUComputePassEncoder | undefined;
@@ -497,7 +521,7 @@ export class ArtefactProgram {
           profiler ? { timestampWrites: { querySet: querySets[Math.floor(q / QUERIES_PER_SET)]!, beginningOfPassWriteIndex: q % QUERIES_PER_SET, endOfPassWriteIndex: (q % QUERIES_PER_SET) + 1 } } : {},
         );
       }
-      const w = m.dispatches[s]!.workgroups;
+      const w = workgroupsAt(m.dispatches[s]!, this.symbols, symbols);
       pass.setPipeline(e.pipelines[s]!);
       pass.setBindGroup(0, e.bindGroups[s]!);
       pass.dispatchWorkgroups(w[0], w[1], w[2]);
@@ -526,7 +550,7 @@ export class ArtefactProgram {
     const m = e.manifest;
     const device = this.kd.device;
     this.checkRules(m, inputs);
-    await this.upload(e, inputs);
+    const symbols = await this.upload(e, inputs);
     const profiler = this.opts.stepByStep ? undefined : opts.profiler;
     if (profiler) requireTimestamps(device, this.kd.adapterName);
     // Profiled: each dispatch in its own pass, which writes a timestamp at its start and end.
@@ -535,7 +559,7 @@ export class ArtefactProgram {
           device.createQuerySet({ type: 'timestamp', count: Math.min(QUERIES_PER_SET, 2 * m.dispatches.length - k * QUERIES_PER_SET), label: `kiln profile ${entry} ${k}` }),
         )
       : [];
-    const encodeRange = (from: number, to: number): GPUCommandEncoder => this.encode(entry, e, from, to, profiler, querySets);
+    const encodeRange = (from: number, to: number): GPUCommandEncoder => this.encode(entry, e, from, to, symbols, profiler, querySets);
     if (this.opts.stepByStep) {
       for (let s = 0; s < m.dispatches.length; s++) {
         await gpuStep(device, `step ${s}: ${m.dispatches[s]!.label}`, async () => {
@@ -626,15 +650,26 @@ export class ArtefactProgram {
     });
   }
 
-  /** Writes the entry's declared inputs into their buffers. */
-  private async upload(e: LoadedEntry, inputs: ReadonlyMap<string, HostTensor>): Promise<void> {
-    await gpuStep(this.kd.device, 'uploading the inputs', () => this.writeInputs(e, inputs));
+  /** Writes the entry's declared inputs into their buffers; returns the per-call symbols' values. */
+  private async upload(e: LoadedEntry, inputs: ReadonlyMap<string, HostTensor>): Promise<Int32Array | undefined> {
+    return gpuStep(this.kd.device, 'uploading the inputs', () => this.writeInputs(e, inputs));
   }
 
-  /** Queues the writes of the entry's declared inputs (checked against the manifest) into their buffers. */
-  private writeInputs(e: LoadedEntry, inputs: ReadonlyMap<string, HostTensor>): void {
+  /** The artefact's per-call symbols (slot order of the symbols uniform). */
+  private get symbols(): readonly SymbolDecl[] {
+    return perCallSymbols(this.manifest);
+  }
+
+  /**
+   * Queues the writes of the entry's declared inputs (checked against the manifest) into their
+   * buffers, and of the per-call symbols' values (range-checked) into the entry's uniform;
+   * returns those values (undefined when the entry reads none).
+   */
+  private writeInputs(e: LoadedEntry, inputs: ReadonlyMap<string, HostTensor>): Int32Array | undefined {
     const m = e.manifest;
     const device = this.kd.device;
+    // Checked before anything is written: a position past the cache is refused, not clamped.
+    const values = e.symbolBuffer ? symbolValues(this.symbols, inputs) : undefined;
     {
       const inputBuffer = new Map(m.buffers.flatMap((b, k) => (b.kind === 'input' ? [[b.name, k] as const] : [])));
       for (const decl of m.inputs) {
@@ -645,6 +680,9 @@ export class ArtefactProgram {
         device.queue.writeBuffer(e.buffers[inputBuffer.get(decl.name)!]!, 0, deviceArray(t, this.manifest.floatStorage, `input tensor '${decl.name}'`) as OwnedView);
       }
     }
+    if (!e.symbolBuffer || !values) return undefined;
+    device.queue.writeBuffer(e.symbolBuffer, 0, values as OwnedView);
+    return values;
   }
 
   /**
@@ -662,14 +700,15 @@ export class ArtefactProgram {
     const e = this.entry(entry);
     const device = this.kd.device;
     const floatStorage = this.manifest.floatStorage;
-    await this.upload(e, inputs);
+    const symbols = await this.upload(e, inputs);
     for (const [s, d] of e.manifest.dispatches.entries()) {
       await gpuStep(device, `step ${s}: ${d.label}`, async () => {
         const enc = device.createCommandEncoder({ label: `kiln trace ${entry}` });
         const pass = enc.beginComputePass();
         pass.setPipeline(e.pipelines[s]!);
         pass.setBindGroup(0, e.bindGroups[s]!);
-        pass.dispatchWorkgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+        const w = workgroupsAt(d, this.symbols, symbols);
+        pass.dispatchWorkgroups(w[0], w[1], w[2]);
         pass.end();
         const wanted = reads(s);
         const staging = wanted.map((o) => {

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { artefactFiles, compileArtefact } from '../../../compiler/emit/artefact.js';
 import { defaultEntries } from '../../../compiler/emit/entries.js';
 import { DEFAULT_TRAITS } from '../../../compiler/codegen/kernel.js';
-import { MANIFEST_FILE, missingCapabilities, parseManifest, type Manifest } from '../../../runtime/artefact.js';
+import { ARTEFACT_VERSION, MANIFEST_FILE, missingCapabilities, parseManifest, type Manifest } from '../../../runtime/artefact.js';
 import { readArtefact, writeArtefact } from '../../../runtime/node/artefact-files.js';
 import { expectKilnError } from '../../helpers/errors.js';
 import { miniModel } from '../../helpers/mini-model.js';
@@ -37,7 +37,7 @@ describe('compiled artefact', () => {
   it('names parameters by checkpoint name, AdamW moments as state, and three entries over them', () => {
     const m = compileMini().artefact.manifest;
     expect(m.format).toBe('kiln-artefact');
-    expect(m.version).toBe(1);
+    expect(m.version).toBe(ARTEFACT_VERSION);
     expect(m.params.map((p) => [p.name, p.shape, p.trainable])).toEqual([
       ['up.weight', [16, 8], true],
       ['down.weight', [8, 16], true],
@@ -76,8 +76,8 @@ describe('compiled artefact', () => {
   });
 
   it('refuses another format version, naming both', () => {
-    const text = JSON.stringify({ ...compileMini().artefact.manifest, version: 2 });
-    expect(() => parseManifest(text, 'a/manifest.json')).toThrow(/a\/manifest.json: artefact format version 2; this runtime reads version 1/);
+    const text = JSON.stringify({ ...compileMini().artefact.manifest, version: 1 });
+    expect(() => parseManifest(text, 'a/manifest.json')).toThrow(/a\/manifest.json: artefact format version 1; this runtime reads version 2/);
   });
 
   it('refuses a corrupted manifest, naming the file and what is wrong', () => {
