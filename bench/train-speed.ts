@@ -56,6 +56,8 @@ export interface PeerTiming {
   compiles_in_steady: number;
   steady_tokens_per_s: number;
   steady_step_ms_median: number;
+  /** the steady steps' median per sequence length (bucket T, as a string key). */
+  step_ms_by_T: Record<string, number>;
   losses: number[];
 }
 
@@ -71,7 +73,13 @@ export interface TrainSpeedRow {
   tokens_per_pass: number;
   kiln: PeerTiming & { compile_s: number };
   tfjs: PeerTiming;
-  torch: (PeerTiming & { threads: number; version: string }) | { skipped: string };
+  torch: (PeerTiming & { threads: number; version: string; flops_by_T: Record<string, number> }) | { skipped: string };
+  /**
+   * Per bucket T: the FLOPs of one step as PyTorch counts them (torch.utils.flop_counter: matmuls,
+   * attention and convolutions, 2 per multiply-add; the same model), and what each peer's median
+   * step achieves on them, in GFLOP/s: the gap to the CPU peer read as arithmetic throughput.
+   */
+  by_T: { T: number; mflops: number; step_ms: Record<string, number>; gflops_per_s: Record<string, number> }[] | null;
   step0_loss: { kiln: number; tfjs: number; torch: number | null; tfjs_rel: number; torch_rel: number | null };
   /** largest relative loss difference from Kiln's over all steps. */
   max_rel_loss_diff: { tfjs: number; torch: number | null };
@@ -117,6 +125,7 @@ async function runPeers(peers: readonly Peer[], batches: readonly BenchBatch[], 
   const colds: Awaited<ReturnType<typeof coldPass>>[] = [];
   for (const p of peers) colds.push(await coldPass(p, batches, log));
   const stepMs = peers.map((): number[] => []);
+  const byT = peers.map(() => new Map<number, number[]>());
   const wall = peers.map(() => 0);
   let tokens = 0;
   for (let pass = 0; pass < steady; pass++)
@@ -127,6 +136,7 @@ async function runPeers(peers: readonly Peer[], batches: readonly BenchBatch[], 
         colds[i]!.losses.push(await peers[i]!.step(b, colds[i]!.losses.length + 1));
         const ms = performance.now() - s0;
         stepMs[i]!.push(ms);
+        byT[i]!.set(b.T, [...(byT[i]!.get(b.T) ?? []), ms]);
         wall[i]! += ms;
       }
     }
@@ -140,6 +150,7 @@ async function runPeers(peers: readonly Peer[], batches: readonly BenchBatch[], 
       compiles_in_steady: total - c.compiles,
       steady_tokens_per_s: round(tokens / (wall[i]! / 1000), 1),
       steady_step_ms_median: round(median(stepMs[i]!), 1),
+      step_ms_by_T: Object.fromEntries([...byT[i]!].map(([T, ms]) => [String(T), round(median(ms), 1)])),
       losses: c.losses,
     };
     log(`train_speed: ${p.who} steady ${r.steady_tokens_per_s} tokens/s (median step ${r.steady_step_ms_median} ms), loss ${c.losses[0]!.toFixed(5)} -> ${c.losses[c.losses.length - 1]!.toFixed(5)}`);
@@ -147,14 +158,17 @@ async function runPeers(peers: readonly Peer[], batches: readonly BenchBatch[], 
   });
 }
 
-/** The torch Python: $KILN_TORCH_PYTHON, else the golden README's venv; null when neither exists. */
+/**
+ * The torch Python: $KILN_TORCH_PYTHON, else the venv `npm run setup` makes (.venv-torch), else
+ * the golden README's /tmp/gvenv; null when none exists.
+ */
 export function torchPython(): string | null {
   const env = process.env['KILN_TORCH_PYTHON'];
   if (env) return existsSync(env) ? env : null;
-  return existsSync('/tmp/gvenv/bin/python') ? '/tmp/gvenv/bin/python' : null;
+  return ['.venv-torch/bin/python', '/tmp/gvenv/bin/python'].find((p) => existsSync(p)) ?? null;
 }
 
-function runTorch(python: string, model: CheckedModel, params: ReadonlyMap<string, HostTensor>, batches: readonly BenchBatch[], steady: number, trainable: readonly string[], hyper: ReturnType<typeof adamwHyper>): PeerTiming & { threads: number; version: string } {
+function runTorch(python: string, model: CheckedModel, params: ReadonlyMap<string, HostTensor>, batches: readonly BenchBatch[], steady: number, trainable: readonly string[], hyper: ReturnType<typeof adamwHyper>): PeerTiming & { threads: number; version: string; flops_by_T: Record<string, number> } {
   const dir = mkdtempSync(join(tmpdir(), 'kiln-bench-torch-'));
   try {
     writeSafetensors(join(dir, 'params.safetensors'), params);
@@ -179,10 +193,20 @@ function runTorch(python: string, model: CheckedModel, params: ReadonlyMap<strin
     const r = spawnSync(python, ['bench/vwlmm_torch.py', dir], { encoding: 'utf8', maxBuffer: 64 << 20 });
     if (r.status !== 0) throw new Error(`bench/vwlmm_torch.py failed (exit ${r.status}): ${r.stderr.slice(-2000)}`);
     const lines = r.stdout.trim().split('\n');
-    return JSON.parse(lines[lines.length - 1]!) as PeerTiming & { threads: number; version: string };
+    return JSON.parse(lines[lines.length - 1]!) as PeerTiming & { threads: number; version: string; flops_by_T: Record<string, number> };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+function byLength(flops: Record<string, number>, peers: Record<string, PeerTiming>): NonNullable<TrainSpeedRow['by_T']> {
+  return Object.entries(flops)
+    .map(([T, f]) => {
+      const step_ms = Object.fromEntries(Object.entries(peers).map(([w, p]) => [w, p.step_ms_by_T[T]!]));
+      const gflops_per_s = Object.fromEntries(Object.entries(step_ms).map(([w, ms]) => [w, round(f / (ms * 1e6), 2)]));
+      return { T: Number(T), mflops: round(f / 1e6, 1), step_ms, gflops_per_s };
+    })
+    .sort((a, b) => a.T - b.T);
 }
 
 const rel = (a: number, b: number): number => Math.abs(a - b) / Math.max(Math.abs(b), 1e-30);
@@ -200,7 +224,7 @@ export interface TrainSpeedCase {
 export async function benchTrainSpeed(kd: KilnDevice, opts: { cases: readonly TrainSpeedCase[]; log: (m: string) => void }): Promise<TrainSpeedRow[]> {
   const rows: TrainSpeedRow[] = [];
   const python = torchPython();
-  if (!python) opts.log('train_speed: no torch Python (set KILN_TORCH_PYTHON, or make /tmp/gvenv as test/golden/README.md says): the PyTorch CPU peer is skipped');
+  if (!python) opts.log('train_speed: no torch Python (set KILN_TORCH_PYTHON, or run npm run setup, which makes .venv-torch): the PyTorch CPU peer is skipped');
   for (const c of opts.cases) {
     const model = loadVwlmm(c.config);
     const hyper = adamwHyper(model);
@@ -247,7 +271,7 @@ export async function benchTrainSpeed(kd: KilnDevice, opts: { cases: readonly Tr
     const kilnProfile = { T: longest.T, total_ms: prof.total_ms, dispatches: prof.dispatches.length, slowest: slowest(prof.dispatches, 8) };
     opts.log(`train_speed: ${c.config} kiln train_step T=${longest.T} one dispatch per submission: ${prof.total_ms} ms over ${prof.dispatches.length} dispatches; slowest ${kilnProfile.slowest.slice(0, 5).map((d) => `${d.label} ${d.ms} ms`).join(', ')}`);
 
-    let torch: TrainSpeedRow['torch'] = { skipped: 'no torch Python found (KILN_TORCH_PYTHON or /tmp/gvenv/bin/python)' };
+    let torch: TrainSpeedRow['torch'] = { skipped: 'no torch Python found (KILN_TORCH_PYTHON, .venv-torch or /tmp/gvenv)' };
     if (python) {
       torch = runTorch(python, model, params, batches, c.steady, trainable, hyper);
       opts.log(`train_speed: ${c.config} torch (CPU, ${torch.threads} threads) first step ${torch.first_step_ms} ms, steady ${torch.steady_tokens_per_s} tokens/s`);
@@ -278,7 +302,10 @@ export async function benchTrainSpeed(kd: KilnDevice, opts: { cases: readonly Tr
       load_before: loadBefore,
       load_after: loadavg().map((x) => round(x, 1)),
       kiln_vs_torch: 'steady_tokens_per_s' in torch ? round(kiln.steady_tokens_per_s / torch.steady_tokens_per_s) : null,
+      by_T: 'flops_by_T' in torch ? byLength(torch.flops_by_T, { kiln, tfjs, torch }) : null,
     };
+    for (const r of row.by_T ?? [])
+      opts.log(`train_speed: ${c.config} T=${r.T}: ${r.mflops} MFLOP per step; median step ${Object.entries(r.step_ms).map(([w, ms]) => `${w} ${ms} ms (${r.gflops_per_s[w]} GFLOP/s)`).join(', ')}`);
     for (const [who, r] of [['tfjs', row.step0_loss.tfjs_rel], ['torch', row.step0_loss.torch_rel]] as const)
       if (r !== null && !(r <= STEP0_RTOL)) throw new Error(`bench: ${c.config}: the ${who} peer's step-0 loss differs from Kiln's by ${r.toExponential(2)} relative (> ${STEP0_RTOL}): not the same computation`);
     opts.log(`train_speed: ${c.config} step-0 loss kiln ${row.step0_loss.kiln} tfjs ${row.step0_loss.tfjs} (rel ${row.step0_loss.tfjs_rel.toExponential(1)}) torch ${row.step0_loss.torch ?? '-'}; kiln/tfjs ${row.kiln_vs_tfjs}x, kiln/torch ${row.kiln_vs_torch ?? '-'}x`);

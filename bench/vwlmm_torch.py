@@ -11,7 +11,8 @@ hidden_states[-2] without the class token; nn.Sequential(Linear, GELU, Linear); 
 LlamaForCausalLM on inputs_embeds; CE + vm_weight * KL(batchmean) with softmax(vm_head(x)) not
 detached), in float32 with the default attention, trained with clip_grad_norm_ and
 torch.optim.AdamW, one cold pass over the batches then `steady` passes. Prints one JSON line with
-the same fields as bench/train-speed.ts's PeerTiming.
+the same fields as bench/train-speed.ts's PeerTiming, plus the FLOPs of one step per length
+(torch.utils.flop_counter).
 """
 
 import json
@@ -23,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors import safe_open
+from torch.utils.flop_counter import FlopCounterMode
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
 IMAGE_TOKEN = -200
@@ -124,22 +126,36 @@ def main(d):
         if first is None:
             first = time.perf_counter() - s0
     cold = time.perf_counter() - t0
-    step_ms, tokens = [], 0
+    step_ms, by_t, tokens = [], {}, 0
     t1 = time.perf_counter()
     for _ in range(job["steady"]):
         for pixels, ids, labels, n in batches:
             s0 = time.perf_counter()
             losses.append(step(pixels, ids, labels))
-            step_ms.append((time.perf_counter() - s0) * 1000)
+            ms = (time.perf_counter() - s0) * 1000
+            step_ms.append(ms)
+            by_t.setdefault(str(ids.shape[1]), []).append(ms)
             tokens += n
     steady = time.perf_counter() - t1
-    step_ms.sort()
-    m = len(step_ms) // 2
-    med = step_ms[m] if len(step_ms) % 2 else (step_ms[m - 1] + step_ms[m]) / 2
+    # The floating-point work of one step per length, as PyTorch counts it (matmuls, attention,
+    # convolutions: 2 per multiply-add), after the timed passes so that it cannot slow them.
+    flops = {}
+    for pixels, ids, labels, _ in batches:
+        if str(ids.shape[1]) not in flops:
+            with FlopCounterMode(display=False) as fc:
+                step(pixels, ids, labels)
+            flops[str(ids.shape[1])] = fc.get_total_flops()
     print(json.dumps(dict(
         first_step_ms=round(first * 1000), cold_pass_s=round(cold, 2), compiles=0, compiles_in_steady=0,
-        steady_tokens_per_s=round(tokens / steady, 1), steady_step_ms_median=round(med, 1), losses=losses,
+        steady_tokens_per_s=round(tokens / steady, 1), steady_step_ms_median=round(median(step_ms), 1),
+        step_ms_by_T={k: round(median(v), 1) for k, v in by_t.items()}, flops_by_T=flops, losses=losses,
         threads=torch.get_num_threads(), version=torch.__version__)))
+
+
+def median(xs):
+    xs = sorted(xs)
+    m = len(xs) // 2
+    return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
 
 
 if __name__ == "__main__":
