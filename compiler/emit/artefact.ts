@@ -26,8 +26,8 @@ import { momentName } from '../../runtime/optim/schedule.js';
 import type { SymbolBindings } from '../ir/dims.js';
 import { reachable, type Graph, type NamedValue } from '../ir/graph.js';
 import { DEFAULT_TRAITS, type DeviceTraits } from '../codegen/kernel.js';
-import { fuse, type FusedProgram, type FuseOptions } from '../passes/fuse.js';
-import { inPlaceUpdates } from '../passes/in-place.js';
+import { bindingsOf, fuse, type FusedProgram, type FuseOptions } from '../passes/fuse.js';
+import { inPlaceUpdates, type UpdateRef } from '../passes/in-place.js';
 import { inputContract } from '../passes/input-contract.js';
 import { lowerProgram, storedBytes, type CompiledProgram } from '../passes/lower.js';
 import { chunkLossHeads, LOSS_CHUNK_BYTES } from '../passes/loss-heads.js';
@@ -145,6 +145,23 @@ export function compileArtefact(specs: readonly EntrySpec[], opts: CompileOption
   return { artefact: { manifest, kernels: kernels.files }, entries };
 }
 
+/**
+ * Fuses the entry counting an update and its target as one binding (they share a read_write
+ * binding when the update is written in place), then checks each kernel against the updates
+ * actually written in place; when one would exceed the binding limit, fuses again counting them
+ * apart. AdamW's kernel (parameter, both moments, gradient, step scalars, clipping factor) fits
+ * WebGPU's default 8 bindings only so.
+ */
+function fuseWithUpdates(graph: Graph, computed: readonly number[], fuseOpts: FuseOptions, updates: readonly UpdateRef[], readBack: ReadonlySet<number>): { program: FusedProgram; inPlace: Map<number, number> } {
+  if (updates.length > 0) {
+    const program = fuse(graph, computed, { ...fuseOpts, sharedBindings: new Map(updates.map((u) => [u.node, u.target])) });
+    const inPlace = inPlaceUpdates(program, updates, readBack);
+    if (bindingsOf(program, inPlace).every((n) => n <= (fuseOpts.maxBindings ?? 8))) return { program, inPlace };
+  }
+  const program = fuse(graph, computed, fuseOpts);
+  return { program, inPlace: inPlaceUpdates(program, updates, readBack) };
+}
+
 function compileEntry(
   given: EntrySpec,
   bindings: SymbolBindings,
@@ -170,8 +187,7 @@ function compileEntry(
   });
   const readBack = new Set(spec.outputs.map((o) => o.node));
   const computed = [...new Set([...spec.outputs.map((o) => o.node), ...updates.map((u) => u.node)])];
-  const program: FusedProgram = fuse(graph, computed, fuseOpts);
-  const inPlace = inPlaceUpdates(program, updates, readBack);
+  const { program, inPlace } = fuseWithUpdates(graph, computed, fuseOpts, updates, readBack);
   // Updates written over their targets, and running sums over their previous step (plan.ts).
   const aliases = new Map([...[...inPlace].map(([u, t]): [number, number] => [t, u]), ...accumulatorLinks(program)]);
   const symbolNodes = new Map<number, { slot: number; name: string }>();

@@ -46,6 +46,13 @@ export interface FusedProgram {
 export interface FuseOptions {
   /** storage bindings one kernel may use (WebGPU's guaranteed minimum is 8). */
   readonly maxBindings?: number;
+  /**
+   * Output node -> input node it may be written over in place (an optimiser update and its
+   * target): counted as one binding when a kernel would hold both. The caller checks the program
+   * against the updates actually written in place (bindingsOf) and fuses again without this when
+   * a kernel would exceed maxBindings.
+   */
+  readonly sharedBindings?: ReadonlyMap<number, number>;
 }
 
 interface Building {
@@ -201,15 +208,29 @@ export function fuse(graph: Graph, requested: readonly number[], opts: FuseOptio
       if (occurrences.some((o) => groupOf[o.leaf] === gid && !o.identity)) continue;
       const others = occurrences.filter((o) => groupOf[o.leaf] !== gid).map((o) => o.leaf);
       if (others.some((l) => groupOf[l]! >= 0 && dependsOn(groupOf[l]!, gid))) continue;
-      const inputs = new Set([...g.inputs, ...others]).size;
-      if (inputs + 2 > maxBindings) continue;
+      const inputSet = new Set([...g.inputs, ...others]);
+      const inputs = inputSet.size;
       // Each value the kernel would publish is a binding too: members read outside the group
-      // (as far as is known now: a reader not yet in the group counts) and requested ones.
+      // (as far as is known now: a reader not yet in the group counts) and requested ones; an
+      // output that may overwrite one of the inputs in place (opts.sharedBindings) shares its binding.
       const joined = (id: number): boolean => id === m || inlineNodes.has(id) || g.members.has(id);
       let outputs = 0;
-      for (const id of [...g.members.keys(), m])
-        if (g.members.get(id)?.placement !== 'prologue' && (isRequested.has(id) || users[id]!.some((u) => !joined(u)))) outputs++;
-      if (inputs + outputs > maxBindings) continue;
+      let shared = 0;
+      // A value read outside only by updates of this kernel's inputs is counted with them: such an
+      // update joins next (where(ok, new, old) of a moment after its new value) and takes its place.
+      const sharesWithInput = (id: number): boolean => {
+        const target = opts.sharedBindings?.get(id);
+        return target !== undefined && inputSet.has(target);
+      };
+      for (const id of [...g.members.keys(), m]) {
+        if (g.members.get(id)?.placement === 'prologue') continue;
+        const outside = users[id]!.filter((u) => !joined(u));
+        if (!isRequested.has(id) && outside.length === 0) continue;
+        outputs++;
+        if (sharesWithInput(id) || (!isRequested.has(id) && outside.every(sharesWithInput))) shared++;
+      }
+      // Without shared bindings, room for an output and one more operand is kept (inputs + 2).
+      if ((shared > 0 ? inputs + outputs - shared : Math.max(inputs + 2, inputs + outputs)) > maxBindings) continue;
       // Store-side: m and the inline nodes whose trees reach this group's values.
       const reaches = (id: number): boolean => groupOf[id] === gid || (isInline(id) && nodes[id]!.inputs.some(reaches));
       for (const id of inlineNodes) {
@@ -277,4 +298,17 @@ function topoOrder(groups: readonly Building[]): Building[] {
   }
   if (out.length !== groups.length) throw new Error('fuse: the kernel groups have a cycle (a fusion rule let one through)');
   return out;
+}
+
+/**
+ * Storage bindings of each kernel of `program` (in dispatch order) when the updates in `inPlace`
+ * (update node -> target) are written over their targets: an output aliasing an input of the
+ * same kernel is one read_write binding.
+ */
+export function bindingsOf(program: FusedProgram, inPlace: ReadonlyMap<number, number>): number[] {
+  return program.groups.map((g) => {
+    const inputs = new Set(g.inputs);
+    const shared = g.outputs.filter((o) => inPlace.has(o) && inputs.has(inPlace.get(o)!)).length;
+    return g.inputs.length + g.outputs.length - shared;
+  });
 }

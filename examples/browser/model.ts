@@ -135,7 +135,7 @@ export class VWLMM {
     return Object.fromEntries(out) as unknown as LossOutputs;
   }
 
-  /** Runs entry 'train_step' (235 kernels). Updates 78 parameter and state tensors in place (an AdamW step). `step.step` counts from 1 as torch.optim.AdamW does; `maxGradNorm` clips the global gradient norm (default 1, 0 = off). Rejects inputs of the wrong dtype or shape, and ids or labels outside the model's ranges, with a KilnError naming the tensor. */
+  /** Runs entry 'train_step' (183 kernels). Updates 78 parameter and state tensors in place (an AdamW step). `step.step` counts from 1 as torch.optim.AdamW does; `maxGradNorm` clips the global gradient norm (default 1, 0 = off). Rejects inputs of the wrong dtype or shape, and ids or labels outside the model's ranges, with a KilnError naming the tensor. */
   async trainStep(inputs: TrainStepInputs, step: { readonly lr: number; readonly step: number; readonly maxGradNorm?: number }): Promise<TrainStepOutputs> {
     const feeds = new Map<string, HostTensor>([...Object.entries(inputs), ...adamwStepInputs(step.lr, step.step, ADAMW.beta1, ADAMW.beta2, step.maxGradNorm ?? 1)]);
     const out = await this.program.run('train_step', feeds);

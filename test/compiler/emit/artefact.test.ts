@@ -7,6 +7,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { artefactFiles, compileArtefact } from '../../../compiler/emit/artefact.js';
 import { defaultEntries } from '../../../compiler/emit/entries.js';
+import type { EntrySpec } from '../../../compiler/emit/artefact.js';
+import { loadAndCheck } from '../../../compiler/cli/spec.js';
+import { Output } from '../../../compiler/cli/output.js';
 import { DEFAULT_TRAITS } from '../../../compiler/codegen/kernel.js';
 import { ARTEFACT_VERSION, MANIFEST_FILE, missingCapabilities, parseManifest, type Manifest } from '../../../runtime/artefact.js';
 import { readArtefact, writeArtefact } from '../../../runtime/node/artefact-files.js';
@@ -60,6 +63,43 @@ describe('compiled artefact', () => {
       expect(step.dispatches.some((d) => d.bindings.some((bd) => bd.buffer === u.buffer && bd.access === 'read_write'))).toBe(true);
     }
     for (const e of Object.values(m.entries)) for (const d of e.dispatches) expect(compileMini().artefact.kernels.has(d.kernel)).toBe(true);
+  });
+
+  describe("AdamW within WebGPU's default 8 bindings (tiny VW-LMM, finetune stage)", () => {
+    // An update written in place shares its target's read_write binding, so the fusion counts the
+    // pair once; counted apart, AdamW's kernel (parameter, both moments, gradient, step scalars,
+    // clipping factor and finite flag) needs 11 and splits into three kernels per parameter.
+    const model = loadAndCheck('models/vwlmm.kiln', { config: 'tiny' }, new Output(true));
+    const trainStep = defaultEntries(model).find((e) => e.name === 'train_step')!;
+    const bindings = new Map([
+      ['B', 2],
+      ['T', 8],
+    ]);
+    const compileStep = (spec: EntrySpec) => compileArtefact([spec], { bindings, traits: DEFAULT_TRAITS }).artefact.manifest.entries['train_step']!;
+    const trainable = model.graph.params.filter((p) => trainStep.graph.updates!.some((u) => u.name === p.name)).map((p) => p.name);
+
+    it('writes each parameter and both its moments in place in one kernel, every kernel within 8 bindings', () => {
+      const step = compileStep(trainStep);
+      for (const d of step.dispatches) expect(d.bindings.length, d.label).toBeLessThanOrEqual(8);
+      expect(step.updates.every((u) => u.inPlace)).toBe(true);
+      for (const p of trainable) {
+        const names = [p, `adamw.m:${p}`, `adamw.v:${p}`];
+        const writers = step.dispatches.filter((d) => d.bindings.some((b) => b.access === 'read_write' && names.includes(String((step.buffers[b.buffer] as { name?: string }).name))));
+        expect(writers.map((d) => d.label), p).toHaveLength(1);
+        const written = writers[0]!.bindings.filter((b) => b.access === 'read_write').map((b) => String((step.buffers[b.buffer] as { name?: string }).name));
+        expect(written.sort(), p).toEqual([...names].sort());
+      }
+    });
+
+    it('fuses apart again when an update is not written in place (read back) and its kernel would pass 8 bindings', () => {
+      const shared = compileStep(trainStep);
+      const name = trainable[0]!;
+      const update = trainStep.graph.updates!.find((u) => u.name === name)!;
+      const step = compileStep({ ...trainStep, outputs: [...trainStep.outputs, { name: 'new_weight', node: update.node }] });
+      for (const d of step.dispatches) expect(d.bindings.length, d.label).toBeLessThanOrEqual(8);
+      expect(step.updates.find((u) => u.name === name)!.inPlace).toBe(false);
+      expect(step.dispatches.length).toBeGreaterThan(shared.dispatches.length);
+    });
   });
 
   it('round-trips through a folder, and names a missing kernel file', () => {
