@@ -136,7 +136,9 @@ async function runPeers(peers: readonly Peer[], batches: readonly BenchBatch[], 
         colds[i]!.losses.push(await peers[i]!.step(b, colds[i]!.losses.length + 1));
         const ms = performance.now() - s0;
         stepMs[i]!.push(ms);
-        byT[i]!.set(b.T, [...(byT[i]!.get(b.T) ?? []), ms]);
+        const atT = byT[i]!.get(b.T);
+        if (atT) atT.push(ms);
+        else byT[i]!.set(b.T, [ms]);
         wall[i]! += ms;
       }
     }

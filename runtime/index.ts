@@ -14,4 +14,6 @@ export * from './fetch.js';
 export * from './generate.js';
 export * from './random.js';
 export * from './webgpu/program.js';
+export * from './webgpu/store.js';
+export { deviceArray, paddedBytes, unlessLost } from './webgpu/bytes.js';
 export * from './webgpu/profile.js';

@@ -15,7 +15,8 @@ import type { EntryStats } from '../../runtime/artefact.js';
 import type { TracedKernel } from '../../runtime/nonfinite.js';
 import type { HostTensor } from '../../runtime/tensor.js';
 import type { KilnDevice } from '../../runtime/webgpu/device.js';
-import { ArtefactProgram, TensorStore } from '../../runtime/webgpu/program.js';
+import { ArtefactProgram } from '../../runtime/webgpu/program.js';
+import { TensorStore } from '../../runtime/webgpu/store.js';
 
 /** The device's limits as the code generator sees them. */
 export function deviceTraits(d: KilnDevice): DeviceTraits {

@@ -19,7 +19,8 @@ import { adamwStepInputs } from '../../runtime/optim/schedule.js';
 import { numel, type HostTensor } from '../../runtime/tensor.js';
 import { constShape, momentParam } from '../checkpoint/save.js';
 import type { KilnDevice } from '../../runtime/webgpu/device.js';
-import { ArtefactProgram, TensorStore, type RunOptions } from '../../runtime/webgpu/program.js';
+import { ArtefactProgram, type RunOptions } from '../../runtime/webgpu/program.js';
+import { TensorStore } from '../../runtime/webgpu/store.js';
 import type { KernelProfiler } from '../../runtime/webgpu/profile.js';
 
 /** The per-step scalars of the optimiser: learning rate, torch's 1-based step count, clipping. */

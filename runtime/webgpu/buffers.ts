@@ -1,16 +1,9 @@
 // Storage buffers in and out of the device, and a small one-dispatch helper for tests and benches.
 // The plan executor keeps its own buffers alive across steps; these helpers are for the edges.
+import { COPY_DST, COPY_SRC, MAP_READ, paddedBytes as paddedSize, STORAGE } from './bytes.js';
 import { gpuStep } from './device.js';
-import { paddedBytes } from './program.js';
 
 export type HostArray = Float32Array | Int32Array | Uint32Array;
-
-const STORAGE = 0x80; // GPUBufferUsage.STORAGE; spelled out so importing this file needs no globals
-const COPY_SRC = 0x04;
-const COPY_DST = 0x08;
-const MAP_READ = 0x01;
-
-const paddedSize = paddedBytes;
 
 /** A storage buffer holding `data` (also usable as a copy source and destination). */
 export function uploadBuffer(device: GPUDevice, data: HostArray, label?: string): GPUBuffer {

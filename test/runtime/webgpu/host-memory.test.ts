@@ -13,7 +13,7 @@ import { loadBatch, openModelParams } from '../../../compiler/cli/model-inputs.j
 import { differentiate } from '../../../compiler/passes/autodiff.js';
 import { WebGpuBackend } from '../../../compiler/train/backend.js';
 import { getDevice } from '../../../runtime/node/device.js';
-import { TensorStore } from '../../../runtime/webgpu/program.js';
+import { TensorStore } from '../../../runtime/webgpu/store.js';
 import type { HostTensor } from '../../../runtime/tensor.js';
 
 setFlagsFromString('--expose-gc');
